@@ -1,0 +1,1 @@
+//! Quire's benchmarks: load generator, micro-benchmarks and side-by-side comparisons.
