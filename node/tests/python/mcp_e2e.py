@@ -1,0 +1,255 @@
+"""End-to-end check of a running Quire node with the official MCP Python SDK (`mcp` on PyPI).
+
+Usage: python mcp_e2e.py CLIENT_JSON [--burst N]
+
+CLIENT_JSON is the `client.json` that `quire serve --sandbox` writes. The script lists the
+tools, calls every tool with valid input and with bad input, checks that a request without a
+token gets 401 with a Bearer challenge, runs a burst of concurrent `notion-fetch` calls of
+different pages on one integration, and reads the sandbox's counters. It prints one JSON
+object with its figures and exits non-zero on the first failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+EXPECTED_TOOLS = {
+    "notion-search",
+    "notion-fetch",
+    "notion-create-pages",
+    "notion-update-page",
+    "notion-move-pages",
+    "notion-create-database",
+    "notion-update-database",
+    "notion-query-data-source",
+    "notion-append-blocks",
+    "notion-get-block-children",
+    "notion-create-comment",
+    "notion-get-comments",
+    "notion-get-users",
+    "notion-get-user",
+    "notion-get-self",
+}
+
+TIMEOUT_S = 180.0
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def connect(url: str, token: str, mode: str) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT_S)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+def structured(result: Any) -> dict:
+    data = result.structured_content
+    if isinstance(data, dict):
+        return data
+    text = "".join(getattr(c, "text", "") for c in result.content)
+    try:
+        parsed = json.loads(text)
+        return parsed if isinstance(parsed, dict) else {}
+    except ValueError:
+        return {}
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def call_ok(client: Client, name: str, args: dict) -> Any:
+    result = await client.call_tool(name, args, read_timeout_seconds=TIMEOUT_S)
+    check(not result.is_error, f"{name}({json.dumps(args)[:200]}) failed: {text_of(result)[:500]}")
+    return result
+
+
+async def call_err(client: Client, name: str, args: dict, code: str) -> Any:
+    result = await client.call_tool(name, args, read_timeout_seconds=TIMEOUT_S)
+    check(result.is_error, f"{name}({json.dumps(args)[:200]}) should have failed but returned {text_of(result)[:300]}")
+    got = structured(result).get("code")
+    check(got == code, f"{name}: expected tool error {code!r}, got {got!r}: {text_of(result)[:300]}")
+    return result
+
+
+async def no_token_is_401(url: str) -> dict:
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "e2e", "version": "0"},
+            },
+        }
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        r = await http.post(url, json=body, headers=headers)
+        check(r.status_code == 401, f"no token: expected 401, got {r.status_code}")
+        challenge = r.headers.get("www-authenticate", "")
+        check(challenge.lower().startswith("bearer"), f"no token: WWW-Authenticate is {challenge!r}")
+        r = await http.post(url, json=body, headers={**headers, "Authorization": "Bearer qk_wrong"})
+        check(r.status_code == 401, f"wrong token: expected 401, got {r.status_code}")
+        check("invalid_token" in r.headers.get("www-authenticate", ""), "wrong token: no invalid_token challenge")
+        return {"no_token_status": 401, "wrong_token_status": 401}
+
+
+async def search_ids(client: Client, kind: str, query: str = "") -> list[str]:
+    result = await call_ok(client, "notion-search", {"query": query, "filter": kind, "page_size": 100})
+    data = structured(result)
+    items = data.get("results", [])
+    return [item["id"] for item in items if isinstance(item, dict) and "id" in item]
+
+
+async def every_tool(client: Client) -> dict:
+    listing = await client.list_tools()
+    names = {t.name for t in listing.tools}
+    check(EXPECTED_TOOLS <= names, f"missing tools: {sorted(EXPECTED_TOOLS - names)}")
+    for tool in listing.tools:
+        check(tool.input_schema.get("type") == "object", f"{tool.name}: input schema is not an object")
+        check(tool.annotations is not None, f"{tool.name}: no annotations")
+    read_only = {t.name for t in listing.tools if t.annotations and t.annotations.read_only_hint}
+    check("notion-fetch" in read_only and "notion-create-pages" not in read_only, "read-only annotations are wrong")
+
+    pages = await search_ids(client, "page")
+    check(len(pages) >= 40, f"search found only {len(pages)} pages")
+    sources = await search_ids(client, "data_source")
+    check(len(sources) >= 1, "search found no data source")
+    page, source = pages[0], sources[0]
+
+    fetched = await call_ok(client, "notion-fetch", {"id": page})
+    check(len(text_of(fetched)) > 0, "notion-fetch returned no text")
+    await call_ok(client, "notion-fetch", {"id": f"https://www.notion.so/Some-Title-{page.replace('-', '')}"})
+    await call_ok(client, "notion-fetch", {"id": source})
+
+    rows = await call_ok(client, "notion-query-data-source", {"data_source_id": source, "page_size": 10})
+    check(structured(rows).get("has_more") is True, "query of 200+ rows with page_size 10 has no more pages")
+    await call_ok(
+        client,
+        "notion-query-data-source",
+        {"data_source_id": source, "page_size": 5, "sorts": [{"timestamp": "created_time", "direction": "descending"}]},
+    )
+
+    created = await call_ok(
+        client,
+        "notion-create-pages",
+        {"parent": {"page_id": page}, "pages": [{"title": "Quire e2e page", "content": "# Hello\n\nFrom **Quire**."}]},
+    )
+    created_data = structured(created)
+    new_ids = [p["id"] for p in created_data.get("pages", []) if isinstance(p, dict) and "id" in p]
+    check(len(new_ids) == 1, f"notion-create-pages returned {created_data}")
+    new_page = new_ids[0]
+    await call_ok(client, "notion-update-page", {"page_id": new_page, "title": "Quire e2e page (renamed)"})
+    await call_ok(client, "notion-append-blocks", {"block_id": new_page, "markdown": "- one\n- two\n\n```rust\nfn main() {}\n```"})
+    children = await call_ok(client, "notion-get-block-children", {"block_id": new_page})
+    check("one" in text_of(children), "appended blocks are not among the children")
+    await call_ok(client, "notion-move-pages", {"page_ids": [new_page], "new_parent": {"page_id": pages[1]}})
+    await call_ok(client, "notion-create-comment", {"page_id": new_page, "text": "A comment from the e2e test"})
+    comments = await call_ok(client, "notion-get-comments", {"block_id": new_page})
+    check("e2e test" in text_of(comments), "the new comment is not listed")
+    db = await call_ok(
+        client,
+        "notion-create-database",
+        {"parent_page_id": page, "title": "E2E tracker", "properties": {"Name": {"title": {}}, "Done": {"checkbox": {}}}},
+    )
+    db_id = structured(db).get("id")
+    check(isinstance(db_id, str), f"notion-create-database returned {structured(db)}")
+    await call_ok(client, "notion-update-database", {"database_id": db_id, "title": "E2E tracker (renamed)"})
+    users = await call_ok(client, "notion-get-users", {})
+    user_ids = [u["id"] for u in structured(users).get("results", []) if isinstance(u, dict) and "id" in u]
+    check(len(user_ids) >= 5, f"notion-get-users listed {len(user_ids)} users")
+    await call_ok(client, "notion-get-user", {"user_id": user_ids[0]})
+    await call_ok(client, "notion-get-self", {})
+    await call_ok(client, "notion-update-page", {"page_id": new_page, "in_trash": True})
+
+    # Bad input: clear tool errors, nothing sent to Notion.
+    await call_err(client, "notion-fetch", {"id": "not-an-id"}, "invalid_input")
+    await call_err(client, "notion-fetch", {}, "invalid_input")
+    await call_err(client, "notion-search", {"query": "x", "page_size": 1000}, "invalid_input")
+    await call_err(client, "notion-get-user", {"user_id": "00000000-0000-4000-8000-000000000000"}, "object_not_found")
+    await call_err(client, "notion-no-such-tool", {}, "unknown_tool")
+    return {"tools": len(names), "pages_found": len(pages)}
+
+
+async def burst(url: str, token: str, sandbox_url: str, n: int, pages: list[str]) -> dict:
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        r = await http.post(f"{sandbox_url}/__sandbox/stats/reset")
+        check(r.status_code in (200, 204), f"cannot reset sandbox stats: {r.status_code}")
+    async with connect(url, token, "legacy") as client:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(client.call_tool("notion-fetch", {"id": p}, read_timeout_seconds=TIMEOUT_S) for p in pages[:n]),
+            return_exceptions=True,
+        )
+        elapsed = time.monotonic() - started
+    failures = [r for r in results if isinstance(r, BaseException) or r.is_error]
+    check(not failures, f"{len(failures)} of {n} concurrent fetches failed, first: {failures[0] if failures else ''}")
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        stats = (await http.get(f"{sandbox_url}/__sandbox/stats")).json()
+    alpha = stats["integrations"]["alpha"]
+    return {
+        "burst_calls": n,
+        "burst_seconds": round(elapsed, 2),
+        "sandbox_requests": alpha["requests"],
+        "sandbox_429s": alpha["rate_limited"],
+        "sandbox_max_per_second": alpha["max_per_second"],
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("client_json")
+    parser.add_argument("--burst", type=int, default=40)
+    parser.add_argument("--max-per-second", type=int, default=8, help="the integration's budget in any one second")
+    args = parser.parse_args()
+    with open(args.client_json) as f:
+        conf = json.load(f)
+    url, token, sandbox_url = conf["mcp_url"], conf["token"], conf["sandbox_url"]
+
+    report: dict[str, Any] = {}
+    report.update(await no_token_is_401(url))
+
+    async with connect(url, token, "legacy") as client:
+        report["legacy_protocol_version"] = client.protocol_version
+        report.update(await every_tool(client))
+        pages = await search_ids(client, "page")
+
+    async with connect(url, token, "2026-07-28") as client:
+        listing = await client.list_tools()
+        check(len(listing.tools) >= len(EXPECTED_TOOLS), "stateless mode lists too few tools")
+        await call_ok(client, "notion-get-self", {})
+        await call_ok(client, "notion-fetch", {"id": pages[2]})
+        report["stateless_protocol_version"] = client.protocol_version
+
+    report.update(await burst(url, token, sandbox_url, args.burst, pages))
+    check(report["sandbox_429s"] == 0, f"the sandbox answered {report['sandbox_429s']} requests with 429")
+    check(
+        report["sandbox_max_per_second"] <= args.max_per_second,
+        f"the sandbox saw {report['sandbox_max_per_second']} requests in one second, over the budget {args.max_per_second}",
+    )
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main()))
+    except CheckFailed as e:
+        print(f"CHECK FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
