@@ -5,4 +5,5 @@
 //! It must not know the HTTP front (axum, rmcp) or protobuf.
 
 pub mod call;
+pub mod limiter;
 pub mod notion;

@@ -103,4 +103,10 @@ pub enum NotionError {
     Transport(String),
     #[error("Notion's answer could not be read: {0}")]
     Decode(String),
+    /// The request is malformed (path, query, `page_size`); nothing was sent.
+    #[error("invalid Notion request: {0}")]
+    InvalidRequest(String),
+    /// The client's configuration is unusable (base URL, version, limits).
+    #[error("invalid Notion client configuration: {0}")]
+    InvalidConfig(String),
 }

@@ -1,0 +1,646 @@
+//! One rate limiter per Notion integration: a token bucket at the integration's [`Budget`],
+//! in front of a bounded queue with fair shares between sessions.
+//!
+//! Waiters queue in one FIFO per session (`CallContext::session_id`); the FIFOs are served
+//! round-robin, so one busy agent cannot starve the others. Every waiter has a deadline: a
+//! waiter whose estimated wait already exceeds it is answered at once with
+//! [`CallError::RateLimited`], and a waiter still queued when its deadline passes gets the
+//! same answer, never a hang. After Notion answers 429/529, [`LimiterMsg::Pause`] stops all
+//! permits until `Retry-After` has passed and empties the bucket.
+//!
+//! Time comes from `tokio::time::Instant` (paused and driven by the simulator). The bucket
+//! state that a handoff must carry is [`LimiterSnapshot`] (tokens and remaining pause, both
+//! relative, so they mean the same on another node).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+
+use crate::call::{Budget, CallError};
+
+/// One token, in the bucket's fixed-point unit (a millionth of a request).
+pub const TOKEN_MICROS: u64 = 1_000_000;
+
+/// Largest accepted refill rate; above it a budget is a typo, not Notion's limit.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 10_000;
+
+/// Bounds on a limiter's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterConfig {
+    /// Waiters queued in total, all sessions together.
+    pub queue_capacity: usize,
+    /// Waiters queued for one session.
+    pub per_session_capacity: usize,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            per_session_capacity: 256,
+        }
+    }
+}
+
+/// Checks a budget before a limiter is built on it.
+pub fn validate_budget(budget: &Budget) -> Result<(), String> {
+    if budget.requests_per_second == 0 || budget.requests_per_second > MAX_REQUESTS_PER_SECOND {
+        return Err(format!(
+            "requests_per_second {} is outside 1..={MAX_REQUESTS_PER_SECOND}",
+            budget.requests_per_second
+        ));
+    }
+    if budget.burst == 0 || budget.burst > MAX_REQUESTS_PER_SECOND {
+        return Err(format!(
+            "burst {} is outside 1..={MAX_REQUESTS_PER_SECOND}",
+            budget.burst
+        ));
+    }
+    Ok(())
+}
+
+/// A token bucket in fixed point, driven by the instants it is handed.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    budget: Budget,
+    tokens_micros: u64,
+    last_refill: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A bucket holding `tokens_micros` (clamped to the burst) at `now`.
+    pub fn new(budget: Budget, tokens_micros: u64, now: Instant) -> Self {
+        Self {
+            budget,
+            tokens_micros: tokens_micros.min(capacity_micros(&budget)),
+            last_refill: now,
+            paused_until: None,
+        }
+    }
+
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Adds what the rate earned since the last refill. Nothing accrues during a pause.
+    pub fn refill(&mut self, now: Instant) {
+        let from = match self.paused_until {
+            Some(until) if until > now => {
+                self.last_refill = now;
+                return;
+            }
+            Some(until) => {
+                self.paused_until = None;
+                until.max(self.last_refill)
+            }
+            None => self.last_refill,
+        };
+        let elapsed_us = now.saturating_duration_since(from).as_micros();
+        let earned = elapsed_us.saturating_mul(u128::from(self.budget.requests_per_second));
+        let cap = capacity_micros(&self.budget);
+        self.tokens_micros = (u128::from(self.tokens_micros) + earned).min(u128::from(cap)) as u64;
+        self.last_refill = now.max(self.last_refill);
+    }
+
+    /// Takes one token if there is one (and no pause).
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.paused_until.is_some() || self.tokens_micros < TOKEN_MICROS {
+            return false;
+        }
+        self.tokens_micros -= TOKEN_MICROS;
+        true
+    }
+
+    /// How long until `n` tokens will have been available, counting the pause.
+    pub fn wait_for(&self, n: u64, now: Instant) -> Duration {
+        let (start, tokens) = match self.paused_until {
+            Some(until) if until > now => (until, 0),
+            _ => {
+                let mut b = self.clone();
+                b.refill(now);
+                (now, b.tokens_micros)
+            }
+        };
+        let needed = n.saturating_mul(TOKEN_MICROS);
+        let until_start = start.saturating_duration_since(now);
+        if tokens >= needed {
+            return until_start;
+        }
+        let deficit = needed - tokens;
+        let rate = u64::from(self.budget.requests_per_second.max(1));
+        until_start + Duration::from_micros(deficit.div_ceil(rate))
+    }
+
+    /// No tokens until `now + retry_after` (a longer pause already set stays), and the bucket
+    /// is emptied so the first permits after the pause come at the average rate.
+    pub fn pause(&mut self, retry_after: Duration, now: Instant) {
+        self.refill(now);
+        let until = now + retry_after;
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        self.tokens_micros = 0;
+        self.last_refill = now;
+    }
+
+    /// Switches to a new budget, keeping the tokens (clamped to the new burst).
+    pub fn set_budget(&mut self, budget: Budget, now: Instant) {
+        self.refill(now);
+        self.budget = budget;
+        self.tokens_micros = self.tokens_micros.min(capacity_micros(&budget));
+    }
+
+    pub fn tokens_micros(&self, now: Instant) -> u64 {
+        let mut b = self.clone();
+        b.refill(now);
+        b.tokens_micros
+    }
+
+    pub fn paused_for(&self, now: Instant) -> Option<Duration> {
+        self.paused_until
+            .filter(|u| *u > now)
+            .map(|u| u.saturating_duration_since(now))
+    }
+
+    /// The state a handoff carries to another node.
+    pub fn snapshot(&self, now: Instant) -> LimiterSnapshot {
+        LimiterSnapshot {
+            budget: self.budget,
+            tokens_micros: self.tokens_micros(now),
+            pause_remaining_ms: self.paused_for(now).map_or(0, |d| {
+                d.as_micros().div_ceil(1000).min(u128::from(u64::MAX)) as u64
+            }),
+        }
+    }
+
+    /// Rebuilds a bucket from a handoff snapshot taken on another node.
+    pub fn from_snapshot(snapshot: &LimiterSnapshot, now: Instant) -> Self {
+        let mut b = Self::new(snapshot.budget, snapshot.tokens_micros, now);
+        if snapshot.pause_remaining_ms > 0 {
+            b.paused_until = Some(now + Duration::from_millis(snapshot.pause_remaining_ms));
+            b.tokens_micros = 0;
+        }
+        b
+    }
+}
+
+fn capacity_micros(budget: &Budget) -> u64 {
+    u64::from(budget.burst).saturating_mul(TOKEN_MICROS)
+}
+
+/// What a limiter's state is, for tests and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimiterState {
+    pub budget: Budget,
+    /// Tokens in the bucket now, in millionths.
+    pub tokens_micros: u64,
+    /// Time left in a pause after 429/529.
+    pub paused_for: Option<Duration>,
+    pub queued: usize,
+    pub queued_sessions: usize,
+    /// Permits handed out since the limiter started.
+    pub granted: u64,
+    /// Waiters answered `RateLimited` (queue full, deadline too near or passed).
+    pub rejected: u64,
+}
+
+/// The part of a limiter's state that a shard handoff carries (relative times only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterSnapshot {
+    pub budget: Budget,
+    pub tokens_micros: u64,
+    pub pause_remaining_ms: u64,
+}
+
+/// Round-robin FIFOs keyed by session.
+#[derive(Debug)]
+struct FairQueue<W> {
+    queues: BTreeMap<String, VecDeque<W>>,
+    /// Sessions with waiters, in serving order.
+    order: VecDeque<String>,
+    len: usize,
+}
+
+impl<W> FairQueue<W> {
+    fn new() -> Self {
+        Self {
+            queues: BTreeMap::new(),
+            order: VecDeque::new(),
+            len: 0,
+        }
+    }
+
+    fn session_len(&self, session: &str) -> usize {
+        self.queues.get(session).map_or(0, VecDeque::len)
+    }
+
+    /// Waiters served before a waiter at index `index` of `session`'s FIFO (an upper bound:
+    /// every other session gets at most `index + 1` turns first).
+    fn ahead_of(&self, session: &str, index: usize) -> usize {
+        let others: usize = self
+            .queues
+            .iter()
+            .filter(|(s, _)| s.as_str() != session)
+            .map(|(_, q)| q.len().min(index + 1))
+            .sum();
+        index + others
+    }
+
+    fn push(&mut self, session: &str, waiter: W) {
+        let queue = self.queues.entry(session.to_string()).or_default();
+        if queue.is_empty() {
+            self.order.push_back(session.to_string());
+        }
+        queue.push_back(waiter);
+        self.len += 1;
+    }
+
+    /// The next waiter in round-robin order.
+    fn pop(&mut self) -> Option<(String, W)> {
+        let session = self.order.pop_front()?;
+        let queue = self.queues.get_mut(&session)?;
+        let waiter = queue.pop_front()?;
+        self.len -= 1;
+        if queue.is_empty() {
+            self.queues.remove(&session);
+        } else {
+            self.order.push_back(session.clone());
+        }
+        Some((session, waiter))
+    }
+
+    /// Removes the waiters `drop_it` selects, passing each (with the number of waiters
+    /// ahead of it) to `on_removed`.
+    fn remove_where(
+        &mut self,
+        mut drop_it: impl FnMut(&W) -> bool,
+        mut on_removed: impl FnMut(W, usize),
+    ) {
+        let sessions: Vec<String> = self.queues.keys().cloned().collect();
+        for session in sessions {
+            let Some(queue) = self.queues.get(&session) else {
+                continue;
+            };
+            let doomed: Vec<usize> = queue
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| drop_it(w))
+                .map(|(i, _)| i)
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let aheads: Vec<usize> = doomed.iter().map(|&i| self.ahead_of(&session, i)).collect();
+            let Some(queue) = self.queues.get_mut(&session) else {
+                continue;
+            };
+            let old = std::mem::take(queue);
+            let mut removed = Vec::new();
+            for (i, w) in old.into_iter().enumerate() {
+                if doomed.binary_search(&i).is_ok() {
+                    removed.push(w);
+                } else {
+                    queue.push_back(w);
+                }
+            }
+            self.len -= removed.len();
+            if queue.is_empty() {
+                self.queues.remove(&session);
+                self.order.retain(|s| s != &session);
+            }
+            for (w, ahead) in removed.into_iter().zip(aheads) {
+                on_removed(w, ahead);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &W> {
+        self.queues.values().flat_map(|q| q.iter())
+    }
+}
+
+/// Messages to a limiter actor.
+pub enum LimiterMsg {
+    /// Wait for a permit until `deadline`.
+    Acquire {
+        session_id: String,
+        deadline: Instant,
+        reply: RpcReplyPort<Result<(), CallError>>,
+    },
+    /// Notion answered 429/529: no permits for `retry_after`.
+    Pause {
+        retry_after: Duration,
+    },
+    /// The integration's budget changed.
+    SetBudget(Budget),
+    State(RpcReplyPort<LimiterState>),
+    Snapshot(RpcReplyPort<LimiterSnapshot>),
+    /// Timer: serve and expire waiters.
+    Tick,
+}
+
+impl std::fmt::Debug for LimiterMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimiterMsg::Acquire { session_id, .. } => write!(f, "Acquire({session_id})"),
+            LimiterMsg::Pause { retry_after } => write!(f, "Pause({retry_after:?})"),
+            LimiterMsg::SetBudget(b) => write!(f, "SetBudget({b:?})"),
+            LimiterMsg::State(_) => f.write_str("State"),
+            LimiterMsg::Snapshot(_) => f.write_str("Snapshot"),
+            LimiterMsg::Tick => f.write_str("Tick"),
+        }
+    }
+}
+
+/// How a limiter starts.
+#[derive(Debug, Clone)]
+pub struct LimiterArgs {
+    pub integration_id: String,
+    pub config: LimiterConfig,
+    /// Budget, tokens and pause to start from. A fresh limiter starts with a full burst; a
+    /// restarted one should start empty (it cannot know what its predecessor sent).
+    pub start: LimiterSnapshot,
+}
+
+impl LimiterArgs {
+    /// A new integration: a full bucket.
+    pub fn fresh(integration_id: impl Into<String>, budget: Budget, config: LimiterConfig) -> Self {
+        Self {
+            integration_id: integration_id.into(),
+            config,
+            start: LimiterSnapshot {
+                budget,
+                tokens_micros: capacity_micros(&budget),
+                pause_remaining_ms: 0,
+            },
+        }
+    }
+
+    /// A restart after a failure: an empty bucket.
+    pub fn restarted(
+        integration_id: impl Into<String>,
+        budget: Budget,
+        config: LimiterConfig,
+    ) -> Self {
+        let mut args = Self::fresh(integration_id, budget, config);
+        args.start.tokens_micros = 0;
+        args
+    }
+}
+
+struct Waiter {
+    deadline: Instant,
+    reply: RpcReplyPort<Result<(), CallError>>,
+}
+
+/// The limiter actor.
+pub struct Limiter;
+
+pub struct LimiterActorState {
+    integration_id: String,
+    config: LimiterConfig,
+    bucket: TokenBucket,
+    queue: FairQueue<Waiter>,
+    /// When the pending timer fires, if one is pending.
+    tick_at: Option<Instant>,
+    granted: u64,
+    rejected: u64,
+}
+
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_millis()
+        .div_ceil(1000)
+        .clamp(1, u128::from(u64::MAX)) as u64
+}
+
+impl LimiterActorState {
+    fn reject(&mut self, reply: RpcReplyPort<Result<(), CallError>>, wait: Duration) {
+        self.rejected += 1;
+        let _ = reply.send(Err(CallError::RateLimited {
+            retry_after_seconds: retry_after_seconds(wait),
+        }));
+    }
+
+    fn acquire(
+        &mut self,
+        session_id: String,
+        deadline: Instant,
+        reply: RpcReplyPort<Result<(), CallError>>,
+        now: Instant,
+    ) {
+        let index = self.queue.session_len(&session_id);
+        let ahead = self.queue.ahead_of(&session_id, index);
+        let wait = self.bucket.wait_for(ahead as u64 + 1, now);
+        if self.queue.len >= self.config.queue_capacity || index >= self.config.per_session_capacity
+        {
+            tracing::debug!(integration = %self.integration_id, session = %session_id, "limiter queue full");
+            self.reject(reply, wait);
+            return;
+        }
+        if now + wait > deadline {
+            self.reject(reply, wait);
+            return;
+        }
+        self.queue.push(&session_id, Waiter { deadline, reply });
+    }
+
+    /// Expires waiters past their deadline or abandoned, then grants what the bucket allows.
+    fn serve(&mut self, now: Instant) {
+        let bucket = self.bucket.clone();
+        let mut expired = Vec::new();
+        self.queue.remove_where(
+            |w| w.deadline <= now || w.reply.is_closed(),
+            |w, ahead| expired.push((w, bucket.wait_for(ahead as u64 + 1, now))),
+        );
+        for (w, wait) in expired {
+            if !w.reply.is_closed() {
+                self.reject(w.reply, wait);
+            }
+        }
+        while self.queue.len > 0 {
+            self.bucket.refill(now);
+            if self.bucket.paused_for(now).is_some()
+                || self.bucket.tokens_micros(now) < TOKEN_MICROS
+            {
+                break;
+            }
+            let Some((_, waiter)) = self.queue.pop() else {
+                break;
+            };
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            if self.bucket.try_take(now) {
+                self.granted += 1;
+                let _ = waiter.reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// The instant the next tick is needed: the next token, or the earliest deadline.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if self.queue.len == 0 {
+            return None;
+        }
+        let token_at = now + self.bucket.wait_for(1, now);
+        let earliest_deadline = self.queue.iter().map(|w| w.deadline).min();
+        Some(earliest_deadline.map_or(token_at, |d| d.min(token_at)))
+    }
+
+    fn state(&self, now: Instant) -> LimiterState {
+        LimiterState {
+            budget: self.bucket.budget(),
+            tokens_micros: self.bucket.tokens_micros(now),
+            paused_for: self.bucket.paused_for(now),
+            queued: self.queue.len,
+            queued_sessions: self.queue.queues.len(),
+            granted: self.granted,
+            rejected: self.rejected,
+        }
+    }
+}
+
+impl Actor for Limiter {
+    type Msg = LimiterMsg;
+    type State = LimiterActorState;
+    type Arguments = LimiterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: LimiterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        validate_budget(&args.start.budget)
+            .map_err(|e| format!("integration {}: {e}", args.integration_id))?;
+        let now = Instant::now();
+        Ok(LimiterActorState {
+            integration_id: args.integration_id,
+            config: args.config,
+            bucket: TokenBucket::from_snapshot(&args.start, now),
+            queue: FairQueue::new(),
+            tick_at: None,
+            granted: 0,
+            rejected: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: LimiterMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        match msg {
+            LimiterMsg::Acquire {
+                session_id,
+                deadline,
+                reply,
+            } => {
+                state.serve(now);
+                state.acquire(session_id, deadline, reply, now);
+            }
+            LimiterMsg::Pause { retry_after } => {
+                tracing::info!(integration = %state.integration_id, retry_after_ms = retry_after.as_millis() as u64, "Notion asked to slow down; pausing the integration");
+                state.bucket.pause(retry_after, now);
+            }
+            LimiterMsg::SetBudget(budget) => {
+                if validate_budget(&budget).is_ok() {
+                    state.bucket.set_budget(budget, now);
+                }
+            }
+            LimiterMsg::State(reply) => {
+                let _ = reply.send(state.state(now));
+            }
+            LimiterMsg::Snapshot(reply) => {
+                let _ = reply.send(state.bucket.snapshot(now));
+            }
+            LimiterMsg::Tick => {
+                if state.tick_at.is_some_and(|t| t <= now) {
+                    state.tick_at = None;
+                }
+            }
+        }
+        state.serve(now);
+        if let Some(wake) = state.next_wake(now)
+            && state.tick_at.is_none_or(|t| wake < t)
+        {
+            state.tick_at = Some(wake);
+            myself.send_after(wake.saturating_duration_since(now), || LimiterMsg::Tick);
+        }
+        Ok(())
+    }
+}
+
+/// Slack on the RPC to a limiter beyond the waiter's deadline: the limiter answers at the
+/// deadline itself; this only guards against a limiter that died.
+const RPC_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits for a permit from `limiter` until `deadline`.
+pub async fn acquire(
+    limiter: &ActorRef<LimiterMsg>,
+    session_id: &str,
+    deadline: Instant,
+) -> Result<(), CallError> {
+    let now = Instant::now();
+    if deadline <= now {
+        return Err(CallError::RateLimited {
+            retry_after_seconds: 1,
+        });
+    }
+    let timeout = deadline.saturating_duration_since(now) + RPC_GRACE;
+    let session_id = session_id.to_string();
+    match limiter
+        .call(
+            |reply| LimiterMsg::Acquire {
+                session_id,
+                deadline,
+                reply,
+            },
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(CallError::Unavailable(
+            "the integration's rate limiter did not answer before the call's deadline".into(),
+        )),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(CallError::Unavailable(
+            "the integration's rate limiter stopped".into(),
+        )),
+    }
+}
+
+/// Tells `limiter` that Notion answered 429/529 with `retry_after`.
+pub fn pause(limiter: &ActorRef<LimiterMsg>, retry_after: Duration) {
+    // A stopped limiter has nothing left to pause.
+    let _ = limiter.send_message(LimiterMsg::Pause { retry_after });
+}
+
+/// The limiter's current state.
+pub async fn state(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterState, CallError> {
+    match limiter
+        .call(LimiterMsg::State, Some(Duration::from_secs(5)))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(s)) => Ok(s),
+        _ => Err(CallError::Unavailable(
+            "the integration's rate limiter did not answer".into(),
+        )),
+    }
+}
+
+/// The limiter's handoff snapshot.
+pub async fn snapshot(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterSnapshot, CallError> {
+    match limiter
+        .call(LimiterMsg::Snapshot, Some(Duration::from_secs(5)))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(s)) => Ok(s),
+        _ => Err(CallError::Unavailable(
+            "the integration's rate limiter did not answer".into(),
+        )),
+    }
+}
