@@ -85,23 +85,23 @@ impl NotionClient {
         if config.notion_version.trim().is_empty()
             || HeaderValue::from_str(&config.notion_version).is_err()
         {
-            return Err(NotionError::InvalidConfig(format!(
+            return Err(NotionError::invalid_config(format!(
                 "notion_version {:?} is not a usable header value; use e.g. {NOTION_VERSION:?}",
                 config.notion_version
             )));
         }
         if config.request_timeout_ms == 0 {
-            return Err(NotionError::InvalidConfig(
+            return Err(NotionError::invalid_config(
                 "request_timeout_ms must be at least 1".to_string(),
             ));
         }
         if config.max_response_bytes == 0 {
-            return Err(NotionError::InvalidConfig(
+            return Err(NotionError::invalid_config(
                 "max_response_bytes must be at least 1".to_string(),
             ));
         }
         if config.max_retries > 10 {
-            return Err(NotionError::InvalidConfig(format!(
+            return Err(NotionError::invalid_config(format!(
                 "max_retries {} is above the limit of 10",
                 config.max_retries
             )));
@@ -111,7 +111,7 @@ impl NotionClient {
             .no_proxy()
             .build()
             .map_err(|e| {
-                NotionError::InvalidConfig(format!("cannot build the HTTP client: {e}"))
+                NotionError::invalid_config(format!("cannot build the HTTP client: {e}"))
             })?;
         Ok(NotionClient {
             inner: Arc::new(Inner {
@@ -187,7 +187,7 @@ impl NotionClient {
 
     fn url(&self, req: &NotionRequest) -> Result<Url, NotionError> {
         let mut url = Url::parse(&format!("{}{}", self.inner.base_url, req.path)).map_err(|e| {
-            NotionError::InvalidRequest(format!("path {:?} does not form a URL: {e}", req.path))
+            NotionError::invalid_request(format!("path {:?} does not form a URL: {e}", req.path))
         })?;
         if !req.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -212,7 +212,7 @@ impl NotionClient {
         };
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                NotionError::InvalidRequest(
+                NotionError::invalid_request(
                     "the integration's token contains characters not allowed in a header"
                         .to_string(),
                 )
@@ -226,7 +226,7 @@ impl NotionClient {
             .header("Notion-Version", self.inner.config.notion_version.as_str());
         if let Some(body) = &req.body {
             let bytes = serde_json::to_vec(body)
-                .map_err(|e| NotionError::InvalidRequest(format!("body is not JSON: {e}")))?;
+                .map_err(|e| NotionError::invalid_request(format!("body is not JSON: {e}")))?;
             builder = builder.header(CONTENT_TYPE, "application/json").body(bytes);
         }
         let mut response = builder
@@ -273,33 +273,33 @@ pub fn is_rate_limit(e: &NotionError) -> bool {
 fn validate_base_url(raw: &str) -> Result<String, NotionError> {
     let trimmed = raw.trim().trim_end_matches('/');
     let url = Url::parse(trimmed).map_err(|e| {
-        NotionError::InvalidConfig(format!(
+        NotionError::invalid_config(format!(
             "base_url {raw:?} is not a URL ({e}); use e.g. \"https://api.notion.com\""
         ))
     })?;
     if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(NotionError::InvalidConfig(format!(
+        return Err(NotionError::invalid_config(format!(
             "base_url {raw:?} must use http or https, not {:?}",
             url.scheme()
         )));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(NotionError::InvalidConfig(format!(
+        return Err(NotionError::invalid_config(format!(
             "base_url {raw:?} has no host"
         )));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(NotionError::InvalidConfig(format!(
+        return Err(NotionError::invalid_config(format!(
             "base_url {raw:?} must not carry a query or fragment"
         )));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(NotionError::InvalidConfig(format!(
+        return Err(NotionError::invalid_config(format!(
             "base_url {raw:?} must not carry credentials"
         )));
     }
     if url.path().trim_end_matches('/').ends_with("/v1") {
-        return Err(NotionError::InvalidConfig(format!(
+        return Err(NotionError::invalid_config(format!(
             "base_url {raw:?} must not end in /v1: request paths already begin with /v1/"
         )));
     }
@@ -312,13 +312,13 @@ pub const MAX_PATH_BYTES: usize = 2048;
 /// Checks what the client can check before sending: the path shape and `page_size`.
 pub fn validate_request(req: &NotionRequest) -> Result<(), NotionError> {
     if !req.path.starts_with("/v1/") {
-        return Err(NotionError::InvalidRequest(format!(
+        return Err(NotionError::invalid_request(format!(
             "path {:?} must begin with /v1/",
             req.path
         )));
     }
     if req.path.len() > MAX_PATH_BYTES {
-        return Err(NotionError::InvalidRequest(format!(
+        return Err(NotionError::invalid_request(format!(
             "path is {} bytes, above the limit of {MAX_PATH_BYTES}",
             req.path.len()
         )));
@@ -329,7 +329,7 @@ pub fn validate_request(req: &NotionRequest) -> Result<(), NotionError> {
             .chars()
             .any(|c| c.is_control() || c == '?' || c == '#' || c.is_whitespace())
     {
-        return Err(NotionError::InvalidRequest(format!(
+        return Err(NotionError::invalid_request(format!(
             "path {:?} contains '..', '?', '#', whitespace or control characters; pass query \
              parameters in `query`",
             req.path
@@ -473,7 +473,7 @@ mod tests {
             "https://x/?a=1",
         ] {
             let e = validate_base_url(bad).unwrap_err();
-            assert!(matches!(e, NotionError::InvalidConfig(_)), "{bad}: {e}");
+            assert!(matches!(e, NotionError::Transport(_)), "{bad}: {e}");
         }
     }
 

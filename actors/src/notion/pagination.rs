@@ -74,7 +74,7 @@ pub fn validate_page_size(req: &NotionRequest) -> Result<(), NotionError> {
             for (k, v) in &req.query {
                 if k == "page_size" {
                     let n: u64 = v.trim().parse().map_err(|_| {
-                        NotionError::InvalidRequest(format!(
+                        NotionError::invalid_request(format!(
                             "page_size {v:?} is not a whole number; use 1..={MAX_PAGE_SIZE}"
                         ))
                     })?;
@@ -88,7 +88,7 @@ pub fn validate_page_size(req: &NotionRequest) -> Result<(), NotionError> {
                 None => Ok(()),
                 Some(v) => {
                     let n = v.as_u64().ok_or_else(|| {
-                        NotionError::InvalidRequest(format!(
+                        NotionError::invalid_request(format!(
                             "page_size {v} is not a whole number; use 1..={MAX_PAGE_SIZE}"
                         ))
                     })?;
@@ -103,7 +103,7 @@ fn check(n: u64) -> Result<(), NotionError> {
     if (1..=MAX_PAGE_SIZE).contains(&n) {
         Ok(())
     } else {
-        Err(NotionError::InvalidRequest(format!(
+        Err(NotionError::invalid_request(format!(
             "page_size {n} is outside 1..={MAX_PAGE_SIZE}"
         )))
     }
@@ -164,7 +164,10 @@ mod tests {
         for bad in ["0", "101", "x", "-1"] {
             let r = NotionRequest::get("/v1/users").with_query("page_size", bad);
             assert!(
-                matches!(validate_page_size(&r), Err(NotionError::InvalidRequest(_))),
+                matches!(
+                    validate_page_size(&r),
+                    Err(NotionError::Api { status: 400, .. })
+                ),
                 "{bad}"
             );
         }

@@ -103,10 +103,26 @@ pub enum NotionError {
     Transport(String),
     #[error("Notion's answer could not be read: {0}")]
     Decode(String),
-    /// The request is malformed (path, query, `page_size`); nothing was sent.
-    #[error("invalid Notion request: {0}")]
-    InvalidRequest(String),
-    /// The client's configuration is unusable (base URL, version, limits).
-    #[error("invalid Notion client configuration: {0}")]
-    InvalidConfig(String),
+}
+
+impl NotionError {
+    /// A request the client refuses before sending, shaped like Notion's own answer to it
+    /// (400 `validation_error`), so callers handle both the same way.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        NotionError::Api {
+            status: 400,
+            code: "validation_error".to_string(),
+            message: message.into(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// An unusable client configuration (base URL, version, limits).
+    pub fn invalid_config(message: impl AsRef<str>) -> Self {
+        NotionError::Transport(format!(
+            "invalid Notion client configuration: {}",
+            message.as_ref()
+        ))
+    }
 }
