@@ -92,12 +92,12 @@ impl NotionClient {
         }
         if config.request_timeout_ms == 0 {
             return Err(NotionError::invalid_config(
-                "request_timeout_ms must be at least 1".to_string(),
+                "request_timeout_ms must be at least 1",
             ));
         }
         if config.max_response_bytes == 0 {
             return Err(NotionError::invalid_config(
-                "max_response_bytes must be at least 1".to_string(),
+                "max_response_bytes must be at least 1",
             ));
         }
         if config.max_retries > 10 {
