@@ -7,3 +7,4 @@
 pub mod call;
 pub mod limiter;
 pub mod notion;
+pub mod supervisor;

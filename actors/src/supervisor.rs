@@ -1,0 +1,945 @@
+//! The actor tree that carries Notion calls: a node supervisor, one tenant supervisor per
+//! tenant (created on its first call), and under each tenant one workspace session per
+//! workspace and one rate limiter per integration.
+//!
+//! No actor is registered by name (ractor's registry is process-wide and the simulator runs
+//! many nodes in one process): children are spawned unnamed and kept as `ActorRef`s in
+//! `BTreeMap`s. A child that fails is restarted by its supervisor; calls that were in flight
+//! in it are answered [`CallError::Unavailable`] (their reply ports are dropped with the
+//! child's state), and every caller also waits with a deadline, so nothing hangs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::call::{Budget, CallContext, CallError};
+use crate::limiter::{self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterState};
+use crate::notion::client::{self, NotionClient, NotionClientConfig};
+use crate::notion::{NotionError, NotionRequest};
+
+/// Workspace sessions one tenant may have at once.
+pub const MAX_WORKSPACES_PER_TENANT: usize = 1024;
+/// Integrations (rate limiters) one tenant may have at once.
+pub const MAX_INTEGRATIONS_PER_TENANT: usize = 256;
+/// Calls a workspace session holds waiting for an in-flight slot.
+pub const MAX_BACKLOG_PER_SESSION: usize = 1024;
+/// Times a call is sent again after Notion answered 429/529 (each after the pause).
+pub const MAX_RATE_LIMIT_RETRIES: u32 = 3;
+/// Longest id (tenant, workspace, session, integration) accepted.
+pub const MAX_ID_BYTES: usize = 256;
+/// Slack on a caller's RPC beyond the call's deadline: the actors answer by the deadline;
+/// this only catches an actor that died holding the call.
+const RPC_GRACE: Duration = Duration::from_secs(2);
+
+/// How the data plane runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlaneConfig {
+    pub notion: NotionClientConfig,
+    pub limiter: LimiterConfig,
+    /// Longest a call may take, queueing for a permit included.
+    pub call_deadline_ms: u64,
+    /// Notion calls one workspace session runs at once (waiting for a permit counts).
+    pub max_in_flight_per_session: usize,
+    pub max_tenants: usize,
+    /// Seeds the Notion client's retry jitter.
+    pub seed: u64,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        Self {
+            notion: NotionClientConfig::default(),
+            limiter: LimiterConfig::default(),
+            call_deadline_ms: 60_000,
+            max_in_flight_per_session: 64,
+            max_tenants: 10_000,
+            seed: 0,
+        }
+    }
+}
+
+/// Why the data plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid data plane configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Notion(#[from] NotionError),
+    #[error("could not start the node supervisor: {0}")]
+    Spawn(String),
+}
+
+/// Counts of the tree's actors, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataPlaneStats {
+    pub tenants: usize,
+    pub sessions: usize,
+    pub limiters: usize,
+    /// Children restarted after a failure, all levels together.
+    pub restarts: u64,
+}
+
+/// One call travelling down the tree.
+struct CallJob {
+    ctx: CallContext,
+    req: NotionRequest,
+    deadline: Instant,
+    reply: RpcReplyPort<Result<Value, CallError>>,
+}
+
+fn unavailable_reply(job: CallJob, why: &str) {
+    let _ = job.reply.send(Err(CallError::Unavailable(why.to_string())));
+}
+
+// ---------------------------------------------------------------------------------------
+// Node supervisor
+
+enum NodeMsg {
+    Call(Box<CallJob>),
+    CrashSession {
+        tenant_id: String,
+        workspace_id: String,
+        reply: RpcReplyPort<bool>,
+    },
+    Limiter {
+        tenant_id: String,
+        integration_id: String,
+        reply: RpcReplyPort<Option<ActorRef<LimiterMsg>>>,
+    },
+    Stats(RpcReplyPort<DataPlaneStats>),
+}
+
+struct NodeSupervisor;
+
+struct NodeArgs {
+    client: NotionClient,
+    limiter: LimiterConfig,
+    max_in_flight_per_session: usize,
+    max_tenants: usize,
+}
+
+struct NodeState {
+    args: NodeArgs,
+    tenants: BTreeMap<String, ActorRef<TenantMsg>>,
+    by_id: BTreeMap<ActorId, String>,
+    restarts: u64,
+}
+
+impl Drop for NodeState {
+    fn drop(&mut self) {
+        for tenant in self.tenants.values() {
+            tenant.stop(Some("node supervisor stopped".into()));
+        }
+    }
+}
+
+impl NodeState {
+    fn tenant_args(&self, tenant_id: &str) -> TenantArgs {
+        TenantArgs {
+            tenant_id: tenant_id.to_string(),
+            client: self.args.client.clone(),
+            limiter: self.args.limiter,
+            max_in_flight_per_session: self.args.max_in_flight_per_session,
+        }
+    }
+
+    async fn spawn_tenant(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        tenant_id: &str,
+    ) -> Result<ActorRef<TenantMsg>, CallError> {
+        let (tenant, _) = Actor::spawn_linked(
+            None,
+            TenantSupervisor,
+            self.tenant_args(tenant_id),
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| CallError::Unavailable(format!("cannot start tenant supervisor: {e}")))?;
+        self.by_id.insert(tenant.get_id(), tenant_id.to_string());
+        self.tenants.insert(tenant_id.to_string(), tenant.clone());
+        Ok(tenant)
+    }
+
+    async fn tenant(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        tenant_id: &str,
+    ) -> Result<ActorRef<TenantMsg>, CallError> {
+        if let Some(t) = self.tenants.get(tenant_id) {
+            return Ok(t.clone());
+        }
+        if self.tenants.len() >= self.args.max_tenants {
+            return Err(CallError::Unavailable(format!(
+                "this node already serves {} tenants (max_tenants)",
+                self.args.max_tenants
+            )));
+        }
+        self.spawn_tenant(myself, tenant_id).await
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        args: NodeArgs,
+    ) -> Result<NodeState, ActorProcessingErr> {
+        Ok(NodeState {
+            args,
+            tenants: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            restarts: 0,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        _state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself
+            .stop_children_and_wait(
+                Some("node supervisor stopped".into()),
+                Some(Duration::from_secs(5)),
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::Call(job) => match state.tenant(&myself, &job.ctx.tenant_id).await {
+                Ok(tenant) => {
+                    if let Err(ractor::MessagingErr::SendErr(TenantMsg::Call(job))) =
+                        tenant.send_message(TenantMsg::Call(job))
+                    {
+                        unavailable_reply(*job, "the tenant's supervisor is restarting");
+                    }
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            },
+            NodeMsg::CrashSession {
+                tenant_id,
+                workspace_id,
+                reply,
+            } => match state.tenants.get(&tenant_id) {
+                Some(t) => {
+                    let _ = t.send_message(TenantMsg::CrashSession {
+                        workspace_id,
+                        reply,
+                    });
+                }
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
+            NodeMsg::Limiter {
+                tenant_id,
+                integration_id,
+                reply,
+            } => match state.tenants.get(&tenant_id) {
+                Some(t) => {
+                    let _ = t.send_message(TenantMsg::Limiter {
+                        integration_id,
+                        reply,
+                    });
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
+            NodeMsg::Stats(reply) => {
+                let mut total = DataPlaneStats {
+                    tenants: state.tenants.len(),
+                    restarts: state.restarts,
+                    ..Default::default()
+                };
+                for t in state.tenants.values() {
+                    if let Ok(CallResult::Success(s)) =
+                        t.call(TenantMsg::Stats, Some(Duration::from_secs(5))).await
+                    {
+                        total.sessions += s.sessions;
+                        total.limiters += s.limiters;
+                        total.restarts += s.restarts;
+                    }
+                }
+                let _ = reply.send(total);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(tenant_id) = state.by_id.remove(&cell.get_id()) {
+                    tracing::warn!(tenant = %tenant_id, error = %err, "tenant supervisor failed; restarting it");
+                    state.tenants.remove(&tenant_id);
+                    state.restarts += 1;
+                    if let Err(e) = state.spawn_tenant(&myself, &tenant_id).await {
+                        tracing::error!(tenant = %tenant_id, error = %e, "tenant supervisor did not restart; the next call retries");
+                    }
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(tenant_id) = state.by_id.remove(&cell.get_id()) {
+                    state.tenants.remove(&tenant_id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenant supervisor
+
+enum TenantMsg {
+    Call(Box<CallJob>),
+    CrashSession {
+        workspace_id: String,
+        reply: RpcReplyPort<bool>,
+    },
+    Limiter {
+        integration_id: String,
+        reply: RpcReplyPort<Option<ActorRef<LimiterMsg>>>,
+    },
+    Stats(RpcReplyPort<DataPlaneStats>),
+}
+
+struct TenantSupervisor;
+
+struct TenantArgs {
+    tenant_id: String,
+    client: NotionClient,
+    limiter: LimiterConfig,
+    max_in_flight_per_session: usize,
+}
+
+enum Child {
+    Session(String),
+    Limiter(String),
+}
+
+struct LimiterEntry {
+    actor: ActorRef<LimiterMsg>,
+    budget: Budget,
+}
+
+struct TenantState {
+    args: TenantArgs,
+    sessions: BTreeMap<String, ActorRef<SessionMsg>>,
+    limiters: BTreeMap<String, LimiterEntry>,
+    children: BTreeMap<ActorId, Child>,
+    restarts: u64,
+}
+
+impl Drop for TenantState {
+    fn drop(&mut self) {
+        // Runs on a clean stop and on a failure alike: no child outlives its tenant.
+        for s in self.sessions.values() {
+            s.stop(Some("tenant supervisor stopped".into()));
+        }
+        for l in self.limiters.values() {
+            l.actor.stop(Some("tenant supervisor stopped".into()));
+        }
+    }
+}
+
+impl TenantState {
+    fn session_args(&self, workspace_id: &str) -> SessionArgs {
+        SessionArgs {
+            tenant_id: self.args.tenant_id.clone(),
+            workspace_id: workspace_id.to_string(),
+            client: self.args.client.clone(),
+            max_in_flight: self.args.max_in_flight_per_session,
+        }
+    }
+
+    async fn spawn_session(
+        &mut self,
+        me: ActorCell,
+        workspace_id: &str,
+    ) -> Result<ActorRef<SessionMsg>, CallError> {
+        let (s, _) = Actor::spawn_linked(None, Session, self.session_args(workspace_id), me)
+            .await
+            .map_err(|e| CallError::Unavailable(format!("cannot start workspace session: {e}")))?;
+        self.children
+            .insert(s.get_id(), Child::Session(workspace_id.to_string()));
+        self.sessions.insert(workspace_id.to_string(), s.clone());
+        Ok(s)
+    }
+
+    async fn spawn_limiter(
+        &mut self,
+        me: ActorCell,
+        args: LimiterArgs,
+    ) -> Result<ActorRef<LimiterMsg>, CallError> {
+        let id = args.integration_id.clone();
+        let budget = args.start.budget;
+        let (l, _) = Actor::spawn_linked(None, Limiter, args, me)
+            .await
+            .map_err(|e| CallError::Unavailable(format!("cannot start rate limiter: {e}")))?;
+        self.children.insert(l.get_id(), Child::Limiter(id.clone()));
+        self.limiters.insert(
+            id,
+            LimiterEntry {
+                actor: l.clone(),
+                budget,
+            },
+        );
+        Ok(l)
+    }
+
+    async fn route(
+        &mut self,
+        me: ActorCell,
+        job: &CallJob,
+    ) -> Result<(ActorRef<SessionMsg>, ActorRef<LimiterMsg>), CallError> {
+        let integration = &job.ctx.integration;
+        limiter::validate_budget(&integration.budget).map_err(|e| {
+            CallError::Notion(NotionError::invalid_request(format!(
+                "integration {}'s budget is unusable: {e}",
+                integration.id
+            )))
+        })?;
+        let limiter = match self.limiters.get_mut(&integration.id) {
+            Some(entry) => {
+                if entry.budget != integration.budget {
+                    entry.budget = integration.budget;
+                    let _ = entry
+                        .actor
+                        .send_message(LimiterMsg::SetBudget(integration.budget));
+                }
+                entry.actor.clone()
+            }
+            None => {
+                if self.limiters.len() >= MAX_INTEGRATIONS_PER_TENANT {
+                    return Err(CallError::Unavailable(format!(
+                        "the tenant already uses {MAX_INTEGRATIONS_PER_TENANT} integrations on \
+                         this node"
+                    )));
+                }
+                let args = LimiterArgs::fresh(
+                    integration.id.clone(),
+                    integration.budget,
+                    self.args.limiter,
+                );
+                self.spawn_limiter(me.clone(), args).await?
+            }
+        };
+        let session = match self.sessions.get(&job.ctx.workspace_id) {
+            Some(s) => s.clone(),
+            None => {
+                if self.sessions.len() >= MAX_WORKSPACES_PER_TENANT {
+                    return Err(CallError::Unavailable(format!(
+                        "the tenant already has {MAX_WORKSPACES_PER_TENANT} workspace sessions \
+                         on this node"
+                    )));
+                }
+                self.spawn_session(me, &job.ctx.workspace_id).await?
+            }
+        };
+        Ok((session, limiter))
+    }
+}
+
+impl Actor for TenantSupervisor {
+    type Msg = TenantMsg;
+    type State = TenantState;
+    type Arguments = TenantArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<TenantMsg>,
+        args: TenantArgs,
+    ) -> Result<TenantState, ActorProcessingErr> {
+        Ok(TenantState {
+            args,
+            sessions: BTreeMap::new(),
+            limiters: BTreeMap::new(),
+            children: BTreeMap::new(),
+            restarts: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        msg: TenantMsg,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TenantMsg::Call(job) => match state.route(myself.get_cell(), &job).await {
+                Ok((session, limiter)) => {
+                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::Call { job, .. })) =
+                        session.send_message(SessionMsg::Call { job, limiter })
+                    {
+                        unavailable_reply(*job, "the workspace session is restarting");
+                    }
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            },
+            TenantMsg::CrashSession {
+                workspace_id,
+                reply,
+            } => {
+                let found = match state.sessions.get(&workspace_id) {
+                    Some(s) => s.send_message(SessionMsg::Crash).is_ok(),
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+            TenantMsg::Limiter {
+                integration_id,
+                reply,
+            } => {
+                let _ = reply.send(state.limiters.get(&integration_id).map(|e| e.actor.clone()));
+            }
+            TenantMsg::Stats(reply) => {
+                let _ = reply.send(DataPlaneStats {
+                    tenants: 1,
+                    sessions: state.sessions.len(),
+                    limiters: state.limiters.len(),
+                    restarts: state.restarts,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        event: SupervisionEvent,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err)),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        match child {
+            Child::Session(workspace_id) => {
+                state.sessions.remove(&workspace_id);
+                if let Some(err) = failure {
+                    tracing::warn!(tenant = %state.args.tenant_id, workspace = %workspace_id, error = %err, "workspace session failed; restarting it");
+                    state.restarts += 1;
+                    if let Err(e) = state.spawn_session(myself.get_cell(), &workspace_id).await {
+                        tracing::error!(error = %e, "workspace session did not restart; the next call retries");
+                    }
+                }
+            }
+            Child::Limiter(integration_id) => {
+                let entry = state.limiters.remove(&integration_id);
+                if let (Some(err), Some(entry)) = (failure, entry) {
+                    tracing::warn!(tenant = %state.args.tenant_id, integration = %integration_id, error = %err, "rate limiter failed; restarting it with an empty bucket");
+                    state.restarts += 1;
+                    // The lost limiter's permits may have been spent: start empty.
+                    let args =
+                        LimiterArgs::restarted(integration_id, entry.budget, state.args.limiter);
+                    if let Err(e) = state.spawn_limiter(myself.get_cell(), args).await {
+                        tracing::error!(error = %e, "rate limiter did not restart; the next call retries");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Workspace session
+
+enum SessionMsg {
+    Call {
+        job: Box<CallJob>,
+        limiter: ActorRef<LimiterMsg>,
+    },
+    /// A call's task finished.
+    Done,
+    /// Test hook: fail (panic) while handling this message.
+    Crash,
+}
+
+struct Session;
+
+struct SessionArgs {
+    tenant_id: String,
+    workspace_id: String,
+    client: NotionClient,
+    max_in_flight: usize,
+}
+
+struct SessionState {
+    args: SessionArgs,
+    /// The calls running now. Dropping the set (when the session stops or fails) aborts
+    /// them, which drops their reply ports: their callers get `Unavailable`.
+    tasks: JoinSet<()>,
+    in_flight: usize,
+    backlog: VecDeque<(Box<CallJob>, ActorRef<LimiterMsg>)>,
+}
+
+impl SessionState {
+    fn start(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        job: Box<CallJob>,
+        lim: ActorRef<LimiterMsg>,
+    ) {
+        let client = self.args.client.clone();
+        let me = myself.clone();
+        self.in_flight += 1;
+        self.tasks.spawn(async move {
+            let CallJob {
+                ctx,
+                req,
+                deadline,
+                reply,
+            } = *job;
+            let result = execute(&client, &lim, &ctx, &req, deadline).await;
+            let _ = reply.send(result);
+            let _ = me.send_message(SessionMsg::Done);
+        });
+    }
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        Ok(SessionState {
+            args,
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Call { job, limiter } => {
+                if state.in_flight < state.args.max_in_flight.max(1) {
+                    state.start(&myself, job, limiter);
+                } else if state.backlog.len() < MAX_BACKLOG_PER_SESSION {
+                    state.backlog.push_back((job, limiter));
+                } else {
+                    let _ = job.reply.send(Err(CallError::RateLimited {
+                        retry_after_seconds: 1,
+                    }));
+                }
+            }
+            SessionMsg::Done => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                while state.tasks.try_join_next().is_some() {}
+                let now = Instant::now();
+                while state.in_flight < state.args.max_in_flight.max(1) {
+                    let Some((job, limiter)) = state.backlog.pop_front() else {
+                        break;
+                    };
+                    if job.deadline <= now {
+                        let _ = job.reply.send(Err(CallError::RateLimited {
+                            retry_after_seconds: 1,
+                        }));
+                        continue;
+                    }
+                    if job.reply.is_closed() {
+                        continue;
+                    }
+                    state.start(&myself, job, limiter);
+                }
+            }
+            SessionMsg::Crash => {
+                panic!(
+                    "workspace session {}/{} asked to fail (test hook)",
+                    state.args.tenant_id, state.args.workspace_id
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One call: permit → Notion → (429/529: pause the integration, wait, again; 5xx: back off,
+/// again under a new permit) → answer. Every request sent holds a permit.
+async fn execute(
+    client: &NotionClient,
+    limiter: &ActorRef<LimiterMsg>,
+    ctx: &CallContext,
+    req: &NotionRequest,
+    deadline: Instant,
+) -> Result<Value, CallError> {
+    client::validate_request(req)?;
+    let mut rate_limited = 0u32;
+    let mut server_errors = 0u32;
+    loop {
+        limiter::acquire(limiter, &ctx.session_id, deadline).await?;
+        let now = Instant::now();
+        let sent =
+            tokio::time::timeout_at(deadline, client.send_once(&ctx.integration.token, req)).await;
+        let err = match sent {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(CallError::Notion(NotionError::Timeout {
+                    timeout_ms: deadline.saturating_duration_since(now).as_millis() as u64,
+                }));
+            }
+        };
+        if client::is_rate_limit(&err) {
+            let wait = match &err {
+                NotionError::Api {
+                    retry_after: Some(d),
+                    ..
+                } => *d,
+                _ => Duration::from_secs(1),
+            };
+            limiter::pause(limiter, wait);
+            if rate_limited < MAX_RATE_LIMIT_RETRIES && Instant::now() + wait < deadline {
+                rate_limited += 1;
+                continue;
+            }
+            return Err(err.into());
+        }
+        if client::is_retryable(&err) && server_errors < client.config().max_retries {
+            let delay = client.backoff(server_errors);
+            if Instant::now() + delay >= deadline {
+                return Err(err.into());
+            }
+            tokio::time::sleep(delay).await;
+            server_errors += 1;
+            continue;
+        }
+        return Err(err.into());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Public handle
+
+/// The data plane of one node: cheap to clone, shared by every request handler.
+#[derive(Clone)]
+pub struct DataPlane {
+    node: ActorRef<NodeMsg>,
+    call_deadline: Duration,
+    handle: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("node", &self.node.get_id())
+            .finish()
+    }
+}
+
+fn validate_id(what: &str, id: &str) -> Result<(), CallError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+        return Err(CallError::Notion(NotionError::invalid_request(format!(
+            "{what} must be 1..={MAX_ID_BYTES} bytes without control characters"
+        ))));
+    }
+    Ok(())
+}
+
+impl DataPlane {
+    /// Starts the node supervisor (unnamed). Tenants start on their first call.
+    pub async fn start(config: DataPlaneConfig) -> Result<DataPlane, StartError> {
+        if config.call_deadline_ms == 0 {
+            return Err(StartError::Config(
+                "call_deadline_ms must be at least 1".into(),
+            ));
+        }
+        if config.max_in_flight_per_session == 0 {
+            return Err(StartError::Config(
+                "max_in_flight_per_session must be at least 1".into(),
+            ));
+        }
+        if config.max_tenants == 0 {
+            return Err(StartError::Config("max_tenants must be at least 1".into()));
+        }
+        if config.limiter.queue_capacity == 0 || config.limiter.per_session_capacity == 0 {
+            return Err(StartError::Config(
+                "limiter queue_capacity and per_session_capacity must be at least 1".into(),
+            ));
+        }
+        let client = NotionClient::new(config.notion.clone(), config.seed)?;
+        let (node, handle) = Actor::spawn(
+            None,
+            NodeSupervisor,
+            NodeArgs {
+                client,
+                limiter: config.limiter,
+                max_in_flight_per_session: config.max_in_flight_per_session,
+                max_tenants: config.max_tenants,
+            },
+        )
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        Ok(DataPlane {
+            node,
+            call_deadline: Duration::from_millis(config.call_deadline_ms),
+            handle: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Calls Notion for `ctx` with the configured deadline.
+    pub async fn call(&self, ctx: &CallContext, req: NotionRequest) -> Result<Value, CallError> {
+        self.call_with_deadline(ctx, req, self.call_deadline).await
+    }
+
+    /// Calls Notion for `ctx`, answering by `deadline` from now at the latest (plus a short
+    /// grace if an actor died holding the call).
+    pub async fn call_with_deadline(
+        &self,
+        ctx: &CallContext,
+        req: NotionRequest,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        validate_id("tenant_id", &ctx.tenant_id)?;
+        validate_id("workspace_id", &ctx.workspace_id)?;
+        validate_id("session_id", &ctx.session_id)?;
+        validate_id("integration id", &ctx.integration.id)?;
+        client::validate_request(&req)?;
+        let deadline_at = Instant::now() + deadline;
+        let ctx = ctx.clone();
+        let result = self
+            .node
+            .call(
+                |reply| {
+                    NodeMsg::Call(Box::new(CallJob {
+                        ctx,
+                        req,
+                        deadline: deadline_at,
+                        reply,
+                    }))
+                },
+                Some(deadline + RPC_GRACE),
+            )
+            .await;
+        match result {
+            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Timeout) => Err(CallError::Unavailable(
+                "the data plane did not answer before the call's deadline".into(),
+            )),
+            Ok(CallResult::SenderError) => Err(CallError::Unavailable(
+                "the actor serving the call stopped before answering (it is being restarted)"
+                    .into(),
+            )),
+            Err(_) => Err(CallError::Unavailable("the data plane is stopped".into())),
+        }
+    }
+
+    /// The state of `tenant_id`'s limiter for `integration_id`, if it exists on this node.
+    pub async fn limiter_state(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+    ) -> Option<LimiterState> {
+        let (tenant_id, integration_id) = (tenant_id.to_string(), integration_id.to_string());
+        let found = self
+            .node
+            .call(
+                |reply| NodeMsg::Limiter {
+                    tenant_id,
+                    integration_id,
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await;
+        match found {
+            Ok(CallResult::Success(Some(l))) => limiter::state(&l).await.ok(),
+            _ => None,
+        }
+    }
+
+    /// Counts of tenants, sessions, limiters and restarts.
+    pub async fn stats(&self) -> Result<DataPlaneStats, CallError> {
+        match self
+            .node
+            .call(NodeMsg::Stats, Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(CallResult::Success(s)) => Ok(s),
+            _ => Err(CallError::Unavailable("the data plane is stopped".into())),
+        }
+    }
+
+    /// Makes the workspace session of `tenant_id`/`workspace_id` fail (panic), as a test of
+    /// supervision. Returns whether the session existed.
+    #[doc(hidden)]
+    pub async fn crash_session_for_test(&self, tenant_id: &str, workspace_id: &str) -> bool {
+        let (tenant_id, workspace_id) = (tenant_id.to_string(), workspace_id.to_string());
+        matches!(
+            self.node
+                .call(
+                    |reply| NodeMsg::CrashSession {
+                        tenant_id,
+                        workspace_id,
+                        reply,
+                    },
+                    Some(Duration::from_secs(5)),
+                )
+                .await,
+            Ok(CallResult::Success(true))
+        )
+    }
+
+    /// Stops the tree; calls in flight are answered `Unavailable`. Idempotent.
+    pub async fn stop(&self) {
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let _ = self
+            .node
+            .stop_and_wait(
+                Some("data plane stopped".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        if let Some(h) = handle {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The actor tree against a stub Notion: routing, 429 handling through the limiter,
+//! supervision (a failed session is restarted; its calls in flight fail cleanly).
+
+mod common;
+
+use std::time::Duration;
+
+use quire_actors::call::{Budget, CallContext, CallError, IntegrationSpec};
+use quire_actors::notion::client::NotionClientConfig;
+use quire_actors::notion::{NotionError, NotionRequest, NotionToken};
+use quire_actors::supervisor::{DataPlane, DataPlaneConfig, StartError};
+use tokio::time::Instant;
+
+fn ctx(tenant: &str, workspace: &str, session: &str) -> CallContext {
+    CallContext {
+        tenant_id: tenant.into(),
+        workspace_id: workspace.into(),
+        session_id: session.into(),
+        integration: IntegrationSpec {
+            id: format!("{tenant}-int"),
+            token: NotionToken::new("secret_test"),
+            budget: Budget::default(),
+        },
+    }
+}
+
+async fn start(base: &str) -> DataPlane {
+    DataPlane::start(DataPlaneConfig {
+        notion: NotionClientConfig {
+            base_url: base.into(),
+            retry_base_ms: 10,
+            ..Default::default()
+        },
+        call_deadline_ms: 10_000,
+        seed: 7,
+        ..Default::default()
+    })
+    .await
+    .expect("data plane starts")
+}
+
+#[tokio::test]
+async fn calls_route_through_tenants_sessions_and_limiters() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let v = dp
+        .call(&ctx("t1", "w1", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "bot");
+    dp.call(&ctx("t1", "w2", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    dp.call(&ctx("t2", "w1", "s9"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let e = dp
+        .call(
+            &ctx("t2", "w1", "s9"),
+            NotionRequest::get("/v1/stub/missing"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::Notion(NotionError::Api { status: 404, .. })),
+        "{e:?}"
+    );
+    let stats = dp.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.tenants,
+            stats.sessions,
+            stats.limiters,
+            stats.restarts
+        ),
+        (2, 3, 2, 0)
+    );
+    let l = dp
+        .limiter_state("t1", "t1-int")
+        .await
+        .expect("limiter exists");
+    assert_eq!(l.granted, 2);
+    assert_eq!(stub.hits("me"), 3);
+    dp.stop().await;
+    let e = dp
+        .call(&ctx("t1", "w1", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CallError::Unavailable(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_integration_then_the_call_is_sent_again() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let t0 = Instant::now();
+    let v = dp
+        .call(
+            &ctx("t1", "w1", "s1"),
+            NotionRequest::get("/v1/stub/limited_once"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "after-pause");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert_eq!(stub.hits("limited_once"), 2);
+    // A 429 that keeps coming: bounded retries, then Notion's answer.
+    let e = dp
+        .call_with_deadline(
+            &ctx("t1", "w1", "s1"),
+            NotionRequest::get("/v1/stub/limited"),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::Notion(NotionError::Api { status: 429, .. })),
+        "{e:?}"
+    );
+    assert_eq!(
+        stub.hits("limited"),
+        1,
+        "Retry-After 7 s is past the 3 s deadline: no resend"
+    );
+    let l = dp.limiter_state("t1", "t1-int").await.unwrap();
+    assert!(
+        l.paused_for.is_some_and(|d| d > Duration::from_secs(5)),
+        "{l:?}"
+    );
+    // While paused, a call with a short deadline is refused at once, nothing sent.
+    let asked = Instant::now();
+    let e = dp
+        .call_with_deadline(
+            &ctx("t1", "w1", "s2"),
+            NotionRequest::get("/v1/stub/me"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::RateLimited { retry_after_seconds } if retry_after_seconds >= 5),
+        "{e:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    assert_eq!(stub.hits("me"), 0);
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_under_new_permits() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let v = dp
+        .call(&ctx("t1", "w1", "s1"), NotionRequest::get("/v1/stub/flaky"))
+        .await
+        .unwrap();
+    assert_eq!(v["attempt"], 3);
+    assert_eq!(dp.limiter_state("t1", "t1-int").await.unwrap().granted, 3);
+    assert_eq!(stub.hits("flaky"), 3);
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_session_is_restarted_and_its_calls_fail_cleanly() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let c = ctx("t1", "w1", "s1");
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let dp = dp.clone();
+            let c = c.clone();
+            tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/slow")).await })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(5);
+    while stub.hits("slow") < 3 {
+        assert!(Instant::now() < until, "slow calls never reached the stub");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let crashed_at = Instant::now();
+    assert!(dp.crash_session_for_test("t1", "w1").await);
+    for t in slow {
+        let r = t.await.unwrap();
+        assert!(matches!(r, Err(CallError::Unavailable(_))), "{r:?}");
+    }
+    assert!(
+        crashed_at.elapsed() < Duration::from_secs(2),
+        "failed promptly, not at the deadline"
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = dp.stats().await.unwrap();
+        if s.restarts == 1 && s.sessions == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "session not restarted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The restarted session serves the workspace again.
+    let v = dp
+        .call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "bot");
+    assert!(!dp.crash_session_for_test("t1", "nope").await);
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_sends_nothing() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let e = dp
+        .call(&ctx("", "w1", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tenant_id"), "{e}");
+    let mut c = ctx("t1", "w1", "s1");
+    c.integration.budget = Budget {
+        requests_per_second: 0,
+        burst: 5,
+    };
+    let e = dp
+        .call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("requests_per_second"), "{e}");
+    let e = dp
+        .call(
+            &ctx("t1", "w1", "s1"),
+            NotionRequest::get("/v1/users").with_query("page_size", "0"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("page_size"), "{e}");
+    assert_eq!(stub.hits("me") + stub.hits("users"), 0);
+    let bad = DataPlane::start(DataPlaneConfig {
+        max_in_flight_per_session: 0,
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(bad, Err(StartError::Config(_))));
+    let bad = DataPlane::start(DataPlaneConfig {
+        notion: NotionClientConfig {
+            base_url: "nope".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(bad, Err(StartError::Notion(_))));
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn the_tenant_limit_holds() {
+    let (base, _stub) = common::serve_stub().await;
+    let dp = DataPlane::start(DataPlaneConfig {
+        notion: NotionClientConfig {
+            base_url: base,
+            ..Default::default()
+        },
+        max_tenants: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    dp.call(&ctx("t1", "w1", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let e = dp
+        .call(&ctx("t2", "w1", "s1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::Unavailable(ref m) if m.contains("max_tenants")),
+        "{e:?}"
+    );
+    dp.stop().await;
+}
