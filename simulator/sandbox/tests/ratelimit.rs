@@ -1,0 +1,82 @@
+//! The per-integration token bucket, 429 with Retry-After, and the stats endpoint.
+
+mod common;
+
+use common::*;
+use quire_sandbox::{RateLimitConfig, SandboxConfig, SandboxStats};
+use reqwest::Method;
+
+#[tokio::test]
+async fn burst_is_limited_and_counted() {
+    let config = SandboxConfig {
+        rate_limit: Some(RateLimitConfig {
+            requests_per_second: 3.0,
+            capacity: 10,
+        }),
+        ..SandboxConfig::default()
+    };
+    let s = start(config).await;
+    let started = tokio::time::Instant::now();
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for _ in 0..25 {
+        let r = s.get("/v1/users/me", ALPHA).await;
+        if r.status == 429 {
+            r.expect_error(429, "rate_limited");
+            let secs: u64 = r
+                .retry_after
+                .as_deref()
+                .expect("Retry-After")
+                .parse()
+                .expect("integer seconds");
+            assert!(secs >= 1);
+            limited += 1;
+        } else {
+            assert_eq!(r.status, 200, "{}", r.body);
+            ok += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(ok >= 10, "the bucket starts full: {ok}");
+    assert!(
+        (ok as f64) <= 10.0 + 3.0 * elapsed + 1.0,
+        "{ok} admitted in {elapsed}s"
+    );
+    assert!(limited > 0);
+    // Beta has its own bucket.
+    assert_eq!(s.get("/v1/users/me", BETA).await.status, 200);
+
+    let stats: SandboxStats = serde_json::from_value(
+        s.raw(Method::GET, "/__sandbox/stats", None, None, None)
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(stats, s.sandbox.stats());
+    let alpha = stats.integrations["alpha"];
+    assert_eq!(alpha.requests, ok);
+    assert_eq!(alpha.rate_limited, limited);
+    assert!(
+        alpha.max_per_second >= 10 && alpha.max_per_second <= 13,
+        "{alpha:?}"
+    );
+    assert_eq!(stats.integrations["beta"].requests, 1);
+
+    s.raw(Method::POST, "/__sandbox/stats/reset", None, None, None)
+        .await
+        .ok();
+    let stats = s.sandbox.stats();
+    assert_eq!(stats.integrations["alpha"], Default::default());
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_not_counted() {
+    let s = start(SandboxConfig::default()).await;
+    for _ in 0..3 {
+        s.raw(Method::GET, "/v1/users/me", None, Some("2025-09-03"), None)
+            .await
+            .expect_error(401, "unauthorized");
+    }
+    let stats = s.sandbox.stats();
+    assert_eq!(stats.integrations["alpha"].requests, 0);
+    assert_eq!(stats.integrations["beta"].requests, 0);
+}
