@@ -1,7 +1,31 @@
 //! Quire's control plane: the replicated state model (tenants, workspaces, Notion
 //! integrations with sealed tokens, principals and their hashed API tokens), the commands
-//! that change it through a pure, deterministic `apply`, the openraft type configuration, and
-//! the log and state-machine stores on sled.
+//! that change it through a pure, deterministic `apply`, sealing of secrets under the master
+//! key, the openraft type configuration, the log and state-machine stores on sled, and the
+//! [`ControlPlane`] handle that runs one node of the Raft group.
 //!
 //! It must not know tonic, axum, rmcp or ractor: the network reaches it through openraft's
-//! `RaftNetwork` traits, implemented in `quire-transport`.
+//! `RaftNetworkFactory`, implemented in `quire-transport` and plugged in through
+//! [`ControlPlane::open_with_network`]. It reads no clock and draws no randomness of its own:
+//! callers hand down a [`clock::Clock`] and a seeded RNG.
+
+pub mod clock;
+pub mod command;
+pub mod control;
+pub mod ids;
+pub mod network;
+pub mod seal;
+pub mod state;
+pub mod store;
+pub mod types;
+
+pub use command::{ApplyError, Command, CommandOutput, apply};
+pub use control::{
+    ControlError, ControlPlane, ControlPlaneConfig, ControlStatus, ReadError, WriteError,
+};
+pub use ids::{IdError, IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+pub use network::NoPeers;
+pub use seal::{KeyError, MasterKey, SealError, SealedSecret, hash_api_token};
+pub use state::{ApiToken, Budget, ClusterInfo, Integration, Principal, State, Tenant, Workspace};
+pub use store::OpenError;
+pub use types::{CommandResponse, NodeId, QuireRaft, QuireRuntime, TypeConfig};

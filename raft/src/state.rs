@@ -1,0 +1,219 @@
+//! The replicated state model: what every node holds after applying the same log.
+//!
+//! Everything is kept in `BTreeMap`s/`BTreeSet`s so iteration (and serialisation) order is
+//! the same on every node. The model changes only through [`crate::command::apply`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+use crate::seal::SealedSecret;
+
+/// Cluster-wide facts, set once by `InitCluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// A known plaintext sealed under the master key (see `MasterKey::verify_key_check`).
+    pub key_check: SealedSecret,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its id.
+    pub id: TenantId,
+    /// Human-readable name.
+    pub display_name: String,
+}
+
+/// A workspace: what an agent works in, served through one integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Its id (unique in the tenant).
+    pub id: WorkspaceId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// The integration whose Notion token serves this workspace.
+    pub integration_id: IntegrationId,
+}
+
+/// Request budget for one Notion integration, cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Sustained rate.
+    pub requests_per_second: u32,
+    /// Short burst allowance.
+    pub burst: u32,
+}
+
+/// Largest `requests_per_second` accepted in a [`Budget`].
+pub const BUDGET_MAX_RPS: u32 = 1_000;
+/// Largest `burst` accepted in a [`Budget`].
+pub const BUDGET_MAX_BURST: u32 = 10_000;
+
+/// A Notion integration: its sealed token and budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Its id (unique in the tenant).
+    pub id: IntegrationId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// The Notion token, sealed with AAD `integration_aad(tenant, id)`.
+    pub sealed_token: SealedSecret,
+    /// Request budget.
+    pub budget: Budget,
+}
+
+/// A principal (user or agent) of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Its id (unique in the tenant).
+    pub id: PrincipalId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// Workspaces it was granted.
+    pub workspaces: BTreeSet<WorkspaceId>,
+}
+
+/// An API token. Only the SHA-256 hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Public id.
+    pub token_id: TokenId,
+    /// Tenant of the principal.
+    pub tenant: TenantId,
+    /// The principal it acts as.
+    pub principal: PrincipalId,
+    /// The workspace it is limited to.
+    pub workspace_id: WorkspaceId,
+    /// Lowercase hex SHA-256 of the secret (`hash_api_token`).
+    pub hash: String,
+    /// Scopes granted.
+    pub scopes: BTreeSet<String>,
+    /// When it was issued (stamped by the proposer).
+    pub issued_at_ms: u64,
+    /// When it stops being valid, if ever.
+    pub expires_at_ms: Option<u64>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl ApiToken {
+    /// Not revoked, and not expired at `now_ms`.
+    pub fn is_valid_at(&self, now_ms: u64) -> bool {
+        !self.revoked && self.expires_at_ms.is_none_or(|expires| now_ms < expires)
+    }
+}
+
+/// Everything one tenant owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantState {
+    /// The tenant record.
+    pub tenant: Tenant,
+    /// Its workspaces.
+    pub workspaces: BTreeMap<WorkspaceId, Workspace>,
+    /// Its integrations.
+    pub integrations: BTreeMap<IntegrationId, Integration>,
+    /// Its principals.
+    pub principals: BTreeMap<PrincipalId, Principal>,
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Set by `InitCluster`.
+    pub(crate) cluster: Option<ClusterInfo>,
+    pub(crate) tenants: BTreeMap<TenantId, TenantState>,
+    pub(crate) tokens: BTreeMap<TokenId, ApiToken>,
+    /// token hash → token id.
+    pub(crate) token_index: BTreeMap<String, TokenId>,
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cluster facts, once `InitCluster` was applied.
+    pub fn cluster(&self) -> Option<&ClusterInfo> {
+        self.cluster.as_ref()
+    }
+
+    /// A tenant.
+    pub fn tenant(&self, id: &TenantId) -> Option<&Tenant> {
+        self.tenants.get(id).map(|t| &t.tenant)
+    }
+
+    /// A workspace of a tenant.
+    pub fn workspace(&self, tenant: &TenantId, id: &WorkspaceId) -> Option<&Workspace> {
+        self.tenants.get(tenant)?.workspaces.get(id)
+    }
+
+    /// An integration of a tenant.
+    pub fn integration(&self, tenant: &TenantId, id: &IntegrationId) -> Option<&Integration> {
+        self.tenants.get(tenant)?.integrations.get(id)
+    }
+
+    /// A principal of a tenant.
+    pub fn principal(&self, tenant: &TenantId, id: &PrincipalId) -> Option<&Principal> {
+        self.tenants.get(tenant)?.principals.get(id)
+    }
+
+    /// A token by id.
+    pub fn token(&self, id: &TokenId) -> Option<&ApiToken> {
+        self.tokens.get(id)
+    }
+
+    /// A token by the hash of its secret (see `hash_api_token`).
+    pub fn token_by_hash(&self, hash: &str) -> Option<&ApiToken> {
+        self.tokens.get(self.token_index.get(hash)?)
+    }
+
+    /// All tenants, in id order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values().map(|t| &t.tenant)
+    }
+
+    /// A tenant's workspaces, in id order (empty if the tenant does not exist).
+    pub fn workspaces(&self, tenant: &TenantId) -> impl Iterator<Item = &Workspace> {
+        self.tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.workspaces.values())
+    }
+
+    /// A tenant's integrations, in id order.
+    pub fn integrations(&self, tenant: &TenantId) -> impl Iterator<Item = &Integration> {
+        self.tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.integrations.values())
+    }
+
+    /// A tenant's principals, in id order.
+    pub fn principals(&self, tenant: &TenantId) -> impl Iterator<Item = &Principal> {
+        self.tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.principals.values())
+    }
+
+    /// All tokens of a tenant, in token-id order (revoked ones included).
+    pub fn tokens(&self, tenant: &TenantId) -> impl Iterator<Item = &ApiToken> {
+        self.tokens.values().filter(move |t| &t.tenant == tenant)
+    }
+
+    /// Number of tenants.
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+}

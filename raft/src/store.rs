@@ -1,0 +1,687 @@
+//! The Raft log and the state machine on sled (openraft storage-v2).
+//!
+//! One sled `Db` per data dir, with three trees:
+//! - `log`: entries as JSON, keyed by big-endian index;
+//! - `meta`: vote, committed log id, last purged log id, and the data dir's identity
+//!   (cluster name and node id, recorded on first open);
+//! - `sm`: the latest snapshot (metadata and data), written atomically.
+//!
+//! The state machine lives in memory and is rebuilt at start-up from the latest snapshot plus
+//! the committed log after it (openraft re-applies from `last_applied + 1` to the saved
+//! committed id). Log appends, votes, truncation, purges and snapshots are flushed (fsync)
+//! before they are acknowledged; the log is purged only behind a flushed snapshot.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft fixes the storage error type; it is large by its design"
+)]
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, StorageIOError, Vote,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::command::{CommandOutput, apply};
+use crate::state::State;
+use crate::types::{
+    CommandResponse, Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// Largest snapshot accepted from a peer, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+
+const TREE_LOG: &str = "log";
+const TREE_META: &str = "meta";
+const TREE_SM: &str = "sm";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_CLUSTER_NAME: &[u8] = b"cluster_name";
+const KEY_NODE_ID: &[u8] = b"node_id";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+/// Opening a data dir failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data dir was created for another cluster.
+    #[error(
+        "data dir belongs to cluster {found:?}, not the configured {expected:?}; use another data dir or fix cluster_name"
+    )]
+    ForeignDataDir {
+        /// Cluster name recorded in the data dir.
+        found: String,
+        /// Cluster name configured.
+        expected: String,
+    },
+    /// The data dir was created for another node id of this cluster.
+    #[error(
+        "data dir belongs to node {found}, not the configured node {expected}; use another data dir or fix node_id"
+    )]
+    NodeIdMismatch {
+        /// Node id recorded in the data dir.
+        found: u64,
+        /// Node id configured.
+        expected: u64,
+    },
+    /// The sled data could not be read or decoded.
+    #[error("data dir {0} is unreadable or corrupt: {1}")]
+    Corrupt(PathBuf, String),
+    /// An I/O error (permissions, disk full, another process holds the lock).
+    #[error("data dir {path}: {source}")]
+    Io {
+        /// The data dir.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("invalid control-plane configuration: {0}")]
+    InvalidConfig(String),
+    /// openraft refused to start.
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+fn open_err(path: &Path, e: sled::Error) -> OpenError {
+    match e {
+        sled::Error::Io(source) => OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => OpenError::Corrupt(path.to_path_buf(), other.to_string()),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(value)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: &(impl std::error::Error + 'static),
+) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(e)).into()
+}
+
+/// An opened data dir: the log store, the state machine, and the sled handle.
+pub struct SledStore {
+    /// The Raft log store.
+    pub log: LogStore,
+    /// The state machine store.
+    pub state_machine: StateMachineStore,
+    /// Resolves once every clone of the log store and state machine is dropped.
+    pub released: StoreReleased,
+    db: sled::Db,
+    path: PathBuf,
+}
+
+/// Resolves once every clone of a [`LogStore`] and [`StateMachineStore`] is gone, so the
+/// data dir's lock can be taken again (openraft drops its store handles from its own tasks,
+/// a little after `Raft::shutdown` returns).
+#[derive(Debug)]
+pub struct StoreReleased(tokio::sync::mpsc::Receiver<()>);
+
+impl StoreReleased {
+    /// Waits until all store handles are dropped.
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `recv` returns `None` when the last sender (held by the
+        // stores) is dropped.
+        while self.0.recv().await.is_some() {}
+    }
+}
+
+/// Held by every store handle; dropping the last one resolves [`StoreReleased`].
+#[derive(Debug, Clone)]
+struct Liveness(
+    #[allow(dead_code, reason = "held only for its drop")] tokio::sync::mpsc::Sender<()>,
+);
+
+impl SledStore {
+    /// Opens (or creates) the data dir at `path` for `cluster_name` / `node_id`.
+    ///
+    /// On first open it records the identity; later opens check it.
+    pub fn open(path: &Path, cluster_name: &str, node_id: NodeId) -> Result<Self, OpenError> {
+        if cluster_name.is_empty() {
+            return Err(OpenError::InvalidConfig("cluster_name is empty".into()));
+        }
+        std::fs::create_dir_all(path).map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| open_err(path, e))?;
+        let log = db.open_tree(TREE_LOG).map_err(|e| open_err(path, e))?;
+        let meta = db.open_tree(TREE_META).map_err(|e| open_err(path, e))?;
+        let sm = db.open_tree(TREE_SM).map_err(|e| open_err(path, e))?;
+
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            OpenError::Corrupt(path.to_path_buf(), format!("{what}: {e}"))
+        };
+
+        // Identity.
+        let found_name = meta.get(KEY_CLUSTER_NAME).map_err(|e| open_err(path, e))?;
+        let found_node = meta.get(KEY_NODE_ID).map_err(|e| open_err(path, e))?;
+        match (found_name, found_node) {
+            (None, None) => {
+                meta.insert(KEY_CLUSTER_NAME, cluster_name.as_bytes())
+                    .map_err(|e| open_err(path, e))?;
+                meta.insert(KEY_NODE_ID, &node_id.to_be_bytes())
+                    .map_err(|e| open_err(path, e))?;
+                db.flush().map_err(|e| open_err(path, e))?;
+            }
+            (Some(name), Some(node)) => {
+                let name = std::str::from_utf8(&name)
+                    .map_err(|e| corrupt("recorded cluster name", &e))?
+                    .to_string();
+                if name != cluster_name {
+                    return Err(OpenError::ForeignDataDir {
+                        found: name,
+                        expected: cluster_name.to_string(),
+                    });
+                }
+                let node = <[u8; 8]>::try_from(node.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|e| corrupt("recorded node id", &e))?;
+                if node != node_id {
+                    return Err(OpenError::NodeIdMismatch {
+                        found: node,
+                        expected: node_id,
+                    });
+                }
+            }
+            _ => {
+                return Err(OpenError::Corrupt(
+                    path.to_path_buf(),
+                    "identity is half-written (cluster name or node id missing)".into(),
+                ));
+            }
+        }
+
+        // Check that the log decodes at its ends, so corruption shows at start-up.
+        for item in [log.first(), log.last()] {
+            if let Some((key, value)) = item.map_err(|e| open_err(path, e))? {
+                if key.len() != 8 {
+                    return Err(corrupt("log key", &"not 8 bytes"));
+                }
+                decode::<Entry>(&value).map_err(|e| corrupt("log entry", &e))?;
+            }
+        }
+        for key in [KEY_VOTE, KEY_COMMITTED, KEY_LAST_PURGED] {
+            if let Some(v) = meta.get(key).map_err(|e| open_err(path, e))? {
+                decode::<serde_json::Value>(&v).map_err(|e| corrupt("raft metadata", &e))?;
+            }
+        }
+
+        // State machine from the latest snapshot.
+        let mut data = SmData::default();
+        let snap_meta = sm.get(KEY_SNAPSHOT_META).map_err(|e| open_err(path, e))?;
+        let snap_data = sm.get(KEY_SNAPSHOT_DATA).map_err(|e| open_err(path, e))?;
+        match (snap_meta, snap_data) {
+            (Some(m), Some(d)) => {
+                let m: SnapshotMeta = decode(&m).map_err(|e| corrupt("snapshot metadata", &e))?;
+                let state: State = decode(&d).map_err(|e| corrupt("snapshot data", &e))?;
+                data.last_applied = m.last_log_id;
+                data.last_membership = m.last_membership.clone();
+                data.state = state;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(OpenError::Corrupt(
+                    path.to_path_buf(),
+                    "snapshot is half-written".into(),
+                ));
+            }
+        }
+
+        let (live_tx, live_rx) = tokio::sync::mpsc::channel(1);
+        let log_store = LogStore {
+            db: db.clone(),
+            log,
+            meta,
+            _live: Liveness(live_tx.clone()),
+        };
+        let state_machine = StateMachineStore {
+            db: db.clone(),
+            _live: Liveness(live_tx),
+            sm,
+            shared: Arc::new(RwLock::new(data)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        };
+        Ok(Self {
+            log: log_store,
+            state_machine,
+            released: StoreReleased(live_rx),
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The data dir.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sled handle (kept to flush at shutdown).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log
+
+/// The Raft log and vote on sled. Cheap to clone (handles to the same trees).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    _live: Liveness,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let subject = ErrorSubject::Store;
+        let raw = self
+            .meta
+            .get(key)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        match raw {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| io_err(subject, ErrorVerb::Read, &e)),
+        }
+    }
+
+    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let bytes = encode(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        Ok(())
+    }
+
+    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+        Ok(())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            None => Ok(None),
+            Some((_, v)) => {
+                let entry: Entry = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+fn range_keys<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, Bound<u64>)> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => Bound::Included(*e),
+        Bound::Excluded(e) => Bound::Excluded(*e),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    Some((start, end))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let Some((start, end)) = range_keys(&range) else {
+            return Ok(Vec::new());
+        };
+        let end = match end {
+            Bound::Included(e) => Bound::Included(e.to_be_bytes()),
+            Bound::Excluded(e) => Bound::Excluded(e.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        if let Bound::Excluded(e) | Bound::Included(e) = &end
+            && start.to_be_bytes() > *e
+        {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self
+            .log
+            .range::<[u8; 8], _>((Bound::Included(start.to_be_bytes()), end))
+        {
+            let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: Entry = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(KEY_VOTE, vote)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: a committed id lost in a crash is re-learnt from the leader; sled
+        // flushes it within its own flush interval anyway.
+        self.write_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes =
+                encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        match self.db.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first, so a crash mid-purge never shows a log with a hole.
+        self.write_meta(KEY_LAST_PURGED, &log_id)?;
+        self.flush(ErrorSubject::Logs).await?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flush(ErrorSubject::Logs).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State machine
+
+/// The applied state and what openraft needs to know about it.
+#[derive(Debug, Clone, Default)]
+pub struct SmData {
+    /// Last log id applied.
+    pub last_applied: Option<LogId>,
+    /// Last membership applied.
+    pub last_membership: StoredMembership,
+    /// The replicated state.
+    pub state: State,
+}
+
+/// Read access to the applied state, shared between the state machine and its readers.
+#[derive(Debug, Clone)]
+pub struct SharedState(Arc<RwLock<SmData>>);
+
+impl SharedState {
+    fn read(&self) -> RwLockReadGuard<'_, SmData> {
+        // A panic while holding the lock is a programmer error; the data is still whole
+        // because apply mutates only after all its checks pass.
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SmData> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the applied state (under a read lock: keep it short).
+    pub fn with<R>(&self, f: impl FnOnce(&SmData) -> R) -> R {
+        f(&self.read())
+    }
+}
+
+/// The state machine on sled: in memory, with snapshots persisted.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: sled::Db,
+    _live: Liveness,
+    sm: sled::Tree,
+    shared: Arc<RwLock<SmData>>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").finish_non_exhaustive()
+    }
+}
+
+impl StateMachineStore {
+    /// A read handle on the applied state.
+    pub fn shared(&self) -> SharedState {
+        SharedState(self.shared.clone())
+    }
+
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let meta_bytes =
+            encode(meta).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_SNAPSHOT_META, meta_bytes);
+        batch.insert(KEY_SNAPSHOT_DATA, data);
+        self.sm
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // Clone under the read lock, serialise and write outside it: applies keep going.
+        let (last_applied, last_membership, state) = {
+            let shared = SharedState(self.shared.clone());
+            let guard = shared.read();
+            (
+                guard.last_applied,
+                guard.last_membership.clone(),
+                guard.state.clone(),
+            )
+        };
+        let data = encode(&state).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
+        let snapshot_id = match &last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("--{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        self.persist_snapshot(&meta, &data).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let shared = SharedState(self.shared.clone());
+        let guard = shared.read();
+        Ok((guard.last_applied, guard.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let shared = SharedState(self.shared.clone());
+        let mut guard = shared.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            guard.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Ok(CommandOutput::Done),
+                EntryPayload::Normal(cmd) => apply(&mut guard.state, &cmd),
+                EntryPayload::Membership(m) => {
+                    guard.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    Ok(CommandOutput::Done)
+                }
+            };
+            out.push(CommandResponse(response));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachineStore {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let data = snapshot.into_inner();
+        if data.len() > MAX_SNAPSHOT_BYTES {
+            return Err(StorageIOError::read_snapshot(
+                sig,
+                AnyError::error(format!(
+                    "snapshot is {} bytes, more than the limit of {MAX_SNAPSHOT_BYTES}",
+                    data.len()
+                )),
+            )
+            .into());
+        }
+        let state: State = decode(&data).map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+        self.persist_snapshot(meta, &data).await?;
+        let shared = SharedState(self.shared.clone());
+        let mut guard = shared.write();
+        guard.last_applied = meta.last_log_id;
+        guard.last_membership = meta.last_membership.clone();
+        guard.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let m = self
+            .sm
+            .get(KEY_SNAPSHOT_META)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let d = self
+            .sm
+            .get(KEY_SNAPSHOT_DATA)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        match (m, d) {
+            (Some(m), Some(d)) => {
+                let meta: SnapshotMeta =
+                    decode(&m).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(d.to_vec())),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
