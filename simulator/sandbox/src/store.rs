@@ -725,12 +725,11 @@ impl Store {
                 },
                 "url" | "email" | "phone_number" => match inner {
                     Value::Null => Value::Null,
-                    Value::String(s) if s.chars().count() <= validate::MAX_RICH_TEXT_CHARS => {
-                        inner.clone()
-                    }
+                    Value::String(s) if s.chars().count() <= max_chars(kind) => inner.clone(),
                     _ => {
                         return Err(ApiError::validation(format!(
-                            "{at}.{kind} should be a string of at most 2000 characters, or null."
+                            "{at}.{kind} should be a string of at most {} characters, or null.",
+                            max_chars(kind)
                         )));
                     }
                 },
@@ -2173,6 +2172,15 @@ pub(crate) const PROPERTY_TYPES: &[&str] = &[
     "created_by",
     "last_edited_by",
 ];
+
+/// Notion's limits: URLs 2000 characters, emails and phone numbers 200.
+fn max_chars(kind: &str) -> usize {
+    if kind == "url" {
+        validate::MAX_RICH_TEXT_CHARS
+    } else {
+        200
+    }
+}
 
 fn is_computed(kind: &str) -> bool {
     matches!(
