@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId, validate_id};
-use crate::seal::SealedSecret;
+use crate::seal::{MAX_PLAINTEXT_BYTES, SealedSecret};
 use crate::state::{
     ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, Integration, Principal, State,
     Tenant, TenantState, Workspace,
@@ -239,6 +239,12 @@ fn check_sealed(what: &str, sealed: &SealedSecret) -> Result<(), ApplyError> {
     if sealed.ciphertext.len() <= 16 {
         return Err(ApplyError::Invalid(format!(
             "{what} sealed secret is empty or truncated"
+        )));
+    }
+    if sealed.ciphertext.len() > MAX_PLAINTEXT_BYTES + 16 {
+        return Err(ApplyError::Invalid(format!(
+            "{what} sealed secret is {} bytes, more than {MAX_PLAINTEXT_BYTES} plus the tag",
+            sealed.ciphertext.len()
         )));
     }
     Ok(())
