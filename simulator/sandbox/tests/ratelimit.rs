@@ -80,3 +80,21 @@ async fn unauthenticated_requests_are_not_counted() {
     assert_eq!(stats.integrations["alpha"].requests, 0);
     assert_eq!(stats.integrations["beta"].requests, 0);
 }
+
+#[tokio::test]
+async fn seeded_latency_is_applied() {
+    let s = start(SandboxConfig {
+        latency_ms: Some((60, 80)),
+        ..unlimited()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    for _ in 0..3 {
+        s.get("/v1/users/me", ALPHA).await.ok();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(180),
+        "{elapsed:?}"
+    );
+}
