@@ -52,19 +52,20 @@ fn error(status: u16, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn authorized(headers: &HeaderMap) -> Result<(), Response> {
+/// The error answer when the headers are not what Notion expects.
+fn refused(headers: &HeaderMap) -> Option<Response> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some("Bearer secret_test") {
-        return Err(error(401, "unauthorized", "API token is invalid."));
+        return Some(error(401, "unauthorized", "API token is invalid."));
     }
     if headers.get("notion-version").and_then(|v| v.to_str().ok()) != Some("2025-09-03") {
-        return Err(error(
+        return Some(error(
             400,
             "missing_version",
             "Notion-Version header missing.",
         ));
     }
-    Ok(())
+    None
 }
 
 const USERS: usize = 7;
@@ -92,7 +93,7 @@ async fn special(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&headers) {
+    if let Some(r) = refused(&headers) {
         return r;
     }
     let n = stub.hit(&name);
@@ -145,7 +146,7 @@ async fn users(
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&headers) {
+    if let Some(r) = refused(&headers) {
         return r;
     }
     stub.hit("users");
@@ -161,7 +162,7 @@ async fn users(
 }
 
 async fn search(State(stub): State<Stub>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&headers) {
+    if let Some(r) = refused(&headers) {
         return r;
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
