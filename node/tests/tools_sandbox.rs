@@ -97,8 +97,10 @@ async fn start() -> Env {
         rate_limit: None,
         ..Default::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port for the sandbox");
+    let base = format!("http://{}", listener.local_addr().expect("sandbox address"));
     tokio::spawn(quire_sandbox::serve(sandbox.clone(), listener));
     let token = |name: &str| {
         sandbox
@@ -112,7 +114,7 @@ async fn start() -> Env {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .unwrap(),
+            .expect("reqwest client"),
         base: base.clone(),
         token,
     };

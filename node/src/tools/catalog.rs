@@ -28,7 +28,7 @@ fn object(required: &[&str], properties: Value) -> Value {
 fn id(description: &str) -> Value {
     json!({
         "type": "string",
-        "minLength": 32,
+        "format": "notion-id",
         "maxLength": 36,
         "description": format!("{description} (32 hexadecimal digits, with or without dashes)"),
     })
@@ -139,7 +139,7 @@ pub fn catalog() -> Vec<ToolSpec> {
             object(
                 &["id"],
                 json!({
-                    "id": { "type": "string", "minLength": 32, "maxLength": 2048,
+                    "id": { "type": "string", "format": "notion-id-or-url", "maxLength": 2048,
                             "description": "A Notion id (32 hexadecimal digits, with or without dashes) or a notion.so / notion.site URL that contains one" },
                 }),
             ),

@@ -527,6 +527,28 @@ async fn fetch_stops_at_the_depth_limit() {
 }
 
 #[tokio::test]
+async fn fetch_stops_at_the_request_limit() {
+    // 100 top-level toggles with children: one more request per toggle.
+    let g = Mock::new(|r| {
+        if r.path.starts_with("/v1/pages/") {
+            return Ok(page(P, "Wide"));
+        }
+        if r.path == format!("/v1/blocks/{P}/children") {
+            let toggles = (0..100).map(|i| blk(&format!("t{i}"), "toggle", "t", true));
+            return Ok(list(toggles.collect()));
+        }
+        Ok(list(vec![blk("leaf", "paragraph", "leaf", false)]))
+    });
+    let out = call_tool(&g, "notion-fetch", json!({"id": P}))
+        .await
+        .unwrap();
+    assert_eq!(g.requests().len(), 1 + handlers::MAX_FETCH_REQUESTS);
+    assert_eq!(out.structured["truncated"], true);
+    let md = out.structured["markdown"].as_str().unwrap();
+    assert_eq!(md.matches("leaf").count(), handlers::MAX_FETCH_REQUESTS - 1);
+}
+
+#[tokio::test]
 async fn fetch_follows_pagination_within_the_block_budget() {
     let g = Mock::new(|r| {
         if r.path.starts_with("/v1/pages/") {

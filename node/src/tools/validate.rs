@@ -4,12 +4,24 @@
 //! Supports the JSON Schema subset the catalogue uses: `type` (object, string, integer,
 //! number, boolean, array), `properties`, `required`, `additionalProperties: false`,
 //! `enum`, `minimum` / `maximum`, `minLength` / `maxLength`, `minItems` / `maxItems`,
-//! `items`, `minProperties` / `maxProperties`. Objects without `properties` (raw Notion
+//! `items`, `minProperties` / `maxProperties`, and two formats of its own: `notion-id`
+//! (32 hex digits, dashed or not) and `notion-id-or-url` (also a notion.so / notion.site
+//! URL containing one). Objects without `properties` (raw Notion
 //! filters, property values) are only checked to be objects.
 
 use serde_json::Value;
 
 use super::error::ToolError;
+use super::ids::{parse_id, parse_id_or_url};
+
+/// Shows at most 80 characters of a bad value in an error.
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
 
 /// Validates `value` against `schema`; the error names the argument's path.
 pub fn validate(schema: &Value, value: &Value) -> Result<(), ToolError> {
@@ -75,7 +87,11 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), ToolError> {
         let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
         return Err(ToolError::invalid_input(
             path,
-            format!("expected one of {}, got {value}", list.join(", ")),
+            format!(
+                "expected one of {}, got {}",
+                list.join(", "),
+                clip(&value.to_string())
+            ),
         ));
     }
     match value {
@@ -150,6 +166,29 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), ToolError> {
             }
         }
         Value::String(s) => {
+            match schema.get("format").and_then(Value::as_str) {
+                Some("notion-id") if parse_id(s).is_none() => {
+                    return Err(ToolError::invalid_input(
+                        path,
+                        format!(
+                            "expected a Notion id (32 hexadecimal digits, with or without \
+                             dashes), got {:?}",
+                            clip(s)
+                        ),
+                    ));
+                }
+                Some("notion-id-or-url") if parse_id_or_url(s).is_none() => {
+                    return Err(ToolError::invalid_input(
+                        path,
+                        format!(
+                            "expected a Notion id (32 hexadecimal digits, with or without \
+                             dashes) or a notion.so / notion.site URL containing one, got {:?}",
+                            clip(s)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             let len = s.chars().count() as u64;
             if let Some(n) = schema.get("minLength").and_then(Value::as_u64)
                 && len < n
@@ -219,6 +258,8 @@ mod tests {
                 "kind": {"type": "string", "enum": ["page", "data_source"]},
                 "flag": {"type": "boolean"},
                 "raw": {"type": "object"},
+                "pid": {"type": "string", "format": "notion-id"},
+                "url": {"type": "string", "format": "notion-id-or-url"},
                 "pages": {
                     "type": "array", "minItems": 1, "maxItems": 2,
                     "items": {
@@ -248,6 +289,8 @@ mod tests {
             &schema(),
             &json!({"id": "abc", "size": 100, "kind": "page", "flag": true,
                     "raw": {"anything": [1, 2]}, "pages": [{"title": "x"}],
+                    "pid": "11111111-1111-4111-8111-111111111111",
+                    "url": "https://www.notion.so/Page-11111111111141118111111111111111",
                     "parent": {"page_id": "p"}}),
         )
         .unwrap();
@@ -310,5 +353,16 @@ mod tests {
                 .contains("`raw`: expected an object, got an array")
         );
         assert!(err(json!(["not", "an", "object"])).contains("`arguments`: expected an object"));
+        assert!(
+            err(json!({"id": "a", "pages": [{"title": "x"}], "pid": "123"}))
+                .contains("`pid`: expected a Notion id")
+        );
+        assert!(err(json!({"id": "a", "pages": [{"title": "x"}], "pid": "https://www.notion.so/11111111111141118111111111111111"})).contains("`pid`: expected a Notion id"));
+        assert!(err(json!({"id": "a", "pages": [{"title": "x"}], "url": "https://evil.example/11111111111141118111111111111111"})).contains("`url`: expected a Notion id"));
+        let long = "z".repeat(500);
+        assert!(
+            err(json!({"id": "a", "pages": [{"title": "x"}], "url": long})).len() < 300,
+            "bad values are clipped"
+        );
     }
 }
