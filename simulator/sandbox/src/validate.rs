@@ -105,10 +105,10 @@ pub(crate) fn page_size(value: Option<&Value>) -> Result<usize, ApiError> {
     match n {
         Some(n) if (1..=MAX_PAGE_SIZE as u64).contains(&n) => Ok(n as usize),
         Some(n) if n > MAX_PAGE_SIZE as u64 => Err(ApiError::validation(format!(
-            "body failed validation: body.page_size should be ≤ `{MAX_PAGE_SIZE}`, instead was `{n}`."
+            "page_size should be ≤ `{MAX_PAGE_SIZE}`, instead was `{n}`."
         ))),
         _ => Err(ApiError::validation(format!(
-            "body failed validation: body.page_size should be an integer between 1 and {MAX_PAGE_SIZE}, instead was `{}`.",
+            "page_size should be an integer between 1 and {MAX_PAGE_SIZE}, instead was `{}`.",
             value
                 .map(|v| truncate(&v.to_string(), 64))
                 .unwrap_or_default()
