@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::call::{Budget, CallContext, CallError};
-use crate::limiter::{self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterState};
+use crate::limiter::{
+    self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterSnapshot, LimiterState,
+};
 use crate::notion::client::{self, NotionClient, NotionClientConfig};
 use crate::notion::{NotionError, NotionRequest};
 
@@ -269,21 +271,25 @@ impl Actor for NodeSupervisor {
                 }
             },
             NodeMsg::Stats(reply) => {
+                // Asked off the node's mailbox so a slow tenant never holds up calls.
+                let tenants: Vec<ActorRef<TenantMsg>> = state.tenants.values().cloned().collect();
                 let mut total = DataPlaneStats {
-                    tenants: state.tenants.len(),
+                    tenants: tenants.len(),
                     restarts: state.restarts,
                     ..Default::default()
                 };
-                for t in state.tenants.values() {
-                    if let Ok(CallResult::Success(s)) =
-                        t.call(TenantMsg::Stats, Some(Duration::from_secs(5))).await
-                    {
-                        total.sessions += s.sessions;
-                        total.limiters += s.limiters;
-                        total.restarts += s.restarts;
+                tokio::spawn(async move {
+                    for t in tenants {
+                        if let Ok(CallResult::Success(s)) =
+                            t.call(TenantMsg::Stats, Some(Duration::from_secs(5))).await
+                        {
+                            total.sessions += s.sessions;
+                            total.limiters += s.limiters;
+                            total.restarts += s.restarts;
+                        }
                     }
-                }
-                let _ = reply.send(total);
+                    let _ = reply.send(total);
+                });
             }
         }
         Ok(())
@@ -595,6 +601,15 @@ enum SessionMsg {
 
 struct Session;
 
+struct DoneGuard(ActorRef<SessionMsg>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        // A stopped session has no slots to free.
+        let _ = self.0.send_message(SessionMsg::Done);
+    }
+}
+
 struct SessionArgs {
     tenant_id: String,
     workspace_id: String,
@@ -622,6 +637,9 @@ impl SessionState {
         let me = myself.clone();
         self.in_flight += 1;
         self.tasks.spawn(async move {
+            // Tells the session the slot is free however the task ends (answer, panic,
+            // abort).
+            let _done = DoneGuard(me);
             let CallJob {
                 ctx,
                 req,
@@ -630,7 +648,6 @@ impl SessionState {
             } = *job;
             let result = execute(&client, &lim, &ctx, &req, deadline).await;
             let _ = reply.send(result);
-            let _ = me.send_message(SessionMsg::Done);
         });
     }
 }
@@ -872,14 +889,13 @@ impl DataPlane {
         }
     }
 
-    /// The state of `tenant_id`'s limiter for `integration_id`, if it exists on this node.
-    pub async fn limiter_state(
+    async fn limiter_ref(
         &self,
         tenant_id: &str,
         integration_id: &str,
-    ) -> Option<LimiterState> {
+    ) -> Option<ActorRef<LimiterMsg>> {
         let (tenant_id, integration_id) = (tenant_id.to_string(), integration_id.to_string());
-        let found = self
+        match self
             .node
             .call(
                 |reply| NodeMsg::Limiter {
@@ -889,10 +905,48 @@ impl DataPlane {
                 },
                 Some(Duration::from_secs(5)),
             )
-            .await;
-        match found {
-            Ok(CallResult::Success(Some(l))) => limiter::state(&l).await.ok(),
+            .await
+        {
+            Ok(CallResult::Success(found)) => found,
             _ => None,
+        }
+    }
+
+    /// The state of `tenant_id`'s limiter for `integration_id`, if it exists on this node.
+    pub async fn limiter_state(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+    ) -> Option<LimiterState> {
+        let l = self.limiter_ref(tenant_id, integration_id).await?;
+        limiter::state(&l).await.ok()
+    }
+
+    /// The bucket state a handoff carries (tokens, remaining pause), if the limiter exists
+    /// on this node.
+    pub async fn limiter_snapshot(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+    ) -> Option<LimiterSnapshot> {
+        let l = self.limiter_ref(tenant_id, integration_id).await?;
+        limiter::snapshot(&l).await.ok()
+    }
+
+    /// Pauses an integration's limiter on this node for `retry_after` (e.g. when another
+    /// node saw Notion's 429/529). Returns whether the limiter exists here.
+    pub async fn pause_integration(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+        retry_after: Duration,
+    ) -> bool {
+        match self.limiter_ref(tenant_id, integration_id).await {
+            Some(l) => {
+                limiter::pause(&l, retry_after);
+                true
+            }
+            None => false,
         }
     }
 

@@ -284,3 +284,73 @@ async fn the_tenant_limit_holds() {
     );
     dp.stop().await;
 }
+
+#[tokio::test]
+async fn in_flight_calls_per_session_are_bounded() {
+    let (base, stub) = common::serve_stub().await;
+    for (max_in_flight, at_least, at_most) in [(1, 900, 2_000), (3, 300, 800)] {
+        let dp = DataPlane::start(DataPlaneConfig {
+            notion: NotionClientConfig {
+                base_url: base.clone(),
+                ..Default::default()
+            },
+            max_in_flight_per_session: max_in_flight,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                let dp = dp.clone();
+                let c = ctx("t1", "w1", &format!("s{i}"));
+                tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/delay")).await })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(at_least) && took <= Duration::from_millis(at_most),
+            "max_in_flight {max_in_flight}: 3 calls of 300 ms took {took:?}"
+        );
+        dp.stop().await;
+    }
+    assert_eq!(stub.hits("delay"), 6);
+}
+
+#[tokio::test]
+async fn a_pause_from_elsewhere_holds_the_integration() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let c = ctx("t1", "w1", "s1");
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert!(
+        !dp.pause_integration("t1", "nope", Duration::from_secs(1))
+            .await
+    );
+    assert!(
+        dp.pause_integration("t1", "t1-int", Duration::from_secs(1))
+            .await
+    );
+    let snap = dp.limiter_snapshot("t1", "t1-int").await.unwrap();
+    assert!(
+        snap.pause_remaining_ms > 500 && snap.pause_remaining_ms <= 1000,
+        "{snap:?}"
+    );
+    assert_eq!(snap.tokens_micros, 0);
+    let t0 = Instant::now();
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(stub.hits("me"), 2);
+    dp.stop().await;
+}

@@ -135,6 +135,10 @@ async fn special(
             tokio::time::sleep(Duration::from_secs(5)).await;
             axum::Json(json!({"slow": true})).into_response()
         }
+        "delay" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            axum::Json(json!({"delayed": true})).into_response()
+        }
         "big" => axum::Json(json!({"blob": "x".repeat(10_000)})).into_response(),
         "notjson" => (StatusCode::OK, "hello").into_response(),
         _ => error(404, "object_not_found", "no such stub path"),
