@@ -36,7 +36,14 @@ impl ToolError {
         }
         Self::new(
             "unknown_tool",
-            format!("there is no tool named `{shown}`; list the tools to see the names"),
+            format!(
+                "there is no tool named `{shown}`; the tools are: {}",
+                super::catalog()
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
     }
 

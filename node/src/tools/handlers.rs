@@ -146,8 +146,8 @@ fn paging_of(resp: &Value) -> (bool, Value) {
 }
 
 fn more_line(resp: &Value) -> String {
-    match (paging_of(resp), ()) {
-        ((true, Value::String(c)), ()) => {
+    match paging_of(resp) {
+        (true, Value::String(c)) => {
             format!("\n\nMore results: call again with start_cursor \"{c}\".")
         }
         _ => String::new(),

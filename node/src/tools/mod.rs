@@ -22,10 +22,14 @@ use serde_json::Value;
 
 pub use catalog::catalog;
 pub use error::ToolError;
+pub use handlers::{MAX_FETCH_BLOCKS, MAX_FETCH_DEPTH, MAX_FETCH_REQUESTS};
 
 /// How tools reach Notion: the node's implementation routes the request through the
 /// tenant's actors and the integration's rate limiter; tests send it straight to a
 /// sandbox. Returns Notion's JSON answer.
+///
+/// `req.path` holds only validated, normalised ids; `req.query` values are raw (a cursor
+/// from Notion, an id) and the gateway URL-encodes them.
 pub trait NotionGateway: Send + Sync {
     fn call(
         &self,
@@ -69,6 +73,7 @@ pub async fn call_tool<G: NotionGateway>(
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| ToolError::unknown_tool(name))?;
+    tracing::debug!(tool = spec.name, "tool call");
     let arguments = if arguments.is_null() {
         Value::Object(serde_json::Map::new())
     } else {

@@ -197,6 +197,17 @@ fn annotations() {
     assert!(by("notion-update-database").destructive);
 }
 
+#[test]
+fn call_tool_futures_are_send() {
+    // rmcp runs tool calls on a multi-threaded runtime; this only has to type-check.
+    fn assert_send<T: Send>(_: &T) {}
+    let g = no_requests();
+    for spec in catalog() {
+        let fut = call_tool(&g, spec.name, json!({}));
+        assert_send(&fut);
+    }
+}
+
 // ---------------------------------------------------------------- validation before requests
 
 async fn invalid(name: &str, args: Value, needle: &str) {
@@ -221,6 +232,10 @@ async fn unknown_tools_are_named() {
         .unwrap_err();
     assert_eq!(err.code, "unknown_tool");
     assert!(err.message.contains("notion-delete-everything"));
+    assert!(err.message.contains("notion-search"), "{}", err.message);
+    let long = "x".repeat(10_000);
+    let err = call_tool(&g, &long, json!({})).await.unwrap_err();
+    assert!(err.message.len() < 1_000, "the name is clipped");
 }
 
 #[tokio::test]
