@@ -21,6 +21,8 @@ use crate::types::{NodeId, QuireRaft, TypeConfig};
 
 /// How long [`ControlPlane::write`] waits for a command to commit and apply.
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// How long [`ControlPlane::open`] waits for a locked data dir to be released.
+pub const OPEN_LOCK_WAIT_MS: u64 = 5_000;
 /// How long [`ControlPlane::shutdown`] waits for openraft to let go of the store.
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 /// How long [`ControlPlane::read`] waits to confirm leadership.
@@ -198,7 +200,13 @@ impl ControlPlane {
         N: RaftNetworkFactory<TypeConfig>,
     {
         let raft_config = Arc::new(config.raft_config()?);
-        let store = SledStore::open(&config.data_dir, &config.cluster_name, config.node_id)?;
+        let store = SledStore::open_waiting(
+            &config.data_dir,
+            &config.cluster_name,
+            config.node_id,
+            Duration::from_millis(OPEN_LOCK_WAIT_MS),
+        )
+        .await?;
         let shared = store.state_machine.shared();
         let db = store.db().clone();
         let SledStore {

@@ -37,6 +37,9 @@ use crate::types::{
     CommandResponse, Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
+/// Interval between attempts to take a locked data dir in [`SledStore::open_waiting`].
+pub const LOCK_RETRY_MS: u64 = 20;
+
 /// Largest snapshot accepted from a peer, in bytes.
 pub const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
 
@@ -78,7 +81,13 @@ pub enum OpenError {
     /// The sled data could not be read or decoded.
     #[error("data dir {0} is unreadable or corrupt: {1}")]
     Corrupt(PathBuf, String),
-    /// An I/O error (permissions, disk full, another process holds the lock).
+    /// The data dir is locked: another process uses it, or (briefly) a previous instance in
+    /// this process is still letting go of it.
+    #[error(
+        "data dir {0} is locked by another user of it (another quire process, or one still shutting down)"
+    )]
+    Locked(PathBuf),
+    /// An I/O error (permissions, disk full).
     #[error("data dir {path}: {source}")]
     Io {
         /// The data dir.
@@ -96,6 +105,10 @@ pub enum OpenError {
 
 fn open_err(path: &Path, e: sled::Error) -> OpenError {
     match e {
+        // sled reports a held lock only through its message.
+        sled::Error::Io(source) if source.to_string().starts_with("could not acquire lock") => {
+            OpenError::Locked(path.to_path_buf())
+        }
         sled::Error::Io(source) => OpenError::Io {
             path: path.to_path_buf(),
             source,
@@ -273,6 +286,32 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
         })
+    }
+
+    /// [`SledStore::open`], retrying for up to `lock_wait` while the data dir is locked.
+    ///
+    /// sled releases its file lock from a background epoch collector a little after the last
+    /// handle is dropped, so reopening a data dir in the same process (a restart in tests or
+    /// the simulator) can find it still locked for a moment. sled gives no notification, so
+    /// this polls every [`LOCK_RETRY_MS`] until the deadline.
+    pub async fn open_waiting(
+        path: &Path,
+        cluster_name: &str,
+        node_id: NodeId,
+        lock_wait: std::time::Duration,
+    ) -> Result<Self, OpenError> {
+        let deadline = tokio::time::Instant::now() + lock_wait;
+        loop {
+            match Self::open(path, cluster_name, node_id) {
+                Err(OpenError::Locked(p)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(OpenError::Locked(p));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The data dir.

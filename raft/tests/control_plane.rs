@@ -155,7 +155,9 @@ async fn write_read_restart_keeps_everything() {
     cp.shutdown().await.unwrap();
 
     // The log on disk holds every command, in order, at contiguous indexes.
-    let mut store = SledStore::open(dir.path(), "test", 1).unwrap();
+    let mut store = SledStore::open_waiting(dir.path(), "test", 1, LEADER_TIMEOUT)
+        .await
+        .unwrap();
     let entries = store.log.try_get_log_entries(..).await.unwrap();
     let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
     let expected: Vec<u64> = (0..=last.last_log_index.unwrap()).collect();
