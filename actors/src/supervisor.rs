@@ -106,6 +106,10 @@ fn unavailable_reply(job: CallJob, why: &str) {
 
 enum NodeMsg {
     Call(Box<CallJob>),
+    CrashTenant {
+        tenant_id: String,
+        reply: RpcReplyPort<bool>,
+    },
     CrashSession {
         tenant_id: String,
         workspace_id: String,
@@ -144,9 +148,10 @@ impl Drop for NodeState {
 }
 
 impl NodeState {
-    fn tenant_args(&self, tenant_id: &str) -> TenantArgs {
+    fn tenant_args(&self, tenant_id: &str, restarted: bool) -> TenantArgs {
         TenantArgs {
             tenant_id: tenant_id.to_string(),
+            restarted,
             client: self.args.client.clone(),
             limiter: self.args.limiter,
             max_in_flight_per_session: self.args.max_in_flight_per_session,
@@ -157,11 +162,12 @@ impl NodeState {
         &mut self,
         myself: &ActorRef<NodeMsg>,
         tenant_id: &str,
+        restarted: bool,
     ) -> Result<ActorRef<TenantMsg>, CallError> {
         let (tenant, _) = Actor::spawn_linked(
             None,
             TenantSupervisor,
-            self.tenant_args(tenant_id),
+            self.tenant_args(tenant_id, restarted),
             myself.get_cell(),
         )
         .await
@@ -185,7 +191,7 @@ impl NodeState {
                 self.args.max_tenants
             )));
         }
-        self.spawn_tenant(myself, tenant_id).await
+        self.spawn_tenant(myself, tenant_id, false).await
     }
 }
 
@@ -240,6 +246,13 @@ impl Actor for NodeSupervisor {
                     let _ = job.reply.send(Err(e));
                 }
             },
+            NodeMsg::CrashTenant { tenant_id, reply } => {
+                let found = state
+                    .tenants
+                    .get(&tenant_id)
+                    .is_some_and(|t| t.send_message(TenantMsg::Crash).is_ok());
+                let _ = reply.send(found);
+            }
             NodeMsg::CrashSession {
                 tenant_id,
                 workspace_id,
@@ -307,7 +320,7 @@ impl Actor for NodeSupervisor {
                     tracing::warn!(tenant = %tenant_id, error = %err, "tenant supervisor failed; restarting it");
                     state.tenants.remove(&tenant_id);
                     state.restarts += 1;
-                    if let Err(e) = state.spawn_tenant(&myself, &tenant_id).await {
+                    if let Err(e) = state.spawn_tenant(&myself, &tenant_id, true).await {
                         tracing::error!(tenant = %tenant_id, error = %e, "tenant supervisor did not restart; the next call retries");
                     }
                 }
@@ -328,6 +341,8 @@ impl Actor for NodeSupervisor {
 
 enum TenantMsg {
     Call(Box<CallJob>),
+    /// Test hook: fail (panic) while handling this message.
+    Crash,
     CrashSession {
         workspace_id: String,
         reply: RpcReplyPort<bool>,
@@ -343,6 +358,9 @@ struct TenantSupervisor;
 
 struct TenantArgs {
     tenant_id: String,
+    /// Restarted after a failure: its limiters start with empty buckets, since the lost
+    /// ones' permits may have been spent.
+    restarted: bool,
     client: NotionClient,
     limiter: LimiterConfig,
     max_in_flight_per_session: usize,
@@ -452,11 +470,19 @@ impl TenantState {
                          this node"
                     )));
                 }
-                let args = LimiterArgs::fresh(
-                    integration.id.clone(),
-                    integration.budget,
-                    self.args.limiter,
-                );
+                let args = if self.args.restarted {
+                    LimiterArgs::restarted(
+                        integration.id.clone(),
+                        integration.budget,
+                        self.args.limiter,
+                    )
+                } else {
+                    LimiterArgs::fresh(
+                        integration.id.clone(),
+                        integration.budget,
+                        self.args.limiter,
+                    )
+                };
                 self.spawn_limiter(me.clone(), args).await?
             }
         };
@@ -514,6 +540,12 @@ impl Actor for TenantSupervisor {
                     let _ = job.reply.send(Err(e));
                 }
             },
+            TenantMsg::Crash => {
+                panic!(
+                    "tenant supervisor {} asked to fail (test hook)",
+                    state.args.tenant_id
+                );
+            }
             TenantMsg::CrashSession {
                 workspace_id,
                 reply,
@@ -975,6 +1007,23 @@ impl DataPlane {
                         workspace_id,
                         reply,
                     },
+                    Some(Duration::from_secs(5)),
+                )
+                .await,
+            Ok(CallResult::Success(true))
+        )
+    }
+
+    /// Makes the supervisor of `tenant_id` fail (panic), as a test of supervision: its
+    /// sessions and limiters stop with it and it is restarted empty. Returns whether the
+    /// tenant existed.
+    #[doc(hidden)]
+    pub async fn crash_tenant_for_test(&self, tenant_id: &str) -> bool {
+        let tenant_id = tenant_id.to_string();
+        matches!(
+            self.node
+                .call(
+                    |reply| NodeMsg::CrashTenant { tenant_id, reply },
                     Some(Duration::from_secs(5)),
                 )
                 .await,

@@ -354,3 +354,48 @@ async fn a_pause_from_elsewhere_holds_the_integration() {
     assert_eq!(stub.hits("me"), 2);
     dp.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_tenant_is_restarted_with_empty_buckets() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let c = ctx("t1", "w1", "s1");
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let slow = {
+        let (dp, c) = (dp.clone(), c.clone());
+        tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/slow")).await })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while stub.hits("slow") < 1 {
+        assert!(Instant::now() < until, "slow call never reached the stub");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let crashed_at = Instant::now();
+    assert!(dp.crash_tenant_for_test("t1").await);
+    let r = slow.await.unwrap();
+    assert!(matches!(r, Err(CallError::Unavailable(_))), "{r:?}");
+    assert!(crashed_at.elapsed() < Duration::from_secs(2));
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = dp.stats().await.unwrap();
+        if s.restarts == 1 && s.tenants == 1 && s.sessions == 0 && s.limiters == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "tenant not restarted empty: {s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The restarted tenant serves calls; its new limiter started empty (no burst).
+    let t0 = Instant::now();
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "waited for a token: {:?}",
+        t0.elapsed()
+    );
+    assert!(!dp.crash_tenant_for_test("nope").await);
+    dp.stop().await;
+}
