@@ -114,6 +114,41 @@ async fn sandbox_429_carries_retry_after() {
     }
 }
 
+#[tokio::test]
+async fn sandbox_server_errors_are_retried_a_bounded_number_of_times() {
+    let (sandbox, base) = serve(SandboxConfig {
+        error_rate: 1.0,
+        error_statuses: vec![503],
+        rate_limit: None,
+        ..Default::default()
+    })
+    .await;
+    let c = NotionClient::new(
+        NotionClientConfig {
+            base_url: base,
+            retry_base_ms: 5,
+            max_retries: 2,
+            ..Default::default()
+        },
+        9,
+    )
+    .expect("client");
+    let alpha = sandbox.integrations()[0].clone();
+    let e = c
+        .send(
+            &NotionToken::new(alpha.token.clone()),
+            &NotionRequest::get("/v1/users/me"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NotionError::Api { status: 503, .. }), "{e:?}");
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.integrations[&alpha.name].requests, 3,
+        "one try and two retries"
+    );
+}
+
 /// Walks `/v1/search` page by page; returns the ids seen and the number of pages.
 async fn walk(c: &NotionClient, token: &NotionToken, page_size: u64) -> (Vec<String>, usize) {
     let mut req = Some(NotionRequest::post(
