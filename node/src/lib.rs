@@ -1,2 +1,14 @@
 //! The `quire` binary's library: configuration, CLI, wiring, and the HTTP front (MCP
 //! endpoint, health). The only crate that wires sled, tonic, ractor and rmcp together.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod logging;
+pub mod mcp;
+pub mod sandbox;
+pub mod serve;
+pub mod tools;

@@ -129,7 +129,7 @@ async def every_tool(client: Client) -> dict:
 
     pages = await search_ids(client, "page")
     check(len(pages) >= 40, f"search found only {len(pages)} pages")
-    sources = await search_ids(client, "data_source")
+    sources = await search_ids(client, "data_source", "Tasks")
     check(len(sources) >= 1, "search found no data source")
     page, source = pages[0], sources[0]
 
@@ -172,7 +172,7 @@ async def every_tool(client: Client) -> dict:
     check(isinstance(db_id, str), f"notion-create-database returned {structured(db)}")
     await call_ok(client, "notion-update-database", {"database_id": db_id, "title": "E2E tracker (renamed)"})
     users = await call_ok(client, "notion-get-users", {})
-    user_ids = [u["id"] for u in structured(users).get("results", []) if isinstance(u, dict) and "id" in u]
+    user_ids = [u["id"] for u in structured(users).get("users", []) if isinstance(u, dict) and "id" in u]
     check(len(user_ids) >= 5, f"notion-get-users listed {len(user_ids)} users")
     await call_ok(client, "notion-get-user", {"user_id": user_ids[0]})
     await call_ok(client, "notion-get-self", {})
@@ -247,9 +247,24 @@ async def main() -> int:
     return 0
 
 
+def first_check_failure(error: BaseException) -> CheckFailed | None:
+    """The CheckFailed inside an error, which anyio may have wrapped in exception groups."""
+    if isinstance(error, CheckFailed):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = first_check_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
 if __name__ == "__main__":
     try:
         sys.exit(asyncio.run(main()))
-    except CheckFailed as e:
-        print(f"CHECK FAILED: {e}", file=sys.stderr)
+    except BaseException as e:  # noqa: BLE001 - report a failed check plainly, re-raise the rest
+        failure = first_check_failure(e)
+        if failure is None:
+            raise
+        print(f"CHECK FAILED: {failure}", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,120 @@
+//! The running node's shared state: configuration, the control plane (Raft), the data plane
+//! (actors), the master key, and the clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use quire_actors::call::{Budget, IntegrationSpec};
+use quire_actors::notion::NotionToken;
+use quire_actors::supervisor::DataPlane;
+use quire_raft::control::ControlPlane;
+use quire_raft::ids::{TenantId, WorkspaceId};
+use quire_raft::seal::{MasterKey, integration_aad};
+
+use crate::auth::Caller;
+use crate::clock::SharedClock;
+use crate::config::Config;
+
+pub struct App {
+    pub config: Config,
+    pub control: ControlPlane,
+    pub data: DataPlane,
+    pub master_key: MasterKey,
+    pub clock: SharedClock,
+    /// Cancelled when the node shuts down; MCP sessions end with it.
+    pub shutdown: CancellationToken,
+    ready: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        control: ControlPlane,
+        data: DataPlane,
+        master_key: MasterKey,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            control,
+            data,
+            master_key,
+            clock,
+            shutdown,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Resolves a bearer secret to its caller, against the applied control state.
+    pub fn authenticate(&self, secret: &str) -> Option<Caller> {
+        let hash = quire_raft::hash_api_token(secret);
+        let now_ms = self.clock.now_ms();
+        self.control.read_applied(|state| {
+            let token = state.token_by_hash(&hash)?;
+            if !token.is_valid_at(now_ms) {
+                return None;
+            }
+            let principal = state.principal(&token.tenant, &token.principal)?;
+            if !principal.workspaces.contains(&token.workspace_id) {
+                return None;
+            }
+            Some(Caller {
+                tenant_id: token.tenant.as_str().to_owned(),
+                principal_id: token.principal.as_str().to_owned(),
+                workspace_id: token.workspace_id.as_str().to_owned(),
+                token_id: token.token_id.as_str().to_owned(),
+                scopes: token.scopes.clone(),
+            })
+        })
+    }
+
+    /// The Notion integration behind the caller's workspace, its token unsealed.
+    pub fn integration_for(&self, caller: &Caller) -> Result<IntegrationSpec, String> {
+        let (Ok(tenant), Ok(workspace)) = (
+            TenantId::new(&caller.tenant_id),
+            WorkspaceId::new(&caller.workspace_id),
+        ) else {
+            return Err("the caller's tenant or workspace id is not valid".to_owned());
+        };
+        let found = self.control.read_applied(|state| {
+            let workspace = state.workspace(&tenant, &workspace)?;
+            let integration = state.integration(&tenant, &workspace.integration_id)?;
+            Some((
+                integration.id.as_str().to_owned(),
+                integration.sealed_token.clone(),
+                integration.budget,
+            ))
+        });
+        let Some((integration_id, sealed, budget)) = found else {
+            return Err(format!(
+                "workspace {}/{} has no Notion integration (it may have been removed)",
+                caller.tenant_id, caller.workspace_id
+            ));
+        };
+        let token = self
+            .master_key
+            .unseal_string(
+                &sealed,
+                &integration_aad(&caller.tenant_id, &integration_id),
+            )
+            .map_err(|e| format!("the integration's Notion token cannot be unsealed: {e}"))?;
+        Ok(IntegrationSpec {
+            id: format!("{}/{}", caller.tenant_id, integration_id),
+            token: NotionToken::new(token.as_str()),
+            budget: Budget {
+                requests_per_second: budget.requests_per_second,
+                burst: budget.burst,
+            },
+        })
+    }
+}

@@ -1,0 +1,427 @@
+//! Node configuration: a TOML file, then `QUIRE_*` environment variables, then command-line
+//! flags, each overriding the one before. Every setting has a default that runs a working
+//! node on loopback; `Config::validate` reports every problem at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub mcp: McpSection,
+    pub notion: NotionSection,
+    pub limits: LimitsSection,
+    pub security: SecuritySection,
+    pub raft: RaftSection,
+    pub sandbox: SandboxSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Raft node id, unique in the cluster (≥ 1).
+    pub id: u64,
+    /// Name of the cluster; a data dir made for another cluster is refused.
+    pub cluster_name: String,
+    /// Where the Raft log and state machine live (sled).
+    pub data_dir: PathBuf,
+    /// HTTP front: MCP endpoint, health.
+    pub listen: SocketAddr,
+    /// The URL agents use to reach this node (printed, written to client.json).
+    /// Defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSection {
+    /// `Host` header values the MCP endpoint accepts (DNS-rebinding protection). Add the
+    /// names agents use to reach the node.
+    pub allowed_hosts: Vec<String>,
+    /// Largest MCP request body accepted (413 above).
+    pub max_request_body_bytes: usize,
+    /// An idle MCP session is closed after this long.
+    pub session_idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotionSection {
+    /// Notion API base URL (`https://api.notion.com`, or a sandbox).
+    pub base_url: String,
+    /// `Notion-Version` header sent with every request.
+    pub version: String,
+    pub request_timeout_ms: u64,
+    /// Retries of one request on 500/502/503/504 (429 and 529 pause the integration instead).
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    /// Largest Notion response read.
+    pub max_response_bytes: usize,
+    /// Budget of a new integration unless given: average requests per second.
+    pub default_requests_per_second: u32,
+    /// Budget of a new integration unless given: burst size (keep it below Notion's).
+    pub default_burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// How long one Notion request may wait for its integration's budget before the tool
+    /// call fails with `rate_limited`.
+    pub call_deadline_ms: u64,
+    /// Calls queued at one integration's rate limiter, across all sessions.
+    pub limiter_queue_capacity: usize,
+    /// Calls queued at one integration's rate limiter by one session.
+    pub limiter_per_session_capacity: usize,
+    /// Notion requests one session may have in flight at once.
+    pub max_in_flight_per_session: usize,
+    /// Tenant supervisors one node runs at once.
+    pub max_tenants: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// File holding the master key (64 hex characters or base64 of 32 bytes) that seals
+    /// Notion tokens. `QUIRE_MASTER_KEY` (the key itself) takes precedence.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) after this many log entries.
+    pub snapshot_every_logs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSection {
+    /// With `serve --sandbox`: where the in-process Notion sandbox listens.
+    pub listen: SocketAddr,
+    /// Seed of the sandbox's demo content and request ids.
+    pub seed: u64,
+    /// The sandbox's own rate limit per integration (requests/s; 0 turns it off).
+    pub rate_limit_per_second: u32,
+    pub rate_limit_capacity: u32,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            cluster_name: "quire".into(),
+            data_dir: PathBuf::from("quire-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            public_url: None,
+        }
+    }
+}
+
+impl Default for McpSection {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            max_request_body_bytes: 4 * 1024 * 1024,
+            session_idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for NotionSection {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.notion.com".into(),
+            version: "2025-09-03".into(),
+            request_timeout_ms: 30_000,
+            max_retries: 2,
+            retry_base_ms: 200,
+            max_response_bytes: 8 * 1024 * 1024,
+            default_requests_per_second: 3,
+            default_burst: 5,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            call_deadline_ms: 60_000,
+            limiter_queue_capacity: 1024,
+            limiter_per_session_capacity: 256,
+            max_in_flight_per_session: 16,
+            max_tenants: 10_000,
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_logs: 5_000,
+        }
+    }
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: 1,
+            rate_limit_per_second: 3,
+            rate_limit_capacity: 10,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {message}")]
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("the configuration has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads a TOML config file. Unknown keys are errors (a typo must not be ignored).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies `QUIRE_*` environment variables (see the README's configuration reference).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse::<T>().map_err(|e| ConfigError::Env {
+                name,
+                value,
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = get("QUIRE_NODE_ID") {
+            self.node.id = parse("QUIRE_NODE_ID", v)?;
+        }
+        if let Some(v) = get("QUIRE_CLUSTER_NAME") {
+            self.node.cluster_name = v;
+        }
+        if let Some(v) = get("QUIRE_DATA_DIR") {
+            self.node.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("QUIRE_LISTEN") {
+            self.node.listen = parse("QUIRE_LISTEN", v)?;
+        }
+        if let Some(v) = get("QUIRE_PUBLIC_URL") {
+            self.node.public_url = Some(v);
+        }
+        if let Some(v) = get("QUIRE_ALLOWED_HOSTS") {
+            self.mcp.allowed_hosts = v
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("QUIRE_NOTION_BASE_URL") {
+            self.notion.base_url = v;
+        }
+        if let Some(v) = get("QUIRE_MASTER_KEY_FILE") {
+            self.security.master_key_file = Some(PathBuf::from(v));
+        }
+        Ok(())
+    }
+
+    /// Every problem with the configuration, not just the first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.node.id == 0 {
+            problems.push("node.id must be at least 1".to_owned());
+        }
+        if !valid_name(&self.node.cluster_name) {
+            problems.push(format!(
+                "node.cluster_name {:?} must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                self.node.cluster_name
+            ));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            problems.push("node.data_dir must not be empty".to_owned());
+        }
+        if let Some(url) = &self.node.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "node.public_url {url:?} must start with http:// or https://"
+            ));
+        }
+        if self.mcp.allowed_hosts.is_empty() {
+            problems.push("mcp.allowed_hosts must name at least one host".to_owned());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.mcp.max_request_body_bytes) {
+            problems
+                .push("mcp.max_request_body_bytes must be between 1024 and 67108864".to_owned());
+        }
+        if self.mcp.session_idle_timeout_secs == 0 {
+            problems.push("mcp.session_idle_timeout_secs must be at least 1".to_owned());
+        }
+        if !(self.notion.base_url.starts_with("http://")
+            || self.notion.base_url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "notion.base_url {:?} must start with http:// or https://",
+                self.notion.base_url
+            ));
+        }
+        if self.notion.version.is_empty() {
+            problems.push("notion.version must not be empty".to_owned());
+        }
+        if self.notion.request_timeout_ms == 0 {
+            problems.push("notion.request_timeout_ms must be at least 1".to_owned());
+        }
+        if self.notion.max_retries > 10 {
+            problems.push("notion.max_retries must be at most 10".to_owned());
+        }
+        if self.notion.default_requests_per_second == 0 || self.notion.default_burst == 0 {
+            problems.push(
+                "notion.default_requests_per_second and notion.default_burst must be at least 1"
+                    .to_owned(),
+            );
+        }
+        if self.limits.call_deadline_ms == 0 {
+            problems.push("limits.call_deadline_ms must be at least 1".to_owned());
+        }
+        if self.limits.limiter_queue_capacity == 0
+            || self.limits.limiter_per_session_capacity == 0
+            || self.limits.max_in_flight_per_session == 0
+            || self.limits.max_tenants == 0
+        {
+            problems.push("every limits.* capacity must be at least 1".to_owned());
+        }
+        if self.limits.limiter_per_session_capacity > self.limits.limiter_queue_capacity {
+            problems.push(
+                "limits.limiter_per_session_capacity must not exceed limits.limiter_queue_capacity"
+                    .to_owned(),
+            );
+        }
+        if self.raft.heartbeat_ms == 0
+            || self.raft.election_timeout_min_ms <= self.raft.heartbeat_ms
+            || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
+        {
+            problems.push(
+                "raft timings must satisfy 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
+                    .to_owned(),
+            );
+        }
+        if self.raft.snapshot_every_logs == 0 {
+            problems.push("raft.snapshot_every_logs must be at least 1".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The base URL agents use to reach this node.
+    pub fn public_url(&self) -> String {
+        match &self.node.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.node.listen),
+        }
+    }
+}
+
+/// Names used in config and identifiers: 1-64 of `[a-z0-9_-]`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("[node]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_keep_the_rest() {
+        let c = Config::from_toml("[node]\nid = 3\n[notion]\nbase_url = \"http://127.0.0.1:9\"\n")
+            .unwrap();
+        assert_eq!(c.node.id, 3);
+        assert_eq!(c.notion.base_url, "http://127.0.0.1:9");
+        assert_eq!(c.notion.version, "2025-09-03");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut c = Config::default();
+        c.node.id = 0;
+        c.notion.base_url = "ftp://x".into();
+        c.limits.call_deadline_ms = 0;
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn environment_overrides_and_rejects_bad_values() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "QUIRE_LISTEN" => Some("127.0.0.1:9000".into()),
+            "QUIRE_ALLOWED_HOSTS" => Some("a.example, b.example".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.node.listen.port(), 9000);
+        assert_eq!(c.mcp.allowed_hosts, vec!["a.example", "b.example"]);
+        let err = c
+            .apply_env(|k| (k == "QUIRE_NODE_ID").then(|| "one".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("QUIRE_NODE_ID"), "{err}");
+    }
+}

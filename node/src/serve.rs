@@ -1,0 +1,248 @@
+//! `quire serve`: opens the control plane, checks the master key against the cluster,
+//! starts the data plane and the HTTP front, and (with `--sandbox`) the Notion sandbox and
+//! a demo tenant.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use quire_actors::limiter::LimiterConfig;
+use quire_actors::notion::client::NotionClientConfig;
+use quire_actors::supervisor::{DataPlane, DataPlaneConfig};
+use quire_raft::command::Command;
+use quire_raft::control::{ControlPlane, ControlPlaneConfig};
+use quire_raft::seal::MasterKey;
+
+use crate::app::App;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::keys;
+
+/// How long a node waits for its Raft group to elect a leader at start-up.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// Options of `quire serve` that are not configuration settings.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub sandbox: bool,
+    /// The master key from `QUIRE_MASTER_KEY`, if set.
+    pub master_key_env: Option<String>,
+}
+
+/// Parses `MIN..MAX` (milliseconds).
+pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?} is not a range: write MIN..MAX, e.g. 5..20"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a number of milliseconds"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number of milliseconds"))?;
+    if a > b {
+        return Err(format!("range {text:?} has MIN above MAX"));
+    }
+    Ok((a, b))
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<MasterKey> {
+    if let Some(text) = &options.master_key_env {
+        return MasterKey::parse(text).context("QUIRE_MASTER_KEY is not a valid master key");
+    }
+    if let Some(path) = &config.security.master_key_file {
+        return keys::read_key_file(path);
+    }
+    if options.sandbox {
+        let path = config.node.data_dir.join("master.key");
+        if path.exists() {
+            return keys::read_key_file(&path);
+        }
+        let key = keys::write_new_key(&path)?;
+        tracing::info!(path = %path.display(), "generated a master key for the sandbox node");
+        return Ok(key);
+    }
+    bail!(
+        "no master key: set QUIRE_MASTER_KEY or security.master_key_file (make one with `quire keygen --out FILE`)"
+    )
+}
+
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// Records the cluster's key check on first start; afterwards, refuses a different key.
+async fn check_master_key(
+    control: &ControlPlane,
+    key: &MasterKey,
+    cluster_name: &str,
+) -> anyhow::Result<()> {
+    let existing = control
+        .read(|state| state.cluster().map(|c| c.key_check.clone()))
+        .await?;
+    match existing {
+        Some(key_check) => key.verify_key_check(&key_check).map_err(|_| {
+            anyhow::anyhow!(
+                "wrong master key: this cluster's Notion tokens were sealed under another key; \
+                 start the node with the key it was created with"
+            )
+        }),
+        None => {
+            let key_check = key.key_check(&mut StdRng::from_os_rng())?;
+            control
+                .write(Command::InitCluster {
+                    cluster_name: cluster_name.to_owned(),
+                    key_check,
+                })
+                .await
+                .context("cannot record the cluster's key check")?;
+            Ok(())
+        }
+    }
+}
+
+pub fn data_plane_config(config: &Config, seed: u64) -> DataPlaneConfig {
+    DataPlaneConfig {
+        notion: NotionClientConfig {
+            base_url: config.notion.base_url.clone(),
+            notion_version: config.notion.version.clone(),
+            request_timeout_ms: config.notion.request_timeout_ms,
+            max_retries: config.notion.max_retries,
+            retry_base_ms: config.notion.retry_base_ms,
+            max_response_bytes: config.notion.max_response_bytes,
+        },
+        limiter: LimiterConfig {
+            queue_capacity: config.limits.limiter_queue_capacity,
+            per_session_capacity: config.limits.limiter_per_session_capacity,
+        },
+        call_deadline_ms: config.limits.call_deadline_ms,
+        max_in_flight_per_session: config.limits.max_in_flight_per_session,
+        max_tenants: config.limits.max_tenants,
+        seed,
+    }
+}
+
+/// Runs a node until it is asked to stop.
+pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    ensure_data_dir(&config.node.data_dir)?;
+
+    // Bind first: a port in use is the most common start-up error and must be named.
+    let listener = tokio::net::TcpListener::bind(config.node.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another process using that port? set node.listen or --listen)",
+            config.node.listen
+        )
+    })?;
+    let local_addr = listener.local_addr()?;
+    if config.node.public_url.is_none() {
+        config.node.public_url = Some(format!("http://{local_addr}"));
+    }
+
+    let sandbox = if options.sandbox {
+        Some(crate::sandbox::start(&config).await?)
+    } else {
+        None
+    };
+    if let Some(sandbox) = &sandbox {
+        config.notion.base_url = sandbox.url.clone();
+    }
+
+    let key = master_key(&config, &options)?;
+    let control = ControlPlane::open(ControlPlaneConfig {
+        data_dir: config.node.data_dir.join("raft"),
+        node_id: config.node.id,
+        cluster_name: config.node.cluster_name.clone(),
+        raft_addr: local_addr.to_string(),
+        heartbeat_ms: config.raft.heartbeat_ms,
+        election_timeout_ms: (
+            config.raft.election_timeout_min_ms,
+            config.raft.election_timeout_max_ms,
+        ),
+        snapshot_every_logs: config.raft.snapshot_every_logs,
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.node.data_dir.display()
+        )
+    })?;
+    control.bootstrap_single().await?;
+    control
+        .wait_leader(LEADER_WAIT)
+        .await
+        .context("the control plane elected no leader in time")?;
+    check_master_key(&control, &key, &config.node.cluster_name).await?;
+
+    let data = DataPlane::start(data_plane_config(&config, StdRng::from_os_rng().next_u64()))
+        .await
+        .context("cannot start the data plane")?;
+
+    let clock: SharedClock = Arc::new(SystemClock);
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App::new(
+        config.clone(),
+        control,
+        data,
+        key,
+        clock,
+        shutdown.clone(),
+    ));
+
+    if let Some(sandbox) = &sandbox {
+        crate::sandbox::provision(&app, sandbox).await?;
+    }
+
+    let router = crate::http::router(app.clone());
+    app.set_ready(true);
+    tracing::info!(url = %format!("{}/mcp", app.config.public_url()), "quire node serving MCP");
+    println!("MCP endpoint: {}/mcp", app.config.public_url());
+
+    let server_shutdown = shutdown.clone();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = server_shutdown.cancelled() => {},
+            }
+        })
+        .await;
+    shutdown.cancel();
+    app.set_ready(false);
+    app.data.stop().await;
+    served.context("the HTTP server failed")?;
+    tracing::info!("quire node stopped");
+    Ok(())
+}
