@@ -26,6 +26,9 @@ pub const TOKEN_MICROS: u64 = 1_000_000;
 /// Largest accepted refill rate; above it a budget is a typo, not Notion's limit.
 pub const MAX_REQUESTS_PER_SECOND: u32 = 10_000;
 
+/// Longest pause accepted; a longer `Retry-After` is clamped to it.
+pub const MAX_PAUSE_MS: u64 = 3_600_000;
+
 /// Bounds on a limiter's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterConfig {
@@ -139,7 +142,7 @@ impl TokenBucket {
     /// is emptied so the first permits after the pause come at the average rate.
     pub fn pause(&mut self, retry_after: Duration, now: Instant) {
         self.refill(now);
-        let until = now + retry_after;
+        let until = now + retry_after.min(Duration::from_millis(MAX_PAUSE_MS));
         self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
         self.tokens_micros = 0;
         self.last_refill = now;
@@ -179,7 +182,8 @@ impl TokenBucket {
     pub fn from_snapshot(snapshot: &LimiterSnapshot, now: Instant) -> Self {
         let mut b = Self::new(snapshot.budget, snapshot.tokens_micros, now);
         if snapshot.pause_remaining_ms > 0 {
-            b.paused_until = Some(now + Duration::from_millis(snapshot.pause_remaining_ms));
+            let pause_ms = snapshot.pause_remaining_ms.min(MAX_PAUSE_MS);
+            b.paused_until = Some(now + Duration::from_millis(pause_ms));
             b.tokens_micros = 0;
         }
         b

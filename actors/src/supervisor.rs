@@ -35,6 +35,11 @@ pub const MAX_INTEGRATIONS_PER_TENANT: usize = 256;
 pub const MAX_BACKLOG_PER_SESSION: usize = 1024;
 /// Times a call is sent again after Notion answered 429/529 (each after the pause).
 pub const MAX_RATE_LIMIT_RETRIES: u32 = 3;
+/// Calls one node's data plane holds at once, all tenants together. It bounds the actors'
+/// mailboxes (ractor's are unbounded): a call beyond it is refused at once.
+pub const MAX_CALLS_IN_FLIGHT_PER_NODE: usize = 65_536;
+/// Longest deadline a call may have.
+pub const MAX_CALL_DEADLINE_MS: u64 = 3_600_000;
 /// Longest id (tenant, workspace, session, integration) accepted.
 pub const MAX_ID_BYTES: usize = 256;
 /// Slack on a caller's RPC beyond the call's deadline: the actors answer by the deadline;
@@ -812,6 +817,7 @@ async fn execute(
 #[derive(Clone)]
 pub struct DataPlane {
     node: ActorRef<NodeMsg>,
+    admission: Arc<tokio::sync::Semaphore>,
     call_deadline: Duration,
     handle: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -836,10 +842,11 @@ fn validate_id(what: &str, id: &str) -> Result<(), CallError> {
 impl DataPlane {
     /// Starts the node supervisor (unnamed). Tenants start on their first call.
     pub async fn start(config: DataPlaneConfig) -> Result<DataPlane, StartError> {
-        if config.call_deadline_ms == 0 {
-            return Err(StartError::Config(
-                "call_deadline_ms must be at least 1".into(),
-            ));
+        if config.call_deadline_ms == 0 || config.call_deadline_ms > MAX_CALL_DEADLINE_MS {
+            return Err(StartError::Config(format!(
+                "call_deadline_ms {} is outside 1..={MAX_CALL_DEADLINE_MS}",
+                config.call_deadline_ms
+            )));
         }
         if config.max_in_flight_per_session == 0 {
             return Err(StartError::Config(
@@ -869,6 +876,7 @@ impl DataPlane {
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         Ok(DataPlane {
             node,
+            admission: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT_PER_NODE)),
             call_deadline: Duration::from_millis(config.call_deadline_ms),
             handle: Arc::new(Mutex::new(Some(handle))),
         })
@@ -880,7 +888,8 @@ impl DataPlane {
     }
 
     /// Calls Notion for `ctx`, answering by `deadline` from now at the latest (plus a short
-    /// grace if an actor died holding the call).
+    /// grace if an actor died holding the call). A deadline above [`MAX_CALL_DEADLINE_MS`]
+    /// is clamped to it.
     pub async fn call_with_deadline(
         &self,
         ctx: &CallContext,
@@ -892,6 +901,13 @@ impl DataPlane {
         validate_id("session_id", &ctx.session_id)?;
         validate_id("integration id", &ctx.integration.id)?;
         client::validate_request(&req)?;
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            return Err(CallError::Unavailable(format!(
+                "this node already holds {MAX_CALLS_IN_FLIGHT_PER_NODE} calls; retry shortly or \
+                 on another node"
+            )));
+        };
+        let deadline = deadline.min(Duration::from_millis(MAX_CALL_DEADLINE_MS));
         let deadline_at = Instant::now() + deadline;
         let ctx = ctx.clone();
         let result = self

@@ -352,6 +352,10 @@ async fn a_pause_from_elsewhere_holds_the_integration() {
         t0.elapsed()
     );
     assert_eq!(stub.hits("me"), 2);
+    // An absurd deadline is clamped, not an overflow.
+    dp.call_with_deadline(&c, NotionRequest::get("/v1/stub/me"), Duration::MAX)
+        .await
+        .unwrap();
     dp.stop().await;
 }
 

@@ -266,3 +266,23 @@ async fn snapshot_carries_tokens_and_pause() {
         Duration::from_millis(1000) + Duration::from_micros(333_334)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_pauses_are_clamped_not_fatal() {
+    let l = start(Budget::default(), LimiterConfig::default()).await;
+    limiter::pause(&l, Duration::MAX);
+    let s = limiter::state(&l).await.expect("limiter survived");
+    let paused = s.paused_for.expect("paused");
+    assert!(
+        paused <= Duration::from_millis(limiter::MAX_PAUSE_MS),
+        "{paused:?}"
+    );
+    assert!(paused >= Duration::from_secs(3599), "{paused:?}");
+    let (_, r) = acquire_at(&l, "a", Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(CallError::RateLimited { retry_after_seconds }) if retry_after_seconds >= 3599),
+        "{r:?}"
+    );
+}
