@@ -318,9 +318,31 @@ pub fn blocks_to_markdown(blocks: &[Value]) -> String {
     out
 }
 
+/// A text line that starts like a code fence would swallow what follows when the Markdown
+/// is read back: escape its first character.
+fn escape_fences(text: &str) -> String {
+    if !text.contains("```") && !text.contains("~~~") {
+        return text.to_string();
+    }
+    text.split('\n')
+        .map(|line| {
+            let t = line.trim_start();
+            if t.starts_with("```") || t.starts_with("~~~") {
+                let indent = &line[..line.len() - t.len()];
+                format!("{indent}\\{t}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn render_block(block: &Value, ty: &str, number: u64) -> String {
     let body = block.get(ty).unwrap_or(&Value::Null);
-    let text = rich_text_to_markdown(body.get("rich_text").unwrap_or(&Value::Null));
+    let text = escape_fences(&rich_text_to_markdown(
+        body.get("rich_text").unwrap_or(&Value::Null),
+    ));
     let children = children_of(block, ty);
     let kids = blocks_to_markdown(children);
     let with_kids = |head: String, indent: &str| -> String {

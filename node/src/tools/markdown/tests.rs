@@ -535,3 +535,105 @@ fn markdown_round_trips_through_blocks() {
     let blocks = markdown_to_blocks(md).unwrap();
     assert_eq!(blocks_to_markdown(&blocks), md);
 }
+
+// ---------------------------------------------------------------- seeded fuzzing
+
+fn check_limits(blocks: &[Value], depth: usize) {
+    assert!(depth <= MAX_NESTING, "nested {depth} levels");
+    for b in blocks {
+        let ty = b["type"].as_str().unwrap();
+        if let Some(rich) = b[ty].get("rich_text") {
+            let items = rich.as_array().unwrap();
+            assert!(items.len() <= MAX_RICH_TEXT_ITEMS);
+            for i in items {
+                let content = i["text"]["content"].as_str().unwrap();
+                assert!(!content.is_empty());
+                assert!(content.encode_utf16().count() <= MAX_RICH_TEXT_UNITS);
+            }
+        }
+        if let Some(kids) = b[ty].get("children") {
+            check_limits(kids.as_array().unwrap(), depth + 1);
+        }
+    }
+}
+
+fn letters_in_blocks(blocks: &[Value]) -> usize {
+    blocks
+        .iter()
+        .map(|b| {
+            let ty = b["type"].as_str().unwrap();
+            let caption = plain_text(&b[ty]["caption"]);
+            let own = (plain_text(&b[ty]["rich_text"]) + &caption)
+                .chars()
+                .filter(|c| matches!(c, 'a' | 'b'))
+                .count();
+            let kids = b[ty]
+                .get("children")
+                .and_then(Value::as_array)
+                .map_or(0, |k| letters_in_blocks(k));
+            own + kids
+        })
+        .sum()
+}
+
+#[test]
+fn random_markdown_never_panics_keeps_limits_and_loses_no_text() {
+    use rand::{Rng, SeedableRng};
+    const ALPHABET: &[&str] = &[
+        "a",
+        "b",
+        "ab",
+        " ",
+        " ",
+        "\n",
+        "\n\n",
+        "*",
+        "**",
+        "_",
+        "~~",
+        "`",
+        "``",
+        "[",
+        "]",
+        "#",
+        "# ",
+        "- ",
+        "  - ",
+        "1. ",
+        "> ",
+        "\\",
+        "---",
+        "```",
+        "- [ ] ",
+        "\t",
+        "é",
+        "😀",
+        "(",
+        ")",
+        "](https://x.y)",
+        "![",
+        "](javascript:x)",
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+    for round in 0..5000 {
+        let len = rng.random_range(0..120);
+        let md: String = (0..len)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+            .collect();
+        let blocks =
+            markdown_to_blocks(&md).unwrap_or_else(|e| panic!("round {round} {md:?}: {e}"));
+        check_limits(&blocks, 0);
+        let rendered = blocks_to_markdown(&blocks);
+        // Outside code fences (whose info string is not text), every letter arrives.
+        if !md.contains("```") && !md.contains("~~~") {
+            let want = md.chars().filter(|c| matches!(c, 'a' | 'b')).count();
+            assert_eq!(letters_in_blocks(&blocks), want, "round {round}: {md:?}");
+            let again = markdown_to_blocks(&rendered).unwrap();
+            assert_eq!(
+                letters_in_blocks(&again),
+                want,
+                "round {round}: {md:?} -> {rendered:?}"
+            );
+        }
+    }
+}
