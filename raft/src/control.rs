@@ -301,7 +301,6 @@ impl ControlPlane {
         cmd: Command,
         timeout: Duration,
     ) -> Result<CommandOutput, WriteError> {
-        let kind = cmd.kind();
         let result = tokio::time::timeout(timeout, self.raft.client_write(cmd))
             .await
             .map_err(|_| WriteError::Timeout)?;
@@ -312,10 +311,7 @@ impl ControlPlane {
                     leader: f.leader_id,
                 })
             }
-            Err(e) => {
-                tracing::warn!(command = kind, error = %e, "control-plane write failed");
-                Err(WriteError::Raft(e.to_string()))
-            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
         }
     }
 
