@@ -6,7 +6,7 @@ use std::time::Duration;
 use quire_actors::call::CallError;
 use quire_actors::notion::{HttpMethod, NotionError, NotionRequest};
 use quire_node::tools::{NotionGateway, ToolError, ToolOutput, call_tool, catalog};
-use quire_sandbox::{Sandbox, SandboxConfig};
+use quire_sandbox::{RateLimitConfig, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 struct HttpGateway {
@@ -93,10 +93,15 @@ struct Env {
 }
 
 async fn start() -> Env {
-    let sandbox = Sandbox::new(SandboxConfig {
+    start_with(SandboxConfig {
         rate_limit: None,
         ..Default::default()
-    });
+    })
+    .await
+}
+
+async fn start_with(config: SandboxConfig) -> Env {
+    let sandbox = Sandbox::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port for the sandbox");
@@ -433,4 +438,32 @@ async fn bad_input_and_notions_errors_reach_the_agent_clearly() {
     assert_eq!(e.code, "validation_error", "{e}");
     assert!(e.message.contains("No such property"), "{e}");
     assert_eq!(e.to_json()["code"], "validation_error");
+}
+
+#[tokio::test]
+async fn notions_rate_limits_and_outages_become_retryable_errors() {
+    let env = start_with(SandboxConfig {
+        rate_limit: Some(RateLimitConfig {
+            requests_per_second: 0.1,
+            capacity: 1,
+        }),
+        ..Default::default()
+    })
+    .await;
+    ok(&env.alpha, "notion-get-self", json!({})).await;
+    let e = err(&env.alpha, "notion-get-self", json!({})).await;
+    assert_eq!(e.code, "rate_limited", "{e}");
+    assert!(e.retry_after_seconds.is_some_and(|s| s >= 1), "{e:?}");
+    assert!(e.to_json()["retry_after_seconds"].is_u64());
+
+    let env = start_with(SandboxConfig {
+        rate_limit: None,
+        error_rate: 1.0,
+        error_statuses: vec![503],
+        ..Default::default()
+    })
+    .await;
+    let e = err(&env.alpha, "notion-search", json!({})).await;
+    assert_eq!(e.code, "notion_unavailable", "{e}");
+    assert!(e.message.contains("safe to retry reads"), "{e}");
 }
