@@ -4,7 +4,7 @@
 //! - `log`: entries as JSON, keyed by big-endian index;
 //! - `meta`: vote, committed log id, last purged log id, and the data dir's identity
 //!   (cluster name and node id, recorded on first open);
-//! - `sm`: the latest snapshot (metadata and data), written atomically.
+//! - `sm`: the latest snapshot (metadata and data in one value, so never torn).
 //!
 //! The state machine lives in memory and is rebuilt at start-up from the latest snapshot plus
 //! the committed log after it (openraft re-applies from `last_applied + 1` to the saved
@@ -52,8 +52,41 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_CLUSTER_NAME: &[u8] = b"cluster_name";
 const KEY_NODE_ID: &[u8] = b"node_id";
-const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The latest snapshot, as one value: metadata length (u32 BE), metadata JSON, state JSON.
+/// One key, so a reader never sees the metadata of one snapshot with the data of another.
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let meta = encode(meta)?;
+    let len = u32::try_from(meta.len()).map_err(|_| {
+        <serde_json::Error as serde::ser::Error>::custom("snapshot metadata too long")
+    })?;
+    let mut out = Vec::with_capacity(4 + meta.len() + data.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
+/// Splits a stored snapshot into its metadata and its data bytes.
+fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
+    let len_bytes: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("snapshot record shorter than its header")?;
+    let meta_len = usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|e| e.to_string())?;
+    let meta_end = 4usize
+        .checked_add(meta_len)
+        .filter(|end| *end <= bytes.len())
+        .ok_or("snapshot metadata length exceeds the record")?;
+    let meta: SnapshotMeta =
+        decode(&bytes[4..meta_end]).map_err(|e| format!("snapshot metadata: {e}"))?;
+    Ok((meta, &bytes[meta_end..]))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SnapshotDecodeError(String);
 
 /// Opening a data dir failed.
 #[derive(Debug, thiserror::Error)]
@@ -246,23 +279,12 @@ impl SledStore {
 
         // State machine from the latest snapshot.
         let mut data = SmData::default();
-        let snap_meta = sm.get(KEY_SNAPSHOT_META).map_err(|e| open_err(path, e))?;
-        let snap_data = sm.get(KEY_SNAPSHOT_DATA).map_err(|e| open_err(path, e))?;
-        match (snap_meta, snap_data) {
-            (Some(m), Some(d)) => {
-                let m: SnapshotMeta = decode(&m).map_err(|e| corrupt("snapshot metadata", &e))?;
-                let state: State = decode(&d).map_err(|e| corrupt("snapshot data", &e))?;
-                data.last_applied = m.last_log_id;
-                data.last_membership = m.last_membership.clone();
-                data.state = state;
-            }
-            (None, None) => {}
-            _ => {
-                return Err(OpenError::Corrupt(
-                    path.to_path_buf(),
-                    "snapshot is half-written".into(),
-                ));
-            }
+        if let Some(record) = sm.get(KEY_SNAPSHOT).map_err(|e| open_err(path, e))? {
+            let (m, d) = decode_snapshot(&record).map_err(|e| corrupt("snapshot", &e))?;
+            let state: State = decode(d).map_err(|e| corrupt("snapshot data", &e))?;
+            data.last_applied = m.last_log_id;
+            data.last_membership = m.last_membership.clone();
+            data.state = state;
         }
 
         let (live_tx, live_rx) = tokio::sync::mpsc::channel(1);
@@ -586,15 +608,24 @@ impl StateMachineStore {
         SharedState(self.shared.clone())
     }
 
+    /// Stores `meta`/`data` as the current snapshot unless a newer one is stored already
+    /// (a snapshot build and a snapshot install may race), then flushes.
     async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         let sig = Some(meta.signature());
-        let meta_bytes =
-            encode(meta).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_SNAPSHOT_META, meta_bytes);
-        batch.insert(KEY_SNAPSHOT_DATA, data);
+        let record = encode_snapshot(meta, data)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let new_last = meta.last_log_id;
         self.sm
-            .apply_batch(batch)
+            .fetch_and_update(KEY_SNAPSHOT, |current| {
+                let newer_stored = current
+                    .and_then(|c| decode_snapshot(c).ok())
+                    .is_some_and(|(m, _)| m.last_log_id > new_last);
+                if newer_stored {
+                    current.map(|c| c.to_vec())
+                } else {
+                    Some(record.clone())
+                }
+            })
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         self.db
             .flush_async()
@@ -703,24 +734,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let m = self
+        let Some(record) = self
             .sm
-            .get(KEY_SNAPSHOT_META)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let d = self
-            .sm
-            .get(KEY_SNAPSHOT_DATA)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        match (m, d) {
-            (Some(m), Some(d)) => {
-                let meta: SnapshotMeta =
-                    decode(&m).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(d.to_vec())),
-                }))
-            }
-            _ => Ok(None),
-        }
+            .get(KEY_SNAPSHOT)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
+        };
+        let (meta, data) = decode_snapshot(&record)
+            .map_err(|e| StorageIOError::read_snapshot(None, &SnapshotDecodeError(e)))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
     }
 }
