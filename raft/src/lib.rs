@@ -13,6 +13,7 @@ pub mod clock;
 pub mod command;
 pub mod control;
 pub mod ids;
+pub mod membership;
 pub mod network;
 pub mod seal;
 pub mod state;

@@ -282,3 +282,62 @@ async fn leader_failover_and_restarted_node_catches_up() {
         cp.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_promote_remove_and_follower_read_index() {
+    use quire_raft::membership::{MemberRole, MembershipError};
+
+    let dir = TempDir::new().unwrap();
+    let router = Router::default();
+    let n1 = open(&dir, 1, &router).await;
+    n1.bootstrap_single().await.unwrap();
+    n1.wait_leader(DEADLINE).await.unwrap();
+    n1.write(create_tenant(0)).await.unwrap();
+
+    let n2 = open(&dir, 2, &router).await;
+    let n3 = open(&dir, 3, &router).await;
+    // A follower cannot change membership; the leader can, and a repeated join is a no-op.
+    n1.join(2, "node-2").await.unwrap();
+    n2.wait_leader(DEADLINE).await.unwrap();
+    let err = n2.join(3, "node-3").await.unwrap_err();
+    assert!(
+        matches!(err, MembershipError::NotLeader { leader: Some(1) }),
+        "{err}"
+    );
+    n1.join(3, "node-3").await.unwrap();
+    n1.join(3, "node-3").await.unwrap();
+    let err = n1.join(3, "elsewhere").await.unwrap_err();
+    assert!(matches!(err, MembershipError::Refused(_)), "{err}");
+    let members = n1.members();
+    assert_eq!(
+        members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(members.iter().all(|m| m.role == MemberRole::Voter));
+    assert_eq!(n1.member_addr(3).as_deref(), Some("node-3"));
+
+    // Read index: the leader names an index; a follower that applied it sees the write.
+    n1.write(create_tenant(1)).await.unwrap();
+    let index = n1.read_index(DEADLINE).await.unwrap();
+    n3.wait_applied(index, DEADLINE).await.unwrap();
+    assert_eq!(n3.read_applied(|s| s.tenant_count()), 2);
+    let err = n3.read_index(DEADLINE).await.unwrap_err();
+    assert!(
+        matches!(err, ReadError::NotLeader { leader: Some(1) }),
+        "{err}"
+    );
+
+    // Removing a node: it leaves the membership; the rest keep committing.
+    n1.remove(3).await.unwrap();
+    assert_eq!(
+        n1.members().iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    n1.write(create_tenant(2)).await.unwrap();
+    let err = n1.remove(9).await.unwrap_err();
+    assert!(matches!(err, MembershipError::Refused(_)), "{err}");
+
+    for cp in [n3, n2, n1] {
+        cp.shutdown().await.unwrap();
+    }
+}
