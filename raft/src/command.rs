@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId, validate_id};
 use crate::seal::{MAX_PLAINTEXT_BYTES, SealedSecret};
 use crate::state::{
-    ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, Integration, Principal, State,
-    Tenant, TenantState, Workspace,
+    AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, Integration,
+    Principal, State, Tenant, TenantState, Workspace,
 };
 
 /// Longest display name, in characters.
@@ -34,6 +34,8 @@ pub const MAX_TOKENS: usize = 1_000_000;
 pub const MAX_SCOPES_PER_TOKEN: usize = 32;
 /// Longest scope, in characters.
 pub const SCOPE_MAX_CHARS: usize = 64;
+/// Most admin tokens (live or revoked) in the cluster.
+pub const MAX_ADMIN_TOKENS: usize = 10_000;
 
 /// A change to the replicated state. Proposers stamp times and seal secrets before proposing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,24 @@ pub enum Command {
         /// Token to revoke.
         token_id: TokenId,
     },
+    /// Records a cluster-level admin token (only the hash of its secret).
+    IssueAdminToken {
+        /// New admin token id.
+        token_id: TokenId,
+        /// `hash_api_token(secret)`: 64 lowercase hex characters.
+        secret_hash: String,
+        /// Who or what holds it, for humans.
+        display_name: String,
+        /// Issue time, stamped by the proposer.
+        issued_at_ms: u64,
+        /// Expiry, if any (must be after `issued_at_ms`).
+        expires_at_ms: Option<u64>,
+    },
+    /// Revokes an admin token (idempotent).
+    RevokeAdminToken {
+        /// Admin token to revoke.
+        token_id: TokenId,
+    },
 }
 
 impl Command {
@@ -159,6 +179,8 @@ impl Command {
             Command::GrantWorkspace { .. } => "grant_workspace",
             Command::IssueToken { .. } => "issue_token",
             Command::RevokeToken { .. } => "revoke_token",
+            Command::IssueAdminToken { .. } => "issue_admin_token",
+            Command::RevokeAdminToken { .. } => "revoke_admin_token",
         }
     }
 }
@@ -271,6 +293,34 @@ fn check_scopes(scopes: &BTreeSet<String>) -> Result<(), ApplyError> {
                 "scope {scope:?} must be 1..={SCOPE_MAX_CHARS} characters of a-z, 0-9, ':', '.', '-', '_'"
             )));
         }
+    }
+    Ok(())
+}
+
+fn check_secret_hash(what: &str, secret_hash: &str) -> Result<(), ApplyError> {
+    if secret_hash.len() != 64
+        || !secret_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApplyError::Invalid(format!(
+            "{what} secret_hash must be 64 lowercase hex characters (hash_api_token)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_expiry(
+    what: &str,
+    issued_at_ms: u64,
+    expires_at_ms: Option<u64>,
+) -> Result<(), ApplyError> {
+    if let Some(expires) = expires_at_ms
+        && expires <= issued_at_ms
+    {
+        return Err(ApplyError::Invalid(format!(
+            "{what} expires_at_ms {expires} is not after issued_at_ms {issued_at_ms}"
+        )));
     }
     Ok(())
 }
@@ -565,23 +615,9 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             issued_at_ms,
             expires_at_ms,
         } => {
-            if secret_hash.len() != 64
-                || !secret_hash
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(ApplyError::Invalid(
-                    "token secret_hash must be 64 lowercase hex characters (hash_api_token)".into(),
-                ));
-            }
+            check_secret_hash("token", secret_hash)?;
             check_scopes(scopes)?;
-            if let Some(expires) = expires_at_ms
-                && *expires <= *issued_at_ms
-            {
-                return Err(ApplyError::Invalid(format!(
-                    "token expires_at_ms {expires} is not after issued_at_ms {issued_at_ms}"
-                )));
-            }
+            check_expiry("token", *issued_at_ms, *expires_at_ms)?;
             let t = tenant_ref(state, tenant)?;
             let p = t.principals.get(principal).ok_or_else(|| {
                 ApplyError::NotFound(format!(
@@ -611,7 +647,9 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
                     token_id.as_str()
                 )));
             }
-            if state.token_index.contains_key(secret_hash) {
+            if state.token_index.contains_key(secret_hash)
+                || state.admin_token_index.contains_key(secret_hash)
+            {
                 return Err(ApplyError::AlreadyExists(
                     "a token with this secret hash".into(),
                 ));
@@ -653,6 +691,62 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
                         tenant_name(tenant)
                     ))
                 })?;
+            if tok.revoked {
+                return Ok(CommandOutput::Unchanged);
+            }
+            tok.revoked = true;
+            Ok(CommandOutput::Done)
+        }
+
+        Command::IssueAdminToken {
+            token_id,
+            secret_hash,
+            display_name,
+            issued_at_ms,
+            expires_at_ms,
+        } => {
+            check_secret_hash("admin token", secret_hash)?;
+            check_display_name("admin token", display_name)?;
+            check_expiry("admin token", *issued_at_ms, *expires_at_ms)?;
+            if state.admin_tokens.contains_key(token_id) {
+                return Err(ApplyError::AlreadyExists(format!(
+                    "admin token {:?}",
+                    token_id.as_str()
+                )));
+            }
+            if state.admin_token_index.contains_key(secret_hash)
+                || state.token_index.contains_key(secret_hash)
+            {
+                return Err(ApplyError::AlreadyExists(
+                    "a token with this secret hash".into(),
+                ));
+            }
+            if state.admin_tokens.len() >= MAX_ADMIN_TOKENS {
+                return Err(ApplyError::LimitReached(format!(
+                    "the cluster already has {MAX_ADMIN_TOKENS} admin tokens (revoked ones count)"
+                )));
+            }
+            state.admin_tokens.insert(
+                token_id.clone(),
+                AdminToken {
+                    token_id: token_id.clone(),
+                    hash: secret_hash.clone(),
+                    display_name: display_name.clone(),
+                    issued_at_ms: *issued_at_ms,
+                    expires_at_ms: *expires_at_ms,
+                    revoked: false,
+                },
+            );
+            state
+                .admin_token_index
+                .insert(secret_hash.clone(), token_id.clone());
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RevokeAdminToken { token_id } => {
+            let tok = state.admin_tokens.get_mut(token_id).ok_or_else(|| {
+                ApplyError::NotFound(format!("admin token {:?}", token_id.as_str()))
+            })?;
             if tok.revoked {
                 return Ok(CommandOutput::Unchanged);
             }

@@ -113,6 +113,31 @@ impl ApiToken {
     }
 }
 
+/// A cluster-level admin token: it authenticates operators at the admin API, not agents at
+/// MCP. Only the SHA-256 hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    /// Public id.
+    pub token_id: TokenId,
+    /// Lowercase hex SHA-256 of the secret (`hash_api_token`).
+    pub hash: String,
+    /// Who or what holds it, for humans.
+    pub display_name: String,
+    /// When it was issued (stamped by the proposer).
+    pub issued_at_ms: u64,
+    /// When it stops being valid, if ever.
+    pub expires_at_ms: Option<u64>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl AdminToken {
+    /// Not revoked, and not expired at `now_ms`.
+    pub fn is_valid_at(&self, now_ms: u64) -> bool {
+        !self.revoked && self.expires_at_ms.is_none_or(|expires| now_ms < expires)
+    }
+}
+
 /// Everything one tenant owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantState {
@@ -135,6 +160,12 @@ pub struct State {
     pub(crate) tokens: BTreeMap<TokenId, ApiToken>,
     /// token hash → token id.
     pub(crate) token_index: BTreeMap<String, TokenId>,
+    /// Cluster-level admin tokens (live or revoked).
+    #[serde(default)]
+    pub(crate) admin_tokens: BTreeMap<TokenId, AdminToken>,
+    /// admin token hash → admin token id.
+    #[serde(default)]
+    pub(crate) admin_token_index: BTreeMap<String, TokenId>,
 }
 
 impl State {
@@ -215,5 +246,20 @@ impl State {
     /// Number of tenants.
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
+    }
+
+    /// An admin token by id.
+    pub fn admin_token(&self, id: &TokenId) -> Option<&AdminToken> {
+        self.admin_tokens.get(id)
+    }
+
+    /// An admin token by the hash of its secret (see `hash_api_token`).
+    pub fn admin_token_by_hash(&self, hash: &str) -> Option<&AdminToken> {
+        self.admin_tokens.get(self.admin_token_index.get(hash)?)
+    }
+
+    /// All admin tokens, in token-id order (revoked ones included).
+    pub fn admin_tokens(&self) -> impl Iterator<Item = &AdminToken> {
+        self.admin_tokens.values()
     }
 }
