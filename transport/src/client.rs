@@ -739,6 +739,12 @@ impl PeerClient {
         }
     }
 
+    /// Records that `addr` is node `node_id`, so the fault filter sees calls to it. Raft's
+    /// own clients, membership and status replies and `NotLeader` answers teach this too.
+    pub fn learn_peer(&self, node_id: NodeId, addr: &str) {
+        self.pool.learn(addr, node_id);
+    }
+
     fn learn_leader(&self, n: &proto::NotLeader) {
         if let Some(id) = n.leader_id
             && !n.leader_addr.is_empty()
@@ -935,7 +941,13 @@ impl PeerClient {
     ) -> Result<Vec<MemberInfo>, TransportError> {
         use proto::membership_reply::Result as R;
         match reply.result {
-            Some(R::Membership(m)) => Ok(members(Some(m))),
+            Some(R::Membership(m)) => {
+                let members = members(Some(m));
+                for m in &members {
+                    self.pool.learn(&m.addr, m.node_id);
+                }
+                Ok(members)
+            }
             Some(R::NotLeader(n)) => {
                 self.learn_leader(&n);
                 Err(not_leader(n))
@@ -964,6 +976,9 @@ impl PeerClient {
             .await?;
         self.pool.learn(target_addr, r.node_id);
         let members = members(r.membership);
+        for m in &members {
+            self.pool.learn(&m.addr, m.node_id);
+        }
         let ids: BTreeSet<NodeId> = members.iter().map(|m| m.node_id).collect();
         debug_assert_eq!(ids.len(), members.len(), "members are unique by id");
         Ok(PeerStatus {
