@@ -1,10 +1,12 @@
 //! The `quire` binary's library: configuration, CLI, wiring, and the HTTP front (MCP
 //! endpoint, health). The only crate that wires sled, tonic, ractor and rmcp together.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod http;
 pub mod keys;
 pub mod logging;

@@ -36,6 +36,10 @@ pub struct ClientFile {
     pub mcp_url: String,
     pub token: String,
     pub sandbox_url: String,
+    /// An admin token for the admin API (`quire ctl --token`), kept across restarts while it
+    /// stays valid.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 pub async fn start(config: &Config) -> anyhow::Result<RunningSandbox> {
@@ -164,14 +168,27 @@ pub async fn provision(app: &App, sandbox: &RunningSandbox) -> anyhow::Result<Cl
 
     let path = app.config.node.data_dir.join("client.json");
     let mcp_url = format!("{}/mcp", app.config.public_url());
+    let existing = read_client_file(&path);
+    // Keep the admin token of an earlier start if it still authenticates.
+    let admin_token = match existing
+        .as_ref()
+        .and_then(|f| f.admin_token.clone())
+        .filter(|t| crate::admin::authenticate_admin(app, t).is_some())
+    {
+        Some(token) => token,
+        None => crate::admin::issue_admin_token(app, "sandbox admin")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot issue the sandbox admin token: {e}"))?,
+    };
     // Keep the token of an earlier start if it still authenticates.
-    if let Some(existing) = read_client_file(&path)
+    if let Some(existing) = existing
         && app.authenticate(&existing.token).is_some()
     {
         let file = ClientFile {
             mcp_url,
             token: existing.token,
             sandbox_url: sandbox.url.clone(),
+            admin_token: Some(admin_token),
         };
         write_client_file(&path, &file)?;
         print_client(&file, &path);
@@ -206,6 +223,7 @@ pub async fn provision(app: &App, sandbox: &RunningSandbox) -> anyhow::Result<Cl
         mcp_url,
         token: secret,
         sandbox_url: sandbox.url.clone(),
+        admin_token: Some(admin_token),
     };
     write_client_file(&path, &file)?;
     print_client(&file, &path);
@@ -216,6 +234,9 @@ fn print_client(file: &ClientFile, path: &Path) {
     println!("Notion sandbox: {}", file.sandbox_url);
     println!("MCP URL:        {}", file.mcp_url);
     println!("Bearer token:   {}", file.token);
+    if let Some(admin) = &file.admin_token {
+        println!("Admin token:    {admin}  (quire ctl --token, or QUIRE_ADMIN_TOKEN)");
+    }
     println!("(also written to {})", path.display());
 }
 

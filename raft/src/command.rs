@@ -220,7 +220,10 @@ fn tenant_name(t: &TenantId) -> String {
     format!("tenant {:?}", t.as_str())
 }
 
-fn check_display_name(kind: &str, name: &str) -> Result<(), ApplyError> {
+/// Checks a display name against the rules `apply` enforces (not blank, at most
+/// [`DISPLAY_NAME_MAX_CHARS`] characters, no control characters), so a boundary can refuse a
+/// bad name before proposing it. `kind` names the object in the error.
+pub fn check_display_name(kind: &str, name: &str) -> Result<(), ApplyError> {
     let chars = name.chars().count();
     if name.trim().is_empty() {
         return Err(ApplyError::Invalid(format!(

@@ -1,0 +1,176 @@
+//! The admin API, mounted at `/admin/v1`: operators manage tenants, workspaces, Notion
+//! integrations, principals, API tokens and admin tokens over JSON, authenticated with a
+//! cluster-level admin token (`Authorization: Bearer qa_...`).
+//!
+//! Every change is a control-plane command proposed through [`App::write`]; ids, names and
+//! scopes are validated here first, so bad input never reaches the log. Reads are
+//! linearizable unless the request asks for `?consistency=local`. Secrets (Notion tokens,
+//! token secrets) are sealed or hashed before they leave the handler, shown once when
+//! issued, and never logged or echoed in an error.
+
+mod body;
+mod error;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use quire_raft::command::{Command, check_display_name};
+use quire_raft::ids::TokenId;
+
+use crate::app::App;
+use crate::auth::{self, AuthFailure};
+
+pub use body::{Consistency, MAX_BODY_BYTES};
+pub use error::{ADMIN_REALM_CHALLENGE, AdminError};
+
+/// Prefix of admin token secrets.
+pub const ADMIN_TOKEN_PREFIX: &str = "qa_";
+/// Prefix of API (MCP) token secrets.
+pub const API_TOKEN_PREFIX: &str = "qk_";
+/// Longest token lifetime accepted (`ttl_secs`): ten years.
+pub const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
+
+/// An operator authenticated by an admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCaller {
+    /// Id of the admin token used.
+    pub token_id: String,
+    /// Its display name.
+    pub display_name: String,
+}
+
+/// The admin API. Mount it with `.nest_service("/admin/v1", admin::router(app))`: every
+/// route (and every unknown path) is behind admin-token authentication.
+pub fn router(app: Arc<App>) -> Router {
+    routes::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_admin,
+        ))
+        .with_state(app)
+}
+
+/// Resolves an admin bearer secret to its caller, against this node's applied state.
+/// API (MCP) tokens are not admin tokens: they resolve to `None`.
+pub fn authenticate_admin(app: &App, secret: &str) -> Option<AdminCaller> {
+    let hash = quire_raft::hash_api_token(secret);
+    let now_ms = app.clock.now_ms();
+    app.control.read_applied(|state| {
+        let token = state.admin_token_by_hash(&hash)?;
+        token.is_valid_at(now_ms).then(|| AdminCaller {
+            token_id: token.token_id.as_str().to_owned(),
+            display_name: token.display_name.clone(),
+        })
+    })
+}
+
+/// axum middleware: 401 with `WWW-Authenticate: Bearer realm="quire-admin"` unless the
+/// request carries a valid admin token; the [`AdminCaller`] travels on as an extension.
+async fn require_admin(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let caller = match auth::bearer(request.headers()) {
+        Ok(secret) => authenticate_admin(&app, secret),
+        Err(AuthFailure::Missing) => {
+            return AdminError::unauthorized(
+                "an admin token is required: send 'Authorization: Bearer <admin token>' (see `quire ctl --token`)",
+            )
+            .into_response();
+        }
+        Err(_) => None,
+    };
+    let Some(caller) = caller else {
+        return AdminError::unauthorized(
+            "the bearer token is not a valid admin token (unknown, revoked or expired; an MCP token is not an admin token)",
+        )
+        .into_response();
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// A freshly drawn secret: `prefix` + 64 hex characters (32 bytes from the OS).
+pub(crate) fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    StdRng::from_os_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// A fresh public token id: `prefix` + 12 hex characters.
+pub(crate) fn new_token_id(prefix: &str) -> Result<TokenId, AdminError> {
+    let mut bytes = [0u8; 6];
+    StdRng::from_os_rng().fill_bytes(&mut bytes);
+    TokenId::new(format!("{prefix}{}", hex::encode(bytes)))
+        .map_err(|e| AdminError::internal(format!("generated token id is invalid: {e}")))
+}
+
+/// An admin token just issued: its secret is shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedAdminToken {
+    /// Public id.
+    pub token_id: String,
+    /// The secret (`qa_...`); stored nowhere but here.
+    pub secret: String,
+    /// Issue time.
+    pub issued_at_ms: u64,
+    /// Expiry, if any.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Issues an admin token with an optional lifetime, through the control plane.
+pub async fn issue_admin_token_with_ttl(
+    app: &App,
+    display_name: &str,
+    ttl_secs: Option<u64>,
+) -> Result<IssuedAdminToken, AdminError> {
+    check_display_name("admin token", display_name)
+        .map_err(|e| AdminError::invalid("display_name", e.to_string()))?;
+    let issued_at_ms = app.clock.now_ms();
+    let expires_at_ms = expiry(issued_at_ms, ttl_secs)?;
+    let token_id = new_token_id("adm-")?;
+    let secret = new_secret(ADMIN_TOKEN_PREFIX);
+    app.write(Command::IssueAdminToken {
+        token_id: token_id.clone(),
+        secret_hash: quire_raft::hash_api_token(&secret),
+        display_name: display_name.to_owned(),
+        issued_at_ms,
+        expires_at_ms,
+    })
+    .await?;
+    Ok(IssuedAdminToken {
+        token_id: token_id.as_str().to_owned(),
+        secret,
+        issued_at_ms,
+        expires_at_ms,
+    })
+}
+
+/// Issues a non-expiring admin token and returns its secret (for `quire init` and
+/// `serve --sandbox`, which make the bootstrap admin token).
+pub async fn issue_admin_token(app: &App, display_name: &str) -> Result<String, AdminError> {
+    Ok(issue_admin_token_with_ttl(app, display_name, None)
+        .await?
+        .secret)
+}
+
+/// `issued_at_ms + ttl_secs`, checked.
+pub(crate) fn expiry(issued_at_ms: u64, ttl_secs: Option<u64>) -> Result<Option<u64>, AdminError> {
+    let Some(ttl) = ttl_secs else {
+        return Ok(None);
+    };
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        return Err(AdminError::invalid(
+            "ttl_secs",
+            format!("must be a whole number from 1 to {MAX_TTL_SECS}"),
+        ));
+    }
+    ttl.checked_mul(1000)
+        .and_then(|ms| issued_at_ms.checked_add(ms))
+        .map(Some)
+        .ok_or_else(|| AdminError::invalid("ttl_secs", "is too large"))
+}

@@ -1,0 +1,862 @@
+//! The admin API's routes and handlers. Each handler validates its input, builds one
+//! control-plane command (or a read), and answers JSON.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+use quire_raft::command::{Command, CommandOutput, check_display_name};
+use quire_raft::ids::{IdError, IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+use quire_raft::seal::{MAX_PLAINTEXT_BYTES, integration_aad};
+use quire_raft::state::{
+    AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, Integration, Principal,
+    State as ControlState, Workspace,
+};
+
+use super::body::{Body, Consistency, MAX_BODY_BYTES, consistency};
+use super::error::AdminError;
+use super::{API_TOKEN_PREFIX, AdminCaller, MAX_TTL_SECS, expiry, new_secret, new_token_id};
+use crate::app::App;
+use crate::mcp::{SCOPE_MCP, SCOPE_READ, SCOPE_WRITE};
+
+/// Scopes an API token may carry; a new token gets all of them unless it names its own.
+pub const KNOWN_SCOPES: [&str; 3] = [SCOPE_MCP, SCOPE_READ, SCOPE_WRITE];
+/// Longest Notion token accepted, in bytes (Notion's are about 50).
+pub const MAX_NOTION_TOKEN_BYTES: usize = 4 * 1024;
+
+type Shared = State<Arc<App>>;
+type Caller = Extension<AdminCaller>;
+type ApiResult = Result<Response, AdminError>;
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/cluster/status", get(cluster_status))
+        .route("/tenants", post(create_tenant).get(list_tenants))
+        .route("/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route(
+            "/tenants/{tenant}/workspaces",
+            post(create_workspace).get(list_workspaces),
+        )
+        .route("/tenants/{tenant}/workspaces/{id}", get(get_workspace))
+        .route(
+            "/tenants/{tenant}/integrations",
+            post(add_integration).get(list_integrations),
+        )
+        .route(
+            "/tenants/{tenant}/integrations/{id}",
+            delete(remove_integration),
+        )
+        .route(
+            "/tenants/{tenant}/integrations/{id}/rotate",
+            post(rotate_integration),
+        )
+        .route(
+            "/tenants/{tenant}/principals",
+            post(create_principal).get(list_principals),
+        )
+        .route(
+            "/tenants/{tenant}/principals/{id}/workspaces",
+            post(grant_workspace),
+        )
+        .route(
+            "/tenants/{tenant}/tokens",
+            post(issue_token).get(list_tokens),
+        )
+        .route("/tenants/{tenant}/tokens/{id}", delete(revoke_token))
+        .route("/admin-tokens", post(issue_admin).get(list_admin_tokens))
+        .route("/admin-tokens/{id}", delete(revoke_admin))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn unknown_path() -> AdminError {
+    AdminError::not_found("no such admin API path; see the admin API reference")
+}
+
+async fn method_not_allowed() -> AdminError {
+    AdminError::method_not_allowed()
+}
+
+// ---- helpers ----
+
+fn created(body: Value) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+fn ok(body: Value) -> Response {
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AdminError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AdminError::too_large(MAX_BODY_BYTES)
+        } else {
+            AdminError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, AdminError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| AdminError::bad_request(format!("bad path: {e}")))
+}
+
+fn id<T>(
+    field: &str,
+    value: String,
+    make: impl FnOnce(String) -> Result<T, IdError>,
+) -> Result<T, AdminError> {
+    make(value).map_err(|e| AdminError::invalid_id(field, &e))
+}
+
+fn display_name(kind: &str, name: &str) -> Result<(), AdminError> {
+    check_display_name(kind, name).map_err(|e| AdminError::invalid("display_name", e.to_string()))
+}
+
+async fn read<R>(
+    app: &App,
+    query: Option<&str>,
+    f: impl FnOnce(&ControlState) -> R,
+) -> Result<R, AdminError> {
+    match consistency(query)? {
+        Consistency::Linearizable => Ok(app.read(f).await?),
+        Consistency::Local => Ok(app.control.read_applied(f)),
+    }
+}
+
+/// Proposes `cmd` on behalf of `caller`, logging the outcome (never the command's fields).
+async fn write(app: &App, caller: &AdminCaller, cmd: Command) -> Result<bool, AdminError> {
+    let kind = cmd.kind();
+    match app.write(cmd).await {
+        Ok(output) => {
+            tracing::info!(admin_token = %caller.token_id, command = kind, "admin change applied");
+            Ok(output == CommandOutput::Done)
+        }
+        Err(e) => {
+            let e = AdminError::from(e);
+            tracing::info!(admin_token = %caller.token_id, command = kind, error = e.code, "admin change refused");
+            Err(e)
+        }
+    }
+}
+
+fn tenant_missing(tenant: &TenantId) -> AdminError {
+    AdminError::not_found(format!("tenant {:?} not found", tenant.as_str()))
+}
+
+fn budget_json(b: &Budget) -> Value {
+    json!({"requests_per_second": b.requests_per_second, "burst": b.burst})
+}
+
+fn workspace_json(w: &Workspace) -> Value {
+    json!({
+        "tenant": w.tenant.as_str(),
+        "id": w.id.as_str(),
+        "display_name": w.display_name,
+        "integration": w.integration_id.as_str(),
+    })
+}
+
+fn integration_json(i: &Integration, workspaces: Vec<String>) -> Value {
+    json!({
+        "tenant": i.tenant.as_str(),
+        "id": i.id.as_str(),
+        "display_name": i.display_name,
+        "budget": budget_json(&i.budget),
+        "workspaces": workspaces,
+    })
+}
+
+fn principal_json(p: &Principal) -> Value {
+    json!({
+        "tenant": p.tenant.as_str(),
+        "id": p.id.as_str(),
+        "display_name": p.display_name,
+        "workspaces": p.workspaces.iter().map(WorkspaceId::as_str).collect::<Vec<_>>(),
+    })
+}
+
+fn token_json(t: &ApiToken, now_ms: u64) -> Value {
+    json!({
+        "token_id": t.token_id.as_str(),
+        "tenant": t.tenant.as_str(),
+        "principal": t.principal.as_str(),
+        "workspace": t.workspace_id.as_str(),
+        "scopes": t.scopes,
+        "issued_at_ms": t.issued_at_ms,
+        "expires_at_ms": t.expires_at_ms,
+        "revoked": t.revoked,
+        "valid": t.is_valid_at(now_ms),
+    })
+}
+
+fn admin_token_json(t: &AdminToken, now_ms: u64) -> Value {
+    json!({
+        "token_id": t.token_id.as_str(),
+        "display_name": t.display_name,
+        "issued_at_ms": t.issued_at_ms,
+        "expires_at_ms": t.expires_at_ms,
+        "revoked": t.revoked,
+        "valid": t.is_valid_at(now_ms),
+    })
+}
+
+// ---- cluster ----
+
+async fn cluster_status(State(app): Shared) -> ApiResult {
+    let s = app.control.status();
+    let mut ids: BTreeSet<u64> = s.voters.iter().copied().collect();
+    ids.insert(s.node_id);
+    let members: Vec<Value> = ids
+        .into_iter()
+        .map(|id| {
+            let role = if s.leader == Some(id) {
+                "leader"
+            } else if s.voters.contains(&id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            if id == s.node_id {
+                json!({
+                    "id": id, "role": role, "this_node": true,
+                    "last_log_index": s.last_log_index, "applied_index": s.applied_index,
+                })
+            } else {
+                // Other members' figures come over the transport; this node does not know them.
+                json!({
+                    "id": id, "role": role, "this_node": false,
+                    "last_log_index": null, "applied_index": null,
+                })
+            }
+        })
+        .collect();
+    Ok(ok(json!({
+        "node_id": s.node_id,
+        "leader": s.leader,
+        "is_leader": s.is_leader,
+        "term": s.term,
+        "last_log_index": s.last_log_index,
+        "applied_index": s.applied_index,
+        "voters": s.voters,
+        "members": members,
+    })))
+}
+
+// ---- tenants ----
+
+async fn create_tenant(
+    State(app): Shared,
+    Extension(caller): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mut b = Body::parse(&bytes(body)?, &["id", "display_name"])?;
+    let tenant = id("id", b.string("id")?, TenantId::new)?;
+    let name = b.string("display_name")?;
+    display_name("tenant", &name)?;
+    write(
+        &app,
+        &caller,
+        Command::CreateTenant {
+            tenant: tenant.clone(),
+            display_name: name.clone(),
+        },
+    )
+    .await?;
+    Ok(created(
+        json!({"id": tenant.as_str(), "display_name": name}),
+    ))
+}
+
+fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
+    let t = state.tenant(tenant)?;
+    Some(json!({
+        "id": t.id.as_str(),
+        "display_name": t.display_name,
+        "workspaces": state.workspaces(tenant).count(),
+        "integrations": state.integrations(tenant).count(),
+        "principals": state.principals(tenant).count(),
+        "tokens": state.tokens(tenant).filter(|t| !t.revoked).count(),
+    }))
+}
+
+async fn list_tenants(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
+    let tenants = read(&app, q.as_deref(), |s| {
+        s.tenants()
+            .filter_map(|t| tenant_summary(s, &t.id))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(ok(json!({ "tenants": tenants })))
+}
+
+async fn get_tenant(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let found = read(&app, q.as_deref(), |s| tenant_summary(s, &tenant)).await?;
+    found.map(ok).ok_or_else(|| tenant_missing(&tenant))
+}
+
+async fn delete_tenant(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    write(
+        &app,
+        &caller,
+        Command::DeleteTenant {
+            tenant: tenant.clone(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({"id": tenant.as_str(), "deleted": true})))
+}
+
+// ---- workspaces ----
+
+async fn create_workspace(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let mut b = Body::parse(&bytes(body)?, &["id", "display_name", "integration"])?;
+    let workspace = id("id", b.string("id")?, WorkspaceId::new)?;
+    let name = b.string("display_name")?;
+    display_name("workspace", &name)?;
+    let integration = id("integration", b.string("integration")?, IntegrationId::new)?;
+    let w = Workspace {
+        tenant: tenant.clone(),
+        id: workspace.clone(),
+        display_name: name.clone(),
+        integration_id: integration.clone(),
+    };
+    write(
+        &app,
+        &caller,
+        Command::CreateWorkspace {
+            tenant,
+            workspace,
+            display_name: name,
+            integration,
+        },
+    )
+    .await?;
+    Ok(created(workspace_json(&w)))
+}
+
+async fn list_workspaces(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let found = read(&app, q.as_deref(), |s| {
+        s.tenant(&tenant)?;
+        Some(
+            s.workspaces(&tenant)
+                .map(workspace_json)
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await?;
+    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "workspaces": list })))
+}
+
+async fn get_workspace(
+    State(app): Shared,
+    p: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let (t, w) = path(p)?;
+    let tenant = id("tenant", t, TenantId::new)?;
+    let workspace = id("workspace", w, WorkspaceId::new)?;
+    let found = read(&app, q.as_deref(), |s| {
+        s.tenant(&tenant)?;
+        Some(s.workspace(&tenant, &workspace).map(|w| {
+            let mut v = workspace_json(w);
+            v["principals"] = s
+                .principals(&tenant)
+                .filter(|p| p.workspaces.contains(&workspace))
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .into();
+            v
+        }))
+    })
+    .await?;
+    match found {
+        None => Err(tenant_missing(&tenant)),
+        Some(None) => Err(AdminError::not_found(format!(
+            "workspace {:?} in tenant {:?} not found",
+            workspace.as_str(),
+            tenant.as_str()
+        ))),
+        Some(Some(v)) => Ok(ok(v)),
+    }
+}
+
+// ---- integrations ----
+
+/// Checks a Notion token without ever putting it in the error.
+fn notion_token(token: &str) -> Result<(), AdminError> {
+    if token.trim().is_empty() {
+        return Err(AdminError::invalid("notion_token", "must not be empty"));
+    }
+    if token.len() > MAX_NOTION_TOKEN_BYTES.min(MAX_PLAINTEXT_BYTES) {
+        return Err(AdminError::invalid(
+            "notion_token",
+            format!("is longer than {MAX_NOTION_TOKEN_BYTES} bytes"),
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AdminError::invalid(
+            "notion_token",
+            "must not contain spaces, line breaks or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn seal(
+    app: &App,
+    tenant: &TenantId,
+    integration: &IntegrationId,
+    token: &str,
+) -> Result<quire_raft::seal::SealedSecret, AdminError> {
+    app.master_key
+        .seal(
+            token.as_bytes(),
+            &integration_aad(tenant.as_str(), integration.as_str()),
+            &mut StdRng::from_os_rng(),
+        )
+        .map_err(|e| AdminError::invalid("notion_token", e.to_string()))
+}
+
+async fn add_integration(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let mut b = Body::parse(
+        &bytes(body)?,
+        &[
+            "id",
+            "display_name",
+            "notion_token",
+            "requests_per_second",
+            "burst",
+        ],
+    )?;
+    let integration = id("id", b.string("id")?, IntegrationId::new)?;
+    let name = b.string("display_name")?;
+    display_name("integration", &name)?;
+    let token = quire_raft::seal::Zeroizing::new(b.string("notion_token")?);
+    notion_token(&token)?;
+    let budget = Budget {
+        requests_per_second: b
+            .opt_u64("requests_per_second", 1, u64::from(BUDGET_MAX_RPS))?
+            .map_or(app.config.notion.default_requests_per_second, |v| v as u32),
+        burst: b
+            .opt_u64("burst", 1, u64::from(BUDGET_MAX_BURST))?
+            .map_or(app.config.notion.default_burst, |v| v as u32),
+    };
+    let sealed_token = seal(&app, &tenant, &integration, &token)?;
+    drop(token);
+    write(
+        &app,
+        &caller,
+        Command::AddIntegration {
+            tenant: tenant.clone(),
+            integration: integration.clone(),
+            display_name: name.clone(),
+            sealed_token,
+            budget,
+        },
+    )
+    .await?;
+    Ok(created(json!({
+        "tenant": tenant.as_str(),
+        "id": integration.as_str(),
+        "display_name": name,
+        "budget": budget_json(&budget),
+    })))
+}
+
+async fn rotate_integration(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (t, i) = path(p)?;
+    let tenant = id("tenant", t, TenantId::new)?;
+    let integration = id("integration", i, IntegrationId::new)?;
+    let mut b = Body::parse(&bytes(body)?, &["notion_token"])?;
+    let token = quire_raft::seal::Zeroizing::new(b.string("notion_token")?);
+    notion_token(&token)?;
+    let sealed_token = seal(&app, &tenant, &integration, &token)?;
+    drop(token);
+    write(
+        &app,
+        &caller,
+        Command::RotateIntegrationToken {
+            tenant: tenant.clone(),
+            integration: integration.clone(),
+            sealed_token,
+        },
+    )
+    .await?;
+    Ok(ok(json!({
+        "tenant": tenant.as_str(),
+        "id": integration.as_str(),
+        "rotated": true,
+    })))
+}
+
+async fn remove_integration(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (t, i) = path(p)?;
+    let tenant = id("tenant", t, TenantId::new)?;
+    let integration = id("integration", i, IntegrationId::new)?;
+    write(
+        &app,
+        &caller,
+        Command::RemoveIntegration {
+            tenant: tenant.clone(),
+            integration: integration.clone(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({
+        "tenant": tenant.as_str(),
+        "id": integration.as_str(),
+        "removed": true,
+    })))
+}
+
+async fn list_integrations(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let found = read(&app, q.as_deref(), |s| {
+        s.tenant(&tenant)?;
+        Some(
+            s.integrations(&tenant)
+                .map(|i| {
+                    let used_by = s
+                        .workspaces(&tenant)
+                        .filter(|w| w.integration_id == i.id)
+                        .map(|w| w.id.as_str().to_owned())
+                        .collect();
+                    integration_json(i, used_by)
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await?;
+    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "integrations": list })))
+}
+
+// ---- principals ----
+
+async fn create_principal(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let mut b = Body::parse(&bytes(body)?, &["id", "display_name"])?;
+    let principal = id("id", b.string("id")?, PrincipalId::new)?;
+    let name = b.string("display_name")?;
+    display_name("principal", &name)?;
+    write(
+        &app,
+        &caller,
+        Command::CreatePrincipal {
+            tenant: tenant.clone(),
+            principal: principal.clone(),
+            display_name: name.clone(),
+        },
+    )
+    .await?;
+    Ok(created(json!({
+        "tenant": tenant.as_str(),
+        "id": principal.as_str(),
+        "display_name": name,
+        "workspaces": [],
+    })))
+}
+
+async fn list_principals(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let found = read(&app, q.as_deref(), |s| {
+        s.tenant(&tenant)?;
+        Some(
+            s.principals(&tenant)
+                .map(principal_json)
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await?;
+    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "principals": list })))
+}
+
+async fn grant_workspace(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (t, pr) = path(p)?;
+    let tenant = id("tenant", t, TenantId::new)?;
+    let principal = id("principal", pr, PrincipalId::new)?;
+    let mut b = Body::parse(&bytes(body)?, &["workspace"])?;
+    let workspace = id("workspace", b.string("workspace")?, WorkspaceId::new)?;
+    let changed = write(
+        &app,
+        &caller,
+        Command::GrantWorkspace {
+            tenant: tenant.clone(),
+            principal: principal.clone(),
+            workspace: workspace.clone(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({
+        "tenant": tenant.as_str(),
+        "principal": principal.as_str(),
+        "workspace": workspace.as_str(),
+        "granted": true,
+        "changed": changed,
+    })))
+}
+
+// ---- API tokens ----
+
+fn scopes(requested: Option<Vec<String>>) -> Result<BTreeSet<String>, AdminError> {
+    let Some(requested) = requested else {
+        return Ok(KNOWN_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+    };
+    if requested.is_empty() {
+        return Err(AdminError::invalid(
+            "scopes",
+            format!(
+                "must name at least one scope (or be left out for all of: {})",
+                KNOWN_SCOPES.join(", ")
+            ),
+        ));
+    }
+    let mut set = BTreeSet::new();
+    for scope in requested {
+        if !KNOWN_SCOPES.contains(&scope.as_str()) {
+            let shown: String = scope.chars().take(64).collect();
+            return Err(AdminError::invalid(
+                "scopes",
+                format!(
+                    "unknown scope {shown:?}; known scopes: {}",
+                    KNOWN_SCOPES.join(", ")
+                ),
+            ));
+        }
+        set.insert(scope);
+    }
+    Ok(set)
+}
+
+async fn issue_token(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let mut b = Body::parse(
+        &bytes(body)?,
+        &["principal", "workspace", "scopes", "ttl_secs"],
+    )?;
+    let principal = id("principal", b.string("principal")?, PrincipalId::new)?;
+    let workspace = id("workspace", b.string("workspace")?, WorkspaceId::new)?;
+    let scopes = scopes(b.opt_strings("scopes")?)?;
+    let ttl_secs = b.opt_u64("ttl_secs", 1, MAX_TTL_SECS)?;
+    let issued_at_ms = app.clock.now_ms();
+    let expires_at_ms = expiry(issued_at_ms, ttl_secs)?;
+    let token_id = new_token_id("tok-")?;
+    let secret = new_secret(API_TOKEN_PREFIX);
+    write(
+        &app,
+        &caller,
+        Command::IssueToken {
+            tenant: tenant.clone(),
+            principal: principal.clone(),
+            workspace: workspace.clone(),
+            token_id: token_id.clone(),
+            secret_hash: quire_raft::hash_api_token(&secret),
+            scopes: scopes.clone(),
+            issued_at_ms,
+            expires_at_ms,
+        },
+    )
+    .await?;
+    Ok(created(json!({
+        "token_id": token_id.as_str(),
+        "token": secret,
+        "tenant": tenant.as_str(),
+        "principal": principal.as_str(),
+        "workspace": workspace.as_str(),
+        "scopes": scopes,
+        "issued_at_ms": issued_at_ms,
+        "expires_at_ms": expires_at_ms,
+        "note": "the token is shown once; store it now",
+    })))
+}
+
+async fn list_tokens(
+    State(app): Shared,
+    p: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let now_ms = app.clock.now_ms();
+    let found = read(&app, q.as_deref(), |s| {
+        s.tenant(&tenant)?;
+        Some(
+            s.tokens(&tenant)
+                .map(|t| token_json(t, now_ms))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await?;
+    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "tokens": list })))
+}
+
+async fn revoke_token(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (t, k) = path(p)?;
+    let tenant = id("tenant", t, TenantId::new)?;
+    let token_id = id("token", k, TokenId::new)?;
+    let changed = write(
+        &app,
+        &caller,
+        Command::RevokeToken {
+            tenant: tenant.clone(),
+            token_id: token_id.clone(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({
+        "token_id": token_id.as_str(),
+        "revoked": true,
+        "changed": changed,
+    })))
+}
+
+// ---- admin tokens ----
+
+async fn issue_admin(
+    State(app): Shared,
+    Extension(caller): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mut b = Body::parse(&bytes(body)?, &["display_name", "ttl_secs"])?;
+    let name = b.string("display_name")?;
+    let ttl_secs = b.opt_u64("ttl_secs", 1, MAX_TTL_SECS)?;
+    let issued = super::issue_admin_token_with_ttl(&app, &name, ttl_secs).await?;
+    tracing::info!(admin_token = %caller.token_id, issued = %issued.token_id, "admin token issued");
+    Ok(created(json!({
+        "token_id": issued.token_id,
+        "token": issued.secret,
+        "display_name": name,
+        "issued_at_ms": issued.issued_at_ms,
+        "expires_at_ms": issued.expires_at_ms,
+        "note": "the token is shown once; store it now",
+    })))
+}
+
+async fn list_admin_tokens(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
+    let now_ms = app.clock.now_ms();
+    let list = read(&app, q.as_deref(), |s| {
+        s.admin_tokens()
+            .map(|t| admin_token_json(t, now_ms))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(ok(json!({ "admin_tokens": list })))
+}
+
+async fn revoke_admin(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let token_id = id("token", path(p)?, TokenId::new)?;
+    // Guard against locking every operator out: keep at least one other valid admin token.
+    let now_ms = app.clock.now_ms();
+    let others_valid = app
+        .read(|s| {
+            s.admin_tokens()
+                .filter(|t| t.token_id != token_id && t.is_valid_at(now_ms))
+                .count()
+        })
+        .await?;
+    let target_valid = app.control.read_applied(|s| {
+        s.admin_token(&token_id)
+            .is_some_and(|t| t.is_valid_at(now_ms))
+    });
+    if target_valid && others_valid == 0 {
+        return Err(AdminError::conflict(format!(
+            "admin token {:?} is the last valid admin token; issue another one before revoking it",
+            token_id.as_str()
+        )));
+    }
+    let changed = write(
+        &app,
+        &caller,
+        Command::RevokeAdminToken {
+            token_id: token_id.clone(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({
+        "token_id": token_id.as_str(),
+        "revoked": true,
+        "changed": changed,
+    })))
+}

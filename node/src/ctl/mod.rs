@@ -1,0 +1,942 @@
+//! `quire ctl`: the operator's command line for the admin API. Each subcommand is one HTTP
+//! request to `--url` (`/admin/v1/...`) with the admin token from `--token` /
+//! `QUIRE_ADMIN_TOKEN`; it prints a table (or the API's JSON with `--json`) and exits non-zero
+//! with the server's message when the request is refused.
+
+mod table;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use table::{Table, cell};
+
+/// Default admin API base URL.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7800";
+/// Largest response body read, in bytes.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest Notion token file read, in bytes.
+const MAX_TOKEN_FILE_BYTES: u64 = 16 * 1024;
+
+/// `quire ctl`: manage a Quire cluster through its admin API.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Base URL of any node of the cluster.
+    #[arg(long, env = "QUIRE_URL", default_value = DEFAULT_URL, global = true)]
+    pub url: String,
+    /// Admin token (`qa_...`).
+    #[arg(long, env = "QUIRE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Deadline of each request, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// What `quire ctl` manages.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The Raft group as this node sees it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Tenants: the unit of isolation.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Workspaces of a tenant, each served by one Notion integration.
+    Workspaces {
+        #[command(subcommand)]
+        command: WorkspacesCommand,
+    },
+    /// Notion integrations of a tenant (their tokens are sealed and never shown).
+    Integrations {
+        #[command(subcommand)]
+        command: IntegrationsCommand,
+    },
+    /// Principals (users or agents) of a tenant and their workspace grants.
+    Principals {
+        #[command(subcommand)]
+        command: PrincipalsCommand,
+    },
+    /// API tokens agents use at /mcp.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Cluster-level admin tokens for this API.
+    AdminTokens {
+        #[command(subcommand)]
+        command: AdminTokensCommand,
+    },
+}
+
+/// `quire ctl cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Node id, leader, term, log indexes and members.
+    Status {
+        /// Read this node's view only (no effect today; status is always local).
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+/// Read options of list/get commands.
+#[derive(Debug, Clone, Args)]
+pub struct ReadOpts {
+    /// Read this node's applied state instead of a linearizable read (may be stale).
+    #[arg(long)]
+    pub local: bool,
+}
+
+/// `quire ctl tenants ...`
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant.
+    Create {
+        /// Tenant id (a-z, 0-9, '-', '_').
+        id: String,
+        /// Human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants with their counts.
+    List(ReadOpts),
+    /// Show one tenant.
+    Get {
+        id: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete a tenant that has no workspaces.
+    Delete { id: String },
+}
+
+/// `quire ctl workspaces ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkspacesCommand {
+    /// Create a workspace served by an integration of the tenant.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Workspace id.
+        id: String,
+        /// Integration that serves it.
+        #[arg(long)]
+        integration: String,
+        /// Human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a tenant's workspaces.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Show one workspace.
+    Get {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+}
+
+/// Where a Notion token comes from: a file, or `QUIRE_NOTION_TOKEN` (never a plain flag,
+/// which would leak into shell history and process lists).
+#[derive(Debug, Clone, Args)]
+pub struct NotionTokenSource {
+    /// File holding the Notion integration token.
+    #[arg(long)]
+    pub notion_token_file: Option<PathBuf>,
+}
+
+/// `quire ctl integrations ...`
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Add a Notion integration (token from --notion-token-file or QUIRE_NOTION_TOKEN).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// Integration id.
+        id: String,
+        /// Human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        token: NotionTokenSource,
+        /// Sustained requests per second (default: the node's configured default).
+        #[arg(long)]
+        requests_per_second: Option<u32>,
+        /// Burst size (default: the node's configured default).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Replace an integration's Notion token.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        token: NotionTokenSource,
+    },
+    /// Remove an integration no workspace uses.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+    /// List a tenant's integrations (never their tokens).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+}
+
+/// `quire ctl principals ...`
+#[derive(Debug, Subcommand)]
+pub enum PrincipalsCommand {
+    /// Create a principal.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        /// Human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a tenant's principals and their workspaces.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Grant a principal a workspace.
+    Grant {
+        #[arg(long)]
+        tenant: String,
+        /// Principal id.
+        principal: String,
+        #[arg(long)]
+        workspace: String,
+    },
+}
+
+/// `quire ctl tokens ...`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue an API token for a principal in a granted workspace (the secret is shown once).
+    Issue {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        workspace: String,
+        /// Scopes (repeat or comma-separate; default: all known scopes).
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List a tenant's tokens (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Revoke a token.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// Token id.
+        id: String,
+    },
+}
+
+/// `quire ctl admin-tokens ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminTokensCommand {
+    /// Issue an admin token (the secret is shown once).
+    Issue {
+        /// Who will hold it.
+        #[arg(long)]
+        name: String,
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List admin tokens.
+    List(ReadOpts),
+    /// Revoke an admin token.
+    Revoke {
+        /// Admin token id.
+        id: String,
+    },
+}
+
+/// Runs one `quire ctl` command, printing to stdout.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    run_to(args, &mut out, |name| std::env::var(name).ok()).await
+}
+
+/// Runs one `quire ctl` command, printing to `out`; `env` reads environment variables (for
+/// `QUIRE_NOTION_TOKEN`).
+pub async fn run_to(
+    args: CtlArgs,
+    out: &mut dyn Write,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let client = Client::new(&args)?;
+    let json_out = args.json;
+    let (value, view) = execute(&client, args.command, &env).await?;
+    if json_out {
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        view.render(&value, out)?;
+    }
+    Ok(())
+}
+
+/// How a response is shown to a human.
+enum View {
+    Table {
+        list_key: &'static str,
+        columns: &'static [(&'static str, &'static str)],
+    },
+    Fields,
+    Message(String),
+    Secret(&'static str),
+}
+
+impl View {
+    fn render(&self, value: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
+        match self {
+            View::Table { list_key, columns } => {
+                let mut table = Table::new(columns.iter().map(|(h, _)| *h));
+                for item in value[*list_key].as_array().into_iter().flatten() {
+                    table.row(columns.iter().map(|(_, key)| cell(&item[*key])));
+                }
+                table.write(out)?;
+            }
+            View::Fields => write_fields(value, out)?,
+            View::Message(text) => writeln!(out, "{text}")?,
+            View::Secret(what) => {
+                writeln!(out, "{what} {}", cell(&value["token_id"]))?;
+                writeln!(out, "token: {}", cell(&value["token"]))?;
+                if let Some(expires) = value["expires_at_ms"].as_u64() {
+                    writeln!(out, "expires_at_ms: {expires}")?;
+                }
+                writeln!(out, "(shown once: store it now)")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_fields(value: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(map) = value.as_object() {
+        let width = map.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in map {
+            if k == "members" {
+                continue;
+            }
+            writeln!(out, "{k:<width$}  {}", cell(v))?;
+        }
+        if let Some(members) = value["members"].as_array() {
+            writeln!(out)?;
+            let mut table = Table::new(["ID", "ROLE", "LAST LOG", "APPLIED"]);
+            for m in members {
+                table.row([
+                    cell(&m["id"]),
+                    cell(&m["role"]),
+                    cell(&m["last_log_index"]),
+                    cell(&m["applied_index"]),
+                ]);
+            }
+            table.write(out)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_query(read: &ReadOpts) -> &'static str {
+    if read.local { "?consistency=local" } else { "" }
+}
+
+fn notion_token(
+    source: &NotionTokenSource,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    let token = match &source.notion_token_file {
+        Some(path) => read_token_file(path)?,
+        None => env("QUIRE_NOTION_TOKEN")
+            .context("no Notion token: pass --notion-token-file FILE or set QUIRE_NOTION_TOKEN")?,
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("the Notion token is empty");
+    }
+    Ok(token)
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the Notion token file {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the Notion token file {}", path.display()))?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        bail!(
+            "the Notion token file {} is larger than {MAX_TOKEN_FILE_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(text)
+}
+
+/// Percent-encodes one path segment (ids are validated by the server; this keeps a stray
+/// '/' or '?' from changing which route is called).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const TENANT_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "display_name"),
+    ("WORKSPACES", "workspaces"),
+    ("INTEGRATIONS", "integrations"),
+    ("PRINCIPALS", "principals"),
+    ("TOKENS", "tokens"),
+];
+const WORKSPACE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "display_name"),
+    ("INTEGRATION", "integration"),
+];
+const INTEGRATION_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "display_name"),
+    ("BUDGET", "budget"),
+    ("WORKSPACES", "workspaces"),
+];
+const PRINCIPAL_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "display_name"),
+    ("WORKSPACES", "workspaces"),
+];
+const TOKEN_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "token_id"),
+    ("PRINCIPAL", "principal"),
+    ("WORKSPACE", "workspace"),
+    ("SCOPES", "scopes"),
+    ("ISSUED_MS", "issued_at_ms"),
+    ("EXPIRES_MS", "expires_at_ms"),
+    ("REVOKED", "revoked"),
+    ("VALID", "valid"),
+];
+const ADMIN_TOKEN_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "token_id"),
+    ("NAME", "display_name"),
+    ("ISSUED_MS", "issued_at_ms"),
+    ("EXPIRES_MS", "expires_at_ms"),
+    ("REVOKED", "revoked"),
+    ("VALID", "valid"),
+];
+
+async fn execute(
+    c: &Client,
+    command: CtlCommand,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Value, View)> {
+    use reqwest::Method;
+    let table = |list_key, columns| View::Table { list_key, columns };
+    Ok(match command {
+        CtlCommand::Cluster {
+            command: ClusterCommand::Status { local },
+        } => {
+            let q = if local { "?consistency=local" } else { "" };
+            let v = c
+                .call(Method::GET, &format!("/cluster/status{q}"), None)
+                .await?;
+            (v, View::Fields)
+        }
+        CtlCommand::Tenants { command } => match command {
+            TenantsCommand::Create { id, name } => {
+                let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
+                let v = c.call(Method::POST, "/tenants", Some(body)).await?;
+                let msg = format!("created tenant {}", cell(&v["id"]));
+                (v, View::Message(msg))
+            }
+            TenantsCommand::List(read) => {
+                let v = c
+                    .call(Method::GET, &format!("/tenants{}", read_query(&read)), None)
+                    .await?;
+                (v, table("tenants", TENANT_COLUMNS))
+            }
+            TenantsCommand::Get { id, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/tenants/{}{}", seg(&id), read_query(&read)),
+                        None,
+                    )
+                    .await?;
+                (v, View::Fields)
+            }
+            TenantsCommand::Delete { id } => {
+                let v = c
+                    .call(Method::DELETE, &format!("/tenants/{}", seg(&id)), None)
+                    .await?;
+                (v, View::Message(format!("deleted tenant {id}")))
+            }
+        },
+        CtlCommand::Workspaces { command } => match command {
+            WorkspacesCommand::Create {
+                tenant,
+                id,
+                integration,
+                name,
+            } => {
+                let body = json!({
+                    "display_name": name.unwrap_or_else(|| id.clone()),
+                    "id": id,
+                    "integration": integration,
+                });
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("/tenants/{}/workspaces", seg(&tenant)),
+                        Some(body),
+                    )
+                    .await?;
+                let msg = format!("created workspace {tenant}/{}", cell(&v["id"]));
+                (v, View::Message(msg))
+            }
+            WorkspacesCommand::List { tenant, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/tenants/{}/workspaces{}", seg(&tenant), read_query(&read)),
+                        None,
+                    )
+                    .await?;
+                (v, table("workspaces", WORKSPACE_COLUMNS))
+            }
+            WorkspacesCommand::Get { tenant, id, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!(
+                            "/tenants/{}/workspaces/{}{}",
+                            seg(&tenant),
+                            seg(&id),
+                            read_query(&read)
+                        ),
+                        None,
+                    )
+                    .await?;
+                (v, View::Fields)
+            }
+        },
+        CtlCommand::Integrations { command } => match command {
+            IntegrationsCommand::Add {
+                tenant,
+                id,
+                name,
+                token,
+                requests_per_second,
+                burst,
+            } => {
+                let mut body = json!({
+                    "display_name": name.unwrap_or_else(|| id.clone()),
+                    "id": id,
+                    "notion_token": notion_token(&token, env)?,
+                });
+                if let Some(rps) = requests_per_second {
+                    body["requests_per_second"] = rps.into();
+                }
+                if let Some(burst) = burst {
+                    body["burst"] = burst.into();
+                }
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("/tenants/{}/integrations", seg(&tenant)),
+                        Some(body),
+                    )
+                    .await?;
+                let msg = format!(
+                    "added integration {tenant}/{} (budget {})",
+                    cell(&v["id"]),
+                    cell(&v["budget"])
+                );
+                (v, View::Message(msg))
+            }
+            IntegrationsCommand::Rotate { tenant, id, token } => {
+                let body = json!({"notion_token": notion_token(&token, env)?});
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("/tenants/{}/integrations/{}/rotate", seg(&tenant), seg(&id)),
+                        Some(body),
+                    )
+                    .await?;
+                (
+                    v,
+                    View::Message(format!("rotated the token of integration {tenant}/{id}")),
+                )
+            }
+            IntegrationsCommand::Remove { tenant, id } => {
+                let v = c
+                    .call(
+                        Method::DELETE,
+                        &format!("/tenants/{}/integrations/{}", seg(&tenant), seg(&id)),
+                        None,
+                    )
+                    .await?;
+                (
+                    v,
+                    View::Message(format!("removed integration {tenant}/{id}")),
+                )
+            }
+            IntegrationsCommand::List { tenant, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!(
+                            "/tenants/{}/integrations{}",
+                            seg(&tenant),
+                            read_query(&read)
+                        ),
+                        None,
+                    )
+                    .await?;
+                (v, table("integrations", INTEGRATION_COLUMNS))
+            }
+        },
+        CtlCommand::Principals { command } => match command {
+            PrincipalsCommand::Create { tenant, id, name } => {
+                let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("/tenants/{}/principals", seg(&tenant)),
+                        Some(body),
+                    )
+                    .await?;
+                let msg = format!("created principal {tenant}/{}", cell(&v["id"]));
+                (v, View::Message(msg))
+            }
+            PrincipalsCommand::List { tenant, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/tenants/{}/principals{}", seg(&tenant), read_query(&read)),
+                        None,
+                    )
+                    .await?;
+                (v, table("principals", PRINCIPAL_COLUMNS))
+            }
+            PrincipalsCommand::Grant {
+                tenant,
+                principal,
+                workspace,
+            } => {
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!(
+                            "/tenants/{}/principals/{}/workspaces",
+                            seg(&tenant),
+                            seg(&principal)
+                        ),
+                        Some(json!({"workspace": workspace})),
+                    )
+                    .await?;
+                let msg = if v["changed"] == Value::Bool(false) {
+                    format!("{principal} already had workspace {workspace}")
+                } else {
+                    format!("granted {principal} workspace {workspace}")
+                };
+                (v, View::Message(msg))
+            }
+        },
+        CtlCommand::Tokens { command } => match command {
+            TokensCommand::Issue {
+                tenant,
+                principal,
+                workspace,
+                scopes,
+                ttl_secs,
+            } => {
+                let mut body = json!({"principal": principal, "workspace": workspace});
+                if !scopes.is_empty() {
+                    body["scopes"] = scopes.into();
+                }
+                if let Some(ttl) = ttl_secs {
+                    body["ttl_secs"] = ttl.into();
+                }
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("/tenants/{}/tokens", seg(&tenant)),
+                        Some(body),
+                    )
+                    .await?;
+                (v, View::Secret("issued token"))
+            }
+            TokensCommand::List { tenant, read } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/tenants/{}/tokens{}", seg(&tenant), read_query(&read)),
+                        None,
+                    )
+                    .await?;
+                (v, table("tokens", TOKEN_COLUMNS))
+            }
+            TokensCommand::Revoke { tenant, id } => {
+                let v = c
+                    .call(
+                        Method::DELETE,
+                        &format!("/tenants/{}/tokens/{}", seg(&tenant), seg(&id)),
+                        None,
+                    )
+                    .await?;
+                (v, View::Message(format!("revoked token {id}")))
+            }
+        },
+        CtlCommand::AdminTokens { command } => match command {
+            AdminTokensCommand::Issue { name, ttl_secs } => {
+                let mut body = json!({"display_name": name});
+                if let Some(ttl) = ttl_secs {
+                    body["ttl_secs"] = ttl.into();
+                }
+                let v = c.call(Method::POST, "/admin-tokens", Some(body)).await?;
+                (v, View::Secret("issued admin token"))
+            }
+            AdminTokensCommand::List(read) => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/admin-tokens{}", read_query(&read)),
+                        None,
+                    )
+                    .await?;
+                (v, table("admin_tokens", ADMIN_TOKEN_COLUMNS))
+            }
+            AdminTokensCommand::Revoke { id } => {
+                let v = c
+                    .call(Method::DELETE, &format!("/admin-tokens/{}", seg(&id)), None)
+                    .await?;
+                (v, View::Message(format!("revoked admin token {id}")))
+            }
+        },
+    })
+}
+
+/// An HTTP client bound to one node's admin API.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &CtlArgs) -> anyhow::Result<Self> {
+        let token = args
+            .token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .context("no admin token: pass --token or set QUIRE_ADMIN_TOKEN (`quire serve --sandbox` writes one to <data-dir>/client.json)")?;
+        let url = args.url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--url must start with http:// or https://, got {url:?}");
+        }
+        let timeout = Duration::from_secs(args.timeout_secs);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: format!("{url}/admin/v1"),
+            token: token.trim().to_owned(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let mut response = request.send().await.map_err(|e| request_error(&e, &url))?;
+        let status = response.status();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| request_error(&e, &url))?
+        {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                bail!("{method} {url}: the response is larger than {MAX_RESPONSE_BYTES} bytes");
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return value.with_context(|| format!("{method} {url}: the response is not JSON"));
+        }
+        match value {
+            Some(v) if v["message"].is_string() => bail!(
+                "{} (HTTP {}, {})",
+                v["message"].as_str().unwrap_or_default(),
+                status.as_u16(),
+                v["error"].as_str().unwrap_or("error")
+            ),
+            _ => bail!(
+                "{method} {url} answered HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            ),
+        }
+    }
+}
+
+fn request_error(e: &reqwest::Error, url: &str) -> anyhow::Error {
+    if e.is_timeout() {
+        anyhow::anyhow!(
+            "{url}: no answer within the deadline (--timeout-secs); a change may still have been applied: check with a list before retrying"
+        )
+    } else if e.is_connect() {
+        anyhow::anyhow!(
+            "cannot connect to {url}: is a node running there? (set --url or QUIRE_URL)"
+        )
+    } else {
+        anyhow::anyhow!("{url}: {e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    #[test]
+    fn parses_commands_and_globals() {
+        let cli = Cli::try_parse_from([
+            "ctl",
+            "tokens",
+            "issue",
+            "--tenant",
+            "acme",
+            "--principal",
+            "bot",
+            "--workspace",
+            "docs",
+            "--scope",
+            "mcp_server_access,notion_workspace_read",
+            "--json",
+            "--url",
+            "http://h:1",
+            "--token",
+            "qa_x",
+        ])
+        .unwrap();
+        assert!(cli.ctl.json);
+        assert_eq!(cli.ctl.url, "http://h:1");
+        match cli.ctl.command {
+            CtlCommand::Tokens {
+                command: TokensCommand::Issue { scopes, .. },
+            } => assert_eq!(scopes, ["mcp_server_access", "notion_workspace_read"]),
+            other => panic!("{other:?}"),
+        }
+        // The Notion token is never a plain flag.
+        assert!(
+            Cli::try_parse_from([
+                "ctl",
+                "integrations",
+                "add",
+                "--tenant",
+                "a",
+                "i",
+                "--notion-token",
+                "secret"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("acme-1_x"), "acme-1_x");
+        assert_eq!(seg("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn notion_token_from_env_or_file() {
+        let none = NotionTokenSource {
+            notion_token_file: None,
+        };
+        assert_eq!(
+            notion_token(&none, &|_| Some(" ntn_abc \n".into())).unwrap(),
+            "ntn_abc"
+        );
+        let e = notion_token(&none, &|_| None).unwrap_err();
+        assert!(e.to_string().contains("--notion-token-file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, "ntn_file\n").unwrap();
+        let file = NotionTokenSource {
+            notion_token_file: Some(path),
+        };
+        assert_eq!(notion_token(&file, &|_| None).unwrap(), "ntn_file");
+    }
+}
