@@ -397,7 +397,9 @@ impl Pool {
                     self.failed(addr, Some(generation));
                     return Err(timed_out(what));
                 }
-                Ok(Err(status)) => return Err(self.status_error(addr, generation, status, &what)),
+                Ok(Err(status)) => {
+                    return Err(self.status_error(addr, generation, status, &what, timeout));
+                }
                 Ok(Ok(response)) => reply = Some(response.into_inner()),
             }
         }
@@ -415,9 +417,20 @@ impl Pool {
         generation: u64,
         status: tonic::Status,
         what: &str,
+        timeout: Duration,
     ) -> TransportError {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         use std::error::Error as _;
         use tonic::Code;
+        if timed_out_locally(&status) {
+            // tonic enforced the deadline this side set on the request.
+            self.failed(addr, Some(generation));
+            return TransportError::Timeout {
+                addr: addr.to_string(),
+                what: what.to_string(),
+                timeout_ms,
+            };
+        }
         if status.source().is_some() {
             // Made on this side from a transport failure: the connection is broken.
             self.failed(addr, Some(generation));
@@ -436,11 +449,23 @@ impl Pool {
             return TransportError::Timeout {
                 addr: addr.to_string(),
                 what: what.to_string(),
-                timeout_ms: 0,
+                timeout_ms,
             };
         }
         TransportError::from(status)
     }
+}
+
+/// Whether tonic made `status` because the request's own deadline passed.
+fn timed_out_locally(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, TransportError> {
@@ -641,6 +666,14 @@ impl GrpcPeer {
 }
 
 impl RaftNetwork<TypeConfig> for GrpcPeer {
+    /// openraft waits this long between retries to an unreachable peer: the same capped
+    /// exponential backoff as reconnects (openraft's default is a flat 500 ms).
+    fn backoff(&self) -> openraft::network::Backoff {
+        let config = self.pool.config.clone();
+        let failures = std::iter::successors(Some(1u32), |f| Some(f.saturating_add(1)));
+        openraft::network::Backoff::new(failures.map(move |f| config.backoff(f)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

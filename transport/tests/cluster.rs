@@ -57,12 +57,15 @@ impl Node {
             .unwrap()
             .with_fault_filter(faults as Arc<dyn FaultFilter>);
         let client = network.peer_client();
-        let config = ControlPlaneConfig::new(
+        let mut config = ControlPlaneConfig::new(
             dir.path().join(format!("node-{id}")),
             id,
             "transport-test",
             addr.clone(),
         );
+        // Node 1 snapshots (and purges its log) often, so nodes that join later catch up
+        // through InstallSnapshot over the wire; the others never snapshot on their own.
+        config.snapshot_every_logs = if id == 1 { 10 } else { 10_000 };
         let control = Arc::new(
             ControlPlane::open_with_network(config, network)
                 .await
@@ -152,7 +155,18 @@ async fn mtls_group_replicates_forwards_reads_and_fails_over() {
 
     n1.control.bootstrap_single().await.unwrap();
     n1.control.wait_leader(DEADLINE).await.unwrap();
-    n1.control.write(create("before-join")).await.unwrap();
+    for i in 0..25 {
+        n1.control
+            .write(create(&format!("before-join-{i}")))
+            .await
+            .unwrap();
+    }
+    n1.control
+        .raft()
+        .wait(Some(DEADLINE))
+        .metrics(|m| m.purged.is_some(), "leader purged its log")
+        .await
+        .unwrap();
 
     // Node 2 joins through the leader; node 3 through node 2, which relays to the leader.
     let members = n2.client.join(&n1.addr, 2, &n2.addr).await.unwrap();
@@ -211,7 +225,14 @@ async fn mtls_group_replicates_forwards_reads_and_fails_over() {
             n.control
                 .read_applied(|s| s.tenant(&tenant("forwarded")).is_some())
         );
-        assert_eq!(n.control.read_applied(|s| s.tenant_count()), 3);
+        assert_eq!(n.control.read_applied(|s| s.tenant_count()), 27);
+    }
+    for n in [&n2, &n3] {
+        assert!(
+            n.control.raft().metrics().borrow().snapshot.is_some(),
+            "node {} caught up through a snapshot sent over the wire",
+            n.id
+        );
     }
 
     // Read-index from a follower: the leader confirms, the follower waits, then reads.
