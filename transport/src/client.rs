@@ -37,6 +37,10 @@ use crate::tls::{TlsMaterial, TransportSecurity, install_crypto_provider};
 
 type Stub = proto::peer_client::PeerClient<Channel>;
 
+/// Largest serialized AppendEntries batch sent in one message (room left for framing);
+/// a larger batch is refused with openraft's `PayloadTooLarge`, and openraft splits it.
+const MAX_APPEND_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES - 64 * 1024;
+
 /// The role of a member of the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MemberRole {
@@ -682,6 +686,13 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         let timeout = option.hard_ttl();
         let payload = encode("AppendEntriesRequest", &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.len() > MAX_APPEND_PAYLOAD_BYTES && rpc.entries.len() > 1 {
+            // openraft retries at once with at most this many entries per request.
+            let hint = (rpc.entries.len() / 2) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         let message = proto::RaftRequest {
             payload,
             snapshot_data: Vec::new(),

@@ -8,6 +8,11 @@
 //!
 //! It must not know business rules (authorization, tools, Notion): commands travel as
 //! opaque serde_json payloads and are decided by `quire-raft`'s `apply` on the leader.
+//! Rate-limit leases, shard handoff and session resume will join the same service and pool.
+//!
+//! A node wires it as: `GrpcNetwork::new(id, config, security)` → `peer_client()` (keep it)
+//! → `ControlPlane::open_with_network(.., network)` in an `Arc` → `PeerServer::new(control,
+//! config, security, peer_client).serve(listener, shutdown)` on the node's own listener.
 
 pub mod client;
 pub mod config;

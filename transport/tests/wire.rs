@@ -178,6 +178,32 @@ async fn raft_rpcs_to_dead_or_silent_peers_fail_as_unreachable_or_timeout() {
         .unwrap_err();
     assert!(err.to_string().contains("backing off"), "{err}");
 
+    // A batch too large for one message is handed back to openraft to split.
+    let big = openraft::raft::AppendEntriesRequest::<quire_raft::TypeConfig> {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: (1..=60_000u64)
+            .map(|i| openraft::Entry {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+                payload: openraft::EntryPayload::Normal(
+                    quire_raft::command::Command::CreateTenant {
+                        tenant: quire_raft::TenantId::new(format!("t{i}")).unwrap(),
+                        display_name: "x".repeat(200),
+                    },
+                ),
+            })
+            .collect(),
+    };
+    let err = dead
+        .append_entries(big, RPCOption::new(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    match err {
+        RPCError::PayloadTooLarge(p) => assert_eq!(p.entries_hint(), 30_000),
+        other => panic!("expected PayloadTooLarge, got {other}"),
+    }
+
     let (silent_addr, _hole) = black_hole().await;
     let mut silent = network.new_client(3, &BasicNode::new(silent_addr)).await;
     let started = Instant::now();
