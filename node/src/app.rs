@@ -1,6 +1,7 @@
 //! The running node's shared state: configuration, the control plane (Raft), the data plane
 //! (actors), the master key, and the clock.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
@@ -8,17 +9,22 @@ use tokio_util::sync::CancellationToken;
 use quire_actors::call::{Budget, IntegrationSpec};
 use quire_actors::notion::NotionToken;
 use quire_actors::supervisor::DataPlane;
-use quire_raft::control::ControlPlane;
+use quire_raft::command::{Command, CommandOutput};
+use quire_raft::control::{ControlPlane, ReadError, WriteError};
 use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::seal::{MasterKey, integration_aad};
+use quire_raft::state::State;
 
 use crate::auth::Caller;
 use crate::clock::SharedClock;
+use crate::cluster::Router;
 use crate::config::Config;
 
 pub struct App {
     pub config: Config,
-    pub control: ControlPlane,
+    pub control: Arc<ControlPlane>,
+    /// Writes and linearizable reads from any node (forwarded to the leader).
+    pub router: Router,
     pub data: DataPlane,
     pub master_key: MasterKey,
     pub clock: SharedClock,
@@ -30,7 +36,7 @@ pub struct App {
 impl App {
     pub fn new(
         config: Config,
-        control: ControlPlane,
+        router: Router,
         data: DataPlane,
         master_key: MasterKey,
         clock: SharedClock,
@@ -38,7 +44,8 @@ impl App {
     ) -> Self {
         Self {
             config,
-            control,
+            control: router.control.clone(),
+            router,
             data,
             master_key,
             clock,
@@ -53,6 +60,18 @@ impl App {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Proposes a command to the control plane and waits until it is committed and applied.
+    /// Any node accepts writes: one that is not the leader forwards the command to it.
+    pub async fn write(&self, cmd: Command) -> Result<CommandOutput, WriteError> {
+        self.router.write(cmd).await
+    }
+
+    /// A linearizable read of the control state: it sees every write acknowledged before it
+    /// started, on whichever node it runs.
+    pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, ReadError> {
+        self.router.read(f).await
     }
 
     /// Resolves a bearer secret to its caller, against the applied control state.

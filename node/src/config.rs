@@ -17,7 +17,73 @@ pub struct Config {
     pub limits: LimitsSection,
     pub security: SecuritySection,
     pub raft: RaftSection,
+    pub peer: PeerSection,
     pub sandbox: SandboxSection,
+}
+
+/// The peer network: gRPC between nodes over mutual TLS. Without `peer.listen` a node runs
+/// as a group of one and talks to no peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerSection {
+    /// Where this node's peer gRPC listener binds (its own port, never the HTTP one).
+    pub listen: Option<SocketAddr>,
+    /// `host:port` other nodes use to reach this node's peer listener. Defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Directory with this node's `node.pem`, `node.key` and the cluster's `ca.pem`
+    /// (`quire certs node` writes it).
+    pub tls_dir: Option<PathBuf>,
+    /// Talk plaintext gRPC to peers. Only for tests on one machine; logs a warning.
+    pub insecure: bool,
+    /// On first start, join the cluster through this member's peer address (`host:port`).
+    pub join: Option<String>,
+    /// A static member list: every node of the cluster starts with the same list, and the
+    /// group forms from it on first start.
+    pub members: Vec<StaticMember>,
+    /// Deadline of a peer request other than Raft's own.
+    pub request_timeout_ms: u64,
+    /// Deadline of one snapshot chunk.
+    pub snapshot_timeout_ms: u64,
+    /// Requests in flight to one peer.
+    pub max_in_flight_per_peer: usize,
+    /// Let the admin API cut and heal this node's links to peers (`/admin/v1/test/faults`).
+    /// For failure tests only; never in production.
+    pub fault_injection: bool,
+}
+
+/// One member of a static member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMember {
+    pub id: u64,
+    /// Its peer address, `host:port`.
+    pub addr: String,
+}
+
+impl Default for PeerSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            advertise: None,
+            tls_dir: None,
+            insecure: false,
+            join: None,
+            members: Vec::new(),
+            request_timeout_ms: 5_000,
+            snapshot_timeout_ms: 30_000,
+            max_in_flight_per_peer: 256,
+            fault_injection: false,
+        }
+    }
+}
+
+impl PeerSection {
+    /// The address peers use to reach this node, if it has a peer listener.
+    pub fn advertised(&self) -> Option<String> {
+        self.advertise
+            .clone()
+            .or_else(|| self.listen.map(|a| a.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,6 +324,21 @@ impl Config {
         if let Some(v) = get("QUIRE_NOTION_BASE_URL") {
             self.notion.base_url = v;
         }
+        if let Some(v) = get("QUIRE_PEER_LISTEN") {
+            self.peer.listen = Some(parse("QUIRE_PEER_LISTEN", v)?);
+        }
+        if let Some(v) = get("QUIRE_PEER_ADVERTISE") {
+            self.peer.advertise = Some(v);
+        }
+        if let Some(v) = get("QUIRE_TLS_DIR") {
+            self.peer.tls_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("QUIRE_JOIN") {
+            self.peer.join = Some(v);
+        }
+        if let Some(v) = get("QUIRE_FAULT_INJECTION") {
+            self.peer.fault_injection = parse("QUIRE_FAULT_INJECTION", v)?;
+        }
         if let Some(v) = get("QUIRE_MASTER_KEY_FILE") {
             self.security.master_key_file = Some(PathBuf::from(v));
         }
@@ -347,10 +428,63 @@ impl Config {
         if self.raft.snapshot_every_logs == 0 {
             problems.push("raft.snapshot_every_logs must be at least 1".to_owned());
         }
+        self.validate_peer(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_peer(&self, problems: &mut Vec<String>) {
+        let peer = &self.peer;
+        if peer.listen.is_some() && peer.tls_dir.is_none() && !peer.insecure {
+            problems.push(
+                "peer.listen needs peer.tls_dir (make one with `quire certs node`), or peer.insecure = true for a test on one machine"
+                    .to_owned(),
+            );
+        }
+        if peer.listen.is_none() && (peer.join.is_some() || !peer.members.is_empty()) {
+            problems.push("peer.join and peer.members need peer.listen".to_owned());
+        }
+        if peer.join.is_some() && !peer.members.is_empty() {
+            problems.push("set either peer.join or peer.members, not both".to_owned());
+        }
+        if !peer.members.is_empty() {
+            let ids: std::collections::BTreeSet<u64> = peer.members.iter().map(|m| m.id).collect();
+            if ids.len() != peer.members.len() {
+                problems.push("peer.members names a node id twice".to_owned());
+            }
+            if !ids.contains(&self.node.id) {
+                problems.push(format!(
+                    "peer.members does not name this node (node.id = {})",
+                    self.node.id
+                ));
+            }
+            if ids.contains(&0) {
+                problems.push("peer.members ids must be at least 1".to_owned());
+            }
+        }
+        let addrs = peer
+            .join
+            .iter()
+            .chain(peer.advertise.iter())
+            .chain(peer.members.iter().map(|m| &m.addr));
+        for addr in addrs {
+            if addr.contains("://") || !addr.contains(':') {
+                problems.push(format!(
+                    "peer address {addr:?} must be host:port (no scheme)"
+                ));
+            }
+        }
+        if peer.request_timeout_ms == 0
+            || peer.snapshot_timeout_ms == 0
+            || peer.max_in_flight_per_peer == 0
+        {
+            problems.push(
+                "peer.request_timeout_ms, peer.snapshot_timeout_ms and peer.max_in_flight_per_peer must be at least 1"
+                    .to_owned(),
+            );
         }
     }
 
@@ -402,6 +536,27 @@ mod tests {
         c.node.id = 0;
         c.notion.base_url = "ftp://x".into();
         c.limits.call_deadline_ms = 0;
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn peer_settings_are_checked_together() {
+        let mut c = Config::default();
+        c.peer.listen = Some(SocketAddr::from(([127, 0, 0, 1], 7900)));
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert!(problems[0].contains("tls_dir"), "{problems:?}");
+        c.peer.insecure = true;
+        c.validate().unwrap();
+        c.peer.join = Some("https://10.0.0.1:7900".into());
+        c.peer.members = vec![StaticMember {
+            id: 2,
+            addr: "10.0.0.2:7900".into(),
+        }];
         let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
             panic!("expected Invalid")
         };

@@ -26,7 +26,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(mcp_routes)
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(crate::nodes_api::router(app.clone()))
+        .nest("/admin/v1", crate::admin::router(app))
 }
 
 /// A session closed by `DELETE /mcp` answers 204 No Content (rmcp says 202, which clients

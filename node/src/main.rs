@@ -24,8 +24,20 @@ struct Cli {
 enum Command {
     /// Run a node: the MCP endpoint, the control plane and the data plane.
     Serve(ServeArgs),
+    /// Start a new cluster on its first node: a group of one, the master key's check, and a
+    /// bootstrap admin token in `<data-dir>/admin-token`. Then run `quire serve`.
+    Init(NodeArgs),
+    /// Administer a running cluster over its admin API.
+    Ctl(quire_node::ctl::CtlArgs),
+    /// Certificates for the peer network's mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Run the local Notion sandbox alone (a stand-in for api.notion.com).
     Sandbox(SandboxArgs),
+    /// A cluster of real nodes on loopback, for trying Quire out and for tests
+    /// (`deploy/local-cluster.sh` wraps it).
+    #[command(subcommand)]
+    LocalCluster(LocalClusterCommand),
     /// Print a new random master key (64 hex characters) for sealing Notion tokens.
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -34,8 +46,63 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LocalClusterCommand {
+    /// Start N nodes with certificates, the Notion sandbox, a bootstrap admin token and a
+    /// demo tenant; print the cluster's state as JSON.
+    Up {
+        nodes: usize,
+        #[arg(long, env = "QUIRE_CLUSTER_DIR", default_value = "local-cluster")]
+        dir: PathBuf,
+        /// Plaintext between peers instead of mutual TLS.
+        #[arg(long)]
+        insecure: bool,
+        /// Let the admin API cut links (failure tests).
+        #[arg(long)]
+        fault_injection: bool,
+    },
+    /// Stop every process of the cluster.
+    Down {
+        #[arg(long, env = "QUIRE_CLUSTER_DIR", default_value = "local-cluster")]
+        dir: PathBuf,
+    },
+    /// Print the cluster's state as JSON.
+    Status {
+        #[arg(long, env = "QUIRE_CLUSTER_DIR", default_value = "local-cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a new cluster certificate authority (`ca.pem`, `ca.key`) in DIR.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Name written into the CA certificate.
+        #[arg(long, default_value = "quire")]
+        cluster_name: String,
+    },
+    /// Make node N's certificate, signed by the CA in --ca, into DIR (`node.pem`, `node.key`,
+    /// `ca.pem`).
+    Node {
+        #[arg(long)]
+        id: u64,
+        /// A host name or IP address peers use for this node (repeat for several).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Directory of the cluster CA.
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Settings shared by `serve` and `init`; each flag overrides the config file and the
+/// environment.
 #[derive(Args)]
-struct ServeArgs {
+struct NodeArgs {
     /// TOML configuration file (see the README's configuration reference).
     #[arg(long, env = "QUIRE_CONFIG")]
     config: Option<PathBuf>,
@@ -45,6 +112,62 @@ struct ServeArgs {
     /// HTTP listen address (overrides node.listen).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// This node's Raft id (overrides node.id).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Peer gRPC listen address (overrides peer.listen).
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// `host:port` other nodes use for this node's peer listener (overrides peer.advertise).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory with node.pem, node.key and ca.pem (overrides peer.tls_dir).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Plaintext peer traffic (tests on one machine only; logs a warning).
+    #[arg(long)]
+    insecure_peer: bool,
+}
+
+impl NodeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(dir) = &self.data_dir {
+            config.node.data_dir = dir.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.node.listen = listen;
+        }
+        if let Some(id) = self.node_id {
+            config.node.id = id;
+        }
+        if let Some(addr) = self.peer_listen {
+            config.peer.listen = Some(addr);
+        }
+        if let Some(addr) = &self.advertise {
+            config.peer.advertise = Some(addr.clone());
+        }
+        if let Some(dir) = &self.tls_dir {
+            config.peer.tls_dir = Some(dir.clone());
+        }
+        if self.insecure_peer {
+            config.peer.insecure = true;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// On first start, join the cluster through this member's peer address (`host:port`).
+    #[arg(long)]
+    join: Option<String>,
     /// Start the Notion sandbox in-process with its demo content, provision a demo tenant,
     /// workspace, integration and user, and write `<data-dir>/client.json`.
     #[arg(long)]
@@ -89,6 +212,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => run_serve(args).await,
+            Command::Init(args) => run_init(args).await,
+            Command::Ctl(args) => quire_node::ctl::run(args).await,
+            Command::LocalCluster(command) => run_local_cluster(command).await,
+            Command::Certs(CertsCommand::Init { out, cluster_name }) => {
+                quire_node::certs::init_ca(&out, &cluster_name)
+            }
+            Command::Certs(CertsCommand::Node { id, hosts, ca, out }) => {
+                quire_node::certs::issue_node(id, &hosts, &ca, &out)
+            }
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Keygen { out } => quire_node::keys::keygen(out.as_deref()),
         }
@@ -103,16 +235,9 @@ fn main() -> ExitCode {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    config.apply_env(|name| std::env::var(name).ok())?;
-    if let Some(dir) = args.data_dir {
-        config.node.data_dir = dir;
-    }
-    if let Some(listen) = args.listen {
-        config.node.listen = listen;
+    let mut config = args.node.config()?;
+    if let Some(join) = args.join {
+        config.peer.join = Some(join);
     }
     config.validate()?;
     serve(
@@ -123,6 +248,59 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     )
     .await
+}
+
+async fn run_local_cluster(command: LocalClusterCommand) -> anyhow::Result<()> {
+    use quire_node::local_cluster::{LocalCluster, Spec};
+    match command {
+        LocalClusterCommand::Up {
+            nodes,
+            dir,
+            insecure,
+            fault_injection,
+        } => {
+            let binary = std::env::current_exe()?;
+            let cluster = LocalCluster::up(Spec {
+                dir,
+                binary,
+                nodes,
+                tls: !insecure,
+                fault_injection,
+                env: Vec::new(),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&cluster.status)?);
+            cluster.detach();
+        }
+        LocalClusterCommand::Down { dir } => {
+            let stopped = LocalCluster::down(&dir)?;
+            eprintln!("stopped {stopped} processes");
+        }
+        LocalClusterCommand::Status { dir } => {
+            let status = LocalCluster::read_status(&dir)?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_init(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    config.validate()?;
+    let path = quire_node::init::init(
+        config,
+        ServeOptions {
+            sandbox: false,
+            master_key_env: std::env::var("QUIRE_MASTER_KEY").ok(),
+        },
+    )
+    .await?;
+    println!(
+        "started a new cluster; the bootstrap admin token is in {}",
+        path.display()
+    );
+    println!("now run `quire serve` with the same settings");
+    Ok(())
 }
 
 async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ use quire_raft::seal::MasterKey;
 
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
+use crate::cluster::{self, Router};
 use crate::config::Config;
 use crate::keys;
 
@@ -75,7 +76,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<MasterKey> {
+pub fn master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<MasterKey> {
     if let Some(text) = &options.master_key_env {
         return MasterKey::parse(text).context("QUIRE_MASTER_KEY is not a valid master key");
     }
@@ -103,12 +104,12 @@ fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Records the cluster's key check on first start; afterwards, refuses a different key.
-async fn check_master_key(
-    control: &ControlPlane,
+pub async fn check_master_key(
+    router: &Router,
     key: &MasterKey,
     cluster_name: &str,
 ) -> anyhow::Result<()> {
-    let existing = control
+    let existing = router
         .read(|state| state.cluster().map(|c| c.key_check.clone()))
         .await?;
     match existing {
@@ -120,7 +121,7 @@ async fn check_master_key(
         }),
         None => {
             let key_check = key.key_check(&mut StdRng::from_os_rng())?;
-            control
+            router
                 .write(Command::InitCluster {
                     cluster_name: cluster_name.to_owned(),
                     key_check,
@@ -180,41 +181,32 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     }
 
     let key = master_key(&config, &options)?;
-    let control = ControlPlane::open(ControlPlaneConfig {
-        data_dir: config.node.data_dir.join("raft"),
-        node_id: config.node.id,
-        cluster_name: config.node.cluster_name.clone(),
-        raft_addr: local_addr.to_string(),
-        heartbeat_ms: config.raft.heartbeat_ms,
-        election_timeout_ms: (
-            config.raft.election_timeout_min_ms,
-            config.raft.election_timeout_max_ms,
-        ),
-        snapshot_every_logs: config.raft.snapshot_every_logs,
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.node.data_dir.display()
-        )
-    })?;
-    control.bootstrap_single().await?;
-    control
+    let node = open_node(&config).await?;
+    let shutdown = CancellationToken::new();
+    let peer_task = node.start_peer_server(&config, shutdown.clone())?;
+    cluster::form_or_join(
+        &config,
+        &node.router.control,
+        node.router.peers.as_ref(),
+        options.sandbox,
+    )
+    .await?;
+    node.router
+        .control
         .wait_leader(LEADER_WAIT)
         .await
         .context("the control plane elected no leader in time")?;
-    check_master_key(&control, &key, &config.node.cluster_name).await?;
+    check_master_key(&node.router, &key, &config.node.cluster_name).await?;
+    cluster::stop_when_removed(node.router.control.clone(), shutdown.clone());
 
     let data = DataPlane::start(data_plane_config(&config, StdRng::from_os_rng().next_u64()))
         .await
         .context("cannot start the data plane")?;
 
     let clock: SharedClock = Arc::new(SystemClock);
-    let shutdown = CancellationToken::new();
     let app = Arc::new(App::new(
         config.clone(),
-        control,
+        node.router.clone(),
         data,
         key,
         clock,
@@ -242,7 +234,148 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     shutdown.cancel();
     app.set_ready(false);
     app.data.stop().await;
+    if let Some(task) = peer_task {
+        let _ = task.await;
+    }
+    drop(app);
+    node.shutdown().await;
     served.context("the HTTP server failed")?;
     tracing::info!("quire node stopped");
     Ok(())
+}
+
+/// A node's control plane and, in a cluster, its peer network.
+pub struct OpenNode {
+    pub router: Router,
+    network: Option<quire_transport::GrpcNetwork>,
+    security: Option<quire_transport::TransportSecurity>,
+    peer_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+}
+
+/// Binds the peer listener (if any) and opens the control plane over the right network.
+pub async fn open_node(config: &Config) -> anyhow::Result<OpenNode> {
+    open_node_advertising(config, config.peer.advertised()).await
+}
+
+/// [`open_node`], advertising `raft_addr` to peers (`quire init` opens without a listener
+/// but records the address the node will serve peers on).
+pub async fn open_node_advertising(
+    config: &Config,
+    raft_addr: Option<String>,
+) -> anyhow::Result<OpenNode> {
+    let security = cluster::transport_security(config)?;
+    let peer_listener = match config.peer.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for peers (is another process using that port? set peer.listen or --peer-listen)")
+        })?),
+        None => None,
+    };
+    let raft_addr = raft_addr.unwrap_or_else(|| "local".to_owned());
+    let control_config = ControlPlaneConfig {
+        data_dir: config.node.data_dir.join("raft"),
+        node_id: config.node.id,
+        cluster_name: config.node.cluster_name.clone(),
+        raft_addr,
+        heartbeat_ms: config.raft.heartbeat_ms,
+        election_timeout_ms: (
+            config.raft.election_timeout_min_ms,
+            config.raft.election_timeout_max_ms,
+        ),
+        snapshot_every_logs: config.raft.snapshot_every_logs,
+    };
+    let faults = config
+        .peer
+        .fault_injection
+        .then(|| Arc::new(quire_transport::LinkFaults::new(config.node.id)));
+    let open_context = || {
+        format!(
+            "cannot open the data directory {}",
+            config.node.data_dir.display()
+        )
+    };
+    let (control, network) = match &security {
+        Some(security) => {
+            let mut network = quire_transport::GrpcNetwork::new(
+                config.node.id,
+                cluster::transport_config(config),
+                security.clone(),
+            )?;
+            if let Some(faults) = &faults {
+                network = network.with_fault_filter(faults.clone());
+            }
+            let control = ControlPlane::open_with_network(control_config, network.clone())
+                .await
+                .with_context(open_context)?;
+            (control, Some(network))
+        }
+        None => (
+            ControlPlane::open(control_config)
+                .await
+                .with_context(open_context)?,
+            None,
+        ),
+    };
+    let peers = network.as_ref().map(|n| n.peer_client());
+    Ok(OpenNode {
+        router: Router {
+            control: Arc::new(control),
+            peers,
+            faults,
+        },
+        network,
+        security,
+        peer_listener: std::sync::Mutex::new(peer_listener),
+    })
+}
+
+impl OpenNode {
+    /// Serves the peer service until `shutdown` is cancelled (nothing without a listener).
+    pub fn start_peer_server(
+        &self,
+        config: &Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let (Some(network), Some(security)) = (&self.network, &self.security) else {
+            return Ok(None);
+        };
+        let Some(listener) = self.peer_listener_take() else {
+            return Ok(None);
+        };
+        let server = quire_transport::PeerServer::new(
+            self.router.control.clone(),
+            cluster::transport_config(config),
+            security.clone(),
+            network.peer_client(),
+        )?;
+        Ok(Some(tokio::spawn(async move {
+            if let Err(e) = server
+                .serve(listener, async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!("the peer server stopped: {e}");
+            }
+        })))
+    }
+
+    fn peer_listener_take(&self) -> Option<tokio::net::TcpListener> {
+        self.peer_listener.lock().ok()?.take()
+    }
+
+    /// Stops openraft and releases the data dir.
+    pub async fn shutdown(self) {
+        let control = self.router.control;
+        drop(self.network);
+        match Arc::try_unwrap(control) {
+            Ok(control) => {
+                if let Err(e) = control.shutdown().await {
+                    tracing::warn!("control plane shutdown: {e}");
+                }
+            }
+            Err(control) => {
+                if let Err(e) = control.raft().shutdown().await {
+                    tracing::warn!("raft shutdown: {e}");
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,239 @@
+//! The node's place in the Raft group: peer security from the configuration, forwarding of
+//! writes and linearizable reads to the leader from any node, forming or joining the group on
+//! first start, and stopping a node that was removed from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use quire_raft::command::{Command, CommandOutput};
+use quire_raft::control::{ControlPlane, ReadError, WriteError};
+use quire_raft::state::State;
+use quire_transport::{PeerClient, TransportConfig, TransportError, TransportSecurity};
+
+use crate::config::Config;
+
+/// How long a first start keeps trying to join through `peer.join` (the member may still be
+/// starting).
+pub const JOIN_RETRY_WINDOW: Duration = Duration::from_secs(120);
+
+/// Transport timings from the node's configuration.
+pub fn transport_config(config: &Config) -> TransportConfig {
+    TransportConfig {
+        request_timeout_ms: config.peer.request_timeout_ms,
+        snapshot_timeout_ms: config.peer.snapshot_timeout_ms,
+        max_in_flight_per_peer: config.peer.max_in_flight_per_peer,
+        ..TransportConfig::default()
+    }
+}
+
+/// The peer security the configuration asks for; `None` without a peer listener.
+pub fn transport_security(config: &Config) -> anyhow::Result<Option<TransportSecurity>> {
+    if config.peer.listen.is_none() {
+        return Ok(None);
+    }
+    if let Some(dir) = &config.peer.tls_dir {
+        let material = quire_transport::TlsFiles::load(dir).with_context(|| {
+            format!("cannot load the node's TLS material from {}", dir.display())
+        })?;
+        return Ok(Some(TransportSecurity::MutualTls(material)));
+    }
+    if config.peer.insecure {
+        tracing::warn!(
+            "peer traffic is plaintext (peer.insecure): use only for a test on one machine"
+        );
+        return Ok(Some(TransportSecurity::Insecure));
+    }
+    bail!("peer.listen needs peer.tls_dir or peer.insecure")
+}
+
+/// Writes and linearizable reads that work on any node: a follower forwards to the leader.
+#[derive(Clone)]
+pub struct Router {
+    pub control: Arc<ControlPlane>,
+    pub peers: Option<PeerClient>,
+    /// The link faults this node applies to its outgoing peer requests, when
+    /// `peer.fault_injection` is on.
+    pub faults: Option<Arc<quire_transport::LinkFaults>>,
+}
+
+/// Waiting between forwarding attempts while a leader is being elected.
+const FORWARD_RETRY: Duration = Duration::from_millis(100);
+/// Attempts to find the leader for one write or read.
+const FORWARD_ATTEMPTS: usize = 50;
+
+fn forward_error(e: TransportError) -> WriteError {
+    match e {
+        TransportError::NotLeader { leader_id, .. } => WriteError::NotLeader { leader: leader_id },
+        TransportError::Timeout { .. } => WriteError::Timeout,
+        other => WriteError::Raft(other.to_string()),
+    }
+}
+
+impl Router {
+    /// Proposes `cmd` on the leader, wherever it is, and waits for its result.
+    pub async fn write(&self, cmd: Command) -> Result<CommandOutput, WriteError> {
+        let mut last = WriteError::NotLeader { leader: None };
+        for _ in 0..FORWARD_ATTEMPTS {
+            match self.control.write(cmd.clone()).await {
+                Err(WriteError::NotLeader { leader }) => {
+                    let (Some(peers), Some(addr)) = (
+                        &self.peers,
+                        leader.and_then(|id| self.control.member_addr(id)),
+                    ) else {
+                        last = WriteError::NotLeader { leader };
+                        tokio::time::sleep(FORWARD_RETRY).await;
+                        continue;
+                    };
+                    match peers.forward_write_to_leader(&addr, &cmd).await {
+                        Ok(response) => return response.0.map_err(WriteError::Rejected),
+                        Err(e)
+                            if matches!(
+                                e,
+                                TransportError::NotLeader { .. }
+                                    | TransportError::Unreachable { .. }
+                            ) =>
+                        {
+                            last = forward_error(e);
+                            tokio::time::sleep(FORWARD_RETRY).await;
+                        }
+                        Err(e) => return Err(forward_error(e)),
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// A linearizable read on this node: on the leader, a quorum check; on a follower, the
+    /// leader's read index, then a local read once this node has applied it.
+    pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, ReadError> {
+        let mut last = ReadError::NotLeader { leader: None };
+        for _ in 0..FORWARD_ATTEMPTS {
+            match self.control.read_index(Duration::from_secs(5)).await {
+                Ok(index) => {
+                    self.control
+                        .wait_applied(index, Duration::from_secs(5))
+                        .await?;
+                    return Ok(self.control.read_applied(f));
+                }
+                Err(ReadError::NotLeader { leader }) => {
+                    let (Some(peers), Some(addr)) = (
+                        &self.peers,
+                        leader.and_then(|id| self.control.member_addr(id)),
+                    ) else {
+                        last = ReadError::NotLeader { leader };
+                        tokio::time::sleep(FORWARD_RETRY).await;
+                        continue;
+                    };
+                    match peers.read_barrier(&self.control, &addr).await {
+                        Ok(()) => return Ok(self.control.read_applied(f)),
+                        Err(TransportError::Timeout { .. }) => return Err(ReadError::Timeout),
+                        Err(
+                            e @ (TransportError::NotLeader { .. }
+                            | TransportError::Unreachable { .. }),
+                        ) => {
+                            last = ReadError::Raft(e.to_string());
+                            tokio::time::sleep(FORWARD_RETRY).await;
+                        }
+                        Err(e) => return Err(ReadError::Raft(e.to_string())),
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Forms the group on a first start: from the static member list, by joining through
+/// `peer.join`, or as a group of one when `single` (sandbox, `quire init`). A data dir that
+/// already belongs to a group just rejoins it.
+pub async fn form_or_join(
+    config: &Config,
+    control: &ControlPlane,
+    peers: Option<&PeerClient>,
+    single: bool,
+) -> anyhow::Result<()> {
+    if control.is_initialized().await? {
+        return Ok(());
+    }
+    if !config.peer.members.is_empty() {
+        let members = config
+            .peer
+            .members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        control.bootstrap_members(&members).await?;
+        return Ok(());
+    }
+    if let Some(target) = &config.peer.join {
+        let (Some(peers), Some(me)) = (peers, config.peer.advertised()) else {
+            bail!("peer.join needs peer.listen");
+        };
+        let deadline = tokio::time::Instant::now() + JOIN_RETRY_WINDOW;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match peers.join(target, config.node.id, &me).await {
+                Ok(members) => {
+                    tracing::info!(via = %target, members = members.len(), "joined the cluster");
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(via = %target, "cannot join yet ({e}); retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(3));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot join the cluster through {target}"));
+                }
+            }
+        }
+    }
+    if single {
+        control.bootstrap_single().await?;
+        return Ok(());
+    }
+    bail!(
+        "this data dir ({}) belongs to no cluster yet: run `quire init` to start a new cluster, \
+         or start with `--join HOST:PORT` (a member's peer address) or a static peer.members list",
+        config.node.data_dir.display()
+    )
+}
+
+/// Stops the node (cancels `shutdown`) once the group's membership no longer names it.
+pub fn stop_when_removed(control: Arc<ControlPlane>, shutdown: CancellationToken) {
+    let me = control.config().node_id;
+    let mut metrics = control.raft().metrics();
+    tokio::spawn(async move {
+        let mut was_member = false;
+        loop {
+            let is_member = {
+                let m = metrics.borrow();
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, _)| *id == me)
+            };
+            if is_member {
+                was_member = true;
+            } else if was_member {
+                tracing::error!(
+                    node_id = me,
+                    "this node was removed from the cluster; it stops serving"
+                );
+                shutdown.cancel();
+                return;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
