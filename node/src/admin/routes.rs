@@ -829,17 +829,18 @@ async fn revoke_admin(
     let token_id = id("token", path(p)?, TokenId::new)?;
     // Guard against locking every operator out: keep at least one other valid admin token.
     let now_ms = app.clock.now_ms();
-    let others_valid = app
+    let (target_valid, others_valid) = app
         .read(|s| {
-            s.admin_tokens()
-                .filter(|t| t.token_id != token_id && t.is_valid_at(now_ms))
-                .count()
+            let valid = |t: &&AdminToken| t.is_valid_at(now_ms);
+            (
+                s.admin_token(&token_id).filter(valid).is_some(),
+                s.admin_tokens()
+                    .filter(|t| t.token_id != token_id)
+                    .filter(valid)
+                    .count(),
+            )
         })
         .await?;
-    let target_valid = app.control.read_applied(|s| {
-        s.admin_token(&token_id)
-            .is_some_and(|t| t.is_valid_at(now_ms))
-    });
     if target_valid && others_valid == 0 {
         return Err(AdminError::conflict(format!(
             "admin token {:?} is the last valid admin token; issue another one before revoking it",

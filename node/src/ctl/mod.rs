@@ -84,12 +84,8 @@ pub enum CtlCommand {
 /// `quire ctl cluster ...`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Node id, leader, term, log indexes and members.
-    Status {
-        /// Read this node's view only (no effect today; status is always local).
-        #[arg(long)]
-        local: bool,
-    },
+    /// Node id, leader, term, log indexes and members, as the node at --url sees them.
+    Status,
 }
 
 /// Read options of list/get commands.
@@ -343,7 +339,8 @@ impl View {
             View::Message(text) => writeln!(out, "{text}")?,
             View::Secret(what) => {
                 writeln!(out, "{what} {}", cell(&value["token_id"]))?;
-                writeln!(out, "token: {}", cell(&value["token"]))?;
+                // Never cut like a table cell: the whole secret is needed.
+                writeln!(out, "token: {}", value["token"].as_str().unwrap_or("-"))?;
                 if let Some(expires) = value["expires_at_ms"].as_u64() {
                     writeln!(out, "expires_at_ms: {expires}")?;
                 }
@@ -483,12 +480,9 @@ async fn execute(
     let table = |list_key, columns| View::Table { list_key, columns };
     Ok(match command {
         CtlCommand::Cluster {
-            command: ClusterCommand::Status { local },
+            command: ClusterCommand::Status,
         } => {
-            let q = if local { "?consistency=local" } else { "" };
-            let v = c
-                .call(Method::GET, &format!("/cluster/status{q}"), None)
-                .await?;
+            let v = c.call(Method::GET, "/cluster/status", None).await?;
             (v, View::Fields)
         }
         CtlCommand::Tenants { command } => match command {
@@ -912,6 +906,18 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_issued_secret_is_printed_whole() {
+        let secret = format!("qk_{}", "ab".repeat(32));
+        let value = json!({"token_id": "tok-1", "token": secret, "expires_at_ms": null});
+        let mut out = Vec::new();
+        View::Secret("issued token")
+            .render(&value, &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("token: {secret}\n")), "{text}");
     }
 
     #[test]
