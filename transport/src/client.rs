@@ -129,6 +129,8 @@ struct Slot {
     generation: u64,
     failures: u32,
     retry_at: Option<Instant>,
+    /// When the current channel was made.
+    created_at: Instant,
     in_flight: Arc<Semaphore>,
 }
 
@@ -244,6 +246,7 @@ impl Pool {
                     generation: 0,
                     failures: 0,
                     retry_at: None,
+                    created_at: Instant::now(),
                     in_flight: Arc::new(Semaphore::new(self.config.max_in_flight_per_peer)),
                 },
             );
@@ -254,62 +257,50 @@ impl Pool {
             .unwrap_or_else(|| Arc::new(Semaphore::new(1))))
     }
 
-    /// The channel to `addr`, connecting if there is none (unless backing off).
-    async fn channel(
-        &self,
-        addr: &str,
-        deadline: Instant,
-    ) -> Result<(Channel, u64), TransportError> {
-        {
-            let slots = lock(&self.slots);
-            if let Some(slot) = slots.get(addr) {
-                if let Some(channel) = &slot.channel {
-                    return Ok((channel.clone(), slot.generation));
-                }
-                if let Some(at) = slot.retry_at {
-                    let now = Instant::now();
-                    if now < at {
-                        return Err(TransportError::Unreachable {
-                            addr: addr.to_string(),
-                            reason: format!(
-                                "backing off for {} ms more after {} failed attempts",
-                                (at - now).as_millis(),
-                                slot.failures
-                            ),
-                        });
-                    }
-                }
-            }
+    /// The channel to `addr`: a lazily connected one is made if there is none (unless
+    /// backing off). tonic connects it in the background on first use, so a connect is not
+    /// cut short by one request's deadline (a heartbeat's may be shorter than a handshake).
+    fn channel(&self, addr: &str) -> Result<(Channel, u64), TransportError> {
+        let mut slots = lock(&self.slots);
+        let Some(slot) = slots.get_mut(addr) else {
+            return Err(TransportError::Unreachable {
+                addr: addr.to_string(),
+                reason: "forgotten by the connection pool; retry".into(),
+            });
+        };
+        if let Some(channel) = &slot.channel {
+            return Ok((channel.clone(), slot.generation));
         }
-        let endpoint = self.endpoint(addr)?;
-        match tokio::time::timeout_at(deadline, endpoint.connect()).await {
-            Ok(Ok(channel)) => {
-                let mut slots = lock(&self.slots);
-                let generation = match slots.get_mut(addr) {
-                    Some(slot) => {
-                        slot.generation += 1;
-                        slot.channel = Some(channel.clone());
-                        slot.generation
-                    }
-                    None => 0,
-                };
-                Ok((channel, generation))
-            }
-            Ok(Err(e)) => {
-                self.failed(addr, None);
-                Err(TransportError::Unreachable {
-                    addr: addr.to_string(),
-                    reason: format!("connect: {}", chain(&e)),
-                })
-            }
-            Err(_) => {
-                self.failed(addr, None);
-                Err(TransportError::Timeout {
-                    addr: addr.to_string(),
-                    what: "connect".into(),
-                    timeout_ms: self.config.connect_timeout_ms,
-                })
-            }
+        let now = Instant::now();
+        if let Some(at) = slot.retry_at
+            && now < at
+        {
+            return Err(TransportError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!(
+                    "backing off for {} ms more after {} failed attempts",
+                    (at - now).as_millis(),
+                    slot.failures
+                ),
+            });
+        }
+        let channel = self.endpoint(addr)?.connect_lazy();
+        slot.generation += 1;
+        slot.created_at = now;
+        slot.channel = Some(channel.clone());
+        Ok((channel, slot.generation))
+    }
+
+    /// A request ran out of time. A channel younger than the connect timeout may still be
+    /// connecting and is kept; an older one is in doubt (a hung HTTP/2 connection never
+    /// recovers by itself) and is dropped, with a backoff.
+    fn timed_out(&self, addr: &str, generation: u64) {
+        let young = lock(&self.slots).get(addr).is_some_and(|slot| {
+            slot.generation == generation
+                && slot.created_at.elapsed() < self.config.connect_timeout()
+        });
+        if !young {
+            self.failed(addr, Some(generation));
         }
     }
 
@@ -385,12 +376,12 @@ impl Pool {
                 )));
             }
         };
-        let (channel, generation) = self.channel(addr, deadline).await?;
+        let (channel, generation) = self.channel(addr)?;
         let mut reply = None;
         for _ in 0..sends {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                self.failed(addr, Some(generation));
+                self.timed_out(addr, generation);
                 return Err(timed_out(what));
             }
             let stub = Stub::new(channel.clone())
@@ -398,7 +389,7 @@ impl Pool {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             match tokio::time::timeout_at(deadline, send(stub, remaining)).await {
                 Err(_) => {
-                    self.failed(addr, Some(generation));
+                    self.timed_out(addr, generation);
                     return Err(timed_out(what));
                 }
                 Ok(Err(status)) => {
@@ -423,20 +414,20 @@ impl Pool {
         what: &str,
         timeout: Duration,
     ) -> TransportError {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         use std::error::Error as _;
         use tonic::Code;
-        if timed_out_locally(&status) {
-            // tonic enforced the deadline this side set on the request.
-            self.failed(addr, Some(generation));
+        if timed_out_locally(&status) || status.code() == Code::DeadlineExceeded {
+            // tonic enforced the deadline this side set on the request, or the peer did.
+            self.timed_out(addr, generation);
             return TransportError::Timeout {
                 addr: addr.to_string(),
                 what: what.to_string(),
-                timeout_ms,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             };
         }
         if status.source().is_some() {
-            // Made on this side from a transport failure: the connection is broken.
+            // Made on this side from a transport failure (connect refused, TLS handshake
+            // refused, connection broken): drop the channel.
             self.failed(addr, Some(generation));
             return TransportError::Unreachable {
                 addr: addr.to_string(),
@@ -445,16 +436,9 @@ impl Pool {
         }
         if matches!(
             status.code(),
-            Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled
+            Code::Unknown | Code::Internal | Code::Cancelled
         ) {
             self.failed(addr, Some(generation));
-        }
-        if status.code() == Code::DeadlineExceeded {
-            return TransportError::Timeout {
-                addr: addr.to_string(),
-                what: what.to_string(),
-                timeout_ms,
-            };
         }
         TransportError::from(status)
     }
