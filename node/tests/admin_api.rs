@@ -374,6 +374,31 @@ async fn ctl_provisions_a_tenant_whose_token_works_at_mcp_until_revoked() {
     .json();
     assert_eq!(local["integrations"][0]["workspaces"], json!(["docs"]));
 
+    // Paging: one tenant per page, in id order, with a cursor.
+    let first = ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &["--json", "tenants", "list", "--limit", "1"],
+    )
+    .json();
+    assert_eq!(first["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(first["tenants"][0]["id"], "acme");
+    assert_eq!(first["next_after"], "acme");
+    let second = ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &[
+            "--json", "tenants", "list", "--limit", "1", "--after", "acme",
+        ],
+    )
+    .json();
+    assert_eq!(second["tenants"][0]["id"], "demo");
+    assert_eq!(second["next_after"], Value::Null);
+
     // Rotate the Notion token (from the environment this time).
     let r = ctl(
         &mut seen,

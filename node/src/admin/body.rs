@@ -123,37 +123,110 @@ pub enum Consistency {
     Local,
 }
 
-/// Parses the query string of a GET: only `consistency=linearizable|local` is accepted.
-pub fn consistency(query: Option<&str>) -> Result<Consistency, AdminError> {
-    let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return Ok(Consistency::Linearizable);
-    };
-    if query.len() > MAX_QUERY_BYTES {
-        return Err(AdminError::bad_request(format!(
-            "the query string is longer than {MAX_QUERY_BYTES} bytes"
-        )));
-    }
-    let mut result = Consistency::Linearizable;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match (key, value) {
-            ("consistency", "linearizable") => result = Consistency::Linearizable,
-            ("consistency", "local") => result = Consistency::Local,
-            ("consistency", _) => {
-                return Err(AdminError::invalid(
-                    "consistency",
-                    "must be \"linearizable\" (the default) or \"local\"",
-                ));
-            }
-            _ => {
-                let shown: String = key.chars().take(64).collect();
-                return Err(AdminError::bad_request(format!(
-                    "unknown query parameter {shown:?}; only consistency=linearizable|local is accepted"
-                )));
+/// Most items in one page of a list.
+pub const MAX_PAGE_ITEMS: usize = 1_000;
+/// Items in a page when the request does not say.
+pub const DEFAULT_PAGE_ITEMS: usize = 500;
+
+/// The query parameters of a GET: `consistency=linearizable|local`, and for lists
+/// `limit=N` (1..=1000, default 500) and `after=ID` (the `next_after` of the previous page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadParams {
+    /// How to read.
+    pub consistency: Consistency,
+    /// Most items to return.
+    pub limit: usize,
+    /// Return only items whose id sorts after this one.
+    pub after: Option<String>,
+}
+
+impl ReadParams {
+    /// Parses a query string; `paged` says whether `limit` and `after` are accepted.
+    pub fn parse(query: Option<&str>, paged: bool) -> Result<Self, AdminError> {
+        let mut params = ReadParams {
+            consistency: Consistency::Linearizable,
+            limit: DEFAULT_PAGE_ITEMS,
+            after: None,
+        };
+        let Some(query) = query.filter(|q| !q.is_empty()) else {
+            return Ok(params);
+        };
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(AdminError::bad_request(format!(
+                "the query string is longer than {MAX_QUERY_BYTES} bytes"
+            )));
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "consistency" => {
+                    params.consistency = match value {
+                        "linearizable" => Consistency::Linearizable,
+                        "local" => Consistency::Local,
+                        _ => {
+                            return Err(AdminError::invalid(
+                                "consistency",
+                                "must be \"linearizable\" (the default) or \"local\"",
+                            ));
+                        }
+                    }
+                }
+                "limit" if paged => {
+                    params.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE_ITEMS).contains(n))
+                        .ok_or_else(|| {
+                            AdminError::invalid(
+                                "limit",
+                                format!("must be a whole number from 1 to {MAX_PAGE_ITEMS}"),
+                            )
+                        })?;
+                }
+                "after" if paged => {
+                    quire_raft::ids::validate_id("after", value)
+                        .map_err(|e| AdminError::invalid("after", e.to_string()))?;
+                    params.after = Some(value.to_owned());
+                }
+                _ => {
+                    let shown: String = key.chars().take(64).collect();
+                    let accepted = if paged {
+                        "consistency, limit and after"
+                    } else {
+                        "only consistency"
+                    };
+                    return Err(AdminError::bad_request(format!(
+                        "unknown query parameter {shown:?}; {accepted} are accepted"
+                    )));
+                }
             }
         }
+        Ok(params)
     }
-    Ok(result)
+
+    /// One page of `items` (sorted by `key`): those after `after`, at most `limit`, and the
+    /// cursor of the next page if more remain.
+    pub fn page<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        key: impl Fn(&T) -> &str,
+    ) -> (Vec<T>, Option<String>) {
+        let mut page: Vec<T> = items
+            .skip_while(|item| {
+                self.after
+                    .as_deref()
+                    .is_some_and(|after| key(item) <= after)
+            })
+            .take(self.limit + 1)
+            .collect();
+        if page.len() > self.limit {
+            page.truncate(self.limit);
+            let next = page.last().map(|item| key(item).to_owned());
+            (page, next)
+        } else {
+            (page, None)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,13 +266,28 @@ mod tests {
     }
 
     #[test]
-    fn consistency_query() {
-        assert_eq!(consistency(None).unwrap(), Consistency::Linearizable);
-        assert_eq!(
-            consistency(Some("consistency=local")).unwrap(),
-            Consistency::Local
-        );
-        assert!(consistency(Some("consistency=eventual")).is_err());
-        assert!(consistency(Some("limit=5")).is_err());
+    fn read_params_and_paging() {
+        let p = ReadParams::parse(None, true).unwrap();
+        assert_eq!(p.consistency, Consistency::Linearizable);
+        assert_eq!(p.limit, DEFAULT_PAGE_ITEMS);
+        let p = ReadParams::parse(Some("consistency=local&limit=2&after=b"), true).unwrap();
+        assert_eq!(p.consistency, Consistency::Local);
+        assert!(ReadParams::parse(Some("consistency=eventual"), true).is_err());
+        assert!(ReadParams::parse(Some("limit=5"), false).is_err());
+        assert!(ReadParams::parse(Some("limit=0"), true).is_err());
+        assert!(ReadParams::parse(Some("limit=1001"), true).is_err());
+        assert!(ReadParams::parse(Some("after=Bad%20Id"), true).is_err());
+        assert!(ReadParams::parse(Some("color=red"), true).is_err());
+
+        let ids = ["a", "b", "c", "d", "e"];
+        let (page, next) = p.page(ids.iter(), |s| s);
+        assert_eq!(page, [&"c", &"d"]);
+        assert_eq!(next.as_deref(), Some("d"));
+        let last = ReadParams {
+            after: next,
+            ..p.clone()
+        };
+        let (page, next) = last.page(ids.iter(), |s| s);
+        assert_eq!((page, next), (vec![&"e"], None));
     }
 }

@@ -27,7 +27,7 @@ use quire_raft::ids::TokenId;
 use crate::app::App;
 use crate::auth::{self, AuthFailure};
 
-pub use body::{Consistency, MAX_BODY_BYTES};
+pub use body::{Consistency, DEFAULT_PAGE_ITEMS, MAX_BODY_BYTES, MAX_PAGE_ITEMS, ReadParams};
 pub use error::{ADMIN_REALM_CHALLENGE, AdminError};
 
 /// Prefix of admin token secrets.

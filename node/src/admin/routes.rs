@@ -23,7 +23,7 @@ use quire_raft::state::{
     State as ControlState, Workspace,
 };
 
-use super::body::{Body, Consistency, MAX_BODY_BYTES, consistency};
+use super::body::{Body, Consistency, MAX_BODY_BYTES, ReadParams};
 use super::error::AdminError;
 use super::{API_TOKEN_PREFIX, AdminCaller, MAX_TTL_SECS, expiry, new_secret, new_token_id};
 use crate::app::App;
@@ -127,10 +127,10 @@ fn display_name(kind: &str, name: &str) -> Result<(), AdminError> {
 
 async fn read<R>(
     app: &App,
-    query: Option<&str>,
+    params: &ReadParams,
     f: impl FnOnce(&ControlState) -> R,
 ) -> Result<R, AdminError> {
-    match consistency(query)? {
+    match params.consistency {
         Consistency::Linearizable => Ok(app.read(f).await?),
         Consistency::Local => Ok(app.control.read_applied(f)),
     }
@@ -293,13 +293,17 @@ fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
 }
 
 async fn list_tenants(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
-    let tenants = read(&app, q.as_deref(), |s| {
-        s.tenants()
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let (tenants, next) = read(&app, &params, |s| {
+        let (page, next) = params.page(s.tenants(), |t| t.id.as_str());
+        let page: Vec<Value> = page
+            .into_iter()
             .filter_map(|t| tenant_summary(s, &t.id))
-            .collect::<Vec<_>>()
+            .collect();
+        (page, next)
     })
     .await?;
-    Ok(ok(json!({ "tenants": tenants })))
+    Ok(ok(json!({ "tenants": tenants, "next_after": next })))
 }
 
 async fn get_tenant(
@@ -308,7 +312,8 @@ async fn get_tenant(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let found = read(&app, q.as_deref(), |s| tenant_summary(s, &tenant)).await?;
+    let params = ReadParams::parse(q.as_deref(), false)?;
+    let found = read(&app, &params, |s| tenant_summary(s, &tenant)).await?;
     found.map(ok).ok_or_else(|| tenant_missing(&tenant))
 }
 
@@ -369,17 +374,18 @@ async fn list_workspaces(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let found = read(&app, q.as_deref(), |s| {
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let found = read(&app, &params, |s| {
         s.tenant(&tenant)?;
-        Some(
-            s.workspaces(&tenant)
-                .map(workspace_json)
-                .collect::<Vec<_>>(),
-        )
+        let (page, next) = params.page(s.workspaces(&tenant), |w| w.id.as_str());
+        Some((
+            page.into_iter().map(workspace_json).collect::<Vec<_>>(),
+            next,
+        ))
     })
     .await?;
-    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
-    Ok(ok(json!({ "workspaces": list })))
+    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "workspaces": list, "next_after": next })))
 }
 
 async fn get_workspace(
@@ -390,7 +396,8 @@ async fn get_workspace(
     let (t, w) = path(p)?;
     let tenant = id("tenant", t, TenantId::new)?;
     let workspace = id("workspace", w, WorkspaceId::new)?;
-    let found = read(&app, q.as_deref(), |s| {
+    let params = ReadParams::parse(q.as_deref(), false)?;
+    let found = read(&app, &params, |s| {
         s.tenant(&tenant)?;
         Some(s.workspace(&tenant, &workspace).map(|w| {
             let mut v = workspace_json(w);
@@ -565,24 +572,26 @@ async fn list_integrations(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let found = read(&app, q.as_deref(), |s| {
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let found = read(&app, &params, |s| {
         s.tenant(&tenant)?;
-        Some(
-            s.integrations(&tenant)
-                .map(|i| {
-                    let used_by = s
-                        .workspaces(&tenant)
-                        .filter(|w| w.integration_id == i.id)
-                        .map(|w| w.id.as_str().to_owned())
-                        .collect();
-                    integration_json(i, used_by)
-                })
-                .collect::<Vec<_>>(),
-        )
+        let (page, next) = params.page(s.integrations(&tenant), |i| i.id.as_str());
+        let page = page
+            .into_iter()
+            .map(|i| {
+                let used_by = s
+                    .workspaces(&tenant)
+                    .filter(|w| w.integration_id == i.id)
+                    .map(|w| w.id.as_str().to_owned())
+                    .collect();
+                integration_json(i, used_by)
+            })
+            .collect::<Vec<_>>();
+        Some((page, next))
     })
     .await?;
-    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
-    Ok(ok(json!({ "integrations": list })))
+    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "integrations": list, "next_after": next })))
 }
 
 // ---- principals ----
@@ -622,17 +631,18 @@ async fn list_principals(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let found = read(&app, q.as_deref(), |s| {
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let found = read(&app, &params, |s| {
         s.tenant(&tenant)?;
-        Some(
-            s.principals(&tenant)
-                .map(principal_json)
-                .collect::<Vec<_>>(),
-        )
+        let (page, next) = params.page(s.principals(&tenant), |p| p.id.as_str());
+        Some((
+            page.into_iter().map(principal_json).collect::<Vec<_>>(),
+            next,
+        ))
     })
     .await?;
-    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
-    Ok(ok(json!({ "principals": list })))
+    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "principals": list, "next_after": next })))
 }
 
 async fn grant_workspace(
@@ -751,17 +761,16 @@ async fn list_tokens(
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let now_ms = app.clock.now_ms();
-    let found = read(&app, q.as_deref(), |s| {
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let found = read(&app, &params, |s| {
         s.tenant(&tenant)?;
-        Some(
-            s.tokens(&tenant)
-                .map(|t| token_json(t, now_ms))
-                .collect::<Vec<_>>(),
-        )
+        let (page, next) = params.page(s.tokens(&tenant), |t| t.token_id.as_str());
+        let page = page.into_iter().map(|t| token_json(t, now_ms));
+        Some((page.collect::<Vec<_>>(), next))
     })
     .await?;
-    let list = found.ok_or_else(|| tenant_missing(&tenant))?;
-    Ok(ok(json!({ "tokens": list })))
+    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
+    Ok(ok(json!({ "tokens": list, "next_after": next })))
 }
 
 async fn revoke_token(
@@ -812,13 +821,14 @@ async fn issue_admin(
 
 async fn list_admin_tokens(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
     let now_ms = app.clock.now_ms();
-    let list = read(&app, q.as_deref(), |s| {
-        s.admin_tokens()
-            .map(|t| admin_token_json(t, now_ms))
-            .collect::<Vec<_>>()
+    let params = ReadParams::parse(q.as_deref(), true)?;
+    let (list, next) = read(&app, &params, |s| {
+        let (page, next) = params.page(s.admin_tokens(), |t| t.token_id.as_str());
+        let page = page.into_iter().map(|t| admin_token_json(t, now_ms));
+        (page.collect::<Vec<_>>(), next)
     })
     .await?;
-    Ok(ok(json!({ "admin_tokens": list })))
+    Ok(ok(json!({ "admin_tokens": list, "next_after": next })))
 }
 
 async fn revoke_admin(

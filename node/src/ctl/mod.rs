@@ -88,12 +88,26 @@ pub enum ClusterCommand {
     Status,
 }
 
-/// Read options of list/get commands.
+/// Read options of get commands.
 #[derive(Debug, Clone, Args)]
 pub struct ReadOpts {
     /// Read this node's applied state instead of a linearizable read (may be stale).
     #[arg(long)]
     pub local: bool,
+}
+
+/// Read and paging options of list commands.
+#[derive(Debug, Clone, Args)]
+pub struct ListOpts {
+    /// Read this node's applied state instead of a linearizable read (may be stale).
+    #[arg(long)]
+    pub local: bool,
+    /// Most items to list (1..=1000; the server's default is 500).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// List only items after this id (the `next_after` a previous page printed).
+    #[arg(long)]
+    pub after: Option<String>,
 }
 
 /// `quire ctl tenants ...`
@@ -108,7 +122,7 @@ pub enum TenantsCommand {
         name: Option<String>,
     },
     /// List tenants with their counts.
-    List(ReadOpts),
+    List(ListOpts),
     /// Show one tenant.
     Get {
         id: String,
@@ -140,7 +154,7 @@ pub enum WorkspacesCommand {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        read: ReadOpts,
+        list: ListOpts,
     },
     /// Show one workspace.
     Get {
@@ -201,7 +215,7 @@ pub enum IntegrationsCommand {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        read: ReadOpts,
+        list: ListOpts,
     },
 }
 
@@ -222,7 +236,7 @@ pub enum PrincipalsCommand {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        read: ReadOpts,
+        list: ListOpts,
     },
     /// Grant a principal a workspace.
     Grant {
@@ -258,7 +272,7 @@ pub enum TokensCommand {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        read: ReadOpts,
+        list: ListOpts,
     },
     /// Revoke a token.
     Revoke {
@@ -282,7 +296,7 @@ pub enum AdminTokensCommand {
         ttl_secs: Option<u64>,
     },
     /// List admin tokens.
-    List(ReadOpts),
+    List(ListOpts),
     /// Revoke an admin token.
     Revoke {
         /// Admin token id.
@@ -334,6 +348,9 @@ impl View {
                     table.row(columns.iter().map(|(_, key)| cell(&item[*key])));
                 }
                 table.write(out)?;
+                if let Some(next) = value["next_after"].as_str() {
+                    writeln!(out, "(more: list again with --after {next})")?;
+                }
             }
             View::Fields => write_fields(value, out)?,
             View::Message(text) => writeln!(out, "{text}")?,
@@ -379,6 +396,24 @@ fn write_fields(value: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn read_query(read: &ReadOpts) -> &'static str {
     if read.local { "?consistency=local" } else { "" }
+}
+
+fn list_query(list: &ListOpts) -> String {
+    let mut params = Vec::new();
+    if list.local {
+        params.push("consistency=local".to_owned());
+    }
+    if let Some(limit) = list.limit {
+        params.push(format!("limit={limit}"));
+    }
+    if let Some(after) = &list.after {
+        params.push(format!("after={}", seg(after)));
+    }
+    if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    }
 }
 
 fn notion_token(
@@ -492,9 +527,9 @@ async fn execute(
                 let msg = format!("created tenant {}", cell(&v["id"]));
                 (v, View::Message(msg))
             }
-            TenantsCommand::List(read) => {
+            TenantsCommand::List(list) => {
                 let v = c
-                    .call(Method::GET, &format!("/tenants{}", read_query(&read)), None)
+                    .call(Method::GET, &format!("/tenants{}", list_query(&list)), None)
                     .await?;
                 (v, table("tenants", TENANT_COLUMNS))
             }
@@ -537,11 +572,11 @@ async fn execute(
                 let msg = format!("created workspace {tenant}/{}", cell(&v["id"]));
                 (v, View::Message(msg))
             }
-            WorkspacesCommand::List { tenant, read } => {
+            WorkspacesCommand::List { tenant, list } => {
                 let v = c
                     .call(
                         Method::GET,
-                        &format!("/tenants/{}/workspaces{}", seg(&tenant), read_query(&read)),
+                        &format!("/tenants/{}/workspaces{}", seg(&tenant), list_query(&list)),
                         None,
                     )
                     .await?;
@@ -624,14 +659,14 @@ async fn execute(
                     View::Message(format!("removed integration {tenant}/{id}")),
                 )
             }
-            IntegrationsCommand::List { tenant, read } => {
+            IntegrationsCommand::List { tenant, list } => {
                 let v = c
                     .call(
                         Method::GET,
                         &format!(
                             "/tenants/{}/integrations{}",
                             seg(&tenant),
-                            read_query(&read)
+                            list_query(&list)
                         ),
                         None,
                     )
@@ -652,11 +687,11 @@ async fn execute(
                 let msg = format!("created principal {tenant}/{}", cell(&v["id"]));
                 (v, View::Message(msg))
             }
-            PrincipalsCommand::List { tenant, read } => {
+            PrincipalsCommand::List { tenant, list } => {
                 let v = c
                     .call(
                         Method::GET,
-                        &format!("/tenants/{}/principals{}", seg(&tenant), read_query(&read)),
+                        &format!("/tenants/{}/principals{}", seg(&tenant), list_query(&list)),
                         None,
                     )
                     .await?;
@@ -710,11 +745,11 @@ async fn execute(
                     .await?;
                 (v, View::Secret("issued token"))
             }
-            TokensCommand::List { tenant, read } => {
+            TokensCommand::List { tenant, list } => {
                 let v = c
                     .call(
                         Method::GET,
-                        &format!("/tenants/{}/tokens{}", seg(&tenant), read_query(&read)),
+                        &format!("/tenants/{}/tokens{}", seg(&tenant), list_query(&list)),
                         None,
                     )
                     .await?;
@@ -740,11 +775,11 @@ async fn execute(
                 let v = c.call(Method::POST, "/admin-tokens", Some(body)).await?;
                 (v, View::Secret("issued admin token"))
             }
-            AdminTokensCommand::List(read) => {
+            AdminTokensCommand::List(list) => {
                 let v = c
                     .call(
                         Method::GET,
-                        &format!("/admin-tokens{}", read_query(&read)),
+                        &format!("/admin-tokens{}", list_query(&list)),
                         None,
                     )
                     .await?;
