@@ -38,8 +38,10 @@ pub const DEFAULT_SERVER_MAX_CONCURRENT: usize = 256;
 /// Default: requests the server handles at once on one connection.
 pub const DEFAULT_SERVER_MAX_PER_CONNECTION: usize = 128;
 
-/// Timings and bounds of the transport (client and server side).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Timings and bounds of the transport (client and server side). Deserializes from a
+/// config file section; missing fields take their defaults, unknown ones are refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// TCP + TLS connect bound.
     pub connect_timeout_ms: u64,
@@ -151,5 +153,35 @@ impl TransportConfig {
             .saturating_mul(1u64 << shift)
             .min(self.backoff_max_ms);
         Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_deserializes_with_defaults_and_validates() {
+        let c: TransportConfig = serde_json::from_str(r#"{"request_timeout_ms": 1500}"#).unwrap();
+        assert_eq!(c.request_timeout_ms, 1500);
+        assert_eq!(c.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        c.validate().unwrap();
+        assert!(serde_json::from_str::<TransportConfig>(r#"{"request_timeout": 1}"#).is_err());
+        let zero = TransportConfig {
+            max_in_flight_per_peer: 0,
+            ..TransportConfig::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_in_flight_per_peer")
+        );
+        let inverted = TransportConfig {
+            backoff_base_ms: 500,
+            backoff_max_ms: 100,
+            ..TransportConfig::default()
+        };
+        assert!(inverted.validate().is_err());
     }
 }
