@@ -162,6 +162,17 @@ pub enum Command {
         /// Admin token to revoke.
         token_id: TokenId,
     },
+    /// Runs `command` on behalf of an admin token. The token is checked here, against the
+    /// state at this log index (present, not revoked, not expired at `at_ms`), so a change
+    /// authorised by a token that a committed revocation precedes is refused.
+    AsAdmin {
+        /// The admin token the change is made with.
+        admin_token: TokenId,
+        /// When the proposer authorised it (stamped by the proposer).
+        at_ms: u64,
+        /// The change itself (not `AsAdmin` or `InitCluster`).
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -181,6 +192,7 @@ impl Command {
             Command::RevokeToken { .. } => "revoke_token",
             Command::IssueAdminToken { .. } => "issue_admin_token",
             Command::RevokeAdminToken { .. } => "revoke_admin_token",
+            Command::AsAdmin { .. } => "as_admin",
         }
     }
 }
@@ -214,6 +226,9 @@ pub enum ApplyError {
     /// A configured bound would be exceeded.
     #[error("limit reached: {0}")]
     LimitReached(String),
+    /// The credential the command was made with is not valid at this log index.
+    #[error("not authorised: {0}")]
+    Unauthorized(String),
 }
 
 fn tenant_name(t: &TenantId) -> String {
@@ -755,6 +770,33 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             }
             tok.revoked = true;
             Ok(CommandOutput::Done)
+        }
+
+        Command::AsAdmin {
+            admin_token,
+            at_ms,
+            command,
+        } => {
+            if matches!(
+                **command,
+                Command::AsAdmin { .. } | Command::InitCluster { .. }
+            ) {
+                return Err(ApplyError::Invalid(format!(
+                    "{} cannot be made as an admin command",
+                    command.kind()
+                )));
+            }
+            let valid = state
+                .admin_tokens
+                .get(admin_token)
+                .is_some_and(|t| t.is_valid_at(*at_ms));
+            if !valid {
+                return Err(ApplyError::Unauthorized(format!(
+                    "admin token {:?} is unknown, revoked or expired",
+                    admin_token.as_str()
+                )));
+            }
+            apply(state, command)
         }
     }
 }

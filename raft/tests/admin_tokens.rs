@@ -254,3 +254,87 @@ fn a_state_without_admin_tokens_deserialises() {
     let round: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(round, s);
 }
+
+fn as_admin(admin: &str, at_ms: u64, command: Command) -> Command {
+    Command::AsAdmin {
+        admin_token: tok(admin),
+        at_ms,
+        command: Box::new(command),
+    }
+}
+
+fn create_tenant(id: &str) -> Command {
+    Command::CreateTenant {
+        tenant: TenantId::new(id).unwrap(),
+        display_name: id.to_owned(),
+    }
+}
+
+/// An admin command is authorised inside `apply`, against the state at its log index.
+#[test]
+fn admin_commands_are_authorised_at_their_log_index() {
+    let mut s = State::new();
+    ok(&mut s, issue_admin("a1", "qa_one")); // valid in [1_000, 2_000)
+    ok(&mut s, issue_admin("a2", "qa_two"));
+
+    assert_eq!(
+        ok(&mut s, as_admin("a1", 1_500, create_tenant("acme"))),
+        CommandOutput::Done
+    );
+    assert!(s.tenant(&TenantId::new("acme").unwrap()).is_some());
+
+    // The inner command's own rejection comes through unchanged.
+    let e = rejected(&mut s, as_admin("a1", 1_500, create_tenant("acme")));
+    assert!(matches!(e, ApplyError::AlreadyExists(_)), "{e}");
+
+    // Unknown, expired at `at_ms`, or revoked earlier in the log: refused, nothing changes.
+    let e = rejected(&mut s, as_admin("ghost", 1_500, create_tenant("b")));
+    assert!(
+        matches!(e, ApplyError::Unauthorized(ref m) if m.contains("ghost")),
+        "{e}"
+    );
+    let e = rejected(&mut s, as_admin("a1", 2_000, create_tenant("b")));
+    assert!(matches!(e, ApplyError::Unauthorized(_)), "{e}");
+    ok(
+        &mut s,
+        as_admin(
+            "a2",
+            1_500,
+            Command::RevokeAdminToken {
+                token_id: tok("a1"),
+            },
+        ),
+    );
+    let e = rejected(&mut s, as_admin("a1", 1_500, create_tenant("b")));
+    assert!(matches!(e, ApplyError::Unauthorized(_)), "{e}");
+
+    // Not nestable, and not for cluster initialisation.
+    let e = rejected(
+        &mut s,
+        as_admin("a2", 1_500, as_admin("a2", 1_500, create_tenant("b"))),
+    );
+    assert!(matches!(e, ApplyError::Invalid(_)), "{e}");
+
+    // The same log replayed gives the same state.
+    let log = [
+        issue_admin("a1", "qa_one"),
+        as_admin("a1", 1_500, create_tenant("x")),
+        Command::RevokeAdminToken {
+            token_id: tok("a1"),
+        },
+        as_admin("a1", 1_500, create_tenant("y")),
+    ];
+    let run = || {
+        let mut st = State::new();
+        let results: Vec<_> = log.iter().map(|c| apply(&mut st, c)).collect();
+        (st, results)
+    };
+    let (first, r1) = run();
+    let (second, r2) = run();
+    assert_eq!(first, second);
+    assert_eq!(r1, r2);
+    assert!(matches!(r1[3], Err(ApplyError::Unauthorized(_))));
+    // Round trip through the log's encoding.
+    let json = serde_json::to_string(&log[1]).unwrap();
+    assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), log[1]);
+}
