@@ -118,6 +118,9 @@ impl From<ApplyError> for AdminError {
                 "rejected",
                 format!("limit reached: {what}"),
             ),
+            ApplyError::Unauthorized(what) => Self::unauthorized(format!(
+                "{what} (it was revoked or expired before the change committed); nothing changed"
+            )),
         }
     }
 }
@@ -199,6 +202,7 @@ mod tests {
             (ApplyError::Conflict("x".into()), 409, "conflict"),
             (ApplyError::Invalid("x".into()), 422, "rejected"),
             (ApplyError::LimitReached("x".into()), 422, "rejected"),
+            (ApplyError::Unauthorized("x".into()), 401, "unauthorized"),
         ];
         for (e, status, code) in cases {
             let a = AdminError::from(WriteError::Rejected(e));

@@ -41,7 +41,7 @@ pub const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminCaller {
     /// Id of the admin token used.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// Its display name.
     pub display_name: String,
 }
@@ -65,7 +65,7 @@ pub fn authenticate_admin(app: &App, secret: &str) -> Option<AdminCaller> {
     app.control.read_applied(|state| {
         let token = state.admin_token_by_hash(&hash)?;
         token.is_valid_at(now_ms).then(|| AdminCaller {
-            token_id: token.token_id.as_str().to_owned(),
+            token_id: token.token_id.clone(),
             display_name: token.display_name.clone(),
         })
     })
@@ -122,11 +122,22 @@ pub struct IssuedAdminToken {
     pub expires_at_ms: Option<u64>,
 }
 
-/// Issues an admin token with an optional lifetime, through the control plane.
+/// Wraps `cmd` so that `apply` checks `caller`'s admin token at the command's log index.
+pub fn as_admin(app: &App, caller: &AdminCaller, cmd: Command) -> Command {
+    Command::AsAdmin {
+        admin_token: caller.token_id.clone(),
+        at_ms: app.clock.now_ms(),
+        command: Box::new(cmd),
+    }
+}
+
+/// Issues an admin token with an optional lifetime, through the control plane; `by` is the
+/// admin making it (`None` only for the bootstrap token of a new cluster or sandbox).
 pub async fn issue_admin_token_with_ttl(
     app: &App,
     display_name: &str,
     ttl_secs: Option<u64>,
+    by: Option<&AdminCaller>,
 ) -> Result<IssuedAdminToken, AdminError> {
     check_display_name("admin token", display_name)
         .map_err(|e| AdminError::invalid("display_name", e.to_string()))?;
@@ -134,14 +145,18 @@ pub async fn issue_admin_token_with_ttl(
     let expires_at_ms = expiry(issued_at_ms, ttl_secs)?;
     let token_id = new_token_id("adm-")?;
     let secret = new_secret(ADMIN_TOKEN_PREFIX);
-    app.write(Command::IssueAdminToken {
+    let cmd = Command::IssueAdminToken {
         token_id: token_id.clone(),
         secret_hash: quire_raft::hash_api_token(&secret),
         display_name: display_name.to_owned(),
         issued_at_ms,
         expires_at_ms,
-    })
-    .await?;
+    };
+    let cmd = match by {
+        Some(caller) => as_admin(app, caller, cmd),
+        None => cmd,
+    };
+    app.write(cmd).await?;
     Ok(IssuedAdminToken {
         token_id: token_id.as_str().to_owned(),
         secret,
@@ -153,7 +168,7 @@ pub async fn issue_admin_token_with_ttl(
 /// Issues a non-expiring admin token and returns its secret (for `quire init` and
 /// `serve --sandbox`, which make the bootstrap admin token).
 pub async fn issue_admin_token(app: &App, display_name: &str) -> Result<String, AdminError> {
-    Ok(issue_admin_token_with_ttl(app, display_name, None)
+    Ok(issue_admin_token_with_ttl(app, display_name, None, None)
         .await?
         .secret)
 }

@@ -136,10 +136,11 @@ async fn read<R>(
     }
 }
 
-/// Proposes `cmd` on behalf of `caller`, logging the outcome (never the command's fields).
+/// Proposes `cmd` on behalf of `caller` (checked again by `apply` at the command's log
+/// index), logging the outcome (never the command's fields).
 async fn write(app: &App, caller: &AdminCaller, cmd: Command) -> Result<bool, AdminError> {
     let kind = cmd.kind();
-    match app.write(cmd).await {
+    match app.write(super::as_admin(app, caller, cmd)).await {
         Ok(output) => {
             tracing::info!(admin_token = %caller.token_id, command = kind, "admin change applied");
             Ok(output == CommandOutput::Done)
@@ -807,7 +808,7 @@ async fn issue_admin(
     let mut b = Body::parse(&bytes(body)?, &["display_name", "ttl_secs"])?;
     let name = b.string("display_name")?;
     let ttl_secs = b.opt_u64("ttl_secs", 1, MAX_TTL_SECS)?;
-    let issued = super::issue_admin_token_with_ttl(&app, &name, ttl_secs).await?;
+    let issued = super::issue_admin_token_with_ttl(&app, &name, ttl_secs, Some(&caller)).await?;
     tracing::info!(admin_token = %caller.token_id, issued = %issued.token_id, "admin token issued");
     Ok(created(json!({
         "token_id": issued.token_id,
