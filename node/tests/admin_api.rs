@@ -59,8 +59,9 @@ fn start_node(dir: &Path) -> Node {
     }
 }
 
-/// The node's base URL and admin token, once it wrote client.json and answers /readyz.
-async fn wait_ready(node: &mut Node) -> (String, String, String) {
+/// The node's base URL, admin token and MCP token, once it wrote client.json (with a base URL
+/// other than `previous`, after a restart) and answers /readyz.
+async fn wait_ready(node: &mut Node, previous: Option<&str>) -> (String, String, String) {
     let path = node.data_dir.join("client.json");
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -79,7 +80,8 @@ async fn wait_ready(node: &mut Node) -> (String, String, String) {
         {
             let url = client["mcp_url"].as_str().unwrap_or_default();
             let base = url.trim_end_matches("/mcp").to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            if previous != Some(base.as_str())
+                && let Ok(r) = http.get(format!("{base}/readyz")).send().await
                 && r.status() == 200
             {
                 let mcp_token = client["token"].as_str().unwrap_or_default().to_owned();
@@ -178,7 +180,7 @@ async fn initialize(http: &reqwest::Client, base: &str, token: &str) -> u16 {
 async fn ctl_provisions_a_tenant_whose_token_works_at_mcp_until_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_node(dir.path());
-    let (base, admin, _) = wait_ready(&mut node).await;
+    let (base, admin, _) = wait_ready(&mut node, None).await;
     let http = reqwest::Client::new();
     let mut seen = Seen::default();
     let token_file = dir.path().join("notion-token");
@@ -487,6 +489,68 @@ async fn ctl_provisions_a_tenant_whose_token_works_at_mcp_until_revoked() {
         busy.stderr
     );
 
+    // An unused integration is removed; granting twice changes nothing; an empty tenant goes.
+    ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[("QUIRE_NOTION_TOKEN", NOTION_SECRET)],
+        &["--json", "integrations", "add", "--tenant", "acme", "spare"],
+    )
+    .json();
+    let removed = ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &[
+            "--json",
+            "integrations",
+            "remove",
+            "--tenant",
+            "acme",
+            "spare",
+        ],
+    )
+    .json();
+    assert_eq!(removed["removed"], true);
+    let again = ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &[
+            "--json",
+            "principals",
+            "grant",
+            "--tenant",
+            "acme",
+            "bot",
+            "--workspace",
+            "docs",
+        ],
+    )
+    .json();
+    assert_eq!(again["changed"], false);
+    ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &["--json", "tenants", "create", "empty"],
+    )
+    .json();
+    ctl(
+        &mut seen,
+        &base,
+        &admin,
+        &[],
+        &["--json", "tenants", "delete", "empty"],
+    )
+    .json();
+    let gone = ctl(&mut seen, &base, &admin, &[], &["tenants", "get", "empty"]);
+    assert!(!gone.ok && gone.stderr.contains("404"), "{}", gone.stderr);
+
     // The Notion tokens never came back, and never reached the log.
     for secret in [NOTION_SECRET, NOTION_SECRET_ROTATED] {
         assert!(
@@ -523,7 +587,7 @@ async fn ctl_provisions_a_tenant_whose_token_works_at_mcp_until_revoked() {
 async fn bad_input_and_bad_credentials_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_node(dir.path());
-    let (base, admin, mcp_token) = wait_ready(&mut node).await;
+    let (base, admin, mcp_token) = wait_ready(&mut node, None).await;
     let http = reqwest::Client::new();
     let mut seen = Seen::default();
     let api = |path: &str| format!("{base}/admin/v1{path}");
@@ -835,5 +899,25 @@ async fn bad_input_and_bad_credentials_change_nothing() {
     )
     .await;
     assert_eq!((status, answer["error"].as_str()), (404, Some("not_found")));
-    drop(node);
+
+    // A restart keeps the sandbox's admin token (it still authenticates).
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(node.child.id().to_string())
+        .status();
+    let status = node.child.wait().expect("wait for quire");
+    assert!(status.success(), "quire stopped with {status} on SIGTERM");
+    let mut node = start_node(dir.path());
+    let (base2, admin2, _) = wait_ready(&mut node, Some(&base)).await;
+    assert_eq!(admin2, admin, "the admin token of the first start is kept");
+    let (status, _, _) = call(
+        &mut seen,
+        &http,
+        Method::GET,
+        &format!("{base2}/admin/v1/admin-tokens"),
+        Some(&admin2),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
 }
