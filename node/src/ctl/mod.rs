@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use table::{Table, cell};
+use table::{Table, cell, field_cell};
 
 /// Default admin API base URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7800";
@@ -345,7 +345,7 @@ impl View {
             View::Table { list_key, columns } => {
                 let mut table = Table::new(columns.iter().map(|(h, _)| *h));
                 for item in value[*list_key].as_array().into_iter().flatten() {
-                    table.row(columns.iter().map(|(_, key)| cell(&item[*key])));
+                    table.row(columns.iter().map(|(_, key)| field_cell(key, &item[*key])));
                 }
                 table.write(out)?;
                 if let Some(next) = value["next_after"].as_str() {
@@ -359,7 +359,7 @@ impl View {
                 // Never cut like a table cell: the whole secret is needed.
                 writeln!(out, "token: {}", value["token"].as_str().unwrap_or("-"))?;
                 if let Some(expires) = value["expires_at_ms"].as_u64() {
-                    writeln!(out, "expires_at_ms: {expires}")?;
+                    writeln!(out, "expires: {}", table::utc(expires))?;
                 }
                 writeln!(out, "(shown once: store it now)")?;
             }
@@ -375,7 +375,7 @@ fn write_fields(value: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
             if k == "members" {
                 continue;
             }
-            writeln!(out, "{k:<width$}  {}", cell(v))?;
+            writeln!(out, "{k:<width$}  {}", field_cell(k, v))?;
         }
         if let Some(members) = value["members"].as_array() {
             writeln!(out)?;
@@ -492,16 +492,16 @@ const TOKEN_COLUMNS: &[(&str, &str)] = &[
     ("PRINCIPAL", "principal"),
     ("WORKSPACE", "workspace"),
     ("SCOPES", "scopes"),
-    ("ISSUED_MS", "issued_at_ms"),
-    ("EXPIRES_MS", "expires_at_ms"),
+    ("ISSUED", "issued_at_ms"),
+    ("EXPIRES", "expires_at_ms"),
     ("REVOKED", "revoked"),
     ("VALID", "valid"),
 ];
 const ADMIN_TOKEN_COLUMNS: &[(&str, &str)] = &[
     ("ID", "token_id"),
     ("NAME", "display_name"),
-    ("ISSUED_MS", "issued_at_ms"),
-    ("EXPIRES_MS", "expires_at_ms"),
+    ("ISSUED", "issued_at_ms"),
+    ("EXPIRES", "expires_at_ms"),
     ("REVOKED", "revoked"),
     ("VALID", "valid"),
 ];

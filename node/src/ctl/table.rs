@@ -29,6 +29,36 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC time, to the second.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A cell for the JSON field `key`: times (`*_at_ms`) as UTC, everything else by [`cell`].
+pub fn field_cell(key: &str, value: &Value) -> String {
+    match value.as_u64() {
+        Some(ms) if key.ends_with("_at_ms") => utc(ms),
+        _ => cell(value),
+    }
+}
+
 /// Rows under a header, columns padded to their widest cell.
 pub struct Table {
     header: Vec<String>,
@@ -96,5 +126,13 @@ mod tests {
         );
         assert_eq!(cell(&serde_json::json!(["x", "y"])), "x,y");
         assert_eq!(cell(&Value::Null), "-");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_825_600_000), "2000-02-29T12:00:00Z");
+        assert_eq!(utc(1_796_409_384_002), "2026-12-04T18:36:24Z");
+        assert_eq!(
+            field_cell("issued_at_ms", &serde_json::json!(0)),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(field_cell("expires_at_ms", &Value::Null), "-");
     }
 }
