@@ -54,8 +54,10 @@ impl PeerServer {
         config.validate()?;
         install_crypto_provider();
         let limit = Arc::new(Semaphore::new(config.server_max_concurrent));
+        let tls = matches!(security, TransportSecurity::MutualTls(_));
         Ok(Self {
             service: PeerService {
+                tls,
                 control,
                 config,
                 relay,
@@ -116,6 +118,8 @@ impl PeerServer {
 }
 
 struct PeerService {
+    /// Whether clients present certificates (then each names the node it was issued to).
+    tls: bool,
     control: Arc<ControlPlane>,
     config: TransportConfig,
     relay: PeerClient,
@@ -166,7 +170,81 @@ fn membership_message(m: &Membership<NodeId, BasicNode>) -> proto::Membership {
     proto::Membership { members }
 }
 
+/// The node id in a certificate's subject common name `quire-node-<id>` (as
+/// [`crate::tls::issue_node_cert`] writes it).
+pub(crate) fn certificate_node_id(der: &[u8]) -> Result<NodeId, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or("the client certificate has no common name")?;
+    cn.strip_prefix(crate::tls::NODE_CN_PREFIX)
+        .and_then(|id| id.parse::<NodeId>().ok())
+        .ok_or_else(|| {
+            format!(
+                "the client certificate (CN {cn:?}) names no Quire node; issue it with `quire certs node`"
+            )
+        })
+}
+
 impl PeerService {
+    /// Under mutual TLS, the node the client's certificate was issued to (`None` without
+    /// TLS: there is nothing to check against).
+    fn certified_id<T>(&self, request: &Request<T>) -> Result<Option<NodeId>, Status> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        certificate_node_id(leaf)
+            .map(Some)
+            .map_err(Status::permission_denied)
+    }
+
+    /// Refuses a request that speaks for node `claimed` unless the client's certificate was
+    /// issued to that node (a node cannot vote, lead or join as another).
+    fn check_sender<T>(
+        &self,
+        request: &Request<T>,
+        claimed: NodeId,
+        what: &str,
+    ) -> Result<(), Status> {
+        match self.certified_id(request)? {
+            Some(certified) if certified != claimed => Err(Status::permission_denied(format!(
+                "{what} speaks for node {claimed}, but the client certificate was issued to node {certified}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a relayed request unless the relaying node is a member of the group.
+    fn check_member<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        match self.certified_id(request)? {
+            Some(certified) => {
+                let m = self.control.raft().metrics().borrow().clone();
+                if m.membership_config
+                    .membership()
+                    .get_node(&certified)
+                    .is_some()
+                {
+                    Ok(())
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "{what} relayed by node {certified}, which is not a member of the group"
+                    )))
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
         match tokio::time::timeout(self.config.request_timeout(), self.limit.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -321,6 +399,7 @@ impl proto::peer_server::Peer for PeerService {
         let _permit = self.admit().await?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
             decode("AppendEntriesRequest", &request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id.node_id, "AppendEntries")?;
         let limit = self.config.request_timeout();
         let result = tokio::time::timeout(limit, self.control.raft().append_entries(rpc))
             .await
@@ -335,6 +414,7 @@ impl proto::peer_server::Peer for PeerService {
         let _permit = self.admit().await?;
         let rpc: openraft::raft::VoteRequest<NodeId> =
             decode("VoteRequest", &request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id.node_id, "Vote")?;
         let limit = self.config.request_timeout();
         let result = tokio::time::timeout(limit, self.control.raft().vote(rpc))
             .await
@@ -347,9 +427,10 @@ impl proto::peer_server::Peer for PeerService {
         request: Request<proto::RaftRequest>,
     ) -> Result<Response<proto::RaftReply>, Status> {
         let _permit = self.admit().await?;
-        let message = request.into_inner();
         let mut rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
-            decode("InstallSnapshotRequest", &message.payload)?;
+            decode("InstallSnapshotRequest", &request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id.node_id, "InstallSnapshot")?;
+        let message = request.into_inner();
         rpc.data = message.snapshot_data;
         let limit = self.config.snapshot_timeout();
         let result = tokio::time::timeout(limit, self.control.raft().install_snapshot(rpc))
@@ -425,6 +506,12 @@ impl proto::peer_server::Peer for PeerService {
     ) -> Result<Response<proto::MembershipReply>, Status> {
         use proto::membership_reply::Result as R;
         let _permit = self.admit().await?;
+        // A node joins as itself; a relaying follower forwards on the joiner's behalf.
+        if request.get_ref().hops == 0 {
+            self.check_sender(&request, request.get_ref().node_id, "Join")?;
+        } else {
+            self.check_member(&request, "Join")?;
+        }
         let proto::JoinRequest {
             node_id,
             addr,
@@ -520,5 +607,30 @@ fn members_message(members: Vec<crate::client::MemberInfo>) -> proto::Membership
                 },
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::tls::{generate_ca, issue_node_cert};
+
+    #[test]
+    fn node_id_comes_from_the_certificate_common_name() {
+        let ca = generate_ca("t").unwrap();
+        let node = issue_node_cert(&ca.cert_pem, &ca.key_pem, 42, &["127.0.0.1".into()]).unwrap();
+        let der = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
+        assert_eq!(certificate_node_id(&der).unwrap(), 42);
+        // The CA's own certificate names no node.
+        let der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
+        assert!(
+            certificate_node_id(&der)
+                .unwrap_err()
+                .contains("names no Quire node")
+        );
+        assert!(certificate_node_id(b"junk").is_err());
     }
 }

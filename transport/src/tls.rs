@@ -27,6 +27,9 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const NODE_CERT_FILE: &str = "node.pem";
 /// Node private key file name.
 pub const NODE_KEY_FILE: &str = "node.key";
+/// A node certificate's subject common name is this prefix and the node id; under mutual
+/// TLS a peer may speak (vote, lead, join) only for the node its certificate names.
+pub const NODE_CN_PREFIX: &str = "quire-node-";
 /// Largest TLS file read (a PEM chain of a few certificates is a few KiB).
 pub const MAX_TLS_FILE_BYTES: u64 = 64 * 1024;
 /// Most hosts (SANs) on one node certificate.
@@ -141,7 +144,7 @@ pub fn issue_node_cert(
         .map_err(|e| cert_err("node certificate hosts", e))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Quire");
-    dn.push(DnType::CommonName, format!("quire-node-{node_id}"));
+    dn.push(DnType::CommonName, format!("{NODE_CN_PREFIX}{node_id}"));
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![

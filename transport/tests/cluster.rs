@@ -12,6 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
+use openraft::{BasicNode, Vote};
 use quire_raft::command::Command;
 use quire_raft::{ApplyError, ControlPlane, ControlPlaneConfig, NodeId, TenantId, WriteError};
 use quire_transport::tls::{generate_ca, install_crypto_provider, issue_node_cert};
@@ -312,7 +315,7 @@ async fn mtls_group_replicates_forwards_reads_and_fails_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_from_another_ca_are_refused() {
+async fn foreign_certificates_and_impostors_are_refused() {
     install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let ca = generate_ca("transport-test").unwrap();
@@ -361,6 +364,29 @@ async fn certificates_from_another_ca_are_refused() {
     let plain = PeerClient::new(transport_config(), TransportSecurity::Insecure).unwrap();
     let err = plain.status(&n1.addr).await.unwrap_err();
     assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+
+    // A cluster certificate speaks only for its own node: node 9's certificate cannot
+    // join as node 5, nor vote as node 1 (which would have raised node 1's term).
+    let err = good.join(&n1.addr, 5, "127.0.0.1:1").await.unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Remote { code: tonic::Code::PermissionDenied, message } if message.contains("node 9")),
+        "{err}"
+    );
+    let term = n1.control.status().term;
+    let mut impostor = GrpcNetwork::new(1, transport_config(), mtls(&ca, 9)).unwrap();
+    let mut to_n1 = impostor
+        .new_client(1, &BasicNode::new(n1.addr.clone()))
+        .await;
+    let err = to_n1
+        .vote(
+            VoteRequest::new(Vote::new(term + 5, 1), None),
+            RPCOption::new(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("issued to node 9"), "{err}");
+    assert_eq!(n1.control.status().term, term);
+    assert_eq!(n1.control.status().voters, vec![1]);
 
     // The good client still works afterwards.
     assert_eq!(good.status(&n1.addr).await.unwrap().node_id, 1);
