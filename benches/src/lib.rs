@@ -1,1 +1,12 @@
-//! Quire's benchmarks: load generator, micro-benchmarks and side-by-side comparisons.
+//! Quire's benchmarks. This crate owns the closed-loop load generator (`load`: N writers,
+//! warm-up, measured window, HDR latency histograms), the description of the machine a run
+//! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
+//! scenarios that drive a cluster of real `quire` processes started by
+//! `quire_node::local_cluster` (`raft_commit`). It must not know Quire's internals: it talks
+//! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
+//! agent would, so that what it measures is what they see.
+
+pub mod load;
+pub mod machine;
+pub mod raft_commit;
+pub mod report;

@@ -1,0 +1,484 @@
+//! The Raft commit benchmark: committed, fsynced control-plane writes per second and their
+//! latency at several concurrency levels, on a 3-process loopback cluster started with
+//! [`quire_node::local_cluster`] (mTLS between peers, sled with fsync before every ack).
+//!
+//! One write is one admin API request that commits one Raft entry: each writer creates tenant
+//! `b-<level>-<writer>-<n>`, then deletes it, then creates the next, so the state machine never
+//! holds more than one bench tenant per writer (far below its tenant limit) and every request
+//! counted is a real committed write.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quire_node::local_cluster::{LocalCluster, Spec};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::load::{self, LoadError, LoadResult, LoadSpec, MAX_WRITERS, Worker};
+use crate::machine::Machine;
+use crate::report;
+
+/// Nodes in the benchmark cluster.
+pub const NODES: usize = 3;
+/// Most concurrency levels in one run.
+pub const MAX_LEVELS: usize = 16;
+/// One admin request taking longer than this counts as an error.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the cluster to report a leader.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest error response body kept in an error message, in characters.
+const MAX_BODY_CHARS: usize = 200;
+
+/// Which node the writers send to (writes to a follower are forwarded to the leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Leader,
+    Follower,
+    /// Writer `i` sends to node `i % 3 + 1`.
+    All,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::Leader => "leader",
+            Target::Follower => "follower",
+            Target::All => "all nodes",
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RaftCommitSpec {
+    pub quire_bin: PathBuf,
+    /// Concurrency levels, run in this order on the same cluster.
+    pub writers: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub target: Target,
+    /// Where the cluster's temporary directory is made (default: the system temp dir).
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(
+        "no quire binary at {}: build it with `cargo build --release --bin quire` \
+         (or pass --quire-bin PATH)",
+        .0.display()
+    )]
+    MissingBinary(PathBuf),
+    #[error(
+        "--writers takes 1 to {MAX_LEVELS} levels of 1 to {MAX_WRITERS} writers each, not {0:?}"
+    )]
+    Levels(Vec<usize>),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot make the cluster's directory under {}: {source}", .dir.display())]
+    WorkDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(reqwest::Error),
+    #[error("the cluster failed: {0:#}")]
+    Cluster(anyhow::Error),
+    #[error("no leader within {LEADER_TIMEOUT:?} (last answer: {0})")]
+    NoLeader(String),
+    #[error("the first write failed, so the benchmark would measure nothing: {0}")]
+    Preflight(String),
+}
+
+/// One concurrency level's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    /// The leader when the level started.
+    pub leader: u64,
+    /// The nodes the writers sent to.
+    pub target_nodes: Vec<u64>,
+    #[serde(flatten)]
+    pub result: LoadResult,
+}
+
+/// Everything a run measured, with what it ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftCommitReport {
+    pub benchmark: &'static str,
+    pub command: String,
+    pub git_commit: String,
+    pub machine: Machine,
+    pub quire_bin: PathBuf,
+    /// The filesystem holding the nodes' data (fsync means little on tmpfs).
+    pub data_filesystem: String,
+    pub nodes: usize,
+    pub target: Target,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    pub levels: Vec<Level>,
+}
+
+/// A writer that creates a tenant, deletes it, creates the next, ... through the admin API.
+pub struct TenantWriter {
+    http: reqwest::Client,
+    /// `http://host:port/admin/v1`.
+    base: String,
+    token: String,
+    /// `b-<level>-<writer>`.
+    prefix: String,
+    next: u64,
+    pending_delete: Option<String>,
+}
+
+impl TenantWriter {
+    pub fn new(http: reqwest::Client, node_http: &str, token: &str, prefix: String) -> Self {
+        TenantWriter {
+            http,
+            base: format!("{node_http}/admin/v1"),
+            token: token.to_owned(),
+            prefix,
+            next: 0,
+            pending_delete: None,
+        }
+    }
+}
+
+async fn describe(what: &str, response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let body: String = match serde_json::from_str::<Value>(&body) {
+        Ok(v) => v.get("error").unwrap_or(&v).to_string(),
+        Err(_) => body,
+    }
+    .chars()
+    .take(MAX_BODY_CHARS)
+    .collect();
+    format!("{what} answered {status}: {body}")
+}
+
+impl Worker for TenantWriter {
+    async fn call(&mut self) -> Result<(), String> {
+        if let Some(tenant) = &self.pending_delete {
+            let response = self
+                .http
+                .delete(format!("{}/tenants/{tenant}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| format!("DELETE /tenants/{tenant}: {e}"))?;
+            if response.status().is_success() {
+                self.pending_delete = None;
+                return Ok(());
+            }
+            let what = format!("DELETE /tenants/{tenant}");
+            if response.status() == StatusCode::NOT_FOUND {
+                // Already gone: nothing left to delete.
+                self.pending_delete = None;
+            }
+            return Err(describe(&what, response).await);
+        }
+        let tenant = format!("{}-{}", self.prefix, self.next);
+        self.next += 1;
+        let response = self
+            .http
+            .post(format!("{}/tenants", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({"id": tenant, "display_name": "bench tenant"}))
+            .send()
+            .await
+            .map_err(|e| format!("POST /tenants: {e}"))?;
+        if response.status().is_success() {
+            self.pending_delete = Some(tenant);
+            Ok(())
+        } else {
+            Err(describe("POST /tenants", response).await)
+        }
+    }
+}
+
+/// The leader node 1 reports (waits until there is one).
+async fn leader(cluster: &LocalCluster) -> Result<u64, BenchError> {
+    let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let last = match cluster.admin(1, Method::GET, "/nodes", None).await {
+            Ok((200, body)) => match body.get("leader").and_then(Value::as_u64) {
+                Some(id) if cluster.node(id).is_ok() => return Ok(id),
+                _ => body.to_string(),
+            },
+            Ok((status, body)) => format!("{status} {body}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BenchError::NoLeader(last));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The filesystem type of the mount holding `path` (from `/proc/mounts`), or "unknown".
+pub fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mount, fs) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mount)
+                .then(|| (mount.len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs)| fs)
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+impl RaftCommitSpec {
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.writers.is_empty()
+            || self.writers.len() > MAX_LEVELS
+            || self.writers.iter().any(|&w| w == 0 || w > MAX_WRITERS)
+        {
+            return Err(BenchError::Levels(self.writers.clone()));
+        }
+        self.load_spec().validate()?;
+        if !self.quire_bin.is_file() {
+            return Err(BenchError::MissingBinary(self.quire_bin.clone()));
+        }
+        Ok(())
+    }
+
+    fn load_spec(&self) -> LoadSpec {
+        LoadSpec {
+            warmup: self.warmup,
+            duration: self.duration,
+            op_timeout: OP_TIMEOUT,
+        }
+    }
+}
+
+/// Starts the cluster, runs every level, stops the cluster. `progress` gets one line per
+/// step (for stderr).
+pub async fn run(
+    spec: &RaftCommitSpec,
+    command: String,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RaftCommitReport, BenchError> {
+    spec.validate()?;
+    let parent = spec.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("quire-bench-")
+        .tempdir_in(&parent)
+        .map_err(|source| BenchError::WorkDir {
+            dir: parent.clone(),
+            source,
+        })?;
+    let data_filesystem = filesystem_of(dir.path());
+    progress(&format!(
+        "starting a {NODES}-node cluster of {} in {} ({data_filesystem})",
+        spec.quire_bin.display(),
+        dir.path().display()
+    ));
+    let cluster = LocalCluster::up(Spec {
+        dir: dir.path().join("cluster"),
+        binary: spec.quire_bin.clone(),
+        nodes: NODES,
+        tls: true,
+        fault_injection: false,
+        env: vec![],
+    })
+    .await;
+    let cluster = match cluster {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            // Keep the nodes' logs for whoever has to find out why.
+            let kept = dir.keep();
+            return Err(BenchError::Cluster(
+                e.context(format!("logs kept in {}", kept.display())),
+            ));
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(OP_TIMEOUT)
+        .pool_max_idle_per_host(MAX_WRITERS)
+        .build()
+        .map_err(BenchError::Http)?;
+    let token = cluster.status.admin_token.clone();
+
+    let first = leader(&cluster).await?;
+    let mut preflight = TenantWriter::new(
+        http.clone(),
+        &cluster.node(first).map_err(BenchError::Cluster)?.http,
+        &token,
+        "b-preflight".to_owned(),
+    );
+    for _ in 0..2 {
+        preflight.call().await.map_err(BenchError::Preflight)?;
+    }
+
+    let mut levels = Vec::with_capacity(spec.writers.len());
+    for &writers in &spec.writers {
+        let leader = leader(&cluster).await?;
+        let ids: Vec<u64> = cluster.status.nodes.iter().map(|n| n.id).collect();
+        let follower = ids
+            .iter()
+            .copied()
+            .find(|&id| id != leader)
+            .unwrap_or(leader);
+        let target_of = |w: usize| match spec.target {
+            Target::Leader => leader,
+            Target::Follower => follower,
+            Target::All => ids[w % ids.len()],
+        };
+        let mut workers = Vec::with_capacity(writers);
+        let mut target_nodes = Vec::new();
+        for w in 0..writers {
+            let node = target_of(w);
+            if !target_nodes.contains(&node) {
+                target_nodes.push(node);
+            }
+            workers.push(TenantWriter::new(
+                http.clone(),
+                &cluster.node(node).map_err(BenchError::Cluster)?.http,
+                &token,
+                format!("b-{writers}-{w}"),
+            ));
+        }
+        target_nodes.sort_unstable();
+        progress(&format!(
+            "{writers} writers -> node(s) {target_nodes:?} (leader {leader}): {:?} warm-up + {:?}",
+            spec.warmup, spec.duration
+        ));
+        let result = load::run_closed_loop(&spec.load_spec(), workers).await?;
+        progress(&format!(
+            "{writers} writers: {:.1} writes/s, p99 {} ms, {} errors",
+            result.ok_per_sec,
+            report::ms(result.latency_us.p99),
+            result.errors
+        ));
+        levels.push(Level {
+            leader,
+            target_nodes,
+            result,
+        });
+    }
+    drop(cluster);
+
+    Ok(RaftCommitReport {
+        benchmark: "raft-commit",
+        command,
+        git_commit: crate::machine::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        machine: Machine::current(),
+        quire_bin: spec
+            .quire_bin
+            .canonicalize()
+            .unwrap_or_else(|_| spec.quire_bin.clone()),
+        data_filesystem,
+        nodes: NODES,
+        target: spec.target,
+        warmup_secs: spec.warmup.as_secs_f64(),
+        duration_secs: spec.duration.as_secs_f64(),
+        levels,
+    })
+}
+
+impl RaftCommitReport {
+    fn results(&self) -> Vec<&LoadResult> {
+        self.levels.iter().map(|l| &l.result).collect()
+    }
+
+    fn setup(&self) -> String {
+        format!(
+            "{} quire processes on loopback (mTLS between peers, sled fsync before each ack, data on {}), \
+             writers -> {}, closed loop, one write = one committed admin request \
+             (create or delete a tenant), {}s warm-up + {}s measured per level",
+            self.nodes, self.data_filesystem, self.target, self.warmup_secs, self.duration_secs
+        )
+    }
+
+    /// The terminal version: the table, then what it ran on.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Raft commit benchmark");
+        out.push_str(&report::text_table("writes", &self.results()));
+        for line in report::error_lines(&self.results()) {
+            let _ = writeln!(out, "error: {line}");
+        }
+        let _ = writeln!(out, "setup:   {}", self.setup());
+        let _ = writeln!(out, "machine: {}", self.machine.summary());
+        let _ = writeln!(out, "commit:  {}", self.git_commit);
+        let _ = writeln!(out, "quire:   {}", self.quire_bin.display());
+        let _ = writeln!(out, "command: {}", self.command);
+        out
+    }
+
+    /// The same as Markdown, for a report.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "### Raft commit benchmark\n");
+        out.push_str(&report::markdown_table("writes", &self.results()));
+        let errors = report::error_lines(&self.results());
+        if !errors.is_empty() {
+            let _ = writeln!(out, "\nErrors (first of each kind):\n");
+            for line in errors {
+                let _ = writeln!(out, "- `{line}`");
+            }
+        }
+        let _ = writeln!(out, "\n- setup: {}", self.setup());
+        let _ = writeln!(out, "- machine: {}", self.machine.summary());
+        let _ = writeln!(out, "- commit: `{}`", self.git_commit);
+        let _ = writeln!(out, "- command: `{}`", self.command);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(writers: Vec<usize>) -> RaftCommitSpec {
+        RaftCommitSpec {
+            quire_bin: PathBuf::from("/nonexistent/quire"),
+            writers,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            target: Target::Leader,
+            work_dir: None,
+        }
+    }
+
+    #[test]
+    fn bad_levels_are_refused_before_anything_starts() {
+        for w in [
+            vec![],
+            vec![0],
+            vec![1, MAX_WRITERS + 1],
+            vec![1; MAX_LEVELS + 1],
+        ] {
+            assert!(
+                matches!(spec(w.clone()).validate(), Err(BenchError::Levels(_))),
+                "{w:?}"
+            );
+        }
+        let mut s = spec(vec![1]);
+        s.duration = Duration::ZERO;
+        assert!(matches!(s.validate(), Err(BenchError::Load(_))));
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let err = spec(vec![1, 16]).validate().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/quire"), "{text}");
+        assert!(text.contains("cargo build --release --bin quire"), "{text}");
+    }
+
+    #[test]
+    fn filesystem_of_root_is_known_on_linux() {
+        if Path::new("/proc/mounts").exists() {
+            assert_ne!(filesystem_of(Path::new("/")), "unknown");
+        }
+    }
+}

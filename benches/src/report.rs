@@ -1,0 +1,166 @@
+//! Formatting of load results: a plain-text table for the terminal and Markdown for reports.
+//! Latencies are measured in microseconds and shown in milliseconds.
+
+use std::fmt::Write as _;
+
+use crate::load::LoadResult;
+
+/// `1234` µs -> `"1.23"` (milliseconds, two decimals).
+pub fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The column titles; `ops` names what one operation is ("writes", "calls").
+fn titles(ops: &str) -> [String; 7] {
+    [
+        "writers".to_owned(),
+        format!("{ops}/s"),
+        "p50 ms".to_owned(),
+        "p95 ms".to_owned(),
+        "p99 ms".to_owned(),
+        "max ms".to_owned(),
+        "errors".to_owned(),
+    ]
+}
+
+fn cells(r: &LoadResult) -> [String; 7] {
+    [
+        r.writers.to_string(),
+        format!("{:.1}", r.ok_per_sec),
+        ms(r.latency_us.p50),
+        ms(r.latency_us.p95),
+        ms(r.latency_us.p99),
+        ms(r.latency_us.max),
+        r.errors.to_string(),
+    ]
+}
+
+/// A right-aligned plain-text table, one row per result.
+pub fn text_table(ops: &str, results: &[&LoadResult]) -> String {
+    let titles = titles(ops);
+    let rows: Vec<[String; 7]> = results.iter().map(|r| cells(r)).collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([titles[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in std::iter::once(&titles).chain(rows.iter()) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  "));
+    }
+    out
+}
+
+/// A Markdown table, one row per result.
+pub fn markdown_table(ops: &str, results: &[&LoadResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", titles(ops).join(" | "));
+    let _ = writeln!(out, "|{}", "---:|".repeat(7));
+    for r in results {
+        let _ = writeln!(out, "| {} |", cells(r).join(" | "));
+    }
+    out
+}
+
+/// The distinct error messages of all results, each once, prefixed by its writer count.
+pub fn error_lines(results: &[&LoadResult]) -> Vec<String> {
+    results
+        .iter()
+        .flat_map(|r| {
+            r.error_samples
+                .iter()
+                .map(move |e| format!("{} writers: {e}", r.writers))
+        })
+        .collect()
+}
+
+/// Quotes one command-line argument for a POSIX shell when it needs it.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line as one shell-pasteable string.
+pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{LoadSpec, Percentiles, Worker, run_closed_loop};
+    use std::time::Duration;
+
+    struct Instant10ms;
+    impl Worker for Instant10ms {
+        async fn call(&mut self) -> Result<(), String> {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        }
+    }
+
+    async fn result(writers: usize) -> LoadResult {
+        let spec = LoadSpec {
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(100),
+            op_timeout: Duration::from_secs(1),
+        };
+        run_closed_loop(&spec, (0..writers).map(|_| Instant10ms).collect())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_show_every_level() {
+        let (a, b) = (result(1).await, result(16).await);
+        let text = text_table("writes", &[&a, &b]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("writes/s") && lines[0].contains("p99 ms"));
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(row[0], "16");
+        assert_eq!(row[1], "1600.0");
+        assert_eq!(row[6], "0");
+        // All rows line up.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+
+        let md = markdown_table("writes", &[&a]);
+        assert!(md.starts_with("| writers | writes/s |"));
+        assert!(md.contains("| 1 | 100.0 | 10.0"), "{md}");
+    }
+
+    #[test]
+    fn milliseconds_and_quoting() {
+        assert_eq!(ms(1234), "1.23");
+        assert_eq!(ms(0), "0.00");
+        assert_eq!(Percentiles::default().p99, 0);
+        assert_eq!(shell_quote("--writers"), "--writers");
+        assert_eq!(shell_quote("1,16,256"), "1,16,256");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(
+            command_line(["quire-bench".to_owned(), "x y".to_owned()]),
+            "quire-bench 'x y'"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Smoke test of `quire-bench raft-commit` against the debug `quire` binary: one writer, one
+//! second, a real 3-process cluster. It checks that writes were committed and reported.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `target/debug/quire`: this test runs from `target/debug/deps/`.
+fn debug_quire() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in target/<profile>/deps");
+    let quire = profile_dir.join(format!("quire{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        quire.is_file(),
+        "{} is missing: build it first with `cargo build -p quire-node --bin quire` \
+         (the workspace test command builds every binary before running tests)",
+        quire.display()
+    );
+    quire
+}
+
+#[test]
+fn raft_commit_reports_nonzero_committed_writes() {
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_path = out_dir.path().join("result.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(["raft-commit", "--writers", "1", "--duration-secs", "1"])
+        .args(["--warmup-secs", "0", "--quire-bin"])
+        .arg(&quire)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // The terminal table: a header and one row for 1 writer with writes/s > 0.
+    let mut lines = stdout.lines();
+    let header = lines
+        .find(|l| l.contains("writes/s"))
+        .unwrap_or_else(|| panic!("no table header in:\n{stdout}"));
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let rate_col = columns.iter().position(|c| *c == "writes/s").unwrap();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no table row in:\n{stdout}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[0], "1", "{stdout}");
+    let rate: f64 = row[rate_col].parse().unwrap();
+    assert!(rate > 0.0, "writes/s is {rate}:\n{stdout}");
+
+    // What it ran on, and the Markdown version.
+    for needle in ["machine:", "commit:", "command:", "raft-commit --writers 1"] {
+        assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("| writers | writes/s |"), "{stdout}");
+
+    // The JSON agrees with the table.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
+        .expect("the JSON report parses");
+    assert_eq!(report["benchmark"], "raft-commit");
+    let level = &report["levels"][0];
+    assert_eq!(level["writers"], 1);
+    assert!(level["ok"].as_u64().unwrap() > 0, "{report}");
+    assert!(level["ok_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(level["latency_us"]["p50"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(level["errors"], 0, "{report}");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+
+    // The cluster's processes are gone and its directory removed.
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_missing_quire_binary_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args([
+            "raft-commit",
+            "--writers",
+            "1",
+            "--quire-bin",
+            "/nonexistent/quire",
+        ])
+        .output()
+        .expect("quire-bench runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cargo build --release --bin quire"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
