@@ -125,6 +125,7 @@ pub enum TenantsCommand {
     List(ListOpts),
     /// Show one tenant.
     Get {
+        /// Tenant id.
         id: String,
         #[command(flatten)]
         read: ReadOpts,
@@ -138,6 +139,7 @@ pub enum TenantsCommand {
 pub enum WorkspacesCommand {
     /// Create a workspace served by an integration of the tenant.
     Create {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         /// Workspace id.
@@ -151,6 +153,7 @@ pub enum WorkspacesCommand {
     },
     /// List a tenant's workspaces.
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
@@ -158,8 +161,10 @@ pub enum WorkspacesCommand {
     },
     /// Show one workspace.
     Get {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Workspace id.
         id: String,
         #[command(flatten)]
         read: ReadOpts,
@@ -180,6 +185,7 @@ pub struct NotionTokenSource {
 pub enum IntegrationsCommand {
     /// Add a Notion integration (token from --notion-token-file or QUIRE_NOTION_TOKEN).
     Add {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         /// Integration id.
@@ -198,20 +204,25 @@ pub enum IntegrationsCommand {
     },
     /// Replace an integration's Notion token.
     Rotate {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Integration id.
         id: String,
         #[command(flatten)]
         token: NotionTokenSource,
     },
     /// Remove an integration no workspace uses.
     Remove {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Integration id.
         id: String,
     },
     /// List a tenant's integrations (never their tokens).
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
@@ -224,8 +235,10 @@ pub enum IntegrationsCommand {
 pub enum PrincipalsCommand {
     /// Create a principal.
     Create {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Principal id.
         id: String,
         /// Human-readable name (defaults to the id).
         #[arg(long)]
@@ -233,6 +246,7 @@ pub enum PrincipalsCommand {
     },
     /// List a tenant's principals and their workspaces.
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
@@ -240,10 +254,12 @@ pub enum PrincipalsCommand {
     },
     /// Grant a principal a workspace.
     Grant {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         /// Principal id.
         principal: String,
+        /// Workspace id.
         #[arg(long)]
         workspace: String,
     },
@@ -254,10 +270,13 @@ pub enum PrincipalsCommand {
 pub enum TokensCommand {
     /// Issue an API token for a principal in a granted workspace (the secret is shown once).
     Issue {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Principal id.
         #[arg(long)]
         principal: String,
+        /// Workspace id.
         #[arg(long)]
         workspace: String,
         /// Scopes (repeat or comma-separate; default: all known scopes).
@@ -269,6 +288,7 @@ pub enum TokensCommand {
     },
     /// List a tenant's tokens (never their secrets).
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
@@ -276,6 +296,7 @@ pub enum TokensCommand {
     },
     /// Revoke a token.
     Revoke {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
         /// Token id.
