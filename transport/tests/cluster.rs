@@ -455,3 +455,60 @@ async fn plaintext_group_works_with_duplicates_and_delays() {
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_survive_a_leader_crash_and_remove_it() {
+    install_crypto_provider();
+    let dir = TempDir::new().unwrap();
+    let faults = Arc::new(LinkFaults::new(5));
+    let mut nodes = Vec::new();
+    for id in 1..=5 {
+        nodes.push(Node::start(&dir, id, TransportSecurity::Insecure, faults.clone()).await);
+    }
+    nodes[0].control.bootstrap_single().await.unwrap();
+    nodes[0].control.wait_leader(DEADLINE).await.unwrap();
+    let first = nodes[0].addr.clone();
+    for n in &nodes[1..] {
+        n.client.join(&first, n.id, &n.addr).await.unwrap();
+    }
+    assert_eq!(nodes[0].control.status().voters, vec![1, 2, 3, 4, 5]);
+    for i in 0..5 {
+        let resp = nodes[4]
+            .client
+            .forward_write_to_leader(&nodes[3].addr, &create(&format!("five-{i}")))
+            .await
+            .unwrap();
+        assert!(resp.0.is_ok(), "{resp:?}");
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    converge(&nodes[0], &all).await;
+
+    // The leader crashes: its server and its Raft stop; the other four elect a leader.
+    let crashed = nodes.remove(0);
+    crashed.stop().await;
+    for n in &nodes {
+        wait_leader_is(n, |l| matches!(l, Some(2..=5))).await;
+    }
+    let leader_id = nodes[0].control.status().leader.unwrap();
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    leader.control.wait_leader(DEADLINE).await.unwrap();
+    leader.control.write(create("after-crash")).await.unwrap();
+
+    // Remove the crashed node through any member (a follower relays to the leader).
+    let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let members = nodes[3].client.remove(&follower.addr, 1).await.unwrap();
+    let ids: Vec<NodeId> = members.iter().map(|m| m.node_id).collect();
+    assert_eq!(ids, vec![2, 3, 4, 5]);
+    let rest: Vec<&Node> = nodes.iter().collect();
+    converge(leader, &rest).await;
+    for n in &nodes {
+        assert_eq!(n.control.status().voters, vec![2, 3, 4, 5]);
+        assert!(
+            n.control
+                .read_applied(|s| s.tenant(&tenant("after-crash")).is_some())
+        );
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
