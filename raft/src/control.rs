@@ -1,9 +1,12 @@
-//! [`ControlPlane`]: one node's handle on the replicated control plane — opens the sled
-//! store, runs openraft over a pluggable network, proposes commands and reads state.
+//! [`ControlPlane`]: one node's handle on the replicated control plane — opens the store on a
+//! storage engine, runs openraft over a pluggable network, proposes commands and reads state.
 //!
 //! Nothing here assumes a single node: [`ControlPlane::open`] runs with [`NoPeers`] (a group
 //! of one), and [`ControlPlane::open_with_network`] takes any `RaftNetworkFactory`, such as
-//! the gRPC one in `quire-transport`.
+//! the gRPC one in `quire-transport`. Both open sled in `data_dir`;
+//! [`ControlPlane::open_with`] takes any [`StorageEngine`] (the simulator's [`SimEngine`]).
+//!
+//! [`SimEngine`]: crate::engine::SimEngine
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +17,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 
 use crate::command::{ApplyError, Command, CommandOutput};
+use crate::engine::{FlushHandle, SledEngine, StorageEngine};
 use crate::network::NoPeers;
 use crate::state::State;
-use crate::store::{OpenError, SharedState, SledStore, StoreReleased};
+use crate::store::{OpenError, SharedState, Store, StoreReleased};
 use crate::types::{NodeId, QuireRaft, TypeConfig};
 
 /// How long [`ControlPlane::write`] waits for a command to commit and apply.
@@ -33,7 +37,8 @@ pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
 /// Configuration of one control-plane node.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
-    /// Where sled keeps the log, metadata and snapshots.
+    /// Where sled keeps the log, metadata and snapshots (unused by
+    /// [`ControlPlane::open_with`], whose engine is already open).
     pub data_dir: PathBuf,
     /// This node's Raft id.
     pub node_id: u64,
@@ -171,7 +176,7 @@ pub struct ControlStatus {
 pub struct ControlPlane {
     raft: QuireRaft,
     shared: SharedState,
-    db: sled::Db,
+    engine: Box<dyn FlushHandle>,
     released: StoreReleased,
     config: ControlPlaneConfig,
 }
@@ -191,7 +196,7 @@ impl ControlPlane {
         Self::open_with_network(config, NoPeers).await
     }
 
-    /// Opens the data dir and starts openraft over `network`.
+    /// Opens the data dir (sled) and starts openraft over `network`.
     pub async fn open_with_network<N>(
         config: ControlPlaneConfig,
         network: N,
@@ -199,17 +204,33 @@ impl ControlPlane {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
+        config.raft_config()?;
+        if config.cluster_name.is_empty() {
+            return Err(OpenError::InvalidConfig("cluster_name is empty".into()));
+        }
+        let engine =
+            SledEngine::open_waiting(&config.data_dir, Duration::from_millis(OPEN_LOCK_WAIT_MS))
+                .await?;
+        Self::open_with(config, engine, network).await
+    }
+
+    /// Opens the store on `engine` (checking its recorded identity against `config`, or
+    /// recording it on first use) and starts openraft over `network`. `config.data_dir` is
+    /// not used: the engine is already open.
+    pub async fn open_with<E, N>(
+        config: ControlPlaneConfig,
+        engine: E,
+        network: N,
+    ) -> Result<ControlPlane, OpenError>
+    where
+        E: StorageEngine,
+        N: RaftNetworkFactory<TypeConfig>,
+    {
         let raft_config = Arc::new(config.raft_config()?);
-        let store = SledStore::open_waiting(
-            &config.data_dir,
-            &config.cluster_name,
-            config.node_id,
-            Duration::from_millis(OPEN_LOCK_WAIT_MS),
-        )
-        .await?;
+        let store = Store::open_on(engine, &config.cluster_name, config.node_id).await?;
         let shared = store.state_machine.shared();
-        let db = store.db().clone();
-        let SledStore {
+        let engine: Box<dyn FlushHandle> = Box::new(store.engine().clone());
+        let Store {
             log,
             state_machine,
             released,
@@ -221,7 +242,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             raft,
             shared,
-            db,
+            engine,
             released,
             config,
         })
@@ -360,7 +381,7 @@ impl ControlPlane {
         let ControlPlane {
             raft,
             shared,
-            db,
+            engine,
             released,
             ..
         } = self;
@@ -369,10 +390,11 @@ impl ControlPlane {
             .map_err(|e| ControlError::Raft(format!("raft shutdown: {e}")))?;
         drop(raft);
         drop(shared);
-        db.flush_async()
+        engine
+            .flush_boxed()
             .await
             .map_err(|e| ControlError::Raft(format!("flushing the store: {e}")))?;
-        drop(db);
+        drop(engine);
         let limit = Duration::from_millis(SHUTDOWN_TIMEOUT_MS);
         tokio::time::timeout(limit, released.wait())
             .await

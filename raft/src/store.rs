@@ -1,15 +1,21 @@
-//! The Raft log and the state machine on sled (openraft storage-v2).
+//! The Raft log and the state machine (openraft storage-v2), written against the
+//! [`StorageEngine`] trait so the same code runs on sled in production and on the simulated
+//! disk in the simulator.
 //!
-//! One sled `Db` per data dir, with three trees:
+//! Three named trees:
 //! - `log`: entries as JSON, keyed by big-endian index;
 //! - `meta`: vote, committed log id, last purged log id, and the data dir's identity
-//!   (cluster name and node id, recorded on first open);
+//!   (cluster name and node id, recorded on first open, in one atomic batch);
 //! - `sm`: the latest snapshot (metadata and data in one value, so never torn).
+//!
+//! On sled this is one `Db` per data dir with those three sled trees, the layout data dirs
+//! have always had.
 //!
 //! The state machine lives in memory and is rebuilt at start-up from the latest snapshot plus
 //! the committed log after it (openraft re-applies from `last_applied + 1` to the saved
-//! committed id). Log appends, votes, truncation, purges and snapshots are flushed (fsync)
-//! before they are acknowledged; the log is purged only behind a flushed snapshot.
+//! committed id). Log appends, votes, truncation, purges and snapshots are flushed (the
+//! engine's durability point) before they are acknowledged; the log is purged only behind a
+//! flushed snapshot.
 
 #![allow(
     clippy::result_large_err,
@@ -21,7 +27,7 @@ use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -32,20 +38,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::{CommandOutput, apply};
+use crate::engine::{EngineError, EngineTree, SledEngine, StorageEngine, WriteBatch};
 use crate::state::State;
 use crate::types::{
     CommandResponse, Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-/// Interval between attempts to take a locked data dir in [`SledStore::open_waiting`].
-pub const LOCK_RETRY_MS: u64 = 20;
+pub use crate::engine::LOCK_RETRY_MS;
 
 /// Largest snapshot accepted from a peer, in bytes.
 pub const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
 
-const TREE_LOG: &str = "log";
-const TREE_META: &str = "meta";
-const TREE_SM: &str = "sm";
+/// Name of the tree holding the log.
+pub const TREE_LOG: &str = "log";
+/// Name of the tree holding the vote, commit and purge points and the identity.
+pub const TREE_META: &str = "meta";
+/// Name of the tree holding the latest snapshot.
+pub const TREE_SM: &str = "sm";
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -111,7 +120,7 @@ pub enum OpenError {
         /// Node id configured.
         expected: u64,
     },
-    /// The sled data could not be read or decoded.
+    /// The stored data could not be read or decoded.
     #[error("data dir {0} is unreadable or corrupt: {1}")]
     Corrupt(PathBuf, String),
     /// The data dir is locked: another process uses it, or (briefly) a previous instance in
@@ -136,17 +145,14 @@ pub enum OpenError {
     Raft(String),
 }
 
-fn open_err(path: &Path, e: sled::Error) -> OpenError {
+/// Maps an engine error met while opening the store at `location` onto [`OpenError`].
+fn engine_open_err(location: &Path, e: EngineError) -> OpenError {
     match e {
-        // sled reports a held lock only through its message.
-        sled::Error::Io(source) if source.to_string().starts_with("could not acquire lock") => {
-            OpenError::Locked(path.to_path_buf())
-        }
-        sled::Error::Io(source) => OpenError::Io {
-            path: path.to_path_buf(),
-            source,
+        EngineError::Sled(e) => crate::engine::sled_open_err(location, e),
+        other => OpenError::Io {
+            path: location.to_path_buf(),
+            source: std::io::Error::other(other),
         },
-        other => OpenError::Corrupt(path.to_path_buf(), other.to_string()),
     }
 }
 
@@ -166,17 +172,19 @@ fn io_err(
     StorageIOError::new(subject, verb, AnyError::new(e)).into()
 }
 
-/// An opened data dir: the log store, the state machine, and the sled handle.
-pub struct SledStore {
+/// An opened store: the log store, the state machine, and the engine under them.
+pub struct Store<E: StorageEngine = SledEngine> {
     /// The Raft log store.
-    pub log: LogStore,
+    pub log: LogStore<E>,
     /// The state machine store.
-    pub state_machine: StateMachineStore,
+    pub state_machine: StateMachineStore<E>,
     /// Resolves once every clone of the log store and state machine is dropped.
     pub released: StoreReleased,
-    db: sled::Db,
-    path: PathBuf,
+    engine: E,
 }
+
+/// The store on sled, in a data dir.
+pub type SledStore = Store<SledEngine>;
 
 /// Resolves once every clone of a [`LogStore`] and [`StateMachineStore`] is gone, so the
 /// data dir's lock can be taken again (openraft drops its store handles from its own tasks,
@@ -199,40 +207,58 @@ struct Liveness(
     #[allow(dead_code, reason = "held only for its drop")] tokio::sync::mpsc::Sender<()>,
 );
 
-impl SledStore {
-    /// Opens (or creates) the data dir at `path` for `cluster_name` / `node_id`.
-    ///
-    /// On first open it records the identity; later opens check it.
-    pub fn open(path: &Path, cluster_name: &str, node_id: NodeId) -> Result<Self, OpenError> {
+impl<E: StorageEngine> Store<E> {
+    /// Opens the store on `engine` for `cluster_name` / `node_id`: on first open records the
+    /// identity (and flushes it); later opens check it, and check that the log, metadata and
+    /// snapshot decode.
+    pub async fn open_on(
+        engine: E,
+        cluster_name: &str,
+        node_id: NodeId,
+    ) -> Result<Self, OpenError> {
+        let (store, recorded) = Self::load(engine, cluster_name, node_id)?;
+        if recorded {
+            store
+                .engine
+                .flush()
+                .await
+                .map_err(|e| engine_open_err(&store.engine.location(), e))?;
+        }
+        Ok(store)
+    }
+
+    /// The engine under the store.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// Opens the store without flushing; returns whether the identity was recorded now (and
+    /// so needs a flush).
+    fn load(engine: E, cluster_name: &str, node_id: NodeId) -> Result<(Self, bool), OpenError> {
         if cluster_name.is_empty() {
             return Err(OpenError::InvalidConfig("cluster_name is empty".into()));
         }
-        std::fs::create_dir_all(path).map_err(|source| OpenError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| open_err(path, e))?;
-        let log = db.open_tree(TREE_LOG).map_err(|e| open_err(path, e))?;
-        let meta = db.open_tree(TREE_META).map_err(|e| open_err(path, e))?;
-        let sm = db.open_tree(TREE_SM).map_err(|e| open_err(path, e))?;
-
+        let location = engine.location();
+        let path = location.as_path();
+        let eng_err = |e: EngineError| engine_open_err(path, e);
         let corrupt = |what: &str, e: &dyn std::fmt::Display| {
             OpenError::Corrupt(path.to_path_buf(), format!("{what}: {e}"))
         };
+        let log = engine.open_tree(TREE_LOG).map_err(eng_err)?;
+        let meta = engine.open_tree(TREE_META).map_err(eng_err)?;
+        let sm = engine.open_tree(TREE_SM).map_err(eng_err)?;
 
         // Identity.
-        let found_name = meta.get(KEY_CLUSTER_NAME).map_err(|e| open_err(path, e))?;
-        let found_node = meta.get(KEY_NODE_ID).map_err(|e| open_err(path, e))?;
-        match (found_name, found_node) {
+        let found_name = meta.get(KEY_CLUSTER_NAME).map_err(eng_err)?;
+        let found_node = meta.get(KEY_NODE_ID).map_err(eng_err)?;
+        let recorded = match (found_name, found_node) {
             (None, None) => {
-                meta.insert(KEY_CLUSTER_NAME, cluster_name.as_bytes())
-                    .map_err(|e| open_err(path, e))?;
-                meta.insert(KEY_NODE_ID, &node_id.to_be_bytes())
-                    .map_err(|e| open_err(path, e))?;
-                db.flush().map_err(|e| open_err(path, e))?;
+                // One batch, so a crash never leaves half an identity.
+                let mut batch = WriteBatch::new();
+                batch.insert(KEY_CLUSTER_NAME, cluster_name.as_bytes());
+                batch.insert(KEY_NODE_ID, node_id.to_be_bytes());
+                meta.apply_batch(batch).map_err(eng_err)?;
+                true
             }
             (Some(name), Some(node)) => {
                 let name = std::str::from_utf8(&name)
@@ -244,7 +270,7 @@ impl SledStore {
                         expected: cluster_name.to_string(),
                     });
                 }
-                let node = <[u8; 8]>::try_from(node.as_ref())
+                let node = <[u8; 8]>::try_from(node.as_slice())
                     .map(u64::from_be_bytes)
                     .map_err(|e| corrupt("recorded node id", &e))?;
                 if node != node_id {
@@ -253,6 +279,7 @@ impl SledStore {
                         expected: node_id,
                     });
                 }
+                false
             }
             _ => {
                 return Err(OpenError::Corrupt(
@@ -260,26 +287,25 @@ impl SledStore {
                     "identity is half-written (cluster name or node id missing)".into(),
                 ));
             }
-        }
+        };
 
         // Check that the log decodes at its ends, so corruption shows at start-up.
-        for item in [log.first(), log.last()] {
-            if let Some((key, value)) = item.map_err(|e| open_err(path, e))? {
-                if key.len() != 8 {
-                    return Err(corrupt("log key", &"not 8 bytes"));
-                }
-                decode::<Entry>(&value).map_err(|e| corrupt("log entry", &e))?;
+        let ends = [log.first().map_err(eng_err)?, log.last().map_err(eng_err)?];
+        for (key, value) in ends.into_iter().flatten() {
+            if key.len() != 8 {
+                return Err(corrupt("log key", &"not 8 bytes"));
             }
+            decode::<Entry>(&value).map_err(|e| corrupt("log entry", &e))?;
         }
         for key in [KEY_VOTE, KEY_COMMITTED, KEY_LAST_PURGED] {
-            if let Some(v) = meta.get(key).map_err(|e| open_err(path, e))? {
+            if let Some(v) = meta.get(key).map_err(eng_err)? {
                 decode::<serde_json::Value>(&v).map_err(|e| corrupt("raft metadata", &e))?;
             }
         }
 
         // State machine from the latest snapshot.
         let mut data = SmData::default();
-        if let Some(record) = sm.get(KEY_SNAPSHOT).map_err(|e| open_err(path, e))? {
+        if let Some(record) = sm.get(KEY_SNAPSHOT).map_err(eng_err)? {
             let (m, d) = decode_snapshot(&record).map_err(|e| corrupt("snapshot", &e))?;
             let state: State = decode(d).map_err(|e| corrupt("snapshot data", &e))?;
             data.last_applied = m.last_log_id;
@@ -289,83 +315,95 @@ impl SledStore {
 
         let (live_tx, live_rx) = tokio::sync::mpsc::channel(1);
         let log_store = LogStore {
-            db: db.clone(),
+            engine: engine.clone(),
             log,
             meta,
             _live: Liveness(live_tx.clone()),
         };
         let state_machine = StateMachineStore {
-            db: db.clone(),
+            engine: engine.clone(),
             _live: Liveness(live_tx),
             sm,
             shared: Arc::new(RwLock::new(data)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshot_write: Arc::new(Mutex::new(())),
         };
-        Ok(Self {
-            log: log_store,
-            state_machine,
-            released: StoreReleased(live_rx),
-            db,
-            path: path.to_path_buf(),
-        })
+        Ok((
+            Self {
+                log: log_store,
+                state_machine,
+                released: StoreReleased(live_rx),
+                engine,
+            },
+            recorded,
+        ))
+    }
+}
+
+impl Store<SledEngine> {
+    /// Opens (or creates) the data dir at `path` for `cluster_name` / `node_id`.
+    ///
+    /// On first open it records the identity; later opens check it.
+    pub fn open(path: &Path, cluster_name: &str, node_id: NodeId) -> Result<Self, OpenError> {
+        if cluster_name.is_empty() {
+            return Err(OpenError::InvalidConfig("cluster_name is empty".into()));
+        }
+        let engine = SledEngine::open(path)?;
+        let (store, recorded) = Self::load(engine, cluster_name, node_id)?;
+        if recorded {
+            store
+                .engine
+                .flush_blocking()
+                .map_err(|e| engine_open_err(path, e))?;
+        }
+        Ok(store)
     }
 
-    /// [`SledStore::open`], retrying for up to `lock_wait` while the data dir is locked.
-    ///
-    /// sled releases its file lock from a background epoch collector a little after the last
-    /// handle is dropped, so reopening a data dir in the same process (a restart in tests or
-    /// the simulator) can find it still locked for a moment. sled gives no notification, so
-    /// this polls every [`LOCK_RETRY_MS`] until the deadline.
+    /// [`SledStore::open`], retrying for up to `lock_wait` while the data dir is locked
+    /// (see [`SledEngine::open_waiting`]).
     pub async fn open_waiting(
         path: &Path,
         cluster_name: &str,
         node_id: NodeId,
         lock_wait: std::time::Duration,
     ) -> Result<Self, OpenError> {
-        let deadline = tokio::time::Instant::now() + lock_wait;
-        loop {
-            match Self::open(path, cluster_name, node_id) {
-                Err(OpenError::Locked(p)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(OpenError::Locked(p));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS)).await;
-                }
-                other => return other,
-            }
+        if cluster_name.is_empty() {
+            return Err(OpenError::InvalidConfig("cluster_name is empty".into()));
         }
+        let engine = SledEngine::open_waiting(path, lock_wait).await?;
+        Self::open_on(engine, cluster_name, node_id).await
     }
 
     /// The data dir.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.engine.path()
     }
 
     /// The sled handle (kept to flush at shutdown).
     pub fn db(&self) -> &sled::Db {
-        &self.db
+        self.engine.db()
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Log
 
-/// The Raft log and vote on sled. Cheap to clone (handles to the same trees).
+/// The Raft log and vote on a storage engine. Cheap to clone (handles to the same trees).
 #[derive(Clone)]
-pub struct LogStore {
-    db: sled::Db,
+pub struct LogStore<E: StorageEngine = SledEngine> {
+    engine: E,
     _live: Liveness,
-    log: sled::Tree,
-    meta: sled::Tree,
+    log: E::Tree,
+    meta: E::Tree,
 }
 
-impl Debug for LogStore {
+impl<E: StorageEngine> Debug for LogStore<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
     }
 }
 
-impl LogStore {
+impl<E: StorageEngine> LogStore<E> {
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         let subject = ErrorSubject::Store;
         let raw = self
@@ -383,14 +421,14 @@ impl LogStore {
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         self.meta
-            .insert(key, bytes)
+            .insert(key, &bytes)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.db
-            .flush_async()
+        self.engine
+            .flush()
             .await
             .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
         Ok(())
@@ -404,6 +442,25 @@ impl LogStore {
                 Ok(Some(entry.log_id))
             }
         }
+    }
+
+    /// Removes every log entry whose key lies in `(start, end)`, in one batch.
+    fn remove_range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        for (k, _) in self
+            .log
+            .range(start, end)
+            .map_err(|e| StorageIOError::write_logs(&e))?
+        {
+            batch.remove(k);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
     }
 }
 
@@ -421,7 +478,7 @@ fn range_keys<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, Bound<u64>)> {
     Some((start, end))
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<E: StorageEngine> RaftLogReader<TypeConfig> for LogStore<E> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -429,22 +486,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let Some((start, end)) = range_keys(&range) else {
             return Ok(Vec::new());
         };
-        let end = match end {
-            Bound::Included(e) => Bound::Included(e.to_be_bytes()),
-            Bound::Excluded(e) => Bound::Excluded(e.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        if let Bound::Excluded(e) | Bound::Included(e) = &end
-            && start.to_be_bytes() > *e
-        {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        for item in self
+        let start = start.to_be_bytes();
+        let end = end.map(u64::to_be_bytes);
+        let pairs = self
             .log
-            .range::<[u8; 8], _>((Bound::Included(start.to_be_bytes()), end))
-        {
-            let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            .range(Bound::Included(&start[..]), end.as_ref().map(|e| &e[..]))
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (_, v) in pairs {
             let entry: Entry = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
             out.push(entry);
         }
@@ -452,8 +501,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<E: StorageEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
+    type LogReader = LogStore<E>;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
@@ -464,7 +513,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 
-    async fn get_log_reader(&mut self) -> LogStore {
+    async fn get_log_reader(&mut self) -> LogStore<E> {
         self.clone()
     }
 
@@ -479,8 +528,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: a committed id lost in a crash is re-learnt from the leader; sled
-        // flushes it within its own flush interval anyway.
+        // Not flushed: a committed id lost in a crash is re-learnt from the leader (or, on a
+        // single node, from re-committing its own log); the next flush persists it anyway.
         self.write_meta(KEY_COMMITTED, &committed)
     }
 
@@ -497,17 +546,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         for entry in entries {
             let bytes =
                 encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            batch.insert(entry.log_id.index.to_be_bytes(), bytes);
         }
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        match self.db.flush_async().await {
-            Ok(_) => {
+        // Acknowledge only once the entries are durable.
+        match self.engine.flush().await {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -520,14 +570,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let from = log_id.index.to_be_bytes();
+        self.remove_range(Bound::Included(&from[..]), Bound::Unbounded)?;
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -535,14 +579,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first, so a crash mid-purge never shows a log with a hole.
         self.write_meta(KEY_LAST_PURGED, &log_id)?;
         self.flush(ErrorSubject::Logs).await?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let upto = log_id.index.to_be_bytes();
+        self.remove_range(Bound::Unbounded, Bound::Included(&upto[..]))?;
         self.flush(ErrorSubject::Logs).await
     }
 }
@@ -586,23 +624,25 @@ impl SharedState {
     }
 }
 
-/// The state machine on sled: in memory, with snapshots persisted.
+/// The state machine: in memory, with snapshots persisted on the engine.
 #[derive(Clone)]
-pub struct StateMachineStore {
-    db: sled::Db,
+pub struct StateMachineStore<E: StorageEngine = SledEngine> {
+    engine: E,
     _live: Liveness,
-    sm: sled::Tree,
+    sm: E::Tree,
     shared: Arc<RwLock<SmData>>,
     snapshot_seq: Arc<AtomicU64>,
+    /// Serialises the read-compare-write of the stored snapshot.
+    snapshot_write: Arc<Mutex<()>>,
 }
 
-impl Debug for StateMachineStore {
+impl<E: StorageEngine> Debug for StateMachineStore<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateMachineStore").finish_non_exhaustive()
     }
 }
 
-impl StateMachineStore {
+impl<E: StorageEngine> StateMachineStore<E> {
     /// A read handle on the applied state.
     pub fn shared(&self) -> SharedState {
         SharedState(self.shared.clone())
@@ -615,27 +655,35 @@ impl StateMachineStore {
         let record = encode_snapshot(meta, data)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let new_last = meta.last_log_id;
-        self.sm
-            .fetch_and_update(KEY_SNAPSHOT, |current| {
-                let newer_stored = current
-                    .and_then(|c| decode_snapshot(c).ok())
-                    .is_some_and(|(m, _)| m.last_log_id > new_last);
-                if newer_stored {
-                    current.map(|c| c.to_vec())
-                } else {
-                    Some(record.clone())
-                }
-            })
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        self.db
-            .flush_async()
+        {
+            // No await inside: the guard is a plain mutex held for a read and a write.
+            let _guard = self
+                .snapshot_write
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let current = self
+                .sm
+                .get(KEY_SNAPSHOT)
+                .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+            let newer_stored = current
+                .as_deref()
+                .and_then(|c| decode_snapshot(c).ok())
+                .is_some_and(|(m, _)| m.last_log_id > new_last);
+            if !newer_stored {
+                self.sm
+                    .insert(KEY_SNAPSHOT, &record)
+                    .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+            }
+        }
+        self.engine
+            .flush()
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         Ok(())
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+impl<E: StorageEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Clone under the read lock, serialise and write outside it: applies keep going.
         let (last_applied, last_membership, state) = {
@@ -666,8 +714,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = StateMachineStore;
+impl<E: StorageEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
+    type SnapshotBuilder = StateMachineStore<E>;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let shared = SharedState(self.shared.clone());
@@ -698,7 +746,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(out)
     }
 
-    async fn get_snapshot_builder(&mut self) -> StateMachineStore {
+    async fn get_snapshot_builder(&mut self) -> StateMachineStore<E> {
         self.clone()
     }
 

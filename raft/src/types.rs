@@ -9,9 +9,10 @@ use crate::command::{ApplyError, Command, CommandOutput};
 /// A node id in the Raft group.
 pub type NodeId = u64;
 
-/// The async runtime openraft runs on. One alias, so the simulator can swap in a runtime
-/// whose RNG is seeded (openraft's `TokioRuntime` draws election timeouts from `thread_rng`).
-pub type QuireRuntime = openraft::TokioRuntime;
+/// The async runtime openraft runs on: tokio, with the RNG openraft draws election timeouts
+/// from seedable by [`crate::runtime::seed_runtime_rng`] (from OS entropy when never seeded,
+/// as in production).
+pub type QuireRuntime = crate::runtime::SeededRuntime;
 
 /// The result of applying one log entry: the command's own result (a rejection is a result,
 /// not a Raft failure). Blank and membership entries yield `Ok(CommandOutput::Done)`.
