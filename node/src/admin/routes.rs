@@ -218,32 +218,13 @@ fn admin_token_json(t: &AdminToken, now_ms: u64) -> Value {
 
 async fn cluster_status(State(app): Shared) -> ApiResult {
     let s = app.control.status();
-    let mut ids: BTreeSet<u64> = s.voters.iter().copied().collect();
-    ids.insert(s.node_id);
-    let members: Vec<Value> = ids
-        .into_iter()
-        .map(|id| {
-            let role = if s.leader == Some(id) {
-                "leader"
-            } else if s.voters.contains(&id) {
-                "follower"
-            } else {
-                "learner"
-            };
-            if id == s.node_id {
-                json!({
-                    "id": id, "role": role, "this_node": true,
-                    "last_log_index": s.last_log_index, "applied_index": s.applied_index,
-                })
-            } else {
-                // Other members' figures come over the transport; this node does not know them.
-                json!({
-                    "id": id, "role": role, "this_node": false,
-                    "last_log_index": null, "applied_index": null,
-                })
-            }
-        })
-        .collect();
+    // Each member's figures come from the member itself, over the peer transport.
+    let nodes = crate::nodes_api::members_json(&app).await;
+    let mut members = nodes["members"].as_array().cloned().unwrap_or_default();
+    for member in &mut members {
+        let this = member["id"].as_u64() == Some(s.node_id);
+        member["this_node"] = json!(this);
+    }
     Ok(ok(json!({
         "node_id": s.node_id,
         "leader": s.leader,

@@ -49,6 +49,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Members of the Raft group.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
     /// Tenants: the unit of isolation.
     Tenants {
         #[command(subcommand)]
@@ -78,6 +83,18 @@ pub enum CtlCommand {
     AdminTokens {
         #[command(subcommand)]
         command: AdminTokensCommand,
+    },
+}
+
+/// `quire ctl nodes ...`
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Every member with its role and the indexes it reports itself.
+    List,
+    /// Remove a member from the group; it stops serving.
+    Remove {
+        /// Node id.
+        id: u64,
     },
 }
 
@@ -484,6 +501,14 @@ fn seg(s: &str) -> String {
     out
 }
 
+const NODE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("ADDR", "addr"),
+    ("ROLE", "role"),
+    ("LAST LOG", "last_log_index"),
+    ("APPLIED", "applied_index"),
+    ("REACHABLE", "reachable"),
+];
 const TENANT_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("NAME", "display_name"),
@@ -541,6 +566,18 @@ async fn execute(
             let v = c.call(Method::GET, "/cluster/status", None).await?;
             (v, View::Fields)
         }
+        CtlCommand::Nodes { command } => match command {
+            NodesCommand::List => {
+                let v = c.call(Method::GET, "/nodes", None).await?;
+                (v, table("members", NODE_COLUMNS))
+            }
+            NodesCommand::Remove { id } => {
+                let v = c
+                    .call(Method::DELETE, &format!("/nodes/{id}"), None)
+                    .await?;
+                (v, View::Message(format!("removed node {id}")))
+            }
+        },
         CtlCommand::Tenants { command } => match command {
             TenantsCommand::Create { id, name } => {
                 let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
