@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{MAX_ADDR_CHARS, MAX_MESSAGE_BYTES, MAX_PEER_ADDRESSES, TransportConfig};
+use crate::dial::{DialConnector, Dialer};
 use crate::error::TransportError;
 use crate::fault::{FaultAction, FaultFilter, RpcKind};
 use crate::proto;
@@ -142,6 +143,8 @@ struct Pool {
     /// Peer addresses whose node ids this side has learned (from openraft or from replies),
     /// so the fault filter also sees non-Raft calls.
     ids: Mutex<BTreeMap<String, NodeId>>,
+    /// Opens the byte streams of new channels instead of TCP, when set (the simulator).
+    dialer: Mutex<Option<Arc<dyn Dialer>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +177,7 @@ impl Pool {
             tls,
             slots: Mutex::new(BTreeMap::new()),
             ids: Mutex::new(BTreeMap::new()),
+            dialer: Mutex::new(None),
         })
     }
 
@@ -284,7 +288,11 @@ impl Pool {
                 ),
             });
         }
-        let channel = self.endpoint(addr)?.connect_lazy();
+        let endpoint = self.endpoint(addr)?;
+        let channel = match lock(&self.dialer).clone() {
+            Some(dialer) => endpoint.connect_with_connector_lazy(DialConnector { dialer }),
+            None => endpoint.connect_lazy(),
+        };
         slot.generation += 1;
         slot.created_at = now;
         slot.channel = Some(channel.clone());
@@ -538,6 +546,14 @@ impl GrpcNetwork {
         self
     }
 
+    /// Opens every new peer connection (of this network and its [`PeerClient`]s) through
+    /// `dialer` instead of TCP — how the simulator runs the transport over its own network.
+    /// Channels already made keep their connection until they fail.
+    pub fn with_dialer(self, dialer: Arc<dyn Dialer>) -> Self {
+        *lock(&self.pool.dialer) = Some(dialer);
+        self
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.id
@@ -756,6 +772,13 @@ impl PeerClient {
             pool: Arc::new(Pool::new(config, security)?),
             filter: None,
         })
+    }
+
+    /// Opens every new connection of this client (and of the network it came from) through
+    /// `dialer` instead of TCP (see [`GrpcNetwork::with_dialer`]).
+    pub fn with_dialer(self, dialer: Arc<dyn Dialer>) -> Self {
+        *lock(&self.pool.dialer) = Some(dialer);
+        self
     }
 
     fn route<'a>(&'a self, addr: &'a str) -> Route<'a> {

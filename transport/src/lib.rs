@@ -13,9 +13,13 @@
 //! A node wires it as: `GrpcNetwork::new(id, config, security)` → `peer_client()` (keep it)
 //! → `ControlPlane::open_with_network(.., network)` in an `Arc` → `PeerServer::new(control,
 //! config, security, peer_client).serve(listener, shutdown)` on the node's own listener.
+//! Over a network other than the OS's TCP (the simulator's), give the network a [`Dialer`]
+//! (`GrpcNetwork::with_dialer`) and the server a stream of accepted connections
+//! (`PeerServer::serve_incoming`).
 
 pub mod client;
 pub mod config;
+pub mod dial;
 pub mod error;
 pub mod fault;
 pub mod server;
@@ -34,6 +38,7 @@ pub mod proto {
 
 pub use client::{GrpcNetwork, GrpcPeer, MemberInfo, MemberRole, PeerClient, PeerStatus};
 pub use config::{MAX_MESSAGE_BYTES, TransportConfig};
+pub use dial::{BoxedPeerIo, DialFuture, Dialer, PeerIo};
 pub use error::TransportError;
 pub use fault::{FaultAction, FaultFilter, LinkFaults, LinkRule, RpcKind};
 pub use server::PeerServer;

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::client::{PeerClient, addr_host, chain, decode};
 use crate::config::{MAX_MESSAGE_BYTES, TransportConfig};
+use crate::dial::AcceptedIo;
 use crate::error::TransportError;
 use crate::proto;
 use crate::tls::{TransportSecurity, install_crypto_provider};
@@ -82,6 +83,44 @@ impl PeerServer {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(config.keepalive_interval()));
+        let (mut builder, service) = self.into_parts(&local)?;
+        builder
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| TransportError::Serve(chain(&e)))
+    }
+
+    /// Serves the connections `incoming` yields (accepted byte streams of another network,
+    /// such as the simulator's) until `shutdown` completes, then drains them. `local` names
+    /// the listening address in logs. Same limits, timeouts and security as
+    /// [`PeerServer::serve`]; an `Err` item is a failed accept and is skipped.
+    pub async fn serve_incoming<S, IO, E>(
+        self,
+        local: &str,
+        incoming: S,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), TransportError>
+    where
+        S: futures::Stream<Item = Result<IO, E>> + Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use futures::StreamExt as _;
+        let incoming = incoming.map(|io| io.map(AcceptedIo));
+        let (mut builder, service) = self.into_parts(local)?;
+        builder
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| TransportError::Serve(chain(&e)))
+    }
+
+    fn into_parts(
+        self,
+        local: &str,
+    ) -> Result<(Server, proto::peer_server::PeerServer<PeerService>), TransportError> {
+        let config = self.service.config.clone();
         let per_connection = config.server_max_per_connection;
         let mut builder = Server::builder()
             .concurrency_limit_per_connection(per_connection)
@@ -109,11 +148,7 @@ impl PeerServer {
         let service = proto::peer_server::PeerServer::new(self.service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        builder
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| TransportError::Serve(chain(&e)))
+        Ok((builder, service))
     }
 }
 
