@@ -31,6 +31,12 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// message that says what went wrong (a status code, a timeout).
 pub trait Worker: Send + 'static {
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// How many times the worker retried inside `call`s since it was last asked (e.g. after
+    /// a 503 "retry shortly"); the retry's wait counts in the operation's latency.
+    fn take_retries(&mut self) -> u64 {
+        0
+    }
 }
 
 /// How long to run.
@@ -84,6 +90,8 @@ pub struct LoadResult {
     pub ok: u64,
     /// Operations that failed (or timed out) inside the window.
     pub errors: u64,
+    /// Retries inside the operations counted (see [`Worker::take_retries`]).
+    pub retries: u64,
     /// `ok` per second of the measured window.
     pub ok_per_sec: f64,
     /// Latency of successful operations, in microseconds.
@@ -131,6 +139,7 @@ struct WriterTally {
     histogram: Histogram<u64>,
     ok: u64,
     errors: u64,
+    retries: u64,
     error_samples: Vec<String>,
 }
 
@@ -158,6 +167,7 @@ async fn drive<W: Worker>(
         histogram: new_histogram(),
         ok: 0,
         errors: 0,
+        retries: 0,
         error_samples: Vec::new(),
     };
     loop {
@@ -170,6 +180,10 @@ async fn drive<W: Worker>(
         let finished = Instant::now();
         // The window is (measure_from, end]: exactly `duration` long.
         let counted = finished > measure_from && finished <= end;
+        let retries = worker.take_retries();
+        if counted {
+            tally.retries += retries;
+        }
         let failed = match outcome {
             Ok(Ok(())) => {
                 if counted {
@@ -227,7 +241,7 @@ pub async fn run_closed_loop<W: Worker>(
         tasks.spawn(drive(worker, measure_from, end, spec.op_timeout));
     }
     let mut histogram = new_histogram();
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut errors, mut retries) = (0, 0, 0);
     let mut error_samples = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let tally = joined.map_err(|e| LoadError::Task(e.to_string()))?;
@@ -237,6 +251,7 @@ pub async fn run_closed_loop<W: Worker>(
             .map_err(|e| LoadError::Task(e.to_string()))?;
         ok += tally.ok;
         errors += tally.errors;
+        retries += tally.retries;
         for sample in tally.error_samples {
             keep_sample(&mut error_samples, sample);
         }
@@ -247,6 +262,7 @@ pub async fn run_closed_loop<W: Worker>(
         measured_secs,
         ok,
         errors,
+        retries,
         ok_per_sec: ok as f64 / measured_secs,
         latency_us: Percentiles::of(&histogram),
         error_samples,
@@ -263,11 +279,18 @@ mod tests {
         delay: Duration,
         fail_every: u64,
         n: u64,
+        retries: u64,
     }
 
     impl Worker for Sleeper {
+        /// One retry per call.
+        fn take_retries(&mut self) -> u64 {
+            std::mem::replace(&mut self.retries, 0)
+        }
+
         fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
             self.n += 1;
+            self.retries += 1;
             let fail = self.fail_every != 0 && self.n.is_multiple_of(self.fail_every);
             let delay = self.delay;
             async move {
@@ -291,6 +314,7 @@ mod tests {
                 delay: Duration::from_millis(delay_ms),
                 fail_every,
                 n: 0,
+                retries: 0,
             })
             .collect()
     }
@@ -305,6 +329,8 @@ mod tests {
         assert_eq!(r.writers, 4);
         assert_eq!(r.ok, 400);
         assert_eq!(r.errors, 0);
+        // Retries of warm-up operations are not counted either.
+        assert_eq!(r.retries, 400);
         assert!((r.ok_per_sec - 400.0).abs() < 1e-9, "{}", r.ok_per_sec);
         // Paused time: every op takes exactly 10 ms (the histogram rounds to 3 figures).
         assert!(

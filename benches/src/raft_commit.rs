@@ -28,6 +28,9 @@ pub const MAX_LEVELS: usize = 16;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the cluster to report a leader.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// First pause before retrying a write answered 503; it doubles up to the maximum.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(2);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(50);
 /// Longest error response body kept in an error message, in characters.
 const MAX_BODY_CHARS: usize = 200;
 
@@ -116,6 +119,8 @@ pub struct RaftCommitReport {
     pub data_filesystem: String,
     pub nodes: usize,
     pub target: Target,
+    /// Admin requests one node serves at once; more are answered 503.
+    pub admin_in_flight_limit: usize,
     pub warmup_secs: f64,
     pub duration_secs: f64,
     pub levels: Vec<Level>,
@@ -131,6 +136,8 @@ pub struct TenantWriter {
     prefix: String,
     next: u64,
     pending_delete: Option<String>,
+    /// 503 answers retried since the last `take_retries`.
+    retries: u64,
 }
 
 impl TenantWriter {
@@ -142,6 +149,7 @@ impl TenantWriter {
             prefix,
             next: 0,
             pending_delete: None,
+            retries: 0,
         }
     }
 }
@@ -150,7 +158,13 @@ async fn describe(what: &str, response: reqwest::Response) -> String {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let body: String = match serde_json::from_str::<Value>(&body) {
-        Ok(v) => v.get("error").unwrap_or(&v).to_string(),
+        Ok(v) => match (
+            v.get("error").and_then(Value::as_str),
+            v.get("message").and_then(Value::as_str),
+        ) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            _ => v.to_string(),
+        },
         Err(_) => body,
     }
     .chars()
@@ -159,43 +173,74 @@ async fn describe(what: &str, response: reqwest::Response) -> String {
     format!("{what} answered {status}: {body}")
 }
 
-impl Worker for TenantWriter {
-    async fn call(&mut self) -> Result<(), String> {
-        if let Some(tenant) = &self.pending_delete {
-            let response = self
+impl TenantWriter {
+    /// One create or delete, retried after a 503 until it is answered otherwise.
+    async fn write(&mut self) -> Result<(), String> {
+        let (method, url, body, what, tenant) = match &self.pending_delete {
+            Some(tenant) => (
+                Method::DELETE,
+                format!("{}/tenants/{tenant}", self.base),
+                None,
+                format!("DELETE /tenants/{tenant}"),
+                tenant.clone(),
+            ),
+            None => {
+                let tenant = format!("{}-{}", self.prefix, self.next);
+                self.next += 1;
+                (
+                    Method::POST,
+                    format!("{}/tenants", self.base),
+                    Some(json!({"id": tenant, "display_name": "bench tenant"})),
+                    "POST /tenants".to_owned(),
+                    tenant,
+                )
+            }
+        };
+        let creating = body.is_some();
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let mut retried = false;
+        loop {
+            let mut request = self
                 .http
-                .delete(format!("{}/tenants/{tenant}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .map_err(|e| format!("DELETE /tenants/{tenant}: {e}"))?;
-            if response.status().is_success() {
-                self.pending_delete = None;
+                .request(method.clone(), &url)
+                .bearer_auth(&self.token);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+            let status = response.status();
+            // 503 means "retry shortly" (admission limit reached, no leader yet).
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                self.retries += 1;
+                retried = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                continue;
+            }
+            // After a 503 the earlier attempt may have committed after all.
+            let done_before = retried
+                && ((creating && status == StatusCode::CONFLICT)
+                    || (!creating && status == StatusCode::NOT_FOUND));
+            if status.is_success() || done_before {
+                self.pending_delete = creating.then_some(tenant);
                 return Ok(());
             }
-            let what = format!("DELETE /tenants/{tenant}");
-            if response.status() == StatusCode::NOT_FOUND {
+            if !creating && status == StatusCode::NOT_FOUND {
                 // Already gone: nothing left to delete.
                 self.pending_delete = None;
             }
             return Err(describe(&what, response).await);
         }
-        let tenant = format!("{}-{}", self.prefix, self.next);
-        self.next += 1;
-        let response = self
-            .http
-            .post(format!("{}/tenants", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"id": tenant, "display_name": "bench tenant"}))
-            .send()
-            .await
-            .map_err(|e| format!("POST /tenants: {e}"))?;
-        if response.status().is_success() {
-            self.pending_delete = Some(tenant);
-            Ok(())
-        } else {
-            Err(describe("POST /tenants", response).await)
-        }
+    }
+}
+
+impl Worker for TenantWriter {
+    async fn call(&mut self) -> Result<(), String> {
+        self.write().await
+    }
+
+    fn take_retries(&mut self) -> u64 {
+        std::mem::take(&mut self.retries)
     }
 }
 
@@ -378,6 +423,7 @@ pub async fn run(
         data_filesystem,
         nodes: NODES,
         target: spec.target,
+        admin_in_flight_limit: quire_node::admin::MAX_ADMIN_IN_FLIGHT,
         warmup_secs: spec.warmup.as_secs_f64(),
         duration_secs: spec.duration.as_secs_f64(),
         levels,
@@ -398,6 +444,14 @@ impl RaftCommitReport {
         )
     }
 
+    fn retry_note(&self) -> String {
+        format!(
+            "a 503 answer (each node admits {} admin requests at once; no leader) is retried \
+             after {:?}..{:?} backoff and counted under retries; latency includes the retries",
+            self.admin_in_flight_limit, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX
+        )
+    }
+
     /// The terminal version: the table, then what it ran on.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -407,6 +461,7 @@ impl RaftCommitReport {
             let _ = writeln!(out, "error: {line}");
         }
         let _ = writeln!(out, "setup:   {}", self.setup());
+        let _ = writeln!(out, "retries: {}", self.retry_note());
         let _ = writeln!(out, "machine: {}", self.machine.summary());
         let _ = writeln!(out, "commit:  {}", self.git_commit);
         let _ = writeln!(out, "quire:   {}", self.quire_bin.display());
@@ -427,6 +482,7 @@ impl RaftCommitReport {
             }
         }
         let _ = writeln!(out, "\n- setup: {}", self.setup());
+        let _ = writeln!(out, "- retries: {}", self.retry_note());
         let _ = writeln!(out, "- machine: {}", self.machine.summary());
         let _ = writeln!(out, "- commit: `{}`", self.git_commit);
         let _ = writeln!(out, "- command: `{}`", self.command);

@@ -11,7 +11,7 @@ pub fn ms(us: u64) -> String {
 }
 
 /// The column titles; `ops` names what one operation is ("writes", "calls").
-fn titles(ops: &str) -> [String; 7] {
+fn titles(ops: &str) -> [String; 8] {
     [
         "writers".to_owned(),
         format!("{ops}/s"),
@@ -19,11 +19,12 @@ fn titles(ops: &str) -> [String; 7] {
         "p95 ms".to_owned(),
         "p99 ms".to_owned(),
         "max ms".to_owned(),
+        "retries".to_owned(),
         "errors".to_owned(),
     ]
 }
 
-fn cells(r: &LoadResult) -> [String; 7] {
+fn cells(r: &LoadResult) -> [String; 8] {
     [
         r.writers.to_string(),
         format!("{:.1}", r.ok_per_sec),
@@ -31,6 +32,7 @@ fn cells(r: &LoadResult) -> [String; 7] {
         ms(r.latency_us.p95),
         ms(r.latency_us.p99),
         ms(r.latency_us.max),
+        r.retries.to_string(),
         r.errors.to_string(),
     ]
 }
@@ -38,8 +40,8 @@ fn cells(r: &LoadResult) -> [String; 7] {
 /// A right-aligned plain-text table, one row per result.
 pub fn text_table(ops: &str, results: &[&LoadResult]) -> String {
     let titles = titles(ops);
-    let rows: Vec<[String; 7]> = results.iter().map(|r| cells(r)).collect();
-    let widths: Vec<usize> = (0..7)
+    let rows: Vec<[String; 8]> = results.iter().map(|r| cells(r)).collect();
+    let widths: Vec<usize> = (0..8)
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].len())
@@ -64,7 +66,7 @@ pub fn text_table(ops: &str, results: &[&LoadResult]) -> String {
 pub fn markdown_table(ops: &str, results: &[&LoadResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", titles(ops).join(" | "));
-    let _ = writeln!(out, "|{}", "---:|".repeat(7));
+    let _ = writeln!(out, "|{}", "---:|".repeat(8));
     for r in results {
         let _ = writeln!(out, "| {} |", cells(r).join(" | "));
     }
@@ -140,6 +142,7 @@ mod tests {
         assert_eq!(row[0], "16");
         assert_eq!(row[1], "1600.0");
         assert_eq!(row[6], "0");
+        assert_eq!(row[7], "0");
         // All rows line up.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
 
