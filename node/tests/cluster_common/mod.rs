@@ -90,8 +90,13 @@ fn print_logs(dir: &std::path::Path, max_id: u64) {
         let Ok(log) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(40)..];
+        // Routine lines say nothing about a failure; colours make the rest hard to read.
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| !l.contains("admin change applied") && !l.contains("startup begin"))
+            .map(strip_ansi)
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(30)..];
         eprintln!(
             "---- last {} lines of {} ----\n{}",
             tail.len(),
@@ -99,6 +104,24 @@ fn print_logs(dir: &std::path::Path, max_id: u64) {
             tail.join("\n")
         );
     }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip an escape sequence up to its final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for TestCluster {
@@ -255,7 +278,7 @@ impl TestCluster {
     }
 
     /// Waits until every node in `ids` lists (locally) the same tenants, a set holding all of
-    /// `must_have`; returns that set.
+    /// `must_have`; returns that set. Only for when no writes are in flight.
     pub async fn wait_converged(
         &self,
         ids: &[u64],
@@ -299,6 +322,52 @@ impl TestCluster {
             if Instant::now() >= deadline {
                 bail!(
                     "nodes {ids:?} did not converge within {timeout:?}: {}",
+                    problems.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until every node in `ids` lists (locally) all of `must_have`; unlike
+    /// `wait_converged` it does not need the nodes to agree, so writes may go on meanwhile.
+    pub async fn wait_contains(
+        &self,
+        ids: &[u64],
+        must_have: &BTreeSet<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<u64> = ids.to_vec();
+        loop {
+            let mut problems = Vec::new();
+            let mut still = Vec::new();
+            for &id in &pending {
+                match self.tenants(id, "local").await {
+                    Ok(set) => {
+                        let missing: Vec<&String> = must_have.difference(&set).collect();
+                        if !missing.is_empty() {
+                            problems.push(format!(
+                                "node {id} lacks {} acknowledged tenants, e.g. {:?}",
+                                missing.len(),
+                                &missing[..missing.len().min(5)]
+                            ));
+                            still.push(id);
+                        }
+                    }
+                    Err(e) => {
+                        problems.push(format!("node {id}: {e:#}"));
+                        still.push(id);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nodes {pending:?} did not catch up within {timeout:?}: {}",
                     problems.join("; ")
                 );
             }

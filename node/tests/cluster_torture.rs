@@ -1,0 +1,110 @@
+//! Twenty rounds of `kill -9` of a node chosen by a seeded RNG, at a random moment during
+//! continuous writes, then a restart on the same data dir. At the end every acknowledged
+//! write is on every node, and every restart became ready (no node refused its own data).
+//!
+//! The seed is printed; `QUIRE_TORTURE_SEED=<n>` replays the same choices of node and moment
+//! (process scheduling still varies from run to run).
+
+mod cluster_common;
+
+use std::time::Duration;
+
+use cluster_common::{acked_set, failure_summary, start};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const ROUNDS: usize = 20;
+/// The longest random wait before a kill, and before the restart.
+const MAX_KILL_DELAY_MS: u64 = 600;
+const MAX_RESTART_DELAY_MS: u64 = 300;
+
+fn seed() -> u64 {
+    match std::env::var("QUIRE_TORTURE_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .expect("QUIRE_TORTURE_SEED must be a whole number"),
+        Err(_) => {
+            #[allow(clippy::disallowed_methods)]
+            // A fresh seed per run, drawn once from the wall clock and printed for replay.
+            let now = std::time::SystemTime::now();
+            now.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// KNOWN FAILURE (Quire bug, reported to the node owner): when the victim was the leader and
+/// restarts before the others elect, it can exit at start-up (see
+/// `cluster_failover::leader_restarted_at_once_after_kill9_comes_back`); seed
+/// 1796410168598676080 showed it in 2 of 3 runs. Run it with
+/// `cargo nextest run -p quire-node -E 'binary(/^cluster_torture/)' --run-ignored all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Quire bug (reported): a leader restarted before an election can exit on its start-up linearizable read"]
+async fn twenty_random_kill9_rounds_lose_no_acknowledged_write() {
+    let seed = seed();
+    println!("torture seed: {seed} (replay with QUIRE_TORTURE_SEED={seed})");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut c = start(3, false).await;
+    let ids = c.ids();
+    let writer = c.writer(&ids);
+    writer
+        .wait_more_acks(5, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let mut victims = Vec::new();
+    for round in 1..=ROUNDS {
+        let victim = ids[rng.random_range(0..ids.len())];
+        let kill_delay = Duration::from_millis(rng.random_range(0..=MAX_KILL_DELAY_MS));
+        let restart_delay = Duration::from_millis(rng.random_range(0..=MAX_RESTART_DELAY_MS));
+        victims.push(victim);
+        // The random moment of the kill within the stream of writes.
+        tokio::time::sleep(kill_delay).await;
+        writer.remove_target(victim);
+        c.cluster.kill9(victim).unwrap();
+        tokio::time::sleep(restart_delay).await;
+        c.cluster.start_node(victim).unwrap();
+        if let Err(e) = c.cluster.wait_ready(victim, Duration::from_secs(30)).await {
+            panic!(
+                "round {round} (seed {seed}): node {victim} did not come back after kill -9: {e:#}"
+            );
+        }
+        writer.add_target(&c, victim);
+        // The cluster keeps committing before the next round.
+        if let Err(e) = writer.wait_more_acks(3, Duration::from_secs(20)).await {
+            panic!(
+                "round {round} (seed {seed}): no progress after restarting node {victim}: {e:#}"
+            );
+        }
+    }
+    let records = writer.stop().await;
+    let acked = acked_set(&records);
+    println!(
+        "torture: {ROUNDS} rounds in {} ms (victims {victims:?}); writes {} sent, {} acknowledged, {} failed {:?}",
+        started.elapsed().as_millis(),
+        records.len(),
+        acked.len(),
+        records.len() - acked.len(),
+        failure_summary(&records)
+    );
+
+    let set = match c
+        .wait_converged(&ids, &acked, Duration::from_secs(30))
+        .await
+    {
+        Ok(set) => set,
+        Err(e) => panic!("seed {seed}: acknowledged writes missing after the torture: {e:#}"),
+    };
+    assert!(set.contains("demo"), "the demo tenant survives");
+    for &id in &ids {
+        let listed = c.tenants(id, "linearizable").await.unwrap();
+        assert!(
+            acked.is_subset(&listed),
+            "seed {seed}: a linearizable read on node {id} misses {:?}",
+            acked.difference(&listed).take(5).collect::<Vec<_>>()
+        );
+    }
+}
