@@ -49,6 +49,7 @@ async fn assert_linearizable_read_fails(c: &TestCluster, id: u64, acked: &BTreeS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
     let c = start(3, true).await;
+    let t0 = tokio::time::Instant::now();
     let ids = c.ids();
     let leader = c
         .wait_leader(1, None, Duration::from_secs(20))
@@ -64,7 +65,10 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
         .await
         .unwrap();
     c.isolate(isolated, &[leader, other]).await.unwrap();
-    println!("isolated follower {isolated} (leader {leader})");
+    println!(
+        "[{} ms] isolated follower {isolated} (leader {leader})",
+        t0.elapsed().as_millis()
+    );
 
     let answer = c
         .create_tenant(isolated, "to-isolated-follower", ISOLATED_DEADLINE)
@@ -73,7 +77,10 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
         !answer.is_success(),
         "a write sent to the isolated follower {isolated} was acknowledged: {answer:?}"
     );
-    println!("write on isolated follower {isolated}: {answer:?}");
+    println!(
+        "[{} ms] write on isolated follower {isolated}: {answer:?}",
+        t0.elapsed().as_millis()
+    );
     writer
         .wait_more_acks(10, Duration::from_secs(20))
         .await
@@ -92,7 +99,10 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
     c.wait_contains(&ids, &acked, Duration::from_secs(20))
         .await
         .unwrap();
-    println!("follower {isolated} caught up after healing");
+    println!(
+        "[{} ms] follower {isolated} caught up after healing",
+        t0.elapsed().as_millis()
+    );
 
     // ---- an isolated leader ----
     let leader = c
@@ -102,14 +112,20 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
     let majority: Vec<u64> = ids.iter().copied().filter(|&id| id != leader).collect();
     writer.set_targets(&c, &majority);
     c.isolate(leader, &majority).await.unwrap();
-    println!("isolated leader {leader}; majority {majority:?}");
+    println!(
+        "[{} ms] isolated leader {leader}; majority {majority:?}",
+        t0.elapsed().as_millis()
+    );
 
     let new_leader = c
         .wait_leader(majority[0], Some(leader), Duration::from_secs(20))
         .await
         .unwrap();
     assert!(majority.contains(&new_leader), "new leader {new_leader}");
-    println!("the majority elected node {new_leader}");
+    println!(
+        "[{} ms] the majority elected node {new_leader}",
+        t0.elapsed().as_millis()
+    );
     writer
         .wait_more_acks(10, Duration::from_secs(20))
         .await
@@ -132,7 +148,8 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
     let records = writer.stop().await;
     let acked = acked_set(&records);
     println!(
-        "writes: {} sent, {} acknowledged, failures {:?}",
+        "[{} ms] writes: {} sent, {} acknowledged, failures {:?}",
+        t0.elapsed().as_millis(),
         records.len(),
         acked.len(),
         failure_summary(&records)
