@@ -1,3 +1,24 @@
-//! Quire's deterministic failure simulator: runs whole clusters of real Quire nodes in one
-//! process under a seed. The Notion sandbox it drives lives in the `quire-sandbox` crate
-//! beside it.
+//! Quire's deterministic failure simulator: runs a whole cluster of real Quire control-plane
+//! nodes (the production `ControlPlane`, openraft, tonic transport and `Router`) in one
+//! process under a seed — turmoil for the network and time, `SimDisk` for the disks, the
+//! transport's `LinkFaults` for message faults — with a seeded workload, a fault schedule,
+//! invariant checkers and an application-level trace whose hash identifies the run. The
+//! Notion sandbox it will drive lives in the `quire-sandbox` crate beside it.
+//!
+//! It owns the simulation and its checkers; it must not change how the nodes behave except
+//! through the hooks production code offers (engine, network dialer, fault filter, seeded
+//! runtime RNG) and the planted bugs of [`bugs`], which only the simulator turns on. Run one
+//! simulation per process ([`run::run`]); sweeps start a child process per seed.
+
+pub mod bugs;
+pub mod check;
+pub mod faults;
+pub mod node;
+pub mod run;
+pub mod trace;
+pub mod workload;
+
+pub use bugs::Bug;
+pub use check::Violation;
+pub use run::{RunError, RunOptions, RunReport, run};
+pub use trace::Trace;

@@ -1,0 +1,92 @@
+//! Planted bugs: runtime switches, available only to the simulator, that break a guarantee on
+//! purpose so a test can show the checkers catch it. Production code never sets them.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A planted bug (`quire-sim bugs` lists them; `--bug NAME` turns one on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bug {
+    /// The simulated disk acknowledges a flush before the writes it covers are durable
+    /// (`SimDisk::set_bug_ack_before_flush`): a crash loses acknowledged log entries and votes.
+    AckBeforeDurable,
+    /// Reads are served from the receiving node's local applied state, without the leader's
+    /// read index (`ControlPlane::read_applied` instead of `Router::read`): a lagging or
+    /// partitioned node answers with stale data.
+    StaleLocalRead,
+    /// The per-integration Notion rate limiter forgets its state on restart (data plane; the
+    /// simulator does not run the data plane yet, so this bug is refused for now).
+    LimiterForgetsState,
+}
+
+impl Bug {
+    /// Every planted bug, in a fixed order.
+    pub const ALL: [Bug; 3] = [
+        Bug::AckBeforeDurable,
+        Bug::StaleLocalRead,
+        Bug::LimiterForgetsState,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeDurable => "ack-before-durable",
+            Bug::StaleLocalRead => "stale-local-read",
+            Bug::LimiterForgetsState => "limiter-forgets-state",
+        }
+    }
+
+    /// What it breaks, and which checker should catch it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Bug::AckBeforeDurable => {
+                "the simulated disk acknowledges a flush before it is durable; caught by: no acknowledged write lost, committed entries never change, one leader per term"
+            }
+            Bug::StaleLocalRead => {
+                "reads are served from the local applied state without a read index; caught by: linearizable reads (visibility oracle, monotonic reads)"
+            }
+            Bug::LimiterForgetsState => {
+                "the Notion rate limiter forgets its state on restart; caught by: per-integration budget (not simulated yet)"
+            }
+        }
+    }
+
+    /// Whether the simulator can run with this bug on today.
+    pub fn is_available(self) -> bool {
+        !matches!(self, Bug::LimiterForgetsState)
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown or unavailable bug name.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BugError(String);
+
+impl FromStr for Bug {
+    type Err = BugError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bug = Bug::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+                BugError(format!(
+                    "unknown bug {s:?}; planted bugs are: {} (see `quire-sim bugs`)",
+                    names.join(", ")
+                ))
+            })?;
+        if !bug.is_available() {
+            return Err(BugError(format!(
+                "bug {s:?} needs the data plane in the simulation, which is not simulated yet"
+            )));
+        }
+        Ok(bug)
+    }
+}

@@ -1,0 +1,540 @@
+//! Invariant checkers. [`Observer`] runs between simulation steps and watches every live
+//! node's Raft metrics and applied state (election safety: within a term, leaders appear in
+//! increasing node-id order — openraft 0.9's default mode allows several leaders per term,
+//! ordered by (term, node id); votes never go backwards, across restarts too; state machines
+//! agree at every applied index, so committed entries never change); [`check_history`] checks the
+//! workload's history at the end (linearizable reads by a visibility oracle, monotonic reads,
+//! rejected writes never visible); [`check_final`] checks the converged cluster (no
+//! acknowledged write lost, no phantom or rejected tenant, every node in the same state).
+//!
+//! To add an invariant: observe what it needs (in [`Observer::observe`] for continuous
+//! checks, or in the history / final state), and return a [`Violation`] naming it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use openraft::ServerState;
+use quire_raft::NodeId;
+use sha2::{Digest, Sha256};
+
+use crate::node::{Op, OpResult, Registry};
+use crate::trace::Trace;
+
+/// A broken invariant: ends the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant (a stable, short name).
+    pub invariant: &'static str,
+    /// Simulated time it was detected, in ms.
+    pub at_ms: u64,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invariant violated: {} (at {} ms simulated): {}",
+            self.invariant, self.at_ms, self.detail
+        )
+    }
+}
+
+/// One operation of the workload, as its caller saw it.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    /// Admin (client task) that issued it.
+    pub admin: u32,
+    /// Node it was sent to.
+    pub node: NodeId,
+    /// What it was.
+    pub op: Op,
+    /// Simulated time it was invoked, ms.
+    pub invoked_ms: u64,
+    /// Simulated time it completed, ms, and how (`None`: still pending at the end).
+    pub completed: Option<(u64, OpResult)>,
+}
+
+impl OpRecord {
+    /// The tenant a write creates.
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.op {
+            Op::Create { tenant } | Op::CreateInvalid { tenant } => Some(tenant),
+            Op::Read => None,
+        }
+    }
+
+    /// Whether the write is known to be committed, and when that was known (ms). A
+    /// `Create` answered `already_exists` was committed too: ids are unique per operation,
+    /// so an earlier forwarding attempt of this very write got in first.
+    pub fn acked_at(&self) -> Option<u64> {
+        match (&self.op, &self.completed) {
+            (Op::Create { .. }, Some((at, OpResult::Written))) => Some(*at),
+            (Op::Create { .. }, Some((at, OpResult::Rejected { kind })))
+                if kind == "already_exists" =>
+            {
+                Some(*at)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The workload's history, shared by its tasks.
+#[derive(Clone, Default)]
+pub struct History(Arc<Mutex<Vec<OpRecord>>>);
+
+impl History {
+    fn lock(&self) -> MutexGuard<'_, Vec<OpRecord>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records an invocation; returns its index.
+    pub fn invoke(&self, record: OpRecord) -> usize {
+        let mut ops = self.lock();
+        ops.push(record);
+        ops.len() - 1
+    }
+
+    /// Records the completion of operation `index`.
+    pub fn complete(&self, index: usize, at_ms: u64, result: OpResult) {
+        if let Some(op) = self.lock().get_mut(index) {
+            op.completed = Some((at_ms, result));
+        }
+    }
+
+    /// A copy of every record.
+    pub fn records(&self) -> Vec<OpRecord> {
+        self.lock().clone()
+    }
+}
+
+/// SHA-256 (first 16 hex digits) of a node's applied state, serialised (all `BTreeMap`s:
+/// the same state gives the same bytes on every node).
+pub fn state_digest(state: &quire_raft::State) -> String {
+    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    let mut hex = hex::encode(Sha256::digest(&bytes));
+    hex.truncate(16);
+    hex
+}
+
+/// Continuous checks between simulation steps.
+#[derive(Default)]
+pub struct Observer {
+    /// term → leaders seen in it, with the sample they were first seen at.
+    leaders: BTreeMap<u64, BTreeMap<NodeId, u64>>,
+    /// node → highest vote seen (term, voted-for node) and when.
+    votes: BTreeMap<NodeId, ((u64, NodeId), u64)>,
+    /// Samples taken so far.
+    samples: u64,
+    /// applied index → (digest, first node seen there, when).
+    digests: BTreeMap<u64, (String, NodeId, u64)>,
+    /// node → (incarnation, applied index) at the previous sample.
+    previous: BTreeMap<NodeId, (u64, Option<u64>)>,
+    /// (node, incarnation, index) already digested.
+    digested: BTreeSet<(NodeId, u64, u64)>,
+    /// Digests taken (for the report).
+    pub digests_taken: u64,
+}
+
+impl Observer {
+    /// Looks at every live node once. A node's applied state is digested when its applied
+    /// index was the same at the previous sample too (the state machine and the metrics
+    /// openraft publishes are updated by different tasks; a quiet index means both agree).
+    pub fn observe(
+        &mut self,
+        now_ms: u64,
+        registry: &Registry,
+        trace: &Trace,
+    ) -> Result<(), Violation> {
+        let at = std::time::Duration::from_millis(now_ms);
+        self.samples += 1;
+        for (id, node) in registry.all() {
+            let m = node.control.raft().metrics().borrow().clone();
+            // A node's vote never goes backwards, across restarts too (it is durable before
+            // it is granted).
+            let vote = (m.vote.leader_id.term, m.vote.leader_id.node_id);
+            match self.votes.get(&id) {
+                Some(&(before, when)) if vote < before => {
+                    return Err(Violation {
+                        invariant: "vote-durable",
+                        at_ms: now_ms,
+                        detail: format!(
+                            "node {id} (incarnation {}) has vote term {} for node {}, but had vote term {} for node {} at {when} ms: a vote was lost",
+                            node.incarnation, vote.0, vote.1, before.0, before.1
+                        ),
+                    });
+                }
+                Some(&(before, _)) if vote == before => {}
+                _ => {
+                    self.votes.insert(id, (vote, now_ms));
+                }
+            }
+            if m.state == ServerState::Leader {
+                // openraft 0.9 (without `single-term-leader`) orders leaders by (term, node
+                // id), so a term may have several leaders — but a quorum that granted (t, a)
+                // refuses (t, b < a) from then on: in one term, leaders appear in increasing
+                // node-id order. A leader first seen after a higher one of the same term
+                // (seen at an earlier sample) was elected by a vote that was lost.
+                let term = m.current_term;
+                let first_seen = self
+                    .leaders
+                    .entry(term)
+                    .or_default()
+                    .insert(id, self.samples)
+                    .is_none();
+                if first_seen {
+                    let earlier_higher = self.leaders.get(&term).and_then(|seen| {
+                        seen.iter()
+                            .find(|(other, sample)| **other > id && **sample < self.samples)
+                            .map(|(other, _)| *other)
+                    });
+                    if let Some(other) = earlier_higher {
+                        return Err(Violation {
+                            invariant: "election-safety",
+                            at_ms: now_ms,
+                            detail: format!(
+                                "node {id} became leader of term {term} after node {other} led it: a voter granted both (t, {other}) and then (t, {id})"
+                            ),
+                        });
+                    }
+                    trace.record(at, &format!("n{id}"), format!("leads term {term}"));
+                }
+            }
+            let applied = m.last_applied.as_ref().map(|l| l.index);
+            let sample = (node.incarnation, applied);
+            let quiet = self.previous.insert(id, sample) == Some(sample);
+            let Some(index) = applied else { continue };
+            if !quiet || !self.digested.insert((id, node.incarnation, index)) {
+                continue;
+            }
+            let digest = node.control.read_applied(state_digest);
+            self.digests_taken += 1;
+            trace.record(
+                at,
+                &format!("n{id}"),
+                format!("applied {index} state {digest}"),
+            );
+            match self.digests.get(&index) {
+                Some((first, other, when)) if *first != digest => {
+                    return Err(Violation {
+                        invariant: "state-machines-agree",
+                        at_ms: now_ms,
+                        detail: format!(
+                            "at applied index {index}, node {id} has state {digest} but node {other} had state {first} (at {when} ms): a committed entry changed or was lost"
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.digests.insert(index, (digest, id, now_ms));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaders seen (term, node), counted once each.
+    pub fn terms_led(&self) -> usize {
+        self.leaders.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// Linearizability of reads against writes, by a visibility oracle (tenants are only ever
+/// created, so a read's result is a set that must grow with real time):
+/// - a read sees every write acknowledged before the read was invoked;
+/// - a read sees no write invoked after the read completed, and no tenant nobody created;
+/// - a read sees everything a read that completed before it was invoked saw;
+/// - a write `apply` rejected is never seen.
+pub fn check_history(records: &[OpRecord], end_ms: u64) -> Result<(), Violation> {
+    let violation = |invariant, detail| Violation {
+        invariant,
+        at_ms: end_ms,
+        detail,
+    };
+    // tenant → (invoked, whether rejected by apply)
+    let mut writes: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    for r in records {
+        if let Some(t) = r.tenant() {
+            let rejected = matches!(r.op, Op::CreateInvalid { .. });
+            writes.insert(t, (r.invoked_ms, rejected));
+        }
+    }
+    let mut acked: Vec<(u64, &str)> = records
+        .iter()
+        .filter_map(|r| r.acked_at().zip(r.tenant()))
+        .collect();
+    acked.sort();
+    let mut reads: Vec<(u64, u64, &BTreeSet<String>, &OpRecord)> = records
+        .iter()
+        .filter_map(|r| match &r.completed {
+            Some((done, OpResult::Read(seen))) => Some((r.invoked_ms, *done, seen, r)),
+            _ => None,
+        })
+        .collect();
+    reads.sort_by_key(|(invoked, done, _, r)| (*invoked, *done, r.admin));
+    let mut by_completion: Vec<(u64, &BTreeSet<String>, &OpRecord)> = reads
+        .iter()
+        .map(|(_, done, seen, r)| (*done, *seen, *r))
+        .collect();
+    by_completion.sort_by_key(|(done, _, r)| (*done, r.invoked_ms, r.admin));
+
+    let mut must_see: BTreeSet<&str> = BTreeSet::new();
+    let mut next_ack = 0;
+    let mut seen_before: BTreeMap<&str, &OpRecord> = BTreeMap::new();
+    let mut next_read = 0;
+    for (invoked, done, seen, read) in &reads {
+        while next_ack < acked.len() && acked[next_ack].0 < *invoked {
+            must_see.insert(acked[next_ack].1);
+            next_ack += 1;
+        }
+        while next_read < by_completion.len() && by_completion[next_read].0 < *invoked {
+            let (_, earlier_seen, earlier) = by_completion[next_read];
+            for t in earlier_seen {
+                seen_before.entry(t.as_str()).or_insert(earlier);
+            }
+            next_read += 1;
+        }
+        let describe = |r: &OpRecord| {
+            format!(
+                "read by admin {} on node {} [{} ms, {} ms]",
+                r.admin,
+                r.node,
+                r.invoked_ms,
+                r.completed.as_ref().map(|c| c.0).unwrap_or(0)
+            )
+        };
+        if let Some(missing) = must_see.iter().find(|t| !seen.contains(**t)) {
+            return Err(violation(
+                "linearizable-read",
+                format!(
+                    "{} did not see tenant {missing}, whose creation was acknowledged before the read began (stale read)",
+                    describe(read)
+                ),
+            ));
+        }
+        if let Some((missing, earlier)) = seen_before.iter().find(|(t, _)| !seen.contains(**t)) {
+            return Err(violation(
+                "monotonic-read",
+                format!(
+                    "{} did not see tenant {missing}, which the earlier {} already saw",
+                    describe(read),
+                    describe(earlier)
+                ),
+            ));
+        }
+        for t in *seen {
+            match writes.get(t.as_str()) {
+                None => {
+                    return Err(violation(
+                        "no-phantom-write",
+                        format!("{} saw tenant {t}, which no one created", describe(read)),
+                    ));
+                }
+                Some((_, true)) => {
+                    return Err(violation(
+                        "rejected-write-invisible",
+                        format!(
+                            "{} saw tenant {t}, whose creation apply must reject",
+                            describe(read)
+                        ),
+                    ));
+                }
+                Some((write_invoked, false)) if *write_invoked > *done => {
+                    return Err(violation(
+                        "linearizable-read",
+                        format!(
+                            "{} saw tenant {t}, whose creation was invoked at {write_invoked} ms, after the read ended",
+                            describe(read)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The converged cluster: every node holds every acknowledged tenant, no rejected or
+/// phantom tenant, and all nodes are in the same state.
+pub fn check_final(
+    records: &[OpRecord],
+    states: &BTreeMap<NodeId, (Option<u64>, BTreeSet<String>, String)>,
+    end_ms: u64,
+) -> Result<(), Violation> {
+    let violation = |invariant, detail| Violation {
+        invariant,
+        at_ms: end_ms,
+        detail,
+    };
+    let created: BTreeMap<&str, bool> = records
+        .iter()
+        .filter_map(|r| {
+            r.tenant()
+                .map(|t| (t, matches!(r.op, Op::CreateInvalid { .. })))
+        })
+        .collect();
+    for r in records {
+        let (Some(at), Some(t)) = (r.acked_at(), r.tenant()) else {
+            continue;
+        };
+        for (id, (_, tenants, _)) in states {
+            if !tenants.contains(t) {
+                return Err(violation(
+                    "no-acknowledged-write-lost",
+                    format!(
+                        "tenant {t} (created by admin {} through node {}, acknowledged at {at} ms) is missing on node {id}",
+                        r.admin, r.node
+                    ),
+                ));
+            }
+        }
+    }
+    for (id, (_, tenants, _)) in states {
+        for t in tenants {
+            match created.get(t.as_str()) {
+                None => {
+                    return Err(violation(
+                        "no-phantom-write",
+                        format!("node {id} holds tenant {t}, which no one created"),
+                    ));
+                }
+                Some(true) => {
+                    return Err(violation(
+                        "rejected-write-invisible",
+                        format!("node {id} holds tenant {t}, whose creation apply must reject"),
+                    ));
+                }
+                Some(false) => {}
+            }
+        }
+    }
+    let mut distinct = states
+        .iter()
+        .map(|(id, (index, _, digest))| (index, digest, id));
+    if let Some((index, digest, first)) = distinct.next() {
+        for (other_index, other_digest, id) in distinct {
+            if (other_index, other_digest) != (index, digest) {
+                return Err(violation(
+                    "state-machines-agree",
+                    format!(
+                        "after convergence node {first} is at index {index:?} state {digest} but node {id} at index {other_index:?} state {other_digest}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(admin: u32, tenant: &str, invoked: u64, done: u64, ok: bool) -> OpRecord {
+        OpRecord {
+            admin,
+            node: 1,
+            op: Op::Create {
+                tenant: tenant.into(),
+            },
+            invoked_ms: invoked,
+            completed: Some((
+                done,
+                if ok {
+                    OpResult::Written
+                } else {
+                    OpResult::Failed {
+                        why: "timeout".into(),
+                    }
+                },
+            )),
+        }
+    }
+
+    fn read(admin: u32, seen: &[&str], invoked: u64, done: u64) -> OpRecord {
+        OpRecord {
+            admin,
+            node: 2,
+            op: Op::Read,
+            invoked_ms: invoked,
+            completed: Some((
+                done,
+                OpResult::Read(seen.iter().map(|s| s.to_string()).collect()),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_linearizable_history_passes() {
+        let h = vec![
+            create(0, "a", 0, 10, true),
+            read(1, &["a"], 11, 20),
+            create(0, "b", 15, 30, false),
+            // "b" is indeterminate: a read may or may not see it, but once seen, it stays.
+            read(1, &["a", "b"], 25, 40),
+            read(2, &["a", "b"], 41, 50),
+        ];
+        check_history(&h, 100).unwrap();
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        let h = vec![create(0, "a", 0, 10, true), read(1, &[], 11, 20)];
+        let v = check_history(&h, 100).unwrap_err();
+        assert_eq!(v.invariant, "linearizable-read");
+    }
+
+    #[test]
+    fn a_read_going_back_in_time_is_caught() {
+        let h = vec![
+            create(0, "a", 0, 100, false),
+            read(1, &["a"], 10, 20),
+            read(2, &[], 30, 40),
+        ];
+        assert_eq!(
+            check_history(&h, 100).unwrap_err().invariant,
+            "monotonic-read"
+        );
+    }
+
+    #[test]
+    fn a_read_of_the_future_or_a_phantom_is_caught() {
+        let h = vec![read(1, &["a"], 0, 5), create(0, "a", 10, 20, true)];
+        assert_eq!(
+            check_history(&h, 100).unwrap_err().invariant,
+            "linearizable-read"
+        );
+        let h = vec![read(1, &["zz"], 0, 5)];
+        assert_eq!(
+            check_history(&h, 100).unwrap_err().invariant,
+            "no-phantom-write"
+        );
+    }
+
+    #[test]
+    fn a_lost_write_is_caught_at_the_end() {
+        let h = vec![create(0, "a", 0, 10, true)];
+        let mut states = BTreeMap::new();
+        states.insert(
+            1,
+            (Some(5), BTreeSet::from(["a".to_string()]), "x".to_string()),
+        );
+        states.insert(2, (Some(5), BTreeSet::new(), "x".to_string()));
+        assert_eq!(
+            check_final(&h, &states, 100).unwrap_err().invariant,
+            "no-acknowledged-write-lost"
+        );
+        states.insert(
+            2,
+            (Some(5), BTreeSet::from(["a".to_string()]), "y".to_string()),
+        );
+        assert_eq!(
+            check_final(&h, &states, 100).unwrap_err().invariant,
+            "state-machines-agree"
+        );
+    }
+}

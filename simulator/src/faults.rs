@@ -1,0 +1,181 @@
+//! The fault schedule, drawn from the seed before the run: each fault has a start and a
+//! matching heal; all are healed by the start of the final quiet period.
+
+use std::fmt;
+
+use quire_raft::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One fault (or its heal), applied by the driver between simulation steps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Cut `node` off from every other node, both ways (turmoil partition).
+    Isolate(NodeId),
+    /// Undo [`Fault::Isolate`].
+    Rejoin(NodeId),
+    /// Cut `from → to` only (turmoil one-way partition).
+    CutOneWay(NodeId, NodeId),
+    /// Undo [`Fault::CutOneWay`].
+    RepairOneWay(NodeId, NodeId),
+    /// Clog `from → to` in the transport's fault filter: drops, duplicates and delays.
+    Clog {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// Chance a request is dropped.
+        drop: f64,
+        /// Chance a request is sent twice.
+        duplicate: f64,
+        /// Extra delay range, ms.
+        delay_ms: (u64, u64),
+    },
+    /// Undo [`Fault::Clog`].
+    Unclog(NodeId, NodeId),
+    /// Crash the node (its unflushed writes are lost, or torn).
+    Crash(NodeId),
+    /// Restart a crashed node on its disk.
+    Restart(NodeId),
+    /// Crash every node at once (a power loss).
+    PowerLoss,
+    /// Restart every crashed node.
+    PowerRestore,
+    /// Hold every message to and from the node (a process pause), then deliver them.
+    Pause(NodeId),
+    /// Undo [`Fault::Pause`].
+    Resume(NodeId),
+    /// Injected disk read/write errors on the node.
+    DiskErrors(NodeId),
+    /// Undo [`Fault::DiskErrors`].
+    DiskOk(NodeId),
+    /// Heal everything (start of the quiet period).
+    HealAll,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Isolate(n) => write!(f, "isolate n{n}"),
+            Fault::Rejoin(n) => write!(f, "rejoin n{n}"),
+            Fault::CutOneWay(a, b) => write!(f, "cut n{a} -> n{b}"),
+            Fault::RepairOneWay(a, b) => write!(f, "repair n{a} -> n{b}"),
+            Fault::Clog {
+                from,
+                to,
+                drop,
+                duplicate,
+                delay_ms,
+            } => write!(
+                f,
+                "clog n{from} -> n{to} drop {drop:.2} duplicate {duplicate:.2} delay {}..{} ms",
+                delay_ms.0, delay_ms.1
+            ),
+            Fault::Unclog(a, b) => write!(f, "unclog n{a} -> n{b}"),
+            Fault::Crash(n) => write!(f, "crash n{n}"),
+            Fault::Restart(n) => write!(f, "restart n{n}"),
+            Fault::PowerLoss => write!(f, "power loss (crash all)"),
+            Fault::PowerRestore => write!(f, "power restored (restart all)"),
+            Fault::Pause(n) => write!(f, "pause n{n}"),
+            Fault::Resume(n) => write!(f, "resume n{n}"),
+            Fault::DiskErrors(n) => write!(f, "disk errors on n{n}"),
+            Fault::DiskOk(n) => write!(f, "disk ok on n{n}"),
+            Fault::HealAll => write!(f, "heal all"),
+        }
+    }
+}
+
+/// Faults start no earlier than this (the cluster forms first).
+pub const FIRST_FAULT_MS: u64 = 2_000;
+
+/// Draws the schedule for `nodes` nodes (ids 1..=nodes): faults between
+/// [`FIRST_FAULT_MS`] and `heal_at_ms`, each healed by then, sorted by time. `seed` is
+/// the run's seed (mixed with a constant so the schedule does not mirror other draws).
+pub fn schedule(seed: u64, nodes: u64, heal_at_ms: u64) -> Vec<(u64, Fault)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473);
+    let mut out = Vec::new();
+    let mut t = FIRST_FAULT_MS;
+    let node = |rng: &mut ChaCha8Rng| rng.random_range(1..=nodes);
+    let pair = |rng: &mut ChaCha8Rng| {
+        let a = rng.random_range(1..=nodes);
+        let mut b = rng.random_range(1..nodes.max(2));
+        if b >= a {
+            b += 1;
+        }
+        (a, b.min(nodes.max(2)))
+    };
+    while t < heal_at_ms {
+        let length = rng.random_range(500..4_000);
+        let end = (t + length).min(heal_at_ms);
+        let kind = rng.random_range(0..14u32);
+        let (start, heal) = match kind {
+            0 | 1 => {
+                let n = node(&mut rng);
+                (Fault::Isolate(n), Fault::Rejoin(n))
+            }
+            2 | 3 => {
+                let (a, b) = pair(&mut rng);
+                (Fault::CutOneWay(a, b), Fault::RepairOneWay(a, b))
+            }
+            4 | 5 => {
+                let (from, to) = pair(&mut rng);
+                let lo = rng.random_range(0..50);
+                (
+                    Fault::Clog {
+                        from,
+                        to,
+                        drop: f64::from(rng.random_range(0..40u32)) / 100.0,
+                        duplicate: f64::from(rng.random_range(0..20u32)) / 100.0,
+                        delay_ms: (lo, lo + rng.random_range(0..200)),
+                    },
+                    Fault::Unclog(from, to),
+                )
+            }
+            6..=8 => {
+                let n = node(&mut rng);
+                (Fault::Crash(n), Fault::Restart(n))
+            }
+            9 | 10 => (Fault::PowerLoss, Fault::PowerRestore),
+            11 | 12 => {
+                let n = node(&mut rng);
+                (Fault::Pause(n), Fault::Resume(n))
+            }
+            _ => {
+                let n = node(&mut rng);
+                (Fault::DiskErrors(n), Fault::DiskOk(n))
+            }
+        };
+        out.push((t, start));
+        out.push((end, heal));
+        t += rng.random_range(300..2_500);
+    }
+    out.push((heal_at_ms, Fault::HealAll));
+    // Stable: a heal and a start at the same time keep their drawing order.
+    out.sort_by_key(|(at, _)| *at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_follows_the_seed_and_heals_before_the_quiet_period() {
+        let a = schedule(7, 3, 20_000);
+        assert_eq!(a, schedule(7, 3, 20_000));
+        assert_ne!(a, schedule(8, 3, 20_000));
+        assert!(a.len() > 4);
+        assert!(a.iter().all(|(at, _)| *at <= 20_000));
+        assert_eq!(a.last().map(|(_, f)| f), Some(&Fault::HealAll));
+        for (_, f) in &a {
+            match f {
+                Fault::CutOneWay(x, y) | Fault::Unclog(x, y) => {
+                    assert_ne!(x, y);
+                    assert!((1..=3).contains(x) && (1..=3).contains(y));
+                }
+                Fault::Crash(n) | Fault::Isolate(n) => assert!((1..=3).contains(n)),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! One simulated Quire node: the host software turmoil runs (and reruns after a crash). It is
+//! the production control-plane stack — `ControlPlane` on a `SimEngine` over its `SimDisk`,
+//! `GrpcNetwork` + `PeerServer` (tonic) over turmoil TCP through the transport's dialer hook,
+//! the shared `LinkFaults` filter, and `quire_node::cluster::Router` for writes and reads —
+//! plus a small admin front that takes the workload's requests from an in-memory channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use openraft::ServerState;
+use quire_node::cluster::Router;
+use quire_raft::command::Command;
+use quire_raft::control::{ReadError, WriteError};
+use quire_raft::{ApplyError, ControlPlane, ControlPlaneConfig, NodeId, SimDisk, State, TenantId};
+use quire_transport::{
+    BoxedPeerIo, DialFuture, Dialer, GrpcNetwork, LinkFaults, PeerServer, TransportConfig,
+    TransportSecurity,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bugs::Bug;
+use crate::trace::{Trace, sim_now};
+
+/// The port every simulated node serves the peer service on.
+pub const PEER_PORT: u16 = 7000;
+/// Requests waiting in one node's admin front.
+pub const ADMIN_QUEUE: usize = 256;
+/// Cluster name of the simulated cluster.
+pub const CLUSTER_NAME: &str = "quire-sim";
+/// Wait before reopening after a failed open or a fatal Raft error.
+const REOPEN_WAIT: Duration = Duration::from_millis(200);
+
+/// The turmoil host name of node `id`.
+pub fn host_name(id: NodeId) -> String {
+    format!("node-{id}")
+}
+
+/// The peer address of node `id`.
+pub fn peer_addr(id: NodeId) -> String {
+    format!("{}:{PEER_PORT}", host_name(id))
+}
+
+/// What the workload asks a node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `CreateTenant` with a fresh, unique id: applies.
+    Create {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// `CreateTenant` with a blank display name: `apply` rejects it; it must never show.
+    CreateInvalid {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// A linearizable read of the set of tenant ids.
+    Read,
+}
+
+/// How an [`Op`] ended, as its caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// The write was committed and applied.
+    Written,
+    /// The write was committed and `apply` rejected it (`kind` is the rejection's kind).
+    Rejected {
+        /// `already_exists`, `invalid`, ...
+        kind: String,
+    },
+    /// The read's result.
+    Read(BTreeSet<String>),
+    /// The outcome is unknown (timeout, node down or crashed, no leader): a write may or may
+    /// not have been committed.
+    Failed {
+        /// A short, reproducible category (never a wall-clock time).
+        why: String,
+    },
+}
+
+/// A request to a node's admin front.
+pub struct Request {
+    /// What to do.
+    pub op: Op,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<OpResult>,
+}
+
+/// A running incarnation of a node, as the driver and the workload see it.
+#[derive(Clone)]
+pub struct LiveNode {
+    /// Its control plane.
+    pub control: Arc<ControlPlane>,
+    /// Its admin front.
+    pub requests: mpsc::Sender<Request>,
+    /// Counts this node's incarnations (restarts), from 1.
+    pub incarnation: u64,
+}
+
+/// The nodes that are up, by id (shared by the hosts, the workload and the driver).
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<BTreeMap<NodeId, LiveNode>>>);
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<NodeId, LiveNode>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live incarnation of `id`.
+    pub fn get(&self, id: NodeId) -> Option<LiveNode> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Every live node, by id.
+    pub fn all(&self) -> Vec<(NodeId, LiveNode)> {
+        self.lock().iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    pub(crate) fn insert(&self, id: NodeId, node: LiveNode) {
+        self.lock().insert(id, node);
+    }
+
+    /// Forgets `id` (it crashed or is restarting).
+    pub fn remove(&self, id: NodeId) {
+        self.lock().remove(&id);
+    }
+
+    /// Forgets `id` only if its live incarnation is still `incarnation`.
+    pub(crate) fn remove_incarnation(&self, id: NodeId, incarnation: u64) {
+        let mut nodes = self.lock();
+        if nodes.get(&id).is_some_and(|n| n.incarnation == incarnation) {
+            nodes.remove(&id);
+        }
+    }
+}
+
+/// Connects to peers over turmoil TCP.
+struct TurmoilDialer;
+
+impl Dialer for TurmoilDialer {
+    fn dial(&self, addr: &str) -> DialFuture {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect(addr).await?;
+            Ok(Box::new(stream) as BoxedPeerIo)
+        })
+    }
+}
+
+/// The transport timings under simulation: short enough that a hung connection after a
+/// partition is dropped quickly (turmoil never resends a segment lost in a partition).
+pub fn transport_config() -> TransportConfig {
+    TransportConfig {
+        connect_timeout_ms: 500,
+        request_timeout_ms: 2_000,
+        join_timeout_ms: 10_000,
+        backoff_base_ms: 20,
+        backoff_max_ms: 400,
+        keepalive_interval_ms: 1_000,
+        keepalive_timeout_ms: 1_000,
+        ..TransportConfig::default()
+    }
+}
+
+/// Everything a node's host software needs; cloned into each (re)start.
+#[derive(Clone)]
+pub struct NodeSetup {
+    /// This node.
+    pub id: NodeId,
+    /// The static member list (id → peer address).
+    pub members: BTreeMap<NodeId, String>,
+    /// Its disk (survives crashes).
+    pub disk: SimDisk,
+    /// The link faults every node's transport applies.
+    pub faults: Arc<LinkFaults>,
+    /// Where live nodes are published.
+    pub registry: Registry,
+    /// The run's trace.
+    pub trace: Trace,
+    /// The planted bug, if any.
+    pub bug: Option<Bug>,
+    /// Counts starts of this node across crashes (shared by all its incarnations).
+    pub starts: Arc<Mutex<u64>>,
+}
+
+fn who(id: NodeId) -> String {
+    format!("n{id}")
+}
+
+/// The host software of one node: opens the node on its disk, serves until Raft stops on a
+/// fatal (storage) error, then reopens — the way a supervisor restarts a crashed process.
+/// A turmoil crash cancels it at any await point.
+pub async fn run_node(setup: NodeSetup) -> turmoil::Result {
+    loop {
+        let incarnation = {
+            let mut starts = setup.starts.lock().unwrap_or_else(PoisonError::into_inner);
+            *starts += 1;
+            *starts
+        };
+        match serve_incarnation(&setup, incarnation).await {
+            Ok(()) => {}
+            Err(why) => setup.trace.record(
+                sim_now(),
+                &who(setup.id),
+                format!("incarnation {incarnation} stopped: {why}"),
+            ),
+        }
+        setup.registry.remove_incarnation(setup.id, incarnation);
+        tokio::time::sleep(REOPEN_WAIT).await;
+    }
+}
+
+async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), String> {
+    let id = setup.id;
+    let me = who(id);
+    // A new incarnation: the previous one's unflushed writes are gone (or torn).
+    let engine = setup.disk.open();
+    setup
+        .trace
+        .record(sim_now(), &me, format!("start incarnation {incarnation}"));
+    let tconfig = transport_config();
+    let network = GrpcNetwork::new(id, tconfig.clone(), TransportSecurity::Insecure)
+        .map_err(|e| format!("transport config: {e}"))?
+        .with_fault_filter(setup.faults.clone())
+        .with_dialer(Arc::new(TurmoilDialer));
+    let relay = network.peer_client();
+    for (peer, addr) in &setup.members {
+        relay.learn_peer(*peer, addr);
+    }
+    let mut config = ControlPlaneConfig::new("unused", id, CLUSTER_NAME, peer_addr(id));
+    config.heartbeat_ms = 100;
+    config.election_timeout_ms = (400, 800);
+    config.snapshot_every_logs = 200;
+    let control = Arc::new(
+        ControlPlane::open_with(config, engine, network)
+            .await
+            .map_err(|e| format!("open failed: {}", error_kind(&e.to_string())))?,
+    );
+    control
+        .bootstrap_members(&setup.members)
+        .await
+        .map_err(|e| format!("bootstrap failed: {}", error_kind(&e.to_string())))?;
+
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT))
+        .await
+        .map_err(|e| format!("bind failed: {e}"))?;
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    });
+    let server = PeerServer::new(
+        control.clone(),
+        tconfig,
+        TransportSecurity::Insecure,
+        relay.clone(),
+    )
+    .map_err(|e| format!("server config: {e}"))?;
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let addr = peer_addr(id);
+    let server = tokio::spawn(async move {
+        server
+            .serve_incoming(&addr, incoming, async {
+                let _ = server_stopped.await;
+            })
+            .await
+    });
+
+    let router = Router {
+        control: control.clone(),
+        peers: Some(relay),
+        faults: Some(setup.faults.clone()),
+    };
+    let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
+    setup.registry.insert(
+        id,
+        LiveNode {
+            control: control.clone(),
+            requests,
+            incarnation,
+        },
+    );
+
+    let mut metrics = control.raft().metrics();
+    let outcome = loop {
+        tokio::select! {
+            request = inbox.recv() => {
+                let Some(request) = request else { break Ok(()) };
+                let router = router.clone();
+                let bug = setup.bug;
+                tokio::spawn(async move {
+                    let result = execute(&router, bug, request.op).await;
+                    let _ = request.reply.send(result);
+                });
+            }
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break Err("raft stopped".to_string());
+                }
+                let m = metrics.borrow().clone();
+                if let Err(e) = &m.running_state {
+                    break Err(format!("raft stopped on a fatal error: {}", error_kind(&e.to_string())));
+                }
+                if m.state == ServerState::Shutdown {
+                    break Err("raft shut down".to_string());
+                }
+            }
+        }
+    };
+    setup.registry.remove_incarnation(id, incarnation);
+    let _ = stop_server.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = control.raft().shutdown().await;
+    outcome
+}
+
+fn tenant_ids(state: &State) -> BTreeSet<String> {
+    state.tenants().map(|t| t.id.as_str().to_string()).collect()
+}
+
+async fn execute(router: &Router, bug: Option<Bug>, op: Op) -> OpResult {
+    let (tenant, display_name) = match op {
+        Op::Read => return read(router, bug).await,
+        Op::Create { tenant } => {
+            let display_name = format!("Tenant {tenant}");
+            (tenant, display_name)
+        }
+        // Blank: `apply` rejects it.
+        Op::CreateInvalid { tenant } => (tenant, " ".to_string()),
+    };
+    match TenantId::new(&tenant) {
+        Ok(tenant) => {
+            write(
+                router,
+                Command::CreateTenant {
+                    tenant,
+                    display_name,
+                },
+            )
+            .await
+        }
+        Err(e) => OpResult::Failed {
+            why: format!("bad tenant id: {e}"),
+        },
+    }
+}
+
+async fn read(router: &Router, bug: Option<Bug>) -> OpResult {
+    if bug == Some(Bug::StaleLocalRead) {
+        // PLANTED BUG (simulator only): no read index, just this node's applied state.
+        return OpResult::Read(router.control.read_applied(tenant_ids));
+    }
+    match router.read(tenant_ids).await {
+        Ok(ids) => OpResult::Read(ids),
+        Err(e) => OpResult::Failed {
+            why: read_error_kind(&e),
+        },
+    }
+}
+
+async fn write(router: &Router, cmd: Command) -> OpResult {
+    match router.write(cmd).await {
+        Ok(_) => OpResult::Written,
+        Err(WriteError::Rejected(e)) => OpResult::Rejected {
+            kind: apply_error_kind(&e).into(),
+        },
+        Err(WriteError::NotLeader { .. }) => OpResult::Failed {
+            why: "no leader".into(),
+        },
+        Err(WriteError::Timeout) => OpResult::Failed {
+            why: "timeout".into(),
+        },
+        Err(WriteError::Raft(e)) => OpResult::Failed {
+            why: format!("raft: {}", error_kind(&e)),
+        },
+    }
+}
+
+fn apply_error_kind(e: &ApplyError) -> &'static str {
+    match e {
+        ApplyError::AlreadyExists(_) => "already_exists",
+        ApplyError::Invalid(_) => "invalid",
+        ApplyError::NotFound(_) => "not_found",
+        _ => "other",
+    }
+}
+
+fn read_error_kind(e: &ReadError) -> String {
+    match e {
+        ReadError::NotLeader { .. } => "no leader".into(),
+        ReadError::Timeout => "timeout".into(),
+        ReadError::Raft(e) => format!("raft: {}", error_kind(e)),
+    }
+}
+
+/// A short, reproducible category of an error message: its first words, without numbers
+/// (messages may carry durations or addresses that are fine but noisy).
+pub fn error_kind(message: &str) -> String {
+    message
+        .split_whitespace()
+        .take(6)
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_ascii_alphabetic() || *c == '-' || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

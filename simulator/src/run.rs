@@ -1,0 +1,555 @@
+//! One simulation run: builds the turmoil world from the seed, runs the nodes and the
+//! workload, applies the fault schedule, runs the checkers, and reports.
+//!
+//! Run one simulation per process: tokio numbers tasks from one process-wide counter, and a
+//! second run in the same process diverges from a first run in a fresh one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use quire_raft::{NodeId, SimDisk, SimFaults, seed_runtime_rng};
+use quire_transport::{LinkFaults, LinkRule};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::bugs::Bug;
+use crate::check::{History, Observer, Violation, check_final, check_history, state_digest};
+use crate::faults::{Fault, schedule};
+use crate::node::{NodeSetup, Registry, host_name, peer_addr, run_node};
+use crate::trace::Trace;
+use crate::workload::{LIVENESS_BOUND, WorkloadSetup, run_workload};
+
+/// Fewest nodes a run accepts.
+pub const MIN_NODES: u64 = 3;
+/// Most nodes a run accepts.
+pub const MAX_NODES: u64 = 9;
+/// Shortest run, simulated seconds (faults need room before the quiet period).
+pub const MIN_DURATION_S: u64 = 15;
+/// Longest run, simulated seconds.
+pub const MAX_DURATION_S: u64 = 3_600;
+/// The final quiet period: no faults, everything healed.
+pub const QUIET_S: u64 = 10;
+/// After the workload ends, the cluster must converge (every node up, same applied index
+/// and state) within this bound.
+pub const CONVERGE_BOUND: Duration = Duration::from_secs(15);
+/// Observe the nodes every this many steps (ms at a 1 ms tick).
+const OBSERVE_EVERY_STEPS: u64 = 5;
+/// turmoil's tick.
+pub const TICK: Duration = Duration::from_millis(1);
+/// turmoil's message latency range.
+pub const LATENCY_MS: (u64, u64) = (1, 20);
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The seed every random choice follows.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Simulated seconds of workload (the last [`QUIET_S`] without faults).
+    pub duration_s: u64,
+    /// A planted bug to turn on.
+    pub bug: Option<Bug>,
+}
+
+impl RunOptions {
+    /// Checks the bounds; the error says which and what to pass.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(MIN_NODES..=MAX_NODES).contains(&self.nodes) {
+            return Err(format!(
+                "--nodes must be {MIN_NODES} to {MAX_NODES}, got {}",
+                self.nodes
+            ));
+        }
+        if !(MIN_DURATION_S..=MAX_DURATION_S).contains(&self.duration_s) {
+            return Err(format!(
+                "--duration must be {MIN_DURATION_S} to {MAX_DURATION_S} simulated seconds, got {}",
+                self.duration_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!(
+            "quire-sim run --seed {} --nodes {} --duration {}",
+            self.seed, self.nodes, self.duration_s
+        );
+        if let Some(bug) = self.bug {
+            cmd.push_str(&format!(" --bug {bug}"));
+        }
+        cmd
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The options it ran with.
+    pub options: RunOptions,
+    /// The application-level trace.
+    pub trace: Trace,
+    /// The first invariant broken, if any.
+    pub violation: Option<Violation>,
+    /// Simulated time at the end.
+    pub simulated: Duration,
+    /// Operations invoked / writes acknowledged / reads completed / operations failed.
+    pub ops: OpCounts,
+    /// Faults applied (heals included).
+    pub faults_applied: usize,
+    /// Terms that had a leader.
+    pub terms_led: usize,
+    /// State digests compared.
+    pub digests_taken: u64,
+    /// When the liveness probe got a write through, ms after the final heal.
+    pub liveness_ms: Option<u64>,
+}
+
+/// Counts of the workload's operations.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Invoked.
+    pub invoked: usize,
+    /// Writes acknowledged.
+    pub writes_acked: usize,
+    /// Writes rejected by `apply`, as expected.
+    pub writes_rejected: usize,
+    /// Reads completed.
+    pub reads: usize,
+    /// Failed or timed out (outcome unknown).
+    pub failed: usize,
+}
+
+/// A run could not be set up (not an invariant violation).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The options are out of bounds.
+    #[error("{0}")]
+    InvalidOptions(String),
+}
+
+struct Driver {
+    sim_faults_torn: bool,
+    disks: BTreeMap<NodeId, SimDisk>,
+    link_faults: Arc<LinkFaults>,
+    registry: Registry,
+    trace: Trace,
+    down: BTreeSet<NodeId>,
+    paused: BTreeSet<NodeId>,
+    isolated: BTreeSet<NodeId>,
+    one_way: BTreeSet<(NodeId, NodeId)>,
+    nodes: u64,
+}
+
+impl Driver {
+    fn others(&self, n: NodeId) -> impl Iterator<Item = NodeId> + use<> {
+        let nodes = self.nodes;
+        (1..=nodes).filter(move |m| *m != n)
+    }
+
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, n: NodeId) {
+        if self.down.insert(n) {
+            self.registry.remove(n);
+            sim.crash(host_name(n));
+            if let Some(disk) = self.disks.get(&n) {
+                disk.crash();
+            }
+        }
+    }
+
+    fn restart(&mut self, sim: &mut turmoil::Sim<'_>, n: NodeId) {
+        if self.down.remove(&n) {
+            sim.bounce(host_name(n));
+        }
+    }
+
+    fn disk_faults(&self, n: NodeId, errors: bool) {
+        if let Some(disk) = self.disks.get(&n) {
+            let p = if errors { 0.02 } else { 0.0 };
+            disk.set_faults(SimFaults {
+                torn_writes: self.sim_faults_torn,
+                read_error_probability: p,
+                write_error_probability: p,
+            });
+        }
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+        match fault {
+            Fault::Isolate(n) => {
+                if self.isolated.insert(*n) {
+                    for m in self.others(*n) {
+                        sim.partition(host_name(*n), host_name(m));
+                    }
+                }
+            }
+            Fault::Rejoin(n) => {
+                if self.isolated.remove(n) {
+                    for m in self.others(*n) {
+                        if !self.isolated.contains(&m) {
+                            sim.repair(host_name(*n), host_name(m));
+                        }
+                    }
+                }
+            }
+            Fault::CutOneWay(a, b) => {
+                if self.one_way.insert((*a, *b)) {
+                    sim.partition_oneway(host_name(*a), host_name(*b));
+                }
+            }
+            Fault::RepairOneWay(a, b) => {
+                if self.one_way.remove(&(*a, *b))
+                    && !self.isolated.contains(a)
+                    && !self.isolated.contains(b)
+                {
+                    sim.repair_oneway(host_name(*a), host_name(*b));
+                }
+            }
+            Fault::Clog {
+                from,
+                to,
+                drop,
+                duplicate,
+                delay_ms,
+            } => {
+                let rule = LinkRule {
+                    cut: false,
+                    drop_probability: *drop,
+                    duplicate_probability: *duplicate,
+                    delay_ms: Some(*delay_ms),
+                };
+                // The schedule only draws valid rules.
+                let _ = self.link_faults.set_rule(*from, *to, rule);
+            }
+            Fault::Unclog(from, to) => {
+                let _ = self.link_faults.set_rule(*from, *to, LinkRule::default());
+            }
+            Fault::Crash(n) => self.crash(sim, *n),
+            Fault::Restart(n) => self.restart(sim, *n),
+            Fault::PowerLoss => {
+                for n in 1..=self.nodes {
+                    self.crash(sim, n);
+                }
+            }
+            Fault::PowerRestore => {
+                for n in 1..=self.nodes {
+                    self.restart(sim, n);
+                }
+            }
+            Fault::Pause(n) => {
+                if self.paused.insert(*n) {
+                    for m in self.others(*n) {
+                        sim.hold(host_name(*n), host_name(m));
+                    }
+                }
+            }
+            Fault::Resume(n) => {
+                if self.paused.remove(n) {
+                    for m in self.others(*n) {
+                        if !self.paused.contains(&m) {
+                            sim.release(host_name(*n), host_name(m));
+                        }
+                    }
+                }
+            }
+            Fault::DiskErrors(n) => self.disk_faults(*n, true),
+            Fault::DiskOk(n) => self.disk_faults(*n, false),
+            Fault::HealAll => {
+                for a in 1..=self.nodes {
+                    for b in self.others(a) {
+                        sim.release(host_name(a), host_name(b));
+                        sim.repair(host_name(a), host_name(b));
+                    }
+                    self.disk_faults(a, false);
+                }
+                self.paused.clear();
+                self.isolated.clear();
+                self.one_way.clear();
+                self.link_faults.heal_all();
+                for n in 1..=self.nodes {
+                    self.restart(sim, n);
+                }
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs one simulation. Call it once per process (see the module docs).
+pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
+    options.validate().map_err(RunError::InvalidOptions)?;
+    let seed = options.seed;
+    let nodes = options.nodes;
+    let stop_at = Duration::from_secs(options.duration_s);
+    let heal_at = stop_at - Duration::from_secs(QUIET_S);
+    // openraft's election timeouts follow the seed (every host runs on this thread).
+    seed_runtime_rng(seed);
+    let mut setup_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0073_6574_7570);
+    let torn_writes = setup_rng.random_bool(0.5);
+
+    let trace = Trace::default();
+    let registry = Registry::default();
+    let history = History::default();
+    let liveness = Arc::new(Mutex::new(None));
+    let link_faults = Arc::new(LinkFaults::new(setup_rng.random()));
+    let members: BTreeMap<NodeId, String> = (1..=nodes).map(|n| (n, peer_addr(n))).collect();
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(TICK)
+        .min_message_latency(Duration::from_millis(LATENCY_MS.0))
+        .max_message_latency(Duration::from_millis(LATENCY_MS.1))
+        .simulation_duration(stop_at + CONVERGE_BOUND + Duration::from_secs(60))
+        .build();
+
+    let mut disks = BTreeMap::new();
+    for n in 1..=nodes {
+        let disk = SimDisk::with_label(setup_rng.random(), host_name(n));
+        disk.set_faults(SimFaults {
+            torn_writes,
+            ..SimFaults::default()
+        });
+        if options.bug == Some(Bug::AckBeforeDurable) {
+            // PLANTED BUG (simulator only).
+            disk.set_bug_ack_before_flush(true);
+        }
+        disks.insert(n, disk.clone());
+        let setup = NodeSetup {
+            id: n,
+            members: members.clone(),
+            disk,
+            faults: link_faults.clone(),
+            registry: registry.clone(),
+            trace: trace.clone(),
+            bug: options.bug,
+            starts: Arc::new(Mutex::new(0)),
+        };
+        sim.host(host_name(n), move || run_node(setup.clone()));
+    }
+    sim.client(
+        "client",
+        run_workload(WorkloadSetup {
+            seed,
+            nodes,
+            stop_at,
+            heal_at,
+            registry: registry.clone(),
+            history: history.clone(),
+            trace: trace.clone(),
+            liveness: liveness.clone(),
+        }),
+    );
+    trace.record(
+        Duration::ZERO,
+        "sim",
+        format!(
+            "seed {seed} nodes {nodes} duration {} s torn-writes {torn_writes} bug {}",
+            options.duration_s,
+            options.bug.map(|b| b.name()).unwrap_or("none")
+        ),
+    );
+
+    let plan = schedule(seed, nodes, ms(heal_at));
+    let mut driver = Driver {
+        sim_faults_torn: torn_writes,
+        disks,
+        link_faults,
+        registry: registry.clone(),
+        trace: trace.clone(),
+        down: BTreeSet::new(),
+        paused: BTreeSet::new(),
+        isolated: BTreeSet::new(),
+        one_way: BTreeSet::new(),
+        nodes,
+    };
+    let mut observer = Observer::default();
+    let mut next_fault = 0;
+    let mut steps = 0u64;
+    let mut violation = None;
+    let mut workload_done = false;
+    let mut converged = false;
+    let mut done_at = Duration::ZERO;
+
+    while violation.is_none() {
+        let now = sim.elapsed();
+        while next_fault < plan.len() && plan[next_fault].0 <= ms(now) {
+            let fault = &plan[next_fault].1;
+            driver.trace.record(now, "faults", fault.to_string());
+            driver.apply(&mut sim, fault);
+            next_fault += 1;
+        }
+        match sim.step() {
+            Ok(finished) => {
+                if finished && !workload_done {
+                    workload_done = true;
+                    done_at = sim.elapsed();
+                    trace.record(done_at, "sim", "workload done; waiting for convergence");
+                }
+            }
+            Err(e) => {
+                violation = Some(Violation {
+                    invariant: "host-software-runs",
+                    at_ms: ms(sim.elapsed()),
+                    detail: format!("a simulated host failed: {e}"),
+                });
+                break;
+            }
+        }
+        steps += 1;
+        if steps.is_multiple_of(OBSERVE_EVERY_STEPS) {
+            if let Err(v) = observer.observe(ms(sim.elapsed()), &registry, &trace) {
+                violation = Some(v);
+                break;
+            }
+            if workload_done {
+                if cluster_converged(&registry, nodes) {
+                    converged = true;
+                    break;
+                }
+                if sim.elapsed() > done_at + CONVERGE_BOUND {
+                    break;
+                }
+            }
+        }
+    }
+    let end = sim.elapsed();
+    let records = history.records();
+    let liveness = liveness
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if violation.is_none() {
+        violation = match &liveness {
+            Some(Ok(_)) => None,
+            Some(Err(why)) => Some(Violation {
+                invariant: "liveness-after-heal",
+                at_ms: ms(heal_at + LIVENESS_BOUND),
+                detail: why.clone(),
+            }),
+            None => Some(Violation {
+                invariant: "liveness-after-heal",
+                at_ms: ms(end),
+                detail: "the liveness probe never finished".into(),
+            }),
+        };
+    }
+    if violation.is_none() && !converged {
+        violation = Some(Violation {
+            invariant: "convergence-after-heal",
+            at_ms: ms(end),
+            detail: format!(
+                "{} s after the workload ended, the nodes were not all up at the same applied index: {}",
+                CONVERGE_BOUND.as_secs(),
+                describe_nodes(&registry, nodes)
+            ),
+        });
+    }
+    if violation.is_none() {
+        violation = check_history(&records, ms(end)).err();
+    }
+    if violation.is_none() {
+        let states = registry
+            .all()
+            .into_iter()
+            .map(|(id, node)| {
+                let index = node
+                    .control
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .as_ref()
+                    .map(|l| l.index);
+                let (tenants, digest) = node.control.read_applied(|s| {
+                    (
+                        s.tenants()
+                            .map(|t| t.id.as_str().to_string())
+                            .collect::<BTreeSet<_>>(),
+                        state_digest(s),
+                    )
+                });
+                (id, (index, tenants, digest))
+            })
+            .collect();
+        violation = check_final(&records, &states, ms(end)).err();
+    }
+    match &violation {
+        Some(v) => trace.record(end, "check", format!("FAILED {v}")),
+        None => trace.record(end, "check", "all invariants held"),
+    }
+
+    let mut ops = OpCounts {
+        invoked: records.len(),
+        ..OpCounts::default()
+    };
+    for r in &records {
+        match &r.completed {
+            Some((_, crate::node::OpResult::Written)) => ops.writes_acked += 1,
+            Some((_, crate::node::OpResult::Rejected { kind })) if kind == "already_exists" => {
+                ops.writes_acked += 1
+            }
+            Some((_, crate::node::OpResult::Rejected { .. })) => ops.writes_rejected += 1,
+            Some((_, crate::node::OpResult::Read(_))) => ops.reads += 1,
+            _ => ops.failed += 1,
+        }
+    }
+    // Drop the nodes' handles before the runtimes go (with the sim).
+    for (id, _) in registry.all() {
+        registry.remove(id);
+    }
+    Ok(RunReport {
+        options,
+        trace,
+        violation,
+        simulated: end,
+        ops,
+        faults_applied: next_fault,
+        terms_led: observer.terms_led(),
+        digests_taken: observer.digests_taken,
+        liveness_ms: liveness.and_then(|l| l.ok()),
+    })
+}
+
+fn cluster_converged(registry: &Registry, nodes: u64) -> bool {
+    let all = registry.all();
+    if all.len() as u64 != nodes {
+        return false;
+    }
+    let views: BTreeSet<_> = all
+        .iter()
+        .map(|(_, node)| {
+            let m = node.control.raft().metrics().borrow().clone();
+            (
+                m.last_applied.map(|l| l.index),
+                m.last_log_index,
+                m.current_leader,
+            )
+        })
+        .collect();
+    views.len() == 1 && views.iter().all(|(_, _, leader)| leader.is_some())
+}
+
+fn describe_nodes(registry: &Registry, nodes: u64) -> String {
+    (1..=nodes)
+        .map(|n| match registry.get(n) {
+            None => format!("n{n} down"),
+            Some(node) => {
+                let m = node.control.raft().metrics().borrow().clone();
+                format!(
+                    "n{n} {:?} term {} applied {:?} last log {:?} leader {:?}",
+                    m.state,
+                    m.current_term,
+                    m.last_applied.map(|l| l.index),
+                    m.last_log_index,
+                    m.current_leader
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
