@@ -206,20 +206,33 @@ pub async fn form_or_join(
     )
 }
 
-/// Stops the node (cancels `shutdown`) once the group's membership no longer names it.
-pub fn stop_when_removed(control: Arc<ControlPlane>, shutdown: CancellationToken) {
+/// How often a node that has no leader asks its peers whether it is still a member.
+const REMOVAL_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How many probes in a row must find it removed before it stops.
+const REMOVAL_PROBES_NEEDED: u32 = 2;
+
+/// Stops the node (cancels `shutdown`) once it is no longer a member of the group: when its
+/// own view of the membership drops it, or — since a removed node stops receiving the log and
+/// may never apply its own removal — when, while it knows no leader, members that do know one
+/// report a membership without it, twice in a row.
+pub fn stop_when_removed(router: Router, shutdown: CancellationToken) {
+    let control = router.control.clone();
     let me = control.config().node_id;
     let mut metrics = control.raft().metrics();
     tokio::spawn(async move {
         let mut was_member = false;
+        let mut removed_reports = 0u32;
+        let mut probe = tokio::time::interval(REMOVAL_PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let is_member = {
-                let m = metrics.borrow();
-                m.membership_config
-                    .membership()
-                    .nodes()
-                    .any(|(id, _)| *id == me)
-            };
+            let is_member = metrics
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == me);
+            let status = control.status();
+            let leader_known = status.is_leader || status.leader.is_some_and(|l| l != me);
             if is_member {
                 was_member = true;
             } else if was_member {
@@ -232,8 +245,42 @@ pub fn stop_when_removed(control: Arc<ControlPlane>, shutdown: CancellationToken
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
+                _ = probe.tick() => {
+                    if leader_known || !was_member {
+                        removed_reports = 0;
+                        continue;
+                    }
+                    if removed_by_peers(&router, me).await {
+                        removed_reports += 1;
+                        if removed_reports >= REMOVAL_PROBES_NEEDED {
+                            tracing::error!(node_id = me, "the cluster's members no longer list this node; it was removed and stops serving");
+                            shutdown.cancel();
+                            return;
+                        }
+                    } else {
+                        removed_reports = 0;
+                    }
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
     });
+}
+
+/// Whether a member that knows a leader reports a membership without `me`.
+async fn removed_by_peers(router: &Router, me: u64) -> bool {
+    let Some(peers) = &router.peers else {
+        return false;
+    };
+    for member in router.control.members() {
+        if member.id == me {
+            continue;
+        }
+        if let Ok(status) = peers.status(&member.addr).await
+            && status.leader_id.is_some()
+        {
+            return !status.members.iter().any(|m| m.node_id == me);
+        }
+    }
+    false
 }

@@ -109,9 +109,15 @@ pub async fn check_master_key(
     key: &MasterKey,
     cluster_name: &str,
 ) -> anyhow::Result<()> {
-    let existing = router
-        .read(|state| state.cluster().map(|c| c.key_check.clone()))
-        .await?;
+    // The key check is written once and never changes: if this node has applied it, its own
+    // state is as good as a linearizable read.
+    let local = router
+        .control
+        .read_applied(|state| state.cluster().map(|c| c.key_check.clone()));
+    let existing = match local {
+        Some(key_check) => Some(key_check),
+        None => linearizable_key_check(router).await?,
+    };
     match existing {
         Some(key_check) => key.verify_key_check(&key_check).map_err(|_| {
             anyhow::anyhow!(
@@ -129,6 +135,33 @@ pub async fn check_master_key(
                 .await
                 .context("cannot record the cluster's key check")?;
             Ok(())
+        }
+    }
+}
+
+/// Reads the cluster's key check linearizably, retrying while the group settles (a node that
+/// restarts right after a crash may not know the leader for a few election timeouts).
+async fn linearizable_key_check(
+    router: &Router,
+) -> anyhow::Result<Option<quire_raft::seal::SealedSecret>> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match router
+            .read(|state| state.cluster().map(|c| c.key_check.clone()))
+            .await
+        {
+            Ok(found) => return Ok(found),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!("cannot read the cluster's key check yet ({e}); retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read the cluster's key check within {LEADER_WAIT:?}: {e}"
+                ));
+            }
         }
     }
 }
@@ -197,7 +230,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         .await
         .context("the control plane elected no leader in time")?;
     check_master_key(&node.router, &key, &config.node.cluster_name).await?;
-    cluster::stop_when_removed(node.router.control.clone(), shutdown.clone());
+    cluster::stop_when_removed(node.router.clone(), shutdown.clone());
 
     let data = DataPlane::start(data_plane_config(&config, StdRng::from_os_rng().next_u64()))
         .await
