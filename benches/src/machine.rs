@@ -82,6 +82,18 @@ pub fn mem_total_kib(meminfo: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg` (`"4.34 5.06 4.36"`), or
+/// "unknown": other work on the machine skews a benchmark, so reports say how busy it was.
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    if fields.len() == 3 {
+        fields.join(" ")
+    } else {
+        "unknown".to_owned()
+    }
+}
+
 /// `git rev-parse --short=12 HEAD` in `dir`, with `-dirty` when the tree has uncommitted
 /// changes; "unknown" when git or the repository is not there.
 pub fn git_commit(dir: &Path) -> String {
@@ -141,6 +153,9 @@ mod tests {
         let m = Machine::current();
         assert!(m.cores >= 1);
         assert!(m.summary().contains("cores"));
+        if Path::new("/proc/loadavg").exists() {
+            assert_eq!(load_average().split(' ').count(), 3);
+        }
     }
 
     #[test]

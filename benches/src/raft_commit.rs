@@ -114,6 +114,9 @@ pub struct RaftCommitReport {
     pub command: String,
     pub git_commit: String,
     pub machine: Machine,
+    /// 1/5/15-minute load averages when the cluster started and when the run ended.
+    pub load_average_start: String,
+    pub load_average_end: String,
     pub quire_bin: PathBuf,
     /// The filesystem holding the nodes' data (fsync means little on tmpfs).
     pub data_filesystem: String,
@@ -321,6 +324,7 @@ pub async fn run(
             source,
         })?;
     let data_filesystem = filesystem_of(dir.path());
+    let load_average_start = crate::machine::load_average();
     progress(&format!(
         "starting a {NODES}-node cluster of {} in {} ({data_filesystem})",
         spec.quire_bin.display(),
@@ -416,6 +420,8 @@ pub async fn run(
         command,
         git_commit: crate::machine::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
         machine: Machine::current(),
+        load_average_start,
+        load_average_end: crate::machine::load_average(),
         quire_bin: spec
             .quire_bin
             .canonicalize()
@@ -463,6 +469,11 @@ impl RaftCommitReport {
         let _ = writeln!(out, "setup:   {}", self.setup());
         let _ = writeln!(out, "retries: {}", self.retry_note());
         let _ = writeln!(out, "machine: {}", self.machine.summary());
+        let _ = writeln!(
+            out,
+            "load:    {} at start, {} at end (1/5/15 min)",
+            self.load_average_start, self.load_average_end
+        );
         let _ = writeln!(out, "commit:  {}", self.git_commit);
         let _ = writeln!(out, "quire:   {}", self.quire_bin.display());
         let _ = writeln!(out, "command: {}", self.command);
@@ -484,6 +495,11 @@ impl RaftCommitReport {
         let _ = writeln!(out, "\n- setup: {}", self.setup());
         let _ = writeln!(out, "- retries: {}", self.retry_note());
         let _ = writeln!(out, "- machine: {}", self.machine.summary());
+        let _ = writeln!(
+            out,
+            "- load average (1/5/15 min): {} at start, {} at end",
+            self.load_average_start, self.load_average_end
+        );
         let _ = writeln!(out, "- commit: `{}`", self.git_commit);
         let _ = writeln!(out, "- command: `{}`", self.command);
         out
