@@ -173,7 +173,8 @@ pub async fn admin_request(
     }
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Answer::NoAnswer(e.to_string()),
+        Err(e) if e.is_timeout() => return Answer::NoAnswer(format!("timeout: {e}")),
+        Err(e) => return Answer::NoAnswer(format!("connection: {e}")),
     };
     let status = response.status().as_u16();
     match response.text().await {
@@ -662,11 +663,22 @@ pub fn failure_summary(records: &[WriteRecord]) -> BTreeMap<String, usize> {
     for r in records.iter().filter(|r| !r.acknowledged()) {
         let key = match &r.answer {
             Answer::Status(s, v) => format!("{s} {}", v["error"].as_str().unwrap_or("")),
-            Answer::NoAnswer(_) => "no answer".to_owned(),
+            Answer::NoAnswer(e) if e.starts_with("timeout") => "no answer (timeout)".to_owned(),
+            Answer::NoAnswer(_) => "no answer (connection)".to_owned(),
         };
         *out.entry(key).or_insert(0) += 1;
     }
     out
+}
+
+/// Writes that came back 409 `already_exists` although each tenant id is written once: the
+/// cluster applied the same request twice (a retry inside the cluster after the first attempt
+/// had committed).
+pub fn duplicate_applies(records: &[WriteRecord]) -> Vec<&WriteRecord> {
+    records
+        .iter()
+        .filter(|r| matches!(&r.answer, Answer::Status(409, v) if v["error"] == "already_exists"))
+        .collect()
 }
 
 /// An MCP `initialize` POST to node base URL `base` with `token`; returns the status and body.
