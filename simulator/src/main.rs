@@ -306,6 +306,7 @@ fn sweep(
     let failures = runtime.block_on(async move {
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut failed = Vec::new();
         for seed in start..end {
             let permit = limit.clone().acquire_owned().await;
             let options = RunOptions {
@@ -326,10 +327,11 @@ fn sweep(
             });
             // Report whatever finished meanwhile.
             while let Some(done) = tasks.try_join_next() {
-                report_seed(done, total)?;
+                if let Some(f) = report_seed(done, total)? {
+                    failed.push(f);
+                }
             }
         }
-        let mut failed = Vec::new();
         while let Some(done) = tasks.join_next().await {
             if let Some(f) = report_seed(done, total)? {
                 failed.push(f);
@@ -381,6 +383,6 @@ fn report_seed(
             let last = stderr.lines().last().unwrap_or("").to_string();
             format!("exit {:?}: {last}", out.status.code())
         });
-    println!("[{n}/{total}] seed {} FAILED: {why}", options.seed);
+    println!("[{n}/{total}] seed {} {why}", options.seed);
     Ok(Some((options, why)))
 }

@@ -354,6 +354,37 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         ),
     );
 
+    // A panic in a node (openraft asserts its own invariants) ends the run as a violation;
+    // keep its message (one simulation per process: the hook is process-wide).
+    let panic_note: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    {
+        let panic_note = panic_note.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let location = info
+                .location()
+                .map(|l| {
+                    format!(
+                        " at {}:{}",
+                        l.file().rsplit("/src/").next().unwrap_or(l.file()),
+                        l.line()
+                    )
+                })
+                .unwrap_or_default();
+            let mut note = panic_note.lock().unwrap_or_else(PoisonError::into_inner);
+            if note.is_none() {
+                *note = Some(format!(
+                    "{}{location}",
+                    payload.lines().next().unwrap_or("")
+                ));
+            }
+        }));
+    }
     let plan = schedule(seed, nodes, ms(heal_at));
     let mut driver = Driver {
         sim_faults_torn: torn_writes,
@@ -383,7 +414,42 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             driver.apply(&mut sim, fault);
             next_fault += 1;
         }
-        match sim.step() {
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step()));
+        let stepped = match stepped {
+            Ok(stepped) => stepped,
+            Err(_) => {
+                let note = panic_note
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .unwrap_or_else(|| "unknown panic".into());
+                let at = ms(sim.elapsed());
+                let v = Violation {
+                    invariant: "no-panic",
+                    at_ms: at,
+                    detail: format!("a node panicked: {note}"),
+                };
+                trace.record(sim.elapsed(), "check", format!("FAILED {v}"));
+                // The simulation is broken mid-step: leave its runtimes alone (dropping them
+                // could panic again); the process ends after the report.
+                std::mem::forget(sim);
+                return Ok(RunReport {
+                    options,
+                    trace,
+                    violation: Some(v),
+                    simulated: Duration::from_millis(at),
+                    ops: OpCounts {
+                        invoked: history.records().len(),
+                        ..OpCounts::default()
+                    },
+                    faults_applied: next_fault,
+                    terms_led: observer.terms_led(),
+                    digests_taken: observer.digests_taken,
+                    liveness_ms: None,
+                });
+            }
+        };
+        match stepped {
             Ok(finished) => {
                 if finished && !workload_done {
                     workload_done = true;
