@@ -32,11 +32,22 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 pub trait Worker: Send + 'static {
     fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 
-    /// How many times the worker retried inside `call`s since it was last asked (e.g. after
-    /// a 503 "retry shortly"); the retry's wait counts in the operation's latency.
-    fn take_retries(&mut self) -> u64 {
-        0
+    /// What the worker knows about the `call` that just finished beyond its result (asked
+    /// once after each `call`). The default: no retries.
+    fn take_detail(&mut self) -> OpDetail {
+        OpDetail::default()
     }
+}
+
+/// Details of one operation a [`Worker`] may report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpDetail {
+    /// Attempts retried inside the operation (e.g. after a 503 "retry shortly"). Their
+    /// waits count in the operation's latency.
+    pub retries: u64,
+    /// When the operation was retried: how long its last attempt alone took (what the
+    /// server spent once it admitted the request).
+    pub last_attempt: Option<Duration>,
 }
 
 /// How long to run.
@@ -90,12 +101,15 @@ pub struct LoadResult {
     pub ok: u64,
     /// Operations that failed (or timed out) inside the window.
     pub errors: u64,
-    /// Retries inside the operations counted (see [`Worker::take_retries`]).
+    /// Retries inside the operations counted (see [`OpDetail::retries`]).
     pub retries: u64,
     /// `ok` per second of the measured window.
     pub ok_per_sec: f64,
-    /// Latency of successful operations, in microseconds.
+    /// Latency of successful operations, in microseconds, retries included.
     pub latency_us: Percentiles,
+    /// Latency of the last attempt of each successful operation, in microseconds: equal to
+    /// `latency_us` when nothing was retried.
+    pub attempt_latency_us: Percentiles,
     /// Up to [`MAX_ERROR_SAMPLES`] distinct error messages, in the order first seen.
     pub error_samples: Vec<String>,
     /// The successful operations' latencies (µs), for callers that want more than the
@@ -135,8 +149,16 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("constant histogram bounds")
 }
 
+/// `d` in whole microseconds, within the histogram's bounds.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, HISTOGRAM_MAX_US)
+}
+
 struct WriterTally {
     histogram: Histogram<u64>,
+    attempts: Histogram<u64>,
     ok: u64,
     errors: u64,
     retries: u64,
@@ -165,6 +187,7 @@ async fn drive<W: Worker>(
 ) -> WriterTally {
     let mut tally = WriterTally {
         histogram: new_histogram(),
+        attempts: new_histogram(),
         ok: 0,
         errors: 0,
         retries: 0,
@@ -180,18 +203,17 @@ async fn drive<W: Worker>(
         let finished = Instant::now();
         // The window is (measure_from, end]: exactly `duration` long.
         let counted = finished > measure_from && finished <= end;
-        let retries = worker.take_retries();
+        let detail = worker.take_detail();
         if counted {
-            tally.retries += retries;
+            tally.retries += detail.retries;
         }
         let failed = match outcome {
             Ok(Ok(())) => {
                 if counted {
-                    let us = u64::try_from(finished.duration_since(started).as_micros())
-                        .unwrap_or(u64::MAX);
-                    tally
-                        .histogram
-                        .saturating_record(us.clamp(1, HISTOGRAM_MAX_US));
+                    let total = finished.duration_since(started);
+                    tally.histogram.saturating_record(micros(total));
+                    let attempt = detail.last_attempt.unwrap_or(total).min(total);
+                    tally.attempts.saturating_record(micros(attempt));
                     tally.ok += 1;
                 }
                 false
@@ -241,6 +263,7 @@ pub async fn run_closed_loop<W: Worker>(
         tasks.spawn(drive(worker, measure_from, end, spec.op_timeout));
     }
     let mut histogram = new_histogram();
+    let mut attempts = new_histogram();
     let (mut ok, mut errors, mut retries) = (0, 0, 0);
     let mut error_samples = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -248,6 +271,9 @@ pub async fn run_closed_loop<W: Worker>(
         // Same bounds on both sides, so adding cannot fail.
         histogram
             .add(&tally.histogram)
+            .map_err(|e| LoadError::Task(e.to_string()))?;
+        attempts
+            .add(&tally.attempts)
             .map_err(|e| LoadError::Task(e.to_string()))?;
         ok += tally.ok;
         errors += tally.errors;
@@ -265,6 +291,7 @@ pub async fn run_closed_loop<W: Worker>(
         retries,
         ok_per_sec: ok as f64 / measured_secs,
         latency_us: Percentiles::of(&histogram),
+        attempt_latency_us: Percentiles::of(&attempts),
         error_samples,
         histogram,
     })
@@ -283,9 +310,12 @@ mod tests {
     }
 
     impl Worker for Sleeper {
-        /// One retry per call.
-        fn take_retries(&mut self) -> u64 {
-            std::mem::replace(&mut self.retries, 0)
+        /// One retry per call; the last attempt took 4 ms.
+        fn take_detail(&mut self) -> OpDetail {
+            OpDetail {
+                retries: std::mem::replace(&mut self.retries, 0),
+                last_attempt: Some(Duration::from_millis(4)),
+            }
         }
 
         fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
@@ -331,6 +361,11 @@ mod tests {
         assert_eq!(r.errors, 0);
         // Retries of warm-up operations are not counted either.
         assert_eq!(r.retries, 400);
+        assert!(
+            (3_990..=4_010).contains(&r.attempt_latency_us.p99),
+            "{:?}",
+            r.attempt_latency_us
+        );
         assert!((r.ok_per_sec - 400.0).abs() < 1e-9, "{}", r.ok_per_sec);
         // Paused time: every op takes exactly 10 ms (the histogram rounds to 3 figures).
         assert!(

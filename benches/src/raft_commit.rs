@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::load::{self, LoadError, LoadResult, LoadSpec, MAX_WRITERS, Worker};
+use crate::load::{self, LoadError, LoadResult, LoadSpec, MAX_WRITERS, OpDetail, Worker};
 use crate::machine::Machine;
 use crate::report;
 
@@ -139,8 +139,8 @@ pub struct TenantWriter {
     prefix: String,
     next: u64,
     pending_delete: Option<String>,
-    /// 503 answers retried since the last `take_retries`.
-    retries: u64,
+    /// The last write's retries and the duration of its last attempt.
+    detail: OpDetail,
 }
 
 impl TenantWriter {
@@ -152,7 +152,7 @@ impl TenantWriter {
             prefix,
             next: 0,
             pending_delete: None,
-            retries: 0,
+            detail: OpDetail::default(),
         }
     }
 }
@@ -202,7 +202,9 @@ impl TenantWriter {
         let creating = body.is_some();
         let mut backoff = RETRY_BACKOFF_MIN;
         let mut retried = false;
+        self.detail = OpDetail::default();
         loop {
+            let attempt_started = tokio::time::Instant::now();
             let mut request = self
                 .http
                 .request(method.clone(), &url)
@@ -214,7 +216,9 @@ impl TenantWriter {
             let status = response.status();
             // 503 means "retry shortly" (admission limit reached, no leader yet).
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                self.retries += 1;
+                // Read the (small) body so that the connection is reused.
+                let _ = response.bytes().await;
+                self.detail.retries += 1;
                 retried = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
@@ -225,6 +229,9 @@ impl TenantWriter {
                 && ((creating && status == StatusCode::CONFLICT)
                     || (!creating && status == StatusCode::NOT_FOUND));
             if status.is_success() || done_before {
+                if retried {
+                    self.detail.last_attempt = Some(attempt_started.elapsed());
+                }
                 self.pending_delete = creating.then_some(tenant);
                 return Ok(());
             }
@@ -242,8 +249,8 @@ impl Worker for TenantWriter {
         self.write().await
     }
 
-    fn take_retries(&mut self) -> u64 {
-        std::mem::take(&mut self.retries)
+    fn take_detail(&mut self) -> OpDetail {
+        std::mem::take(&mut self.detail)
     }
 }
 
@@ -463,6 +470,9 @@ impl RaftCommitReport {
         let mut out = String::new();
         let _ = writeln!(out, "Raft commit benchmark");
         out.push_str(&report::text_table("writes", &self.results()));
+        for line in report::attempt_lines(&self.results()) {
+            let _ = writeln!(out, "admitted: {line}");
+        }
         for line in report::error_lines(&self.results()) {
             let _ = writeln!(out, "error: {line}");
         }
@@ -485,6 +495,13 @@ impl RaftCommitReport {
         let mut out = String::new();
         let _ = writeln!(out, "### Raft commit benchmark\n");
         out.push_str(&report::markdown_table("writes", &self.results()));
+        let attempts = report::attempt_lines(&self.results());
+        if !attempts.is_empty() {
+            let _ = writeln!(out, "\nWith retries, the admitted attempt alone:\n");
+            for line in attempts {
+                let _ = writeln!(out, "- {line}");
+            }
+        }
         let errors = report::error_lines(&self.results());
         if !errors.is_empty() {
             let _ = writeln!(out, "\nErrors (first of each kind):\n");

@@ -85,6 +85,26 @@ pub fn error_lines(results: &[&LoadResult]) -> Vec<String> {
         .collect()
 }
 
+/// For each result whose operations were retried: the latency of their last attempts
+/// alone (what the server took once it admitted the request).
+pub fn attempt_lines(results: &[&LoadResult]) -> Vec<String> {
+    results
+        .iter()
+        .filter(|r| r.retries > 0)
+        .map(|r| {
+            let p = &r.attempt_latency_us;
+            format!(
+                "{} writers, last attempt alone: p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+                r.writers,
+                ms(p.p50),
+                ms(p.p95),
+                ms(p.p99),
+                ms(p.max)
+            )
+        })
+        .collect()
+}
+
 /// Quotes one command-line argument for a POSIX shell when it needs it.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
@@ -145,6 +165,14 @@ mod tests {
         assert_eq!(row[7], "0");
         // All rows line up.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+
+        assert!(attempt_lines(&[&a, &b]).is_empty());
+        let mut retried = b.clone();
+        retried.retries = 3;
+        retried.attempt_latency_us.p99 = 2500;
+        let lines = attempt_lines(&[&a, &retried]);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("16 writers") && lines[0].contains("p99 2.50 ms"));
 
         let md = markdown_table("writes", &[&a]);
         assert!(md.starts_with("| writers | writes/s |"));
