@@ -299,6 +299,10 @@ async fn join_promote_remove_and_follower_read_index() {
     // A follower cannot change membership; the leader can, and a repeated join is a no-op.
     n1.join(2, "node-2").await.unwrap();
     n2.wait_leader(DEADLINE).await.unwrap();
+    // Until node 2 has seen the new membership committed, openraft answers its join with
+    // "change in progress" rather than "not the leader": wait for it to apply it.
+    let index = n1.read_index(DEADLINE).await.unwrap();
+    n2.wait_applied(index, DEADLINE).await.unwrap();
     let err = n2.join(3, "node-3").await.unwrap_err();
     assert!(
         matches!(err, MembershipError::NotLeader { leader: Some(1) }),

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,6 +64,8 @@ type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 #[derive(Debug)]
 struct PendingWrite {
+    /// Order of the write on this disk (set when accepted).
+    seq: u64,
     tree: String,
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -88,9 +91,13 @@ struct DiskState {
     /// `durable` with `pending` applied: what reads see.
     live: Trees,
     pending: VecDeque<PendingWrite>,
-    /// With the planted bug on: how many of the oldest pending writes a flush has already
-    /// acknowledged without making durable.
-    acked_not_durable: usize,
+    /// Sequence number of the next accepted write.
+    next_seq: u64,
+    /// With the planted bug on: writes before this sequence number were acknowledged by the
+    /// previous flush without being made durable.
+    acked_mark: u64,
+    /// How long a flush takes (simulated time); zero still yields once.
+    flush_latency: Duration,
     generation: u64,
     /// Whether an engine handle of the current generation exists (opened, not crashed).
     alive: bool,
@@ -124,7 +131,7 @@ impl DiskState {
         Ok(())
     }
 
-    fn write(&mut self, generation: u64, write: PendingWrite) -> Result<(), EngineError> {
+    fn write(&mut self, generation: u64, mut write: PendingWrite) -> Result<(), EngineError> {
         self.check(generation)?;
         if self.pending.len() >= MAX_UNFLUSHED_WRITES {
             return Err(EngineError::TooManyUnflushed {
@@ -136,12 +143,21 @@ impl DiskState {
             return Err(EngineError::InjectedWrite { target: write.tree });
         }
         apply_ops(&mut self.live, &write);
+        write.seq = self.next_seq;
+        self.next_seq += 1;
         self.pending.push_back(write);
         self.stats.writes += 1;
         Ok(())
     }
 
-    fn flush(&mut self, generation: u64) -> Result<(), EngineError> {
+    /// Starts a flush: returns the sequence number it covers (every write before it).
+    fn begin_flush(&mut self, generation: u64) -> Result<u64, EngineError> {
+        self.check(generation)?;
+        Ok(self.next_seq)
+    }
+
+    /// Completes a flush that covers the writes before `mark`.
+    fn complete_flush(&mut self, generation: u64, mark: u64) -> Result<(), EngineError> {
         self.check(generation)?;
         if self.draw(self.faults.write_error_probability) {
             self.stats.write_errors += 1;
@@ -151,19 +167,17 @@ impl DiskState {
         }
         // With the planted bug, durability lags one flush behind: this flush persists only
         // what the previous one acknowledged, and acknowledges the rest without persisting it.
-        let persist = if self.bug_ack_before_flush {
-            self.acked_not_durable.min(self.pending.len())
+        let persist_before = if self.bug_ack_before_flush {
+            self.acked_mark.min(mark)
         } else {
-            self.pending.len()
+            mark
         };
-        for write in self.pending.drain(..persist) {
-            apply_ops(&mut self.durable, &write);
+        while self.pending.front().is_some_and(|w| w.seq < persist_before) {
+            if let Some(write) = self.pending.pop_front() {
+                apply_ops(&mut self.durable, &write);
+            }
         }
-        self.acked_not_durable = if self.bug_ack_before_flush {
-            self.pending.len()
-        } else {
-            0
-        };
+        self.acked_mark = self.acked_mark.max(mark);
         self.stats.flushes += 1;
         Ok(())
     }
@@ -183,7 +197,6 @@ impl DiskState {
             apply_ops(&mut self.durable, &write);
         }
         self.pending.clear();
-        self.acked_not_durable = 0;
         self.live = self.durable.clone();
         self.generation += 1;
         self.alive = false;
@@ -223,7 +236,9 @@ impl SimDisk {
             durable: Trees::new(),
             live: Trees::new(),
             pending: VecDeque::new(),
-            acked_not_durable: 0,
+            next_seq: 0,
+            acked_mark: 0,
+            flush_latency: Duration::ZERO,
             generation: 0,
             alive: false,
             faults: SimFaults::default(),
@@ -277,11 +292,14 @@ impl SimDisk {
     /// so a crash loses writes that were acknowledged. Never turn this on outside a test of
     /// the checkers.
     pub fn set_bug_ack_before_flush(&self, on: bool) {
-        let mut s = self.lock();
-        s.bug_ack_before_flush = on;
-        if !on {
-            s.acked_not_durable = 0;
-        }
+        self.lock().bug_ack_before_flush = on;
+    }
+
+    /// Sets how long each flush takes, in simulated (tokio) time. At zero (the default) a
+    /// flush still yields once before completing, so a crash can land between a write and
+    /// the flush that would make it durable.
+    pub fn set_flush_latency(&self, latency: Duration) {
+        self.lock().flush_latency = latency;
     }
 
     /// Whether the planted bug is on.
@@ -376,7 +394,18 @@ impl StorageEngine for SimEngine {
     }
 
     async fn flush(&self) -> Result<(), EngineError> {
-        self.disk.lock().flush(self.generation)
+        let (mark, latency) = {
+            let mut s = self.disk.lock();
+            (s.begin_flush(self.generation)?, s.flush_latency)
+        };
+        // The flush is in progress: other tasks run, and the node may crash meanwhile (then
+        // nothing more becomes durable and this returns `Crashed`).
+        if latency.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(latency).await;
+        }
+        self.disk.lock().complete_flush(self.generation, mark)
     }
 
     fn location(&self) -> PathBuf {
@@ -413,6 +442,7 @@ impl SimTree {
         self.engine.disk.lock().write(
             self.engine.generation,
             PendingWrite {
+                seq: 0,
                 tree: self.name.to_string(),
                 ops,
             },
