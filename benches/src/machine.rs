@@ -94,6 +94,39 @@ pub fn load_average() -> String {
     }
 }
 
+/// When `path` was last modified, as `YYYY-MM-DD HH:MM:SS UTC` ("unknown" if unreadable):
+/// says which build of a binary a run used.
+pub fn modified_utc(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| utc(d.as_secs()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian).
+pub fn utc(epoch_secs: u64) -> String {
+    let days = (epoch_secs / 86_400) as i64;
+    let secs = epoch_secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// `git rev-parse --short=12 HEAD` in `dir`, with `-dirty` when the tree has uncommitted
 /// changes; "unknown" when git or the repository is not there.
 pub fn git_commit(dir: &Path) -> String {
@@ -136,6 +169,14 @@ mod tests {
             Some("Raspberry Pi 4 Model B Rev 1.4")
         );
         assert_eq!(cpu_model("garbage\n:::\n"), None);
+    }
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_413_447), "2026-12-04 19:44:07 UTC");
+        assert_eq!(modified_utc(Path::new("/nonexistent")), "unknown");
     }
 
     #[test]

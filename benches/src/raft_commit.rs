@@ -118,6 +118,8 @@ pub struct RaftCommitReport {
     pub load_average_start: String,
     pub load_average_end: String,
     pub quire_bin: PathBuf,
+    /// When the quire binary was built (its modification time).
+    pub quire_bin_modified: String,
     /// The filesystem holding the nodes' data (fsync means little on tmpfs).
     pub data_filesystem: String,
     pub nodes: usize,
@@ -433,6 +435,7 @@ pub async fn run(
             .quire_bin
             .canonicalize()
             .unwrap_or_else(|_| spec.quire_bin.clone()),
+        quire_bin_modified: crate::machine::modified_utc(&spec.quire_bin),
         data_filesystem,
         nodes: NODES,
         target: spec.target,
@@ -485,7 +488,12 @@ impl RaftCommitReport {
             self.load_average_start, self.load_average_end
         );
         let _ = writeln!(out, "commit:  {}", self.git_commit);
-        let _ = writeln!(out, "quire:   {}", self.quire_bin.display());
+        let _ = writeln!(
+            out,
+            "quire:   {} (built {})",
+            self.quire_bin.display(),
+            self.quire_bin_modified
+        );
         let _ = writeln!(out, "command: {}", self.command);
         out
     }
@@ -518,6 +526,12 @@ impl RaftCommitReport {
             self.load_average_start, self.load_average_end
         );
         let _ = writeln!(out, "- commit: `{}`", self.git_commit);
+        let _ = writeln!(
+            out,
+            "- quire: `{}` (built {})",
+            self.quire_bin.display(),
+            self.quire_bin_modified
+        );
         let _ = writeln!(out, "- command: `{}`", self.command);
         out
     }
