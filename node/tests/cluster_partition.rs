@@ -138,6 +138,10 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
         !answer.is_success(),
         "a write sent to the isolated old leader {leader} was acknowledged: {answer:?}"
     );
+    println!(
+        "[{} ms] write on isolated leader {leader}: {answer:?}",
+        t0.elapsed().as_millis()
+    );
 
     // ---- heal: the old leader catches up and serves linearizable reads again ----
     c.heal(&ids).await.unwrap();
@@ -154,9 +158,17 @@ async fn isolated_nodes_refuse_and_catch_up_while_the_majority_commits() {
         acked.len(),
         failure_summary(&records)
     );
-    c.wait_converged(&ids, &acked, Duration::from_secs(30))
+    let set = c
+        .wait_converged(&ids, &acked, Duration::from_secs(30))
         .await
         .unwrap();
+    // Neither refused write left the isolated node, so neither may surface after healing.
+    for refused in ["to-isolated-follower", "to-isolated-leader"] {
+        assert!(
+            !set.contains(refused),
+            "{refused} was refused while its node was isolated, yet it was applied after healing"
+        );
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match c.tenants(leader, "linearizable").await {
