@@ -316,3 +316,34 @@ async fn unflushed_writes_are_bounded() {
     engine.flush().await.unwrap();
     t.insert(b"one-more", b"v").unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_covers_writes_before_it_and_a_crash_during_it_makes_nothing_durable() {
+    let disk = SimDisk::new(7);
+    disk.set_flush_latency(std::time::Duration::from_millis(5));
+    let engine = disk.open();
+    let t = engine.open_tree("t").unwrap();
+    t.insert(b"before", b"1").unwrap();
+    let started = tokio::time::Instant::now();
+    let flush = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.flush().await }
+    });
+    tokio::task::yield_now().await;
+    // Written while the flush is in progress: not covered by it.
+    t.insert(b"during", b"2").unwrap();
+    flush.await.unwrap().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(5));
+    assert!(disk.durable_get("t", b"before").is_some());
+    assert_eq!(disk.durable_get("t", b"during"), None);
+
+    // A crash while a flush is in progress: the flush fails, nothing becomes durable.
+    let flush = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.flush().await }
+    });
+    tokio::task::yield_now().await;
+    disk.crash();
+    assert!(matches!(flush.await.unwrap(), Err(EngineError::Crashed)));
+    assert_eq!(disk.durable_get("t", b"during"), None);
+}

@@ -2,9 +2,11 @@
 //! for the simulator.
 //!
 //! A [`SimDisk`] holds two layers: the durable trees, and the writes made since the last
-//! flush (in order, each insert, remove or batch one unit). Reads see both. `flush` moves the
-//! pending writes into the durable layer; a crash throws them away, or with torn writes on,
-//! keeps a prefix of them (drawn from the disk's seeded RNG) — a batch is never split.
+//! flush (in order, each insert, remove or batch one unit). Reads see both. `flush` covers
+//! the writes made before it was called: it yields (or sleeps the configured simulated
+//! latency), then moves them into the durable layer; a crash throws pending writes away, or
+//! with torn writes on, keeps a prefix of them (drawn from the disk's seeded RNG) — a batch
+//! is never split. A flush interrupted by a crash returns [`EngineError::Crashed`].
 //!
 //! Each [`SimDisk::open`] starts a new incarnation of the node on the disk: it crashes the
 //! previous one (so its handles fail with [`EngineError::Crashed`], the way a dead process
