@@ -109,14 +109,10 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() {
 /// A leader killed and restarted at once (before the others time out and elect) comes back
 /// as leader of its old term from its own data; it must still start and serve.
 ///
-/// KNOWN FAILURE (Quire bug, reported to the node owner; fails in about half the runs): the
-/// restarted node's start-up key check (`serve::check_master_key`) makes a linearizable read
-/// while its first AppendEntries to the followers time out (100 ms), gets
-/// `ReadError::Raft("not enough for a quorum")`, which `cluster::Router::read` does not retry,
-/// and the process exits. Run it with
-/// `cargo nextest run -p quire-node -E 'binary(/^cluster_failover/)' --run-ignored all`.
+/// Found by this test (fixed in b847fe2): the start-up key check made a linearizable read
+/// while the first AppendEntries to the followers timed out, and the node exited on
+/// "not enough for a quorum" instead of retrying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Quire bug (reported): a leader restarted before an election can exit on its start-up linearizable read"]
 async fn leader_restarted_at_once_after_kill9_comes_back() {
     let mut c = start(3, false).await;
     let ids = c.ids();

@@ -43,14 +43,10 @@ async fn wait_members(c: &TestCluster, asked: u64, want: &[(u64, &str)], timeout
     }
 }
 
-/// KNOWN FAILURE (Quire bug, reported to the node owner): the removed follower never exits.
-/// The leader stops replicating to it as soon as it appends the configuration without it, so
-/// the removed node holds at best the joint configuration, which still names it;
-/// `cluster::stop_when_removed` never fires, and the node keeps running and campaigning
-/// (terms T2, T3, ... rejected by the members). Run it with
-/// `cargo nextest run -p quire-node -E 'binary(/^cluster_membership/)' --run-ignored all`.
+/// Found by this test (fixed in b847fe2): the leader stops replicating to a removed node as
+/// soon as it appends the configuration without it, so the removed node never applied its
+/// removal and kept running and campaigning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Quire bug (reported): a removed node never learns its removal and keeps running"]
 async fn a_node_joins_as_voter_and_a_follower_is_removed_during_writes() {
     let mut c = start(3, false).await;
     let ids = c.ids();

@@ -35,13 +35,7 @@ fn seed() -> u64 {
     }
 }
 
-/// KNOWN FAILURE (Quire bug, reported to the node owner): when the victim was the leader and
-/// restarts before the others elect, it can exit at start-up (see
-/// `cluster_failover::leader_restarted_at_once_after_kill9_comes_back`); seed
-/// 1796410168598676080 showed it in 2 of 3 runs. Run it with
-/// `cargo nextest run -p quire-node -E 'binary(/^cluster_torture/)' --run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Quire bug (reported): a leader restarted before an election can exit on its start-up linearizable read"]
 async fn twenty_random_kill9_rounds_lose_no_acknowledged_write() {
     let seed = seed();
     println!("torture seed: {seed} (replay with QUIRE_TORTURE_SEED={seed})");
