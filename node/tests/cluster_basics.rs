@@ -26,7 +26,19 @@ async fn follower_writes_converge_and_reads_are_linearizable_on_every_node() {
     for &id in &ids {
         let v = c.nodes(id).await.unwrap();
         assert_eq!(v["leader"].as_u64(), Some(leader), "node {id}: {v}");
-        assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v}");
+        let roles: Vec<(u64, &str)> = v["members"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| Some((m["id"].as_u64()?, m["role"].as_str()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<(u64, &str)> = ids
+            .iter()
+            .map(|&m| (m, if m == leader { "leader" } else { "follower" }))
+            .collect();
+        assert_eq!(roles, want, "GET /nodes on node {id}: {v}");
     }
 
     // Writes through followers (the admin API on a non-leader node forwards them).
