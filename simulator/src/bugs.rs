@@ -90,3 +90,19 @@ impl FromStr for Bug {
         Ok(bug)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unavailable_bugs_are_refused() {
+        for bug in Bug::ALL.into_iter().filter(|b| b.is_available()) {
+            assert_eq!(bug.name().parse::<Bug>().unwrap(), bug);
+        }
+        let err = "limiter-forgets-state".parse::<Bug>().unwrap_err();
+        assert!(err.to_string().contains("not simulated yet"));
+        let err = "nope".parse::<Bug>().unwrap_err();
+        assert!(err.to_string().contains("ack-before-durable"), "{err}");
+    }
+}

@@ -81,3 +81,26 @@ impl Trace {
 pub fn sim_now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_covers_every_byte_of_the_trace() {
+        let a = Trace::default();
+        a.record(Duration::from_millis(5), "n1", "start");
+        a.record(Duration::from_millis(7), "admin0", "n1 <- read");
+        let b = Trace::default();
+        b.record(Duration::from_millis(5), "n1", "start");
+        b.record(Duration::from_millis(8), "admin0", "n1 <- read");
+        assert_ne!(a.sha256(), b.sha256());
+        assert_eq!(a.text().lines().count(), 2);
+        assert!(
+            a.text().starts_with("        5 n1       start\n"),
+            "{}",
+            a.text()
+        );
+        assert_eq!(a.sha256(), hex::encode(Sha256::digest(a.text().as_bytes())));
+    }
+}
