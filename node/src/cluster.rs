@@ -57,6 +57,41 @@ pub struct Router {
     /// The link faults this node applies to its outgoing peer requests, when
     /// `peer.fault_injection` is on.
     pub faults: Option<Arc<quire_transport::LinkFaults>>,
+    /// Where each write's request id comes from.
+    pub request_ids: RequestIds,
+}
+
+/// Request ids for writes, so a write retried after a lost answer is applied once. Random
+/// from the operating system in production; from a seed in simulation.
+#[derive(Clone)]
+pub struct RequestIds(Arc<std::sync::Mutex<rand_chacha::ChaCha8Rng>>);
+
+impl RequestIds {
+    pub fn from_entropy() -> Self {
+        use rand::SeedableRng;
+        Self(Arc::new(std::sync::Mutex::new(
+            rand_chacha::ChaCha8Rng::from_os_rng(),
+        )))
+    }
+
+    pub fn seeded(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self(Arc::new(std::sync::Mutex::new(
+            rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        )))
+    }
+
+    /// A fresh id: 128 random bits in hex.
+    pub fn next(&self) -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 16];
+        let mut rng = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rng.fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    }
 }
 
 /// Waiting between forwarding attempts while a leader is being elected.
@@ -73,8 +108,17 @@ fn forward_error(e: TransportError) -> WriteError {
 }
 
 impl Router {
-    /// Proposes `cmd` on the leader, wherever it is, and waits for its result.
+    /// Proposes `cmd` on the leader, wherever it is, and waits for its result. The command
+    /// carries a request id, so retrying it after a lost answer (the leader crashed after
+    /// committing it) returns the first result instead of applying it twice.
     pub async fn write(&self, cmd: Command) -> Result<CommandOutput, WriteError> {
+        let cmd = match cmd {
+            once @ Command::Once { .. } => once,
+            other => Command::Once {
+                request_id: self.request_ids.next(),
+                command: Box::new(other),
+            },
+        };
         let mut last = WriteError::NotLeader { leader: None };
         for _ in 0..FORWARD_ATTEMPTS {
             match self.control.write(cmd.clone()).await {

@@ -354,6 +354,7 @@ pub async fn open_node_advertising(
             control: Arc::new(control),
             peers,
             faults,
+            request_ids: cluster::RequestIds::from_entropy(),
         },
         network,
         security,

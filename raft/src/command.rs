@@ -173,6 +173,15 @@ pub enum Command {
         /// The change itself (not `AsAdmin` or `InitCluster`).
         command: Box<Command>,
     },
+    /// Applies `command` at most once per `request_id`: a proposer that retries a command
+    /// whose first attempt may already have committed (a forwarded write whose answer was
+    /// lost) gets the first attempt's result instead of a second application.
+    Once {
+        /// Unique per request: 1–64 characters of `[0-9a-z-]`.
+        request_id: String,
+        /// The change (anything but another `Once`).
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -193,6 +202,7 @@ impl Command {
             Command::IssueAdminToken { .. } => "issue_admin_token",
             Command::RevokeAdminToken { .. } => "revoke_admin_token",
             Command::AsAdmin { .. } => "as_admin",
+            Command::Once { command, .. } => command.kind(),
         }
     }
 }
@@ -797,6 +807,33 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
                 )));
             }
             apply(state, command)
+        }
+
+        Command::Once {
+            request_id,
+            command,
+        } => {
+            if request_id.is_empty()
+                || request_id.len() > 64
+                || !request_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
+            {
+                return Err(ApplyError::Invalid(
+                    "a request id is 1-64 characters of 0-9, a-z and '-'".into(),
+                ));
+            }
+            if matches!(**command, Command::Once { .. }) {
+                return Err(ApplyError::Invalid(
+                    "a request cannot wrap another request".into(),
+                ));
+            }
+            if let Some(earlier) = state.requests.result(request_id) {
+                return earlier;
+            }
+            let result = apply(state, command);
+            state.requests.record(request_id, &result);
+            result
         }
     }
 }

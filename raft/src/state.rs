@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::{ApplyError, CommandOutput};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
 use crate::seal::SealedSecret;
 
@@ -166,9 +167,58 @@ pub struct State {
     /// admin token hash → admin token id.
     #[serde(default)]
     pub(crate) admin_token_index: BTreeMap<String, TokenId>,
+    /// Results of the most recent `Once` requests, so a retried request is applied once.
+    #[serde(default)]
+    pub(crate) requests: RequestLog,
+}
+
+/// How many request results the state remembers; older ones are forgotten first. A retry
+/// comes within seconds, long before this many other requests.
+pub const MAX_REMEMBERED_REQUESTS: usize = 10_000;
+
+/// The results of recent requests, by request id, forgotten oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLog {
+    results: BTreeMap<String, (u64, Result<CommandOutput, ApplyError>)>,
+    order: BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl RequestLog {
+    /// The result of request `id`, if it was applied and is still remembered.
+    pub fn result(&self, id: &str) -> Option<Result<CommandOutput, ApplyError>> {
+        self.results.get(id).map(|(_, r)| r.clone())
+    }
+
+    pub(crate) fn record(&mut self, id: &str, result: &Result<CommandOutput, ApplyError>) {
+        let seq = self.next;
+        self.next += 1;
+        self.results.insert(id.to_owned(), (seq, result.clone()));
+        self.order.insert(seq, id.to_owned());
+        while self.order.len() > MAX_REMEMBERED_REQUESTS {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.results.remove(&oldest);
+        }
+    }
+
+    /// How many results are remembered.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
 }
 
 impl State {
+    /// The results of recent requests.
+    pub fn requests(&self) -> &RequestLog {
+        &self.requests
+    }
+
     /// An empty state.
     pub fn new() -> Self {
         Self::default()

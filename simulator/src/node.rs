@@ -269,6 +269,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         control: control.clone(),
         peers: Some(relay),
         faults: Some(setup.faults.clone()),
+        request_ids: quire_node::cluster::RequestIds::seeded((setup.id << 32) ^ incarnation),
     };
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
     setup.registry.insert(
