@@ -87,9 +87,11 @@ async fn twenty_random_kill9_rounds_lose_no_acknowledged_write() {
         failure_summary(&records)
     );
 
-    // Each id is written once, so a 409 means the cluster applied one request twice; the
-    // client was told its own committed write failed. Not a loss; shown for the record.
-    for r in duplicate_applies(&records) {
+    // Each id is written once, so a 409 means the cluster applied one request twice and the
+    // client was told its own committed write failed. Writes carry request ids, so a write
+    // forwarded again after a lost answer must get its first result instead.
+    let duplicates = duplicate_applies(&records);
+    for r in &duplicates {
         // The kill before the answer; the request may have been sent just before it.
         let last_kill = kills.iter().rev().find(|k| **k <= r.finished);
         let since_kill_ms = last_kill.map_or(i128::MIN, |k| {
@@ -106,6 +108,11 @@ async fn twenty_random_kill9_rounds_lose_no_acknowledged_write() {
             r.finished.duration_since(r.started).as_millis()
         );
     }
+    assert!(
+        duplicates.is_empty(),
+        "seed {seed}: {} writes were applied twice (answered 409 for a fresh id)",
+        duplicates.len()
+    );
 
     let set = match c
         .wait_converged(&ids, &acked, Duration::from_secs(30))
