@@ -127,39 +127,101 @@ pub async fn check_master_key(
         }),
         None => {
             let key_check = key.key_check(&mut StdRng::from_os_rng())?;
-            router
+            match router
                 .write(Command::InitCluster {
                     cluster_name: cluster_name.to_owned(),
                     key_check,
                 })
                 .await
-                .context("cannot record the cluster's key check")?;
-            Ok(())
+            {
+                Ok(_) => Ok(()),
+                // Another member of a new cluster recorded it first: check against theirs.
+                Err(quire_raft::control::WriteError::Rejected(
+                    quire_raft::command::ApplyError::Conflict(_),
+                )) => match linearizable_key_check(router).await? {
+                    Some(key_check) => key.verify_key_check(&key_check).map_err(|_| {
+                        anyhow::anyhow!(
+                            "wrong master key: another member initialised this cluster with \
+                             a different key"
+                        )
+                    }),
+                    None => Err(anyhow::anyhow!("the cluster's key check vanished")),
+                },
+                Err(e) => Err(anyhow::anyhow!(
+                    "cannot record the cluster's key check: {e}"
+                )),
+            }
         }
     }
 }
 
-/// Reads the cluster's key check linearizably, retrying while the group settles (a node that
-/// restarts right after a crash may not know the leader for a few election timeouts).
+/// A cluster formed from a static member list has no `quire init` to make its first admin
+/// token: the member with the lowest id makes one when the cluster has none, and writes it to
+/// `<data-dir>/admin-token`.
+async fn bootstrap_admin_token_for_static_cluster(
+    config: &Config,
+    router: &Router,
+) -> anyhow::Result<()> {
+    let Some(first) = config.peer.members.iter().map(|m| m.id).min() else {
+        return Ok(());
+    };
+    if first != config.node.id {
+        return Ok(());
+    }
+    let none = read_settled(router, "the cluster's admin tokens", |state| {
+        state.admin_tokens().next().is_none()
+    })
+    .await?;
+    if !none {
+        return Ok(());
+    }
+    let (token_id, secret) = crate::init::new_admin_secret();
+    router
+        .write(Command::IssueAdminToken {
+            token_id,
+            secret_hash: quire_raft::seal::hash_api_token(&secret),
+            display_name: "bootstrap".into(),
+            issued_at_ms: crate::clock::Clock::now_ms(&SystemClock),
+            expires_at_ms: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the bootstrap admin token: {e}"))?;
+    let path = config.node.data_dir.join(crate::init::ADMIN_TOKEN_FILE);
+    crate::init::write_secret_file(&path, &secret)?;
+    tracing::info!(path = %path.display(), "issued the cluster's bootstrap admin token");
+    Ok(())
+}
+
+/// Reads the cluster's key check linearizably.
 async fn linearizable_key_check(
     router: &Router,
 ) -> anyhow::Result<Option<quire_raft::seal::SealedSecret>> {
+    read_settled(router, "the cluster's key check", |state| {
+        state.cluster().map(|c| c.key_check.clone())
+    })
+    .await
+}
+
+/// A linearizable read at start-up, retried while the group settles (a node that starts or
+/// restarts may not know the leader for a few election timeouts).
+async fn read_settled<R>(
+    router: &Router,
+    what: &str,
+    f: impl Fn(&quire_raft::state::State) -> R,
+) -> anyhow::Result<R> {
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     let mut wait = Duration::from_millis(100);
     loop {
-        match router
-            .read(|state| state.cluster().map(|c| c.key_check.clone()))
-            .await
-        {
+        match router.read(&f).await {
             Ok(found) => return Ok(found),
             Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!("cannot read the cluster's key check yet ({e}); retrying");
+                tracing::info!("cannot read {what} yet ({e}); retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
                 return Err(anyhow::anyhow!(
-                    "cannot read the cluster's key check within {LEADER_WAIT:?}: {e}"
+                    "cannot read {what} within {LEADER_WAIT:?}: {e}"
                 ));
             }
         }
@@ -230,6 +292,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         .await
         .context("the control plane elected no leader in time")?;
     check_master_key(&node.router, &key, &config.node.cluster_name).await?;
+    bootstrap_admin_token_for_static_cluster(&config, &node.router).await?;
     cluster::stop_when_removed(node.router.clone(), shutdown.clone());
 
     let data = DataPlane::start(data_plane_config(&config, StdRng::from_os_rng().next_u64()))
