@@ -59,6 +59,9 @@ enum Cmd {
         /// Turn on a planted bug in every seed.
         #[arg(long)]
         bug: Option<Bug>,
+        /// Start no more seeds once one has failed (those running finish).
+        #[arg(long)]
+        fail_fast: bool,
     },
     /// List the planted bugs.
     Bugs,
@@ -101,7 +104,8 @@ fn main() -> ExitCode {
             nodes,
             duration,
             bug,
-        } => sweep(&seeds, jobs, nodes, duration, bug),
+            fail_fast,
+        } => sweep(&seeds, jobs, nodes, duration, bug, fail_fast),
         Cmd::Bugs => {
             for bug in Bug::ALL {
                 let status = if bug.is_available() {
@@ -283,6 +287,7 @@ fn sweep(
     nodes: u64,
     duration_s: u64,
     bug: Option<Bug>,
+    fail_fast: bool,
 ) -> anyhow::Result<bool> {
     let (start, end) = parse_seeds(seeds)?;
     if !(1..=MAX_JOBS).contains(&jobs) {
@@ -309,6 +314,16 @@ fn sweep(
         let mut failed = Vec::new();
         for seed in start..end {
             let permit = limit.clone().acquire_owned().await;
+            // Report whatever finished while waiting for a slot.
+            while let Some(done) = tasks.try_join_next() {
+                if let Some(f) = report_seed(done, total)? {
+                    failed.push(f);
+                }
+            }
+            if fail_fast && !failed.is_empty() {
+                println!("fail-fast: not starting seeds {seed}..{end}");
+                break;
+            }
             let options = RunOptions {
                 seed,
                 nodes,
@@ -325,12 +340,6 @@ fn sweep(
                     .await;
                 (options, out)
             });
-            // Report whatever finished meanwhile.
-            while let Some(done) = tasks.try_join_next() {
-                if let Some(f) = report_seed(done, total)? {
-                    failed.push(f);
-                }
-            }
         }
         while let Some(done) = tasks.join_next().await {
             if let Some(f) = report_seed(done, total)? {
@@ -341,8 +350,9 @@ fn sweep(
     });
     let failures = failures?;
     let wall = started.elapsed();
+    let ran = DONE.load(std::sync::atomic::Ordering::SeqCst);
     println!(
-        "sweep: {total} seeds in {:.1} s wall, {} failed",
+        "sweep: {ran} of {total} seeds in {:.1} s wall, {} failed",
         wall.as_secs_f64(),
         failures.len()
     );

@@ -18,7 +18,7 @@ fn a_handful_of_seeds_pass() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
-    assert!(text.contains("3 seeds"), "{text}");
+    assert!(text.contains("3 of 3 seeds"), "{text}");
     assert!(text.contains("0 failed"), "{text}");
 }
 
