@@ -129,6 +129,8 @@ pub struct Observer {
     votes: BTreeMap<NodeId, ((u64, NodeId), u64)>,
     /// Samples taken so far.
     samples: u64,
+    /// (node, incarnation, term) seen leading.
+    leading: BTreeSet<(NodeId, u64, u64)>,
     /// applied index → (digest, first node seen there, when).
     digests: BTreeMap<u64, (String, NodeId, u64)>,
     /// node → (incarnation, applied index) at the previous sample.
@@ -201,6 +203,18 @@ impl Observer {
                         });
                     }
                     trace.record(at, &format!("n{id}"), format!("leads term {term}"));
+                }
+                // openraft restores a leader whose vote is committed as leader of the same
+                // term after a restart: worth a line when reading a trace.
+                if self.leading.insert((id, node.incarnation, term)) && !first_seen {
+                    trace.record(
+                        at,
+                        &format!("n{id}"),
+                        format!(
+                            "leads term {term} again after a restart (incarnation {})",
+                            node.incarnation
+                        ),
+                    );
                 }
             }
             let applied = m.last_applied.as_ref().map(|l| l.index);
