@@ -165,6 +165,8 @@ pub fn transport_config() -> TransportConfig {
 /// Everything a node's host software needs; cloned into each (re)start.
 #[derive(Clone)]
 pub struct NodeSetup {
+    /// The run's seed.
+    pub seed: u64,
     /// This node.
     pub id: NodeId,
     /// The static member list (id → peer address).
@@ -269,7 +271,10 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         control: control.clone(),
         peers: Some(relay),
         faults: Some(setup.faults.clone()),
-        request_ids: quire_node::cluster::RequestIds::seeded((setup.id << 32) ^ incarnation),
+        // Request ids follow the run's seed, the node and its incarnation.
+        request_ids: quire_node::cluster::RequestIds::seeded(
+            setup.seed ^ (setup.id << 48) ^ (incarnation << 32),
+        ),
     };
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
     setup.registry.insert(

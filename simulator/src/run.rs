@@ -320,6 +320,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         }
         disks.insert(n, disk.clone());
         let setup = NodeSetup {
+            seed,
             id: n,
             members: members.clone(),
             disk,
