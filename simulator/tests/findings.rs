@@ -1,7 +1,8 @@
 //! Failures the simulator found in Quire, kept as replays until they are fixed. Run them
 //! with `cargo test -p quire-sim --test findings -- --ignored`; each must pass once fixed
-//! (then drop the `#[ignore]`). The seeds are those of the debug build `cargo test` runs (a
-//! seed replays only with the same binary; the release build fails on seeds 20, 64, 68).
+//! (then drop the `#[ignore]`). A seed replays only with the same binary, so each finding is
+//! kept as a sweep over a range that exposed it (when written: seed 20 in debug and release
+//! builds, 64 and 68 in release).
 
 mod common;
 
@@ -17,8 +18,14 @@ use common::{describe, quire_sim};
 #[test]
 #[ignore = "known bug in the read index after a leader restarts as leader; see the doc comment"]
 fn reads_after_a_leader_restarts_as_leader_see_acknowledged_writes() {
-    for seed in ["16", "20"] {
-        let out = quire_sim(&["run", "--seed", seed, "--nodes", "3", "--duration", "30"]);
-        assert!(out.status.success(), "seed {seed}:\n{}", describe(&out));
-    }
+    let out = quire_sim(&[
+        "sweep",
+        "--seeds",
+        "1..31",
+        "--jobs",
+        "2",
+        "--duration",
+        "30",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
 }
