@@ -167,13 +167,9 @@ impl DiskState {
                 target: "flush".into(),
             });
         }
-        // With the planted bug, durability lags one flush behind: this flush persists only
-        // what the previous one acknowledged, and acknowledges the rest without persisting it.
-        let persist_before = if self.bug_ack_before_flush {
-            self.acked_mark.min(mark)
-        } else {
-            mark
-        };
+        // With the planted bug, a flush acknowledges its writes without persisting them: they
+        // stay volatile until a flush after the bug is turned off, and a crash loses them.
+        let persist_before = if self.bug_ack_before_flush { 0 } else { mark };
         while self.pending.front().is_some_and(|w| w.seq < persist_before) {
             if let Some(write) = self.pending.pop_front() {
                 apply_ops(&mut self.durable, &write);
@@ -290,8 +286,8 @@ impl SimDisk {
     }
 
     /// **Planted bug, for the simulator's checkers only.** When on, `flush` returns `Ok`
-    /// before the writes it covers are durable: they become durable only at the next flush,
-    /// so a crash loses writes that were acknowledged. Never turn this on outside a test of
+    /// without making the writes it covers durable: they become durable only at a flush after
+    /// the bug is turned off, so a crash meanwhile loses writes that were acknowledged. Never turn this on outside a test of
     /// the checkers.
     pub fn set_bug_ack_before_flush(&self, on: bool) {
         self.lock().bug_ack_before_flush = on;
