@@ -8,6 +8,7 @@ pub mod certs;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod config_check;
 pub mod ctl;
 pub mod http;
 pub mod init;

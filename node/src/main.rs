@@ -44,6 +44,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Report every problem of a config file at once, each as FILE:LINE:COL. Exit 0 when
+    /// clean, 1 with problems, 2 when the file cannot be read.
+    Check {
+        file: PathBuf,
+        /// Skip checking that the files the config names (master key, TLS directory) exist:
+        /// for a config meant for another machine.
+        #[arg(long)]
+        no_files: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,6 +214,12 @@ struct SandboxArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Check { file, no_files }) = &cli.command {
+        let options = quire_node::config_check::CheckOptions {
+            check_files: !no_files,
+        };
+        return ExitCode::from(quire_node::config_check::run(file, options));
+    }
     quire_node::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,6 +245,7 @@ fn main() -> ExitCode {
             }
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Keygen { out } => quire_node::keys::keygen(out.as_deref()),
+            Command::Config(ConfigCommand::Check { .. }) => Ok(()),
         }
     });
     match result {

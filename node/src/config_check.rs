@@ -1,0 +1,844 @@
+//! `quire config check FILE`: every problem of a config file at once, each with its line and
+//! column. It finds TOML syntax errors, unknown keys (all of them), values of the wrong type,
+//! the problems `Config::validate` reports (placed on the line of the key they name), and,
+//! unless told not to, files the config names that cannot be read.
+//!
+//! The known keys come from the config types themselves (the field lists serde derives), so
+//! there is no second list to keep in step with `config.rs`. The check reads the file only:
+//! `QUIRE_*` environment variables and command-line flags are not applied.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::{
+    Config, LimitsSection, McpSection, NodeSection, NotionSection, PeerSection, RaftSection,
+    SandboxSection, SecuritySection, StaticMember,
+};
+
+/// Files a config may name in `peer.tls_dir` (what `quire certs node` writes).
+pub const TLS_FILES: [&str; 3] = ["node.pem", "node.key", "ca.pem"];
+
+/// Largest config file read (a config is a few kilobytes).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// What kind of problem was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProblemKind {
+    /// Not valid TOML.
+    Syntax,
+    /// A section or key the config does not have.
+    UnknownKey,
+    /// A value of the wrong type or form (a string where a number goes, a bad address).
+    WrongType,
+    /// A value `Config::validate` refuses.
+    Invalid,
+    /// A file or directory the config names that cannot be used.
+    File,
+}
+
+/// One problem, with its place in the file when known (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub col: Option<usize>,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+/// Options of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Check that files the config names (master key, TLS directory) exist and are readable.
+    /// Off (`--no-files`) when checking a config for another machine.
+    pub check_files: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self { check_files: true }
+    }
+}
+
+/// Why a check could not run at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("cannot read {path}: not UTF-8 text")]
+    NotText { path: PathBuf },
+}
+
+/// The result of checking one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub file: PathBuf,
+    /// Sorted by line; problems without a line come first.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The process exit code: 0 clean, 1 with problems.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_clean() { 0 } else { 1 }
+    }
+}
+
+impl fmt::Display for Report {
+    /// One line per problem, `FILE:LINE:COL: message` (`FILE: message` when the place is not
+    /// known), then a summary line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        for p in &self.problems {
+            match (p.line, p.col) {
+                (Some(line), Some(col)) => writeln!(f, "{file}:{line}:{col}: {}", p.message)?,
+                (Some(line), None) => writeln!(f, "{file}:{line}: {}", p.message)?,
+                _ => writeln!(f, "{file}: {}", p.message)?,
+            }
+        }
+        match self.problems.len() {
+            0 => writeln!(f, "{file}: ok"),
+            1 => writeln!(f, "{file}: 1 problem"),
+            n => writeln!(f, "{file}: {n} problems"),
+        }
+    }
+}
+
+/// Reads and checks a config file. `Err` only when the file cannot be read.
+pub fn check_file(path: &Path, options: CheckOptions) -> Result<Report, CheckError> {
+    let read_err = |source| CheckError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(CheckError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(CheckError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| CheckError::NotText {
+        path: path.to_owned(),
+    })?;
+    Ok(Report {
+        file: path.to_owned(),
+        problems: check_str(&text, options),
+    })
+}
+
+/// Runs `quire config check`: prints the report (problems on stdout) and returns the exit
+/// code: 0 clean, 1 with problems, 2 when the file cannot be read.
+pub fn run(path: &Path, options: CheckOptions) -> u8 {
+    match check_file(path, options) {
+        Ok(report) => {
+            print!("{report}");
+            report.exit_code()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+/// Checks the text of a config file; every problem found, sorted by place.
+pub fn check_str(text: &str, options: CheckOptions) -> Vec<Problem> {
+    let lines = LineIndex::new(text);
+    let mut problems = Vec::new();
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    for e in &syntax_errors {
+        problems.push(lines.problem(
+            e.span().map(|s| s.start),
+            ProblemKind::Syntax,
+            format!("TOML syntax: {}", one_line(e.message())),
+        ));
+    }
+    let root_span = root.span();
+    let mut table = root.into_inner();
+
+    // Unknown keys: removed from the table so the type check below sees only known ones.
+    let mut removed: Vec<String> = Vec::new();
+    unknown_keys(&mut table, &lines, &mut problems, &mut removed);
+
+    // Wrong types: deserialize; on an error, report it at its key, drop that key, retry.
+    let config = typed_config(
+        table.clone(),
+        root_span,
+        &lines,
+        &mut problems,
+        &mut removed,
+    );
+
+    // After a syntax error the table holds what could be parsed; its values are checked too.
+    if let Some(config) = &config {
+        if let Err(crate::config::ConfigError::Invalid(messages)) = config.validate() {
+            for message in messages {
+                // A problem that names a key already reported (and dropped) is a consequence.
+                if removed.iter().any(|k| mentions(&message, k)) {
+                    continue;
+                }
+                let at = locate(&message, &table);
+                problems.push(lines.problem(at, ProblemKind::Invalid, message));
+            }
+        }
+        if options.check_files {
+            file_problems(config, &table, &lines, &mut problems);
+        }
+    }
+    problems.sort_by_key(|p| (p.line, p.col, p.kind));
+    problems
+}
+
+/// The field names serde derives for a struct, read by asking it to deserialize itself from
+/// a deserializer that only records the names.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// The keys of each section of the config file, from the config types. A section added to
+/// `Config` needs a line here (a test checks every section has one).
+fn section_keys(section: &str) -> Option<&'static [&'static str]> {
+    Some(match section {
+        "node" => fields_of::<NodeSection>(),
+        "mcp" => fields_of::<McpSection>(),
+        "notion" => fields_of::<NotionSection>(),
+        "limits" => fields_of::<LimitsSection>(),
+        "security" => fields_of::<SecuritySection>(),
+        "raft" => fields_of::<RaftSection>(),
+        "peer" => fields_of::<PeerSection>(),
+        "sandbox" => fields_of::<SandboxSection>(),
+        _ => return None,
+    })
+}
+
+/// Keys that hold an array of tables, and the keys of each table.
+fn array_table_keys(section: &str, key: &str) -> Option<&'static [&'static str]> {
+    match (section, key) {
+        ("peer", "members") => Some(fields_of::<StaticMember>()),
+        _ => None,
+    }
+}
+
+/// The sections of the config file.
+pub fn sections() -> &'static [&'static str] {
+    fields_of::<Config>()
+}
+
+/// Every key of the config file, `section.key`, in declaration order.
+pub fn known_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for section in sections() {
+        for key in section_keys(section).unwrap_or(&[]) {
+            keys.push(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
+fn unknown_keys(
+    table: &mut DeTable<'_>,
+    lines: &LineIndex,
+    problems: &mut Vec<Problem>,
+    removed: &mut Vec<String>,
+) {
+    let mut drop_sections = Vec::new();
+    for (name, value) in table.iter_mut() {
+        let section = name.get_ref().as_ref();
+        let Some(keys) = section_keys(section) else {
+            problems.push(lines.problem(
+                Some(name.span().start),
+                ProblemKind::UnknownKey,
+                format!(
+                    "unknown section `{section}`{} (sections: {})",
+                    suggest(section, sections()),
+                    sections().join(", ")
+                ),
+            ));
+            drop_sections.push(section.to_owned());
+            continue;
+        };
+        let DeValue::Table(inner) = value.get_mut() else {
+            // Reported as a wrong type by the typed pass.
+            continue;
+        };
+        let mut drop_keys = Vec::new();
+        for (key, value) in inner.iter_mut() {
+            let key_name = key.get_ref().as_ref();
+            if !keys.contains(&key_name) {
+                problems.push(lines.problem(
+                    Some(key.span().start),
+                    ProblemKind::UnknownKey,
+                    format!(
+                        "unknown key `{section}.{key_name}`{} (keys of [{section}]: {})",
+                        suggest(key_name, keys),
+                        keys.join(", ")
+                    ),
+                ));
+                drop_keys.push(key_name.to_owned());
+                continue;
+            }
+            let Some(item_keys) = array_table_keys(section, key_name) else {
+                continue;
+            };
+            let DeValue::Array(items) = value.get_mut() else {
+                continue;
+            };
+            for item in items.iter_mut() {
+                let DeValue::Table(item) = item.get_mut() else {
+                    continue;
+                };
+                let mut drop_item_keys = Vec::new();
+                for (k, _) in item.iter() {
+                    let k = k.get_ref().as_ref();
+                    if !item_keys.contains(&k) {
+                        problems.push(lines.problem(
+                            Some(lines_key_start(item, k)),
+                            ProblemKind::UnknownKey,
+                            format!(
+                                "unknown key `{k}` in [[{section}.{key_name}]]{} (keys: {})",
+                                suggest(k, item_keys),
+                                item_keys.join(", ")
+                            ),
+                        ));
+                        drop_item_keys.push(k.to_owned());
+                    }
+                }
+                for k in drop_item_keys {
+                    item.remove(k.as_str());
+                }
+            }
+        }
+        for key in drop_keys {
+            inner.remove(key.as_str());
+            removed.push(format!("{section}.{key}"));
+        }
+    }
+    for section in drop_sections {
+        table.remove(section.as_str());
+        removed.push(section);
+    }
+}
+
+fn lines_key_start(table: &DeTable<'_>, key: &str) -> usize {
+    table
+        .get_key_value(key)
+        .map(|(k, _)| k.span().start)
+        .unwrap_or(0)
+}
+
+/// Deserializes the config, dropping each key whose value is refused and trying again, so
+/// every wrong value is reported. `None` when the config cannot be built even then.
+fn typed_config(
+    mut table: DeTable<'_>,
+    span: Range<usize>,
+    lines: &LineIndex,
+    problems: &mut Vec<Problem>,
+    removed: &mut Vec<String>,
+) -> Option<Config> {
+    // Each round drops one key (or gives up), so the keys bound the rounds.
+    let rounds = count_keys(&table) + 1;
+    for _ in 0..rounds {
+        let de = toml::de::Deserializer::from(Spanned::new(span.clone(), table.clone()));
+        let err = match Config::deserialize(de) {
+            Ok(config) => return Some(config),
+            Err(err) => err,
+        };
+        let message = one_line(err.message());
+        let at = err.span().map(|s| s.start);
+        let path = at.and_then(|at| key_at(&table, at));
+        match path {
+            Some(path) => {
+                let name = path.join(".");
+                let start = key_span(&table, &path).map(|s| s.start).or(at);
+                problems.push(lines.problem(
+                    start,
+                    ProblemKind::WrongType,
+                    format!("`{name}`: {message}"),
+                ));
+                remove_path(&mut table, &path);
+                removed.push(name);
+            }
+            None => {
+                problems.push(lines.problem(at, ProblemKind::WrongType, message));
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn count_keys(table: &DeTable<'_>) -> usize {
+    table
+        .values()
+        .map(|v| match v.get_ref() {
+            DeValue::Table(t) => 1 + count_keys(t),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The deepest `[section, key]` (or `[section]`) whose key or value holds byte `at`.
+fn key_at(table: &DeTable<'_>, at: usize) -> Option<Vec<String>> {
+    for (name, value) in table.iter() {
+        let holds = |r: Range<usize>| r.start <= at && at < r.end.max(r.start + 1);
+        if let DeValue::Table(inner) = value.get_ref() {
+            for (key, v) in inner.iter() {
+                if holds(key.span()) || holds(v.span()) {
+                    return Some(vec![name.get_ref().to_string(), key.get_ref().to_string()]);
+                }
+            }
+        }
+        if holds(name.span()) || holds(value.span()) {
+            return Some(vec![name.get_ref().to_string()]);
+        }
+    }
+    None
+}
+
+fn key_span(table: &DeTable<'_>, path: &[String]) -> Option<Range<usize>> {
+    let (section, rest) = path.split_first()?;
+    let (name, value) = table.get_key_value(section.as_str())?;
+    match rest.first() {
+        None => Some(name.span()),
+        Some(key) => match value.get_ref() {
+            DeValue::Table(inner) => inner.get_key_value(key.as_str()).map(|(k, _)| k.span()),
+            _ => None,
+        },
+    }
+}
+
+fn remove_path(table: &mut DeTable<'_>, path: &[String]) {
+    match path {
+        [section] => {
+            table.remove(section.as_str());
+        }
+        [section, key] => {
+            if let Some(DeValue::Table(inner)) =
+                table.get_mut(section.as_str()).map(|v| v.get_mut())
+            {
+                inner.remove(key.as_str());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `message` names the dotted key `key` (as a whole word).
+fn mentions(message: &str, key: &str) -> bool {
+    words(message).any(|w| w == key || w.starts_with(&format!("{key}.")))
+}
+
+/// Words of a message: runs of `[a-z0-9_.]`, trailing dots trimmed.
+fn words(message: &str) -> impl Iterator<Item = &str> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .map(|w| w.trim_end_matches('.'))
+        .filter(|w| !w.is_empty())
+}
+
+/// Where a `validate` message belongs: the first `section.key` it names that the file sets,
+/// else a quoted value of the file it quotes, else the header of a section it names.
+fn locate(message: &str, table: &DeTable<'_>) -> Option<usize> {
+    for word in words(message) {
+        if let Some((section, key)) = word.split_once('.')
+            && let Some(span) = key_span(table, &[section.to_owned(), key.to_owned()])
+        {
+            return Some(span.start);
+        }
+    }
+    if let Some(at) = quoted_value(message, table) {
+        return Some(at);
+    }
+    for word in words(message) {
+        let section = word.split('.').next().unwrap_or(word);
+        if let Some(span) = key_span(table, &[section.to_owned()]) {
+            return Some(span.start);
+        }
+    }
+    None
+}
+
+fn quoted_value(message: &str, table: &DeTable<'_>) -> Option<usize> {
+    fn walk(value: &Spanned<DeValue<'_>>, message: &str) -> Option<usize> {
+        match value.get_ref() {
+            DeValue::String(s) if !s.is_empty() && message.contains(&format!("{s:?}")) => {
+                Some(value.span().start)
+            }
+            DeValue::Table(t) => t.values().find_map(|v| walk(v, message)),
+            DeValue::Array(a) => a.iter().find_map(|v| walk(v, message)),
+            _ => None,
+        }
+    }
+    table.values().find_map(|v| walk(v, message))
+}
+
+fn file_problems(
+    config: &Config,
+    table: &DeTable<'_>,
+    lines: &LineIndex,
+    problems: &mut Vec<Problem>,
+) {
+    let at = |section: &str, key: &str| {
+        key_span(table, &[section.to_owned(), key.to_owned()]).map(|s| s.start)
+    };
+    if let Some(path) = &config.security.master_key_file
+        && let Err(e) = crate::keys::read_key_file(path)
+    {
+        problems.push(lines.problem(
+            at("security", "master_key_file"),
+            ProblemKind::File,
+            format!("security.master_key_file: {e:#}"),
+        ));
+    }
+    if let Some(dir) = &config.peer.tls_dir {
+        for name in TLS_FILES {
+            let file = dir.join(name);
+            if let Err(e) = std::fs::File::open(&file).and_then(|f| f.metadata()) {
+                problems.push(lines.problem(
+                    at("peer", "tls_dir"),
+                    ProblemKind::File,
+                    format!("peer.tls_dir: cannot read {}: {e}", file.display()),
+                ));
+            }
+        }
+    }
+    let data_dir = &config.node.data_dir;
+    if data_dir.exists() && !data_dir.is_dir() {
+        problems.push(lines.problem(
+            at("node", "data_dir"),
+            ProblemKind::File,
+            format!(
+                "node.data_dir: {} exists and is not a directory",
+                data_dir.display()
+            ),
+        ));
+    }
+}
+
+/// A "did you mean" for a misspelt name (edit distance at most 2).
+fn suggest(name: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(", did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// toml's messages may run over several lines; a report line holds one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Byte offset → 1-based line and column (in characters).
+struct LineIndex<'a> {
+    text: &'a str,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = self.text[line_start..offset].chars().count() + 1;
+        (line, col)
+    }
+
+    fn problem(&self, at: Option<usize>, kind: ProblemKind, message: String) -> Problem {
+        let (line, col) = match at {
+            Some(at) => {
+                let (l, c) = self.position(at);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        Problem {
+            line,
+            col,
+            kind,
+            message,
+        }
+    }
+}
+
+/// A deserializer that records the field names a struct asks for, and nothing else.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names recorded")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Stop> {
+        *self.0 = fields;
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<Problem> {
+        check_str(text, CheckOptions { check_files: false })
+    }
+
+    fn at(p: &Problem) -> (usize, usize) {
+        (p.line.unwrap_or(0), p.col.unwrap_or(0))
+    }
+
+    #[test]
+    fn every_section_has_its_keys() {
+        assert_eq!(sections().len(), 8, "{:?}", sections());
+        for section in sections() {
+            let keys = section_keys(section).unwrap_or_else(|| panic!("no keys for {section}"));
+            assert!(!keys.is_empty(), "{section}");
+        }
+        // Option fields, absent from a serialized default, are known too.
+        let keys = known_keys();
+        for key in [
+            "node.public_url",
+            "peer.tls_dir",
+            "security.master_key_file",
+        ] {
+            assert!(keys.contains(&key.to_owned()), "{key} in {keys:?}");
+        }
+        assert_eq!(fields_of::<StaticMember>(), ["id", "addr"]);
+    }
+
+    #[test]
+    fn a_clean_file_has_no_problems() {
+        assert_eq!(check(""), vec![]);
+        assert_eq!(check("[node]\nid = 2\n[peer]\ninsecure = true\n"), vec![]);
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_line_and_column() {
+        let problems = check("[node]\nid = 2\nlisten = \"127.0.0.1:1\n");
+        assert!(!problems.is_empty());
+        assert_eq!(problems[0].kind, ProblemKind::Syntax);
+        assert_eq!(problems[0].line, Some(3), "{problems:?}");
+        assert!(problems[0].col.is_some());
+    }
+
+    #[test]
+    fn all_unknown_keys_are_reported_with_a_suggestion() {
+        let text = "[node]\nlisen = \"127.0.0.1:1\"\nid = 2\n\n[notion]\nbase_ulr = \"x\"\n[nodes]\nx = 1\n";
+        let problems = check(text);
+        let unknown: Vec<_> = problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::UnknownKey)
+            .collect();
+        assert_eq!(unknown.len(), 3, "{problems:?}");
+        assert_eq!(at(unknown[0]), (2, 1));
+        assert!(unknown[0].message.contains("`node.lisen`"), "{unknown:?}");
+        assert!(unknown[0].message.contains("did you mean `listen`"));
+        assert_eq!(at(unknown[1]), (6, 1));
+        assert!(unknown[1].message.contains("did you mean `base_url`"));
+        assert_eq!(at(unknown[2]).0, 7);
+        assert!(unknown[2].message.contains("unknown section `nodes`"));
+        assert!(unknown[2].message.contains("did you mean `node`"));
+        // Nothing else: the unknown keys did not hide or cause other problems.
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_keys_in_member_tables_are_found() {
+        let text = "[node]\nid = 1\n[peer]\ninsecure = true\nlisten = \"127.0.0.1:7900\"\n\n[[peer.members]]\nid = 1\naddr = \"127.0.0.1:7900\"\nadr = \"x\"\n";
+        let problems = check(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]), (10, 1));
+        assert!(problems[0].message.contains("did you mean `addr`"));
+    }
+
+    #[test]
+    fn every_wrong_type_is_reported_at_its_key() {
+        let text = "[node]\nid = \"one\"\nlisten = \"nowhere\"\n[raft]\nheartbeat_ms = true\n";
+        let problems = check(text);
+        let wrong: Vec<_> = problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::WrongType)
+            .collect();
+        assert_eq!(wrong.len(), 3, "{problems:?}");
+        assert_eq!(at(wrong[0]), (2, 1));
+        assert!(wrong[0].message.starts_with("`node.id`"), "{wrong:?}");
+        assert_eq!(at(wrong[1]), (3, 1));
+        assert!(wrong[1].message.starts_with("`node.listen`"), "{wrong:?}");
+        assert_eq!(at(wrong[2]), (5, 1));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn a_section_of_the_wrong_type_is_reported() {
+        let problems = check("node = 3\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::WrongType);
+        assert_eq!(at(&problems[0]), (1, 1));
+    }
+
+    #[test]
+    fn validate_problems_land_on_the_key_they_name() {
+        let text = "[node]\ncluster_name = \"Bad Name\"\n\n[notion]\nbase_url = \"ftp://x\"\n\n[raft]\nheartbeat_ms = 900\n";
+        let problems = check(text);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().all(|p| p.kind == ProblemKind::Invalid));
+        assert_eq!(at(&problems[0]), (2, 1));
+        assert!(problems[0].message.contains("node.cluster_name"));
+        assert_eq!(at(&problems[1]), (5, 1));
+        // "raft timings …" names no dotted key: it lands on the [raft] header.
+        assert_eq!(problems[2].line, Some(7), "{problems:?}");
+    }
+
+    #[test]
+    fn a_bad_peer_address_lands_on_its_value() {
+        let text = "[node]\nid = 1\n[peer]\ninsecure = true\nlisten = \"127.0.0.1:7900\"\njoin = \"https://10.0.0.1:7900\"\n";
+        let problems = check(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]), (6, 8));
+    }
+
+    #[test]
+    fn a_dropped_key_does_not_cause_a_second_problem() {
+        // peer.listen is refused; "peer.join needs peer.listen" would only repeat it.
+        let text = "[peer]\ninsecure = true\nlisten = \"nowhere\"\njoin = \"10.0.0.1:7900\"\n";
+        let problems = check(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::WrongType);
+    }
+
+    #[test]
+    fn named_files_must_be_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("master.key");
+        let tls = dir.path().join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        std::fs::write(tls.join("node.pem"), "x").unwrap();
+        let text = format!(
+            "[security]\nmaster_key_file = {:?}\n[peer]\nlisten = \"127.0.0.1:7900\"\ntls_dir = {:?}\n",
+            key.display().to_string(),
+            tls.display().to_string()
+        );
+        let with_files = check_str(&text, CheckOptions::default());
+        let files: Vec<_> = with_files
+            .iter()
+            .filter(|p| p.kind == ProblemKind::File)
+            .collect();
+        assert_eq!(files.len(), 3, "{with_files:?}");
+        assert_eq!(at(files[0]).0, 2);
+        assert!(files[0].message.contains("master.key"), "{files:?}");
+        assert!(files[1].message.contains("node.key"), "{files:?}");
+        assert!(files[2].message.contains("ca.pem"), "{files:?}");
+        assert_eq!(check(&text), vec![]);
+
+        // A key file that is not a key is refused too; a good one passes.
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::write(tls.join("node.key"), "x").unwrap();
+        std::fs::write(tls.join("ca.pem"), "x").unwrap();
+        let problems = check_str(&text, CheckOptions::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("not a key"), "{problems:?}");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        assert_eq!(check_str(&text, CheckOptions::default()), vec![]);
+    }
+
+    #[test]
+    fn the_report_has_one_line_per_problem_and_a_summary() {
+        let report = Report {
+            file: PathBuf::from("q.toml"),
+            problems: check("[node]\nlisen = 1\nid = 0\n"),
+        };
+        let text = report.to_string();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("q.toml:2:1: unknown key"), "{text}");
+        assert!(lines[1].starts_with("q.toml:3:1: node.id"), "{text}");
+        assert_eq!(lines[2], "q.toml: 2 problems");
+        assert_eq!(report.exit_code(), 1);
+        let clean = Report {
+            file: PathBuf::from("q.toml"),
+            problems: vec![],
+        };
+        assert_eq!(clean.to_string(), "q.toml: ok\n");
+        assert_eq!(clean.exit_code(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_not_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_file(&dir.path().join("missing.toml"), CheckOptions::default());
+        assert!(matches!(err, Err(CheckError::Read { .. })), "{err:?}");
+    }
+}
