@@ -4,9 +4,11 @@
 //! unless told not to, files the config names that cannot be read.
 //!
 //! The known keys come from the config types themselves (the field lists serde derives), so
-//! there is no second list to keep in step with `config.rs`. The check reads the file only:
-//! `QUIRE_*` environment variables and command-line flags are not applied.
+//! there is no second list to keep in step with `config.rs`. The check reads the file alone
+//! unless asked (`--env`) to apply the `QUIRE_*` environment variables over it as `quire
+//! serve` does; `serve`'s command-line flags are never applied.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub enum ProblemKind {
     Invalid,
     /// A file or directory the config names that cannot be used.
     File,
+    /// A `QUIRE_*` environment variable that cannot be applied (with `--env`).
+    Environment,
 }
 
 /// One problem, with its place in the file when known (1-based line and column).
@@ -51,16 +55,31 @@ pub struct Problem {
 }
 
 /// Options of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOptions {
     /// Check that files the config names (master key, TLS directory) exist and are readable.
     /// Off (`--no-files`) when checking a config for another machine.
     pub check_files: bool,
+    /// `QUIRE_*` variables to apply over the file before the value checks, as `quire serve`
+    /// does (`--env`: the process environment). `None` checks the file alone.
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        Self { check_files: true }
+        Self {
+            check_files: true,
+            env: None,
+        }
+    }
+}
+
+impl CheckOptions {
+    /// The `QUIRE_*` variables of this process's environment.
+    pub fn process_env() -> BTreeMap<String, String> {
+        std::env::vars()
+            .filter(|(name, _)| name.starts_with("QUIRE_"))
+            .collect()
     }
 }
 
@@ -118,7 +137,7 @@ impl fmt::Display for Report {
 }
 
 /// Reads and checks a config file. `Err` only when the file cannot be read.
-pub fn check_file(path: &Path, options: CheckOptions) -> Result<Report, CheckError> {
+pub fn check_file(path: &Path, options: &CheckOptions) -> Result<Report, CheckError> {
     let read_err = |source| CheckError::Read {
         path: path.to_owned(),
         source,
@@ -146,7 +165,7 @@ pub fn check_file(path: &Path, options: CheckOptions) -> Result<Report, CheckErr
 
 /// Runs `quire config check`: prints the report (problems on stdout) and returns the exit
 /// code: 0 clean, 1 with problems, 2 when the file cannot be read.
-pub fn run(path: &Path, options: CheckOptions) -> u8 {
+pub fn run(path: &Path, options: &CheckOptions) -> u8 {
     match check_file(path, options) {
         Ok(report) => {
             print!("{report}");
@@ -160,7 +179,7 @@ pub fn run(path: &Path, options: CheckOptions) -> u8 {
 }
 
 /// Checks the text of a config file; every problem found, sorted by place.
-pub fn check_str(text: &str, options: CheckOptions) -> Vec<Problem> {
+pub fn check_str(text: &str, options: &CheckOptions) -> Vec<Problem> {
     let lines = LineIndex::new(text);
     let mut problems = Vec::new();
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
@@ -187,6 +206,17 @@ pub fn check_str(text: &str, options: CheckOptions) -> Vec<Problem> {
         &mut removed,
     );
 
+    // With `--env`, the environment overrides the file as it does for `quire serve`.
+    let config = match (config, &options.env) {
+        (Some(mut config), Some(env)) => match config.apply_env(|name| env.get(name).cloned()) {
+            Ok(()) => Some(config),
+            Err(e) => {
+                problems.push(lines.problem(None, ProblemKind::Environment, e.to_string()));
+                None
+            }
+        },
+        (config, _) => config,
+    };
     // After a syntax error the table holds what could be parsed; its values are checked too.
     if let Some(config) = &config {
         if let Err(crate::config::ConfigError::Invalid(messages)) = config.validate() {
@@ -653,7 +683,13 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Vec<Problem> {
-        check_str(text, CheckOptions { check_files: false })
+        check_str(
+            text,
+            &CheckOptions {
+                check_files: false,
+                env: None,
+            },
+        )
     }
 
     fn at(p: &Problem) -> (usize, usize) {
@@ -791,7 +827,7 @@ mod tests {
             key.display().to_string(),
             tls.display().to_string()
         );
-        let with_files = check_str(&text, CheckOptions::default());
+        let with_files = check_str(&text, &CheckOptions::default());
         let files: Vec<_> = with_files
             .iter()
             .filter(|p| p.kind == ProblemKind::File)
@@ -807,11 +843,38 @@ mod tests {
         std::fs::write(&key, "not a key").unwrap();
         std::fs::write(tls.join("node.key"), "x").unwrap();
         std::fs::write(tls.join("ca.pem"), "x").unwrap();
-        let problems = check_str(&text, CheckOptions::default());
+        let problems = check_str(&text, &CheckOptions::default());
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("not a key"), "{problems:?}");
         std::fs::write(&key, "ab".repeat(32)).unwrap();
-        assert_eq!(check_str(&text, CheckOptions::default()), vec![]);
+        assert_eq!(check_str(&text, &CheckOptions::default()), vec![]);
+    }
+
+    #[test]
+    fn with_env_the_environment_overrides_the_file() {
+        let text = "[peer]\ninsecure = true\njoin = \"10.0.0.1:7900\"\n";
+        let env = |pairs: &[(&str, &str)]| CheckOptions {
+            check_files: false,
+            env: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        };
+        // The file alone lacks peer.listen; QUIRE_PEER_LISTEN supplies it.
+        assert_eq!(check(text).len(), 1);
+        assert_eq!(
+            check_str(text, &env(&[("QUIRE_PEER_LISTEN", "10.0.0.2:7900")])),
+            vec![]
+        );
+        let problems = check_str(text, &env(&[("QUIRE_NODE_ID", "one")]));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Environment);
+        assert!(
+            problems[0].message.contains("QUIRE_NODE_ID"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -838,7 +901,7 @@ mod tests {
     #[test]
     fn an_unreadable_file_is_an_error_not_a_report() {
         let dir = tempfile::tempdir().unwrap();
-        let err = check_file(&dir.path().join("missing.toml"), CheckOptions::default());
+        let err = check_file(&dir.path().join("missing.toml"), &CheckOptions::default());
         assert!(matches!(err, Err(CheckError::Read { .. })), "{err:?}");
     }
 }

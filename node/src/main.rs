@@ -59,6 +59,9 @@ enum ConfigCommand {
         /// for a config meant for another machine.
         #[arg(long)]
         no_files: bool,
+        /// Apply the `QUIRE_*` environment variables over the file, as `quire serve` does.
+        #[arg(long)]
+        env: bool,
     },
 }
 
@@ -214,11 +217,18 @@ struct SandboxArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Config(ConfigCommand::Check { file, no_files }) = &cli.command {
-        let options = quire_node::config_check::CheckOptions {
+    if let Command::Config(ConfigCommand::Check {
+        file,
+        no_files,
+        env,
+    }) = &cli.command
+    {
+        use quire_node::config_check::{CheckOptions, run};
+        let options = CheckOptions {
             check_files: !no_files,
+            env: env.then(CheckOptions::process_env),
         };
-        return ExitCode::from(quire_node::config_check::run(file, options));
+        return ExitCode::from(run(file, &options));
     }
     quire_node::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -92,3 +92,30 @@ fn an_unreadable_file_exits_2() {
     assert!(stderr.contains("absent.toml"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn with_env_the_quire_variables_apply_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quire.toml");
+    std::fs::write(&path, "[peer]\ninsecure = true\njoin = \"10.0.0.1:7900\"\n").unwrap();
+    let file = path.to_str().unwrap();
+    let run = |env: bool, listen: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quire"));
+        cmd.args(["config", "check", "--no-files"]);
+        if env {
+            cmd.arg("--env");
+        }
+        cmd.arg(file).env_remove("QUIRE_PEER_LISTEN");
+        if let Some(listen) = listen {
+            cmd.env("QUIRE_PEER_LISTEN", listen);
+        }
+        cmd.output().unwrap()
+    };
+    // The file alone lacks peer.listen; the environment supplies it only with --env.
+    assert_eq!(run(false, Some("10.0.0.2:7900")).status.code(), Some(1));
+    assert_eq!(run(true, Some("10.0.0.2:7900")).status.code(), Some(0));
+    let out = run(true, Some("nowhere"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("QUIRE_PEER_LISTEN"), "{stdout}");
+}

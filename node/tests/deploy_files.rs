@@ -49,6 +49,11 @@ fn the_unit_runs_quire_serve_as_its_own_user_with_hardening() {
         get("Service", "ExecStart"),
         "/usr/local/bin/quire serve --config /etc/quire/quire.toml"
     );
+    // A bad config stops the start with every problem and its line in the journal.
+    assert_eq!(
+        get("Service", "ExecStartPre"),
+        "/usr/local/bin/quire config check --env /etc/quire/quire.toml"
+    );
     let required = [
         ("User", "quire"),
         ("Group", "quire"),
