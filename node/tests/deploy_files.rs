@@ -325,3 +325,33 @@ fn install_sh_names_what_is_wrong_with_its_arguments() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("+ install"));
     }
 }
+
+#[test]
+fn the_readme_install_config_checks_clean() {
+    let readme = std::fs::read_to_string(deploy().join("../README.md")).expect("README.md");
+    let start = readme
+        .find("## Install on a Linux host")
+        .expect("the README has an install section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the install section shows a node's config");
+    let problems = quire_node::config_check::check_str(
+        block,
+        &quire_node::config_check::CheckOptions {
+            check_files: false,
+            env: None,
+        },
+    );
+    assert_eq!(problems, vec![], "{block}");
+    assert!(block.contains("[[peer.members]]"));
+    // The install command it shows uses flags install.sh knows.
+    let script = std::fs::read_to_string(deploy().join("install.sh")).expect("install.sh");
+    for flag in ["--binary", "--config", "--tls-dir", "--master-key"] {
+        assert!(section.contains(&format!("{flag} ")), "{flag}");
+        assert!(script.contains(&format!("{flag})")), "{flag}");
+    }
+}
