@@ -395,18 +395,34 @@ fn typed_config(
         };
         let message = one_line(err.message());
         let at = err.span().map(|s| s.start);
-        let path = at.and_then(|at| key_at(&table, at));
+        let path = at.and_then(|at| path_at(&table, at));
         match path {
             Some(path) => {
-                let name = path.join(".");
-                let start = key_span(&table, &path).map(|s| s.start).or(at);
+                let start = path_start(&table, &path).or(at);
+                // In an array of tables (`[[peer.members]]`) the whole item goes: an item
+                // without one of its fields cannot be built. Checks of values that depend on
+                // the array would only repeat this problem: they wait until it is fixed.
+                let item = path.iter().position(|seg| matches!(seg, Seg::Index(_)));
+                let name = match item {
+                    Some(i) => {
+                        let inner = path_name(&path[i + 1..]);
+                        let inner = if inner.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" `{inner}`")
+                        };
+                        format!("`{}` item{inner}", path_name(&path[..i]))
+                    }
+                    None => format!("`{}`", path_name(&path)),
+                };
                 problems.push(lines.problem(
                     start,
                     ProblemKind::WrongType,
-                    format!("`{name}`: {message}"),
+                    format!("{name}: {message}"),
                 ));
-                remove_path(&mut table, &path);
-                removed.push(name);
+                let drop = item.map_or(path.len(), |i| i + 1);
+                remove_at(&mut table, &path[..drop]);
+                removed.push(path_name(&path[..item.unwrap_or(path.len())]));
             }
             None => {
                 problems.push(lines.problem(at, ProblemKind::WrongType, message));
@@ -427,22 +443,132 @@ fn count_keys(table: &DeTable<'_>) -> usize {
         .sum()
 }
 
-/// The deepest `[section, key]` (or `[section]`) whose key or value holds byte `at`.
-fn key_at(table: &DeTable<'_>, at: usize) -> Option<Vec<String>> {
-    for (name, value) in table.iter() {
-        let holds = |r: Range<usize>| r.start <= at && at < r.end.max(r.start + 1);
-        if let DeValue::Table(inner) = value.get_ref() {
-            for (key, v) in inner.iter() {
-                if holds(key.span()) || holds(v.span()) {
-                    return Some(vec![name.get_ref().to_string(), key.get_ref().to_string()]);
-                }
+/// One step of a path into the document: a key of a table or an item of an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `peer.members[1].id` (items counted from 0), for a path without items `node.id`.
+fn path_name(path: &[Seg]) -> String {
+    let mut name = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if name.is_empty() => name.push_str(k),
+            Seg::Key(k) => {
+                name.push('.');
+                name.push_str(k);
             }
+            Seg::Index(i) => name.push_str(&format!("[{i}]")),
         }
-        if holds(name.span()) || holds(value.span()) {
-            return Some(vec![name.get_ref().to_string()]);
+    }
+    name
+}
+
+fn holds(r: Range<usize>, at: usize) -> bool {
+    r.start <= at && at < r.end.max(r.start + 1)
+}
+
+/// The deepest key or array item whose key or value holds byte `at`.
+fn path_at(table: &DeTable<'_>, at: usize) -> Option<Vec<Seg>> {
+    for (key, value) in table.iter() {
+        let here = Seg::Key(key.get_ref().to_string());
+        if let Some(mut sub) = path_in_value(value, at) {
+            sub.insert(0, here);
+            return Some(sub);
+        }
+        if holds(key.span(), at) || holds(value.span(), at) {
+            return Some(vec![here]);
         }
     }
     None
+}
+
+fn path_in_value(value: &Spanned<DeValue<'_>>, at: usize) -> Option<Vec<Seg>> {
+    match value.get_ref() {
+        DeValue::Table(t) => path_at(t, at),
+        DeValue::Array(items) => {
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| match path_in_value(item, at) {
+                    Some(mut sub) => {
+                        sub.insert(0, Seg::Index(i));
+                        Some(sub)
+                    }
+                    None => holds(item.span(), at).then(|| vec![Seg::Index(i)]),
+                })
+        }
+        _ => None,
+    }
+}
+
+/// Where the thing at `path` starts: its key, or for an array item the item itself.
+fn path_start(table: &DeTable<'_>, path: &[Seg]) -> Option<usize> {
+    let (Seg::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let (key, value) = table.get_key_value(first.as_str())?;
+    if rest.is_empty() {
+        return Some(key.span().start);
+    }
+    let mut value = value;
+    for (n, seg) in rest.iter().enumerate() {
+        let last = n + 1 == rest.len();
+        match (seg, value.get_ref()) {
+            (Seg::Key(k), DeValue::Table(t)) => {
+                let (key, v) = t.get_key_value(k.as_str())?;
+                if last {
+                    return Some(key.span().start);
+                }
+                value = v;
+            }
+            (Seg::Index(i), DeValue::Array(items)) => {
+                let item = items.get(*i)?;
+                if last {
+                    return Some(item.span().start);
+                }
+                value = item;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn remove_at(table: &mut DeTable<'_>, path: &[Seg]) {
+    let Some((Seg::Key(first), rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        table.remove(first.as_str());
+        return;
+    }
+    if let Some(value) = table.get_mut(first.as_str()) {
+        remove_in_value(value.get_mut(), rest);
+    }
+}
+
+fn remove_in_value(value: &mut DeValue<'_>, path: &[Seg]) {
+    match (path, value) {
+        (_, DeValue::Table(t)) => remove_at(t, path),
+        ([Seg::Index(i)], DeValue::Array(items)) => {
+            let mut kept = toml::de::DeArray::new();
+            for (n, item) in items.iter().enumerate() {
+                if n != *i {
+                    kept.push(item.clone());
+                }
+            }
+            *items = kept;
+        }
+        ([Seg::Index(i), rest @ ..], DeValue::Array(items)) => {
+            if let Some(item) = items.get_mut(*i) {
+                remove_in_value(item.get_mut(), rest);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn key_span(table: &DeTable<'_>, path: &[String]) -> Option<Range<usize>> {
@@ -454,22 +580,6 @@ fn key_span(table: &DeTable<'_>, path: &[String]) -> Option<Range<usize>> {
             DeValue::Table(inner) => inner.get_key_value(key.as_str()).map(|(k, _)| k.span()),
             _ => None,
         },
-    }
-}
-
-fn remove_path(table: &mut DeTable<'_>, path: &[String]) {
-    match path {
-        [section] => {
-            table.remove(section.as_str());
-        }
-        [section, key] => {
-            if let Some(DeValue::Table(inner)) =
-                table.get_mut(section.as_str()).map(|v| v.get_mut())
-            {
-                inner.remove(key.as_str());
-            }
-        }
-        _ => {}
     }
 }
 
@@ -775,6 +885,25 @@ mod tests {
         assert!(wrong[1].message.starts_with("`node.listen`"), "{wrong:?}");
         assert_eq!(at(wrong[2]), (5, 1));
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn member_tables_are_checked_item_by_item() {
+        let text = "[peer]\ninsecure = true\nlisten = \"127.0.0.1:1\"\n\n[[peer.members]]\nid = \"x\"\naddr = \"a:1\"\n\n[[peer.members]]\nid = 1\n\n[[peer.members]]\nid = 3\naddr = \"c:1\"\n";
+        let problems = check(text);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(at(&problems[0]), (6, 1));
+        assert!(
+            problems[0]
+                .message
+                .starts_with("`peer.members` item `id`: invalid type"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[1].line, Some(9), "{problems:?}");
+        assert!(
+            problems[1].message.contains("missing field `addr`"),
+            "{problems:?}"
+        );
     }
 
     #[test]
