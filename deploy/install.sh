@@ -14,7 +14,7 @@
 #     0640 root:quire;
 #   - installs /etc/quire/quire.env (only if absent: it is yours to edit) and the unit
 #     /etc/systemd/system/quire.service, then runs `systemctl daemon-reload`;
-#   - checks the installed config again as the quire user, with its files;
+#   - checks the installed config again as the quire user, with its files and quire.env;
 #   - prints the commands that start the node.
 # --dry-run prints every step without changing anything (and needs no root).
 set -euo pipefail
@@ -178,8 +178,17 @@ else
     note "systemd is not running here: skipping systemctl daemon-reload"
 fi
 
-# The installed config, with its files, as the service will read it.
-CHECK=("$PREFIX/bin/quire" config check "$ETC_DIR/quire.toml")
+# The installed config, with its files and quire.env's QUIRE_* settings, as the service will
+# read it (the unit runs the same check before each start).
+ENV_VARS=()
+if [[ -f "$ETC_DIR/quire.env" ]]; then
+    while IFS= read -r line; do
+        if [[ "$line" =~ ^QUIRE_[A-Z0-9_]+= ]]; then
+            ENV_VARS+=("$line")
+        fi
+    done <"$ETC_DIR/quire.env"
+fi
+CHECK=(env "${ENV_VARS[@]}" "$PREFIX/bin/quire" config check --env "$ETC_DIR/quire.toml")
 if [[ $DRY_RUN -eq 1 ]]; then
     echo "+ runuser -u $USER_NAME -- ${CHECK[*]}"
 elif ! runuser -u "$USER_NAME" -- "${CHECK[@]}"; then
@@ -196,7 +205,9 @@ Next:
   sudo systemctl enable --now quire      # start now and at boot
   systemctl status quire                 # is it running?
   journalctl -u quire -f                 # its log
-A node that starts a new cluster runs \`quire init\` once before (see the README,
-"Install on a Linux host"); a node that joins sets QUIRE_JOIN in $ETC_DIR/quire.env
-or peer.join in $ETC_DIR/quire.toml.
+With [[peer.members]] in the config, the cluster forms once a majority of its members run.
+Without it, the first node of a new cluster is initialised once before its first start:
+  sudo runuser -u $USER_NAME -- $PREFIX/bin/quire init --config $ETC_DIR/quire.toml
+and a node that joins an existing cluster sets peer.join in $ETC_DIR/quire.toml.
+(README: "Install on a Linux host".)
 EOF

@@ -242,7 +242,8 @@ fn install_sh_dry_run_lists_every_step_and_changes_nothing() {
             key.display()
         ),
         "/etc/systemd/system/quire.service".to_owned(),
-        format!("+ runuser -u quire -- {p}/bin/quire config check /etc/quire/quire.toml"),
+        "+ runuser -u quire -- env ".to_owned(),
+        format!("{p}/bin/quire config check --env /etc/quire/quire.toml"),
         "systemctl enable --now quire".to_owned(),
     ];
     let mut from = 0;
@@ -354,4 +355,102 @@ fn the_readme_install_config_checks_clean() {
         assert!(section.contains(&format!("{flag} ")), "{flag}");
         assert!(script.contains(&format!("{flag})")), "{flag}");
     }
+}
+
+/// A real install, as root, inside a private mount namespace: /etc, /var/lib and /usr/local
+/// are fresh copies or empty tmpfs there, so the host is left as it was. Then the node
+/// starts from the installed files as the `quire` user. Skipped where that is not possible
+/// (not root, no `unshare`).
+#[test]
+fn install_sh_installs_a_node_that_starts_in_a_private_mount_namespace() {
+    let can = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !(can && root) {
+        eprintln!("skipped: needs root and unshare --mount");
+        return;
+    }
+    let host_had_etc_quire = Path::new("/etc/quire").exists();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("quire.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 1\ndata_dir = \"/var/lib/quire\"\nlisten = \"127.0.0.1:{port}\"\n\
+             [security]\nmaster_key_file = \"/etc/quire/master.key\"\n"
+        ),
+    )
+    .unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "cd".repeat(32)).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[node]\nlisen = 1\n").unwrap();
+    let script = format!(
+        r#"set -euo pipefail
+mkdir -p "$T/etc"
+mount --bind /etc "$T/etc"
+mount -t tmpfs tmpfs /etc
+cp -a "$T/etc/." /etc/
+mkdir -p /var/lib
+mount -t tmpfs tmpfs /var/lib
+mount -t tmpfs tmpfs /usr/local
+install() {{ bash "$DEPLOY/install.sh" --binary "$BIN" "$@"; }}
+install --config "$T/quire.toml" --master-key "$T/master.key"
+echo "=== again"
+install --config "$T/quire.toml" --master-key "$T/master.key"
+echo "=== bad"
+if install --config "$T/bad.toml"; then echo "BAD CONFIG INSTALLED"; exit 1; fi
+cmp /etc/quire/quire.toml "$T/quire.toml"
+stat -c '%a %U:%G %n' /etc/quire /etc/quire/quire.toml /etc/quire/master.key /var/lib/quire
+echo "=== start"
+runuser -u quire -- /usr/local/bin/quire init --config /etc/quire/quire.toml
+runuser -u quire -- bash -c 'echo $$ >/var/lib/quire/serve.pid; exec /usr/local/bin/quire serve --config /etc/quire/quire.toml' &
+wrapper=$!
+for _ in $(seq 100); do
+  if curl -fsS "http://127.0.0.1:{port}/readyz" >/dev/null 2>&1; then echo READY; break; fi
+  sleep 0.1
+done
+kill -TERM "$(cat /var/lib/quire/serve.pid)"
+wait "$wrapper" && echo STOPPED
+"#
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .env("T", dir.path())
+        .env("DEPLOY", deploy())
+        .env("BIN", env!("CARGO_BIN_EXE_quire"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let again = &stdout[stdout.find("=== again").unwrap()..stdout.find("=== bad").unwrap()];
+    assert!(again.contains("user quire exists"), "{again}");
+    assert!(!again.contains("useradd"), "{again}");
+    assert!(stderr.contains("nothing was installed"), "{stderr}");
+    for line in [
+        "750 root:quire /etc/quire",
+        "640 root:quire /etc/quire/quire.toml",
+        "640 root:quire /etc/quire/master.key",
+        "750 quire:quire /var/lib/quire",
+        "READY",
+        "STOPPED",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "missing {line:?} in:\n{stdout}\n{stderr}"
+        );
+    }
+    // The host is untouched.
+    assert_eq!(Path::new("/etc/quire").exists(), host_had_etc_quire);
 }
