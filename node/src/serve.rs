@@ -325,6 +325,10 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 _ = shutdown_signal() => {},
                 _ = server_shutdown.cancelled() => {},
             }
+            // End the MCP sessions (their open SSE streams) now: axum's graceful shutdown
+            // waits for every connection, and an agent's stream would otherwise hold the node
+            // up until it disconnects.
+            server_shutdown.cancel();
         })
         .await;
     shutdown.cancel();
