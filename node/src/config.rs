@@ -147,6 +147,8 @@ pub struct LimitsSection {
     pub max_in_flight_per_session: usize,
     /// Tenant supervisors one node runs at once.
     pub max_tenants: usize,
+    /// Admin API requests one node serves at once; more get 503 at once.
+    pub admin_max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -224,6 +226,7 @@ impl Default for LimitsSection {
             limiter_per_session_capacity: 256,
             max_in_flight_per_session: 16,
             max_tenants: 10_000,
+            admin_max_in_flight: 64,
         }
     }
 }
@@ -407,6 +410,7 @@ impl Config {
             || self.limits.limiter_per_session_capacity == 0
             || self.limits.max_in_flight_per_session == 0
             || self.limits.max_tenants == 0
+            || self.limits.admin_max_in_flight == 0
         {
             problems.push("every limits.* capacity must be at least 1".to_owned());
         }

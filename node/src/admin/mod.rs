@@ -36,7 +36,8 @@ pub const ADMIN_TOKEN_PREFIX: &str = "qa_";
 pub const API_TOKEN_PREFIX: &str = "qk_";
 /// Longest token lifetime accepted (`ttl_secs`): ten years.
 pub const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
-/// Most admin requests a node serves at once; more get 503 at once rather than queueing.
+/// Default of `limits.admin_max_in_flight`: most admin requests a node serves at once; more
+/// get 503 at once rather than queueing.
 pub const MAX_ADMIN_IN_FLIGHT: usize = 64;
 
 /// An operator authenticated by an admin token.
@@ -51,24 +52,27 @@ pub struct AdminCaller {
 /// The admin API. Mount it with `.nest_service("/admin/v1", admin::router(app))`: every
 /// route (and every unknown path) is behind admin-token authentication.
 pub fn router(app: Arc<App>) -> Router {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_IN_FLIGHT));
+    let limit = app.config.limits.admin_max_in_flight;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(limit));
     routes::routes()
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_admin,
         ))
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            let permit = in_flight.clone().try_acquire_owned();
-            async move {
-                let Ok(_permit) = permit else {
-                    return AdminError::unavailable(format!(
-                        "this node is already serving {MAX_ADMIN_IN_FLIGHT} admin requests; retry shortly"
-                    ))
-                    .into_response();
-                };
-                next.run(request).await
-            }
-        }))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let permit = in_flight.clone().try_acquire_owned();
+                async move {
+                    let Ok(_permit) = permit else {
+                        return AdminError::unavailable(format!(
+                            "this node is already serving {limit} admin requests; retry shortly"
+                        ))
+                        .into_response();
+                    };
+                    next.run(request).await
+                }
+            },
+        ))
         .with_state(app)
 }
 
