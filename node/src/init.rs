@@ -51,6 +51,27 @@ pub fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issues the cluster's first admin token and writes it to `<data_dir>/admin-token`.
+pub async fn issue_bootstrap_admin_token(
+    router: &crate::cluster::Router,
+    data_dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let (token_id, secret) = new_admin_secret();
+    router
+        .write(Command::IssueAdminToken {
+            token_id,
+            secret_hash: quire_raft::seal::hash_api_token(&secret),
+            display_name: "bootstrap".into(),
+            issued_at_ms: SystemClock.now_ms(),
+            expires_at_ms: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the bootstrap admin token: {e}"))?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_secret_file(&path, &secret)?;
+    Ok(path)
+}
+
 /// Runs `quire init`; returns the path of the admin token file.
 pub async fn init(config: Config, options: ServeOptions) -> anyhow::Result<PathBuf> {
     quire_transport::tls::install_crypto_provider();
@@ -80,19 +101,7 @@ pub async fn init(config: Config, options: ServeOptions) -> anyhow::Result<PathB
         .await
         .context("the new cluster elected no leader")?;
     serve::check_master_key(&node.router, &key, &config.node.cluster_name).await?;
-    let (token_id, secret) = new_admin_secret();
-    node.router
-        .write(Command::IssueAdminToken {
-            token_id,
-            secret_hash: quire_raft::seal::hash_api_token(&secret),
-            display_name: "bootstrap".into(),
-            issued_at_ms: SystemClock.now_ms(),
-            expires_at_ms: None,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot issue the bootstrap admin token: {e}"))?;
-    let path = config.node.data_dir.join(ADMIN_TOKEN_FILE);
-    write_secret_file(&path, &secret)?;
+    let path = issue_bootstrap_admin_token(&node.router, &config.node.data_dir).await?;
     drop(control);
     node.shutdown().await;
     Ok(path)

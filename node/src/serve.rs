@@ -175,19 +175,7 @@ async fn bootstrap_admin_token_for_static_cluster(
     if !none {
         return Ok(());
     }
-    let (token_id, secret) = crate::init::new_admin_secret();
-    router
-        .write(Command::IssueAdminToken {
-            token_id,
-            secret_hash: quire_raft::seal::hash_api_token(&secret),
-            display_name: "bootstrap".into(),
-            issued_at_ms: crate::clock::Clock::now_ms(&SystemClock),
-            expires_at_ms: None,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot issue the bootstrap admin token: {e}"))?;
-    let path = config.node.data_dir.join(crate::init::ADMIN_TOKEN_FILE);
-    crate::init::write_secret_file(&path, &secret)?;
+    let path = crate::init::issue_bootstrap_admin_token(router, &config.node.data_dir).await?;
     tracing::info!(path = %path.display(), "issued the cluster's bootstrap admin token");
     Ok(())
 }
