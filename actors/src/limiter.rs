@@ -8,6 +8,12 @@
 //! same answer, never a hang. After Notion answers 429/529, [`LimiterMsg::Pause`] stops all
 //! permits until `Retry-After` has passed and empties the bucket.
 //!
+//! A data plane creates every limiter empty ([`LimiterArgs::restarted`]): it cannot know
+//! what a previous incarnation of its node sent just before it started, so the burst is
+//! earned, not assumed; the cost is that an integration's first call waits 1/rps (333 ms at
+//! the default 3/s). [`LimiterArgs::fresh`] (a full bucket) is for tests and for the
+//! simulator's planted bug `limiter-forgets-state`.
+//!
 //! Time comes from `tokio::time::Instant` (paused and driven by the simulator). The bucket
 //! state that a handoff must carry is [`LimiterSnapshot`] (tokens and remaining pause, both
 //! relative, so they mean the same on another node).
@@ -363,13 +369,14 @@ impl std::fmt::Debug for LimiterMsg {
 pub struct LimiterArgs {
     pub integration_id: String,
     pub config: LimiterConfig,
-    /// Budget, tokens and pause to start from. A fresh limiter starts with a full burst; a
-    /// restarted one should start empty (it cannot know what its predecessor sent).
+    /// Budget, tokens and pause to start from. The data plane starts every limiter empty
+    /// (it cannot know what a predecessor sent); a full burst is for tests only.
     pub start: LimiterSnapshot,
 }
 
 impl LimiterArgs {
-    /// A new integration: a full bucket.
+    /// A full bucket (tests; the simulator's planted bug). The data plane never uses it: a
+    /// node that restarted would send a second burst right after its previous incarnation's.
     pub fn fresh(integration_id: impl Into<String>, budget: Budget, config: LimiterConfig) -> Self {
         Self {
             integration_id: integration_id.into(),
@@ -382,7 +389,8 @@ impl LimiterArgs {
         }
     }
 
-    /// A restart after a failure: an empty bucket.
+    /// An empty bucket: how the data plane starts every limiter (on a node's start, and after
+    /// a limiter or tenant supervisor failed). The first permit comes after 1/rps.
     pub fn restarted(
         integration_id: impl Into<String>,
         budget: Budget,

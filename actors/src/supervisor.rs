@@ -25,7 +25,7 @@ use crate::limiter::{
     self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterSnapshot, LimiterState,
 };
 use crate::notion::client::{self, NotionClient, NotionClientConfig};
-use crate::notion::{NotionError, NotionRequest};
+use crate::notion::{HttpTransport, NotionError, NotionRequest};
 
 /// Workspace sessions one tenant may have at once.
 pub const MAX_WORKSPACES_PER_TENANT: usize = 1024;
@@ -70,6 +70,31 @@ impl Default for DataPlaneConfig {
             max_tenants: 10_000,
             seed: 0,
         }
+    }
+}
+
+/// Seams chosen when a data plane starts, beside its configuration.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// How the Notion client sends its requests; `None`: reqwest (production).
+    pub transport: Option<Arc<dyn HttpTransport>>,
+    /// SIMULATOR ONLY (the planted bug `limiter-forgets-state`): every limiter starts with
+    /// a full bucket, as if nothing had been sent before this data plane started — so a
+    /// node restarting right after its previous incarnation spent the burst sends another.
+    /// Production never sets it.
+    #[doc(hidden)]
+    pub planted_bug_limiters_start_full: bool,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("custom_transport", &self.transport.is_some())
+            .field(
+                "planted_bug_limiters_start_full",
+                &self.planted_bug_limiters_start_full,
+            )
+            .finish()
     }
 }
 
@@ -133,6 +158,7 @@ struct NodeSupervisor;
 struct NodeArgs {
     client: NotionClient,
     limiter: LimiterConfig,
+    limiters_start_full: bool,
     max_in_flight_per_session: usize,
     max_tenants: usize,
 }
@@ -153,10 +179,10 @@ impl Drop for NodeState {
 }
 
 impl NodeState {
-    fn tenant_args(&self, tenant_id: &str, restarted: bool) -> TenantArgs {
+    fn tenant_args(&self, tenant_id: &str) -> TenantArgs {
         TenantArgs {
             tenant_id: tenant_id.to_string(),
-            restarted,
+            limiters_start_full: self.args.limiters_start_full,
             client: self.args.client.clone(),
             limiter: self.args.limiter,
             max_in_flight_per_session: self.args.max_in_flight_per_session,
@@ -167,12 +193,11 @@ impl NodeState {
         &mut self,
         myself: &ActorRef<NodeMsg>,
         tenant_id: &str,
-        restarted: bool,
     ) -> Result<ActorRef<TenantMsg>, CallError> {
         let (tenant, _) = Actor::spawn_linked(
             None,
             TenantSupervisor,
-            self.tenant_args(tenant_id, restarted),
+            self.tenant_args(tenant_id),
             myself.get_cell(),
         )
         .await
@@ -196,7 +221,7 @@ impl NodeState {
                 self.args.max_tenants
             )));
         }
-        self.spawn_tenant(myself, tenant_id, false).await
+        self.spawn_tenant(myself, tenant_id).await
     }
 }
 
@@ -325,7 +350,7 @@ impl Actor for NodeSupervisor {
                     tracing::warn!(tenant = %tenant_id, error = %err, "tenant supervisor failed; restarting it");
                     state.tenants.remove(&tenant_id);
                     state.restarts += 1;
-                    if let Err(e) = state.spawn_tenant(&myself, &tenant_id, true).await {
+                    if let Err(e) = state.spawn_tenant(&myself, &tenant_id).await {
                         tracing::error!(tenant = %tenant_id, error = %e, "tenant supervisor did not restart; the next call retries");
                     }
                 }
@@ -363,9 +388,10 @@ struct TenantSupervisor;
 
 struct TenantArgs {
     tenant_id: String,
-    /// Restarted after a failure: its limiters start with empty buckets, since the lost
-    /// ones' permits may have been spent.
-    restarted: bool,
+    /// The planted bug `limiter-forgets-state` (simulator only): limiters start full.
+    /// Otherwise every limiter starts with an empty bucket: this data plane cannot know what
+    /// a previous incarnation of the node (or of this tenant supervisor) sent just before.
+    limiters_start_full: bool,
     client: NotionClient,
     limiter: LimiterConfig,
     max_in_flight_per_session: usize,
@@ -475,14 +501,18 @@ impl TenantState {
                          this node"
                     )));
                 }
-                let args = if self.args.restarted {
-                    LimiterArgs::restarted(
+                // Empty, not full: the first permit comes after 1/rps (333 ms at the default
+                // 3/s). A node that restarts, or a tenant supervisor restarted after a
+                // failure, must not send a full burst right after its predecessor did.
+                let args = if self.args.limiters_start_full {
+                    // PLANTED BUG (simulator only): forgets what was sent before.
+                    LimiterArgs::fresh(
                         integration.id.clone(),
                         integration.budget,
                         self.args.limiter,
                     )
                 } else {
-                    LimiterArgs::fresh(
+                    LimiterArgs::restarted(
                         integration.id.clone(),
                         integration.budget,
                         self.args.limiter,
@@ -840,8 +870,18 @@ fn validate_id(what: &str, id: &str) -> Result<(), CallError> {
 }
 
 impl DataPlane {
-    /// Starts the node supervisor (unnamed). Tenants start on their first call.
+    /// Starts the node supervisor (unnamed), sending to Notion with reqwest. Tenants start
+    /// on their first call; each integration's limiter starts with an empty bucket (see
+    /// [`crate::limiter`]).
     pub async fn start(config: DataPlaneConfig) -> Result<DataPlane, StartError> {
+        Self::start_with(config, StartOptions::default()).await
+    }
+
+    /// Starts the node supervisor with the seams of `options` (the simulator's transport).
+    pub async fn start_with(
+        config: DataPlaneConfig,
+        options: StartOptions,
+    ) -> Result<DataPlane, StartError> {
         if config.call_deadline_ms == 0 || config.call_deadline_ms > MAX_CALL_DEADLINE_MS {
             return Err(StartError::Config(format!(
                 "call_deadline_ms {} is outside 1..={MAX_CALL_DEADLINE_MS}",
@@ -861,13 +901,19 @@ impl DataPlane {
                 "limiter queue_capacity and per_session_capacity must be at least 1".into(),
             ));
         }
-        let client = NotionClient::new(config.notion.clone(), config.seed)?;
+        let client = match options.transport {
+            Some(transport) => {
+                NotionClient::with_transport(config.notion.clone(), config.seed, transport)?
+            }
+            None => NotionClient::new(config.notion.clone(), config.seed)?,
+        };
         let (node, handle) = Actor::spawn(
             None,
             NodeSupervisor,
             NodeArgs {
                 client,
                 limiter: config.limiter,
+                limiters_start_full: options.planted_bug_limiters_start_full,
                 max_in_flight_per_session: config.max_in_flight_per_session,
                 max_tenants: config.max_tenants,
             },

@@ -8,7 +8,7 @@ use std::time::Duration;
 use quire_actors::call::{Budget, CallContext, CallError, IntegrationSpec};
 use quire_actors::notion::client::NotionClientConfig;
 use quire_actors::notion::{NotionError, NotionRequest, NotionToken};
-use quire_actors::supervisor::{DataPlane, DataPlaneConfig, StartError};
+use quire_actors::supervisor::{DataPlane, DataPlaneConfig, StartError, StartOptions};
 use tokio::time::Instant;
 
 fn ctx(tenant: &str, workspace: &str, session: &str) -> CallContext {
@@ -303,7 +303,13 @@ async fn in_flight_calls_per_session_are_bounded() {
         let calls: Vec<_> = (0..3)
             .map(|i| {
                 let dp = dp.clone();
-                let c = ctx("t1", "w1", &format!("s{i}"));
+                let mut c = ctx("t1", "w1", &format!("s{i}"));
+                // A budget that never holds a call up (limiters start empty: at 3/s the
+                // permits alone would space the calls 333 ms apart).
+                c.integration.budget = Budget {
+                    requests_per_second: 1_000,
+                    burst: 10,
+                };
                 tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/delay")).await })
             })
             .collect();
@@ -402,4 +408,52 @@ async fn a_failed_tenant_is_restarted_with_empty_buckets() {
     );
     assert!(!dp.crash_tenant_for_test("nope").await);
     dp.stop().await;
+}
+
+/// A data plane cannot know what its node's previous incarnation sent just before it
+/// started: every limiter starts empty, so the first call waits for one token (1/rps) and
+/// the burst is earned, not assumed. The simulator's planted bug starts them full.
+#[tokio::test]
+async fn limiters_start_empty_unless_the_planted_bug_is_on() {
+    let (base, stub) = common::serve_stub().await;
+    for start_full in [false, true] {
+        let dp = DataPlane::start_with(
+            DataPlaneConfig {
+                notion: NotionClientConfig {
+                    base_url: base.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            StartOptions {
+                planted_bug_limiters_start_full: start_full,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let c = ctx("t1", "w1", "s1");
+        let t0 = Instant::now();
+        let calls: Vec<_> = (0..5)
+            .map(|_| {
+                let dp = dp.clone();
+                let c = c.clone();
+                tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/me")).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let took = t0.elapsed();
+        if start_full {
+            // The whole burst of 5 at once.
+            assert!(took < Duration::from_millis(300), "{took:?}");
+        } else {
+            // Five tokens earned at 3/s: the fifth after 5/3 s.
+            assert!(took >= Duration::from_millis(1_600), "{took:?}");
+            assert!(took < Duration::from_millis(3_000), "{took:?}");
+        }
+        dp.stop().await;
+    }
+    assert_eq!(stub.hits("me"), 10);
 }

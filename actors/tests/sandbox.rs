@@ -194,7 +194,7 @@ async fn sandbox_pagination_walk() {
     assert_eq!(dedup.len(), small.len(), "no object twice");
 }
 
-/// 40 calls at once on one integration: the limiter spaces them at 3/s after a burst of 5,
+/// 40 calls at once on one integration: the limiter (starting empty) spaces them at 3/s,
 /// below the sandbox's bucket (3/s, capacity 10), so Notion never answers 429.
 #[tokio::test]
 async fn forty_concurrent_calls_stay_within_notions_limit() {

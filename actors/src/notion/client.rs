@@ -3,6 +3,10 @@
 //!
 //! The client never retries 429 `rate_limited` or 529 `service_overload`: it returns them
 //! (with `Retry-After`) so the integration's rate limiter can pause every caller at once.
+//!
+//! Bytes move through an [`HttpTransport`] chosen at construction (reqwest in production,
+//! [`NotionClient::new`]; the simulator's own with [`NotionClient::with_transport`]); every
+//! rule above stays here, whatever the transport.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,11 +14,12 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::HeaderValue;
 use serde_json::Value;
 
+use super::http::{HttpBody, HttpRequest, HttpTransport, ReqwestTransport};
 use super::pagination;
-use super::request::{HttpMethod, NotionError, NotionRequest, NotionToken};
+use super::request::{NotionError, NotionRequest, NotionToken};
 
 /// The Notion API version Quire speaks (data sources).
 pub const NOTION_VERSION: &str = "2025-09-03";
@@ -56,14 +61,14 @@ impl Default for NotionClientConfig {
     }
 }
 
-/// A Notion API client. Cheap to clone (shares its connection pool and jitter RNG).
+/// A Notion API client. Cheap to clone (shares its transport and jitter RNG).
 #[derive(Clone)]
 pub struct NotionClient {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    http: reqwest::Client,
+    transport: Arc<dyn HttpTransport>,
     base_url: String,
     config: NotionClientConfig,
     rng: Mutex<ChaCha8Rng>,
@@ -79,8 +84,18 @@ impl std::fmt::Debug for NotionClient {
 }
 
 impl NotionClient {
-    /// Builds a client; `seed` drives the retry jitter.
+    /// Builds a client over reqwest; `seed` drives the retry jitter.
     pub fn new(config: NotionClientConfig, seed: u64) -> Result<NotionClient, NotionError> {
+        let transport = ReqwestTransport::new().map_err(NotionError::invalid_config)?;
+        Self::with_transport(config, seed, Arc::new(transport))
+    }
+
+    /// Builds a client that sends through `transport` (the simulator's network, for one).
+    pub fn with_transport(
+        config: NotionClientConfig,
+        seed: u64,
+        transport: Arc<dyn HttpTransport>,
+    ) -> Result<NotionClient, NotionError> {
         let base_url = validate_base_url(&config.base_url)?;
         if config.notion_version.trim().is_empty()
             || HeaderValue::from_str(&config.notion_version).is_err()
@@ -106,16 +121,9 @@ impl NotionClient {
                 config.max_retries
             )));
         }
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| {
-                NotionError::invalid_config(format!("cannot build the HTTP client: {e}"))
-            })?;
         Ok(NotionClient {
             inner: Arc::new(Inner {
-                http,
+                transport,
                 base_url,
                 config,
                 rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -204,38 +212,45 @@ impl NotionClient {
         req: &NotionRequest,
     ) -> Result<Value, NotionError> {
         let url = self.url(req)?;
-        let method = match req.method {
-            HttpMethod::Get => reqwest::Method::GET,
-            HttpMethod::Post => reqwest::Method::POST,
-            HttpMethod::Patch => reqwest::Method::PATCH,
-            HttpMethod::Delete => reqwest::Method::DELETE,
-        };
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                NotionError::invalid_request(
-                    "the integration's token contains characters not allowed in a header"
-                        .to_string(),
-                )
-            })?;
-        auth.set_sensitive(true);
-        let mut builder = self
-            .inner
-            .http
-            .request(method, url)
-            .header(AUTHORIZATION, auth)
-            .header("Notion-Version", self.inner.config.notion_version.as_str());
-        if let Some(body) = &req.body {
-            let bytes = serde_json::to_vec(body)
-                .map_err(|e| NotionError::invalid_request(format!("body is not JSON: {e}")))?;
-            builder = builder.header(CONTENT_TYPE, "application/json").body(bytes);
+        let auth = format!("Bearer {}", token.expose());
+        if HeaderValue::from_str(&auth).is_err() {
+            return Err(NotionError::invalid_request(
+                "the integration's token contains characters not allowed in a header".to_string(),
+            ));
         }
-        let mut response = builder
-            .send()
+        let mut headers = vec![
+            ("authorization", auth),
+            ("notion-version", self.inner.config.notion_version.clone()),
+        ];
+        let body = match &req.body {
+            Some(body) => {
+                let bytes = serde_json::to_vec(body)
+                    .map_err(|e| NotionError::invalid_request(format!("body is not JSON: {e}")))?;
+                headers.push(("content-type", "application/json".to_string()));
+                Some(bytes)
+            }
+            None => None,
+        };
+        let request = HttpRequest {
+            method: req.method,
+            url: url.to_string(),
+            headers,
+            body,
+        };
+        let mut response = self
+            .inner
+            .transport
+            .send(request)
             .await
-            .map_err(|e| NotionError::Transport(error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(response.headers().get(RETRY_AFTER));
-        let body = read_capped(&mut response, self.inner.config.max_response_bytes).await?;
+            .map_err(NotionError::Transport)?;
+        let status = response.status;
+        let retry_after = parse_retry_after(response.retry_after.as_deref());
+        let body = read_capped(
+            response.content_length,
+            response.body.as_mut(),
+            self.inner.config.max_response_bytes,
+        )
+        .await?;
         if (200..300).contains(&status) {
             if body.is_empty() {
                 return Ok(Value::Null);
@@ -338,8 +353,8 @@ pub fn validate_request(req: &NotionRequest) -> Result<(), NotionError> {
     pagination::validate_page_size(req)
 }
 
-fn parse_retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let text = value?.to_str().ok()?.trim();
+fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    let text = value?.trim();
     // Notion sends whole seconds; accept fractional seconds too, round up.
     let seconds: f64 = text.parse().ok()?;
     if !seconds.is_finite() || seconds < 0.0 {
@@ -351,8 +366,12 @@ fn parse_retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-async fn read_capped(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, NotionError> {
-    if let Some(len) = response.content_length()
+async fn read_capped(
+    content_length: Option<u64>,
+    body_chunks: &mut dyn HttpBody,
+    max: usize,
+) -> Result<Vec<u8>, NotionError> {
+    if let Some(len) = content_length
         && len > max as u64
     {
         return Err(NotionError::Decode(format!(
@@ -360,10 +379,10 @@ async fn read_capped(response: &mut reqwest::Response, max: usize) -> Result<Vec
         )));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    while let Some(chunk) = body_chunks
+        .next_chunk()
         .await
-        .map_err(|e| NotionError::Transport(format!("reading the answer: {}", error_chain(&e))))?
+        .map_err(|e| NotionError::Transport(format!("reading the answer: {e}")))?
     {
         if body.len() + chunk.len() > max {
             return Err(NotionError::Decode(format!(
@@ -442,17 +461,6 @@ fn default_code(status: u16) -> &'static str {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,18 +495,15 @@ mod tests {
 
     #[test]
     fn retry_after_parsing() {
-        let v = HeaderValue::from_static("2");
-        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(2)));
-        let v = HeaderValue::from_static("0.5");
+        assert_eq!(parse_retry_after(Some("2")), Some(Duration::from_secs(2)));
         assert_eq!(
-            parse_retry_after(Some(&v)),
+            parse_retry_after(Some(" 0.5")),
             Some(Duration::from_millis(500))
         );
-        let v = HeaderValue::from_static("-1");
-        assert_eq!(parse_retry_after(Some(&v)), None);
-        let v = HeaderValue::from_static("99999999");
+        assert_eq!(parse_retry_after(Some("-1")), None);
+        assert_eq!(parse_retry_after(Some("soon")), None);
         assert_eq!(
-            parse_retry_after(Some(&v)),
+            parse_retry_after(Some("99999999")),
             Some(Duration::from_secs(MAX_RETRY_AFTER_S))
         );
     }
