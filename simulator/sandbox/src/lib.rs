@@ -130,9 +130,42 @@ pub struct DemoIds {
 /// Rows in the demo "Tasks" data source.
 pub const DEMO_TASK_ROWS: usize = demo::DEMO_TASK_ROWS;
 
+/// A fault switched on and off at run time (the simulator's Notion faults), on top of the
+/// configured error rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotionFault {
+    /// Every authenticated request is answered 429 `rate_limited` with this `Retry-After`.
+    RateLimited {
+        /// Seconds sent in `Retry-After` (at least 1).
+        retry_after_s: u64,
+    },
+    /// Every authenticated request fails with one of these statuses (500, 502, 503, 504,
+    /// 529), drawn from the seeded RNG.
+    ServerErrors {
+        /// The statuses to draw from; empty means [`DEFAULT_ERROR_STATUSES`].
+        statuses: Vec<u16>,
+    },
+}
+
+/// One authenticated request as the sandbox answered it (see [`Sandbox::set_observer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSeen {
+    /// The integration's name.
+    pub integration: String,
+    /// The answer's status.
+    pub status: u16,
+    /// The answer's `Retry-After`, seconds.
+    pub retry_after_s: Option<u64>,
+}
+
+/// Called once per authenticated request, when its answer is ready.
+pub type RequestObserver = Arc<dyn Fn(RequestSeen) + Send + Sync>;
+
 struct Inner {
     config: SandboxConfig,
     store: Mutex<Store>,
+    fault: Mutex<Option<NotionFault>>,
+    observer: Mutex<Option<RequestObserver>>,
 }
 
 /// A running sandbox's state; cheap to clone.
@@ -233,6 +266,8 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 config,
                 store: Mutex::new(store),
+                fault: Mutex::new(None),
+                observer: Mutex::new(None),
             }),
         }
     }
@@ -341,6 +376,51 @@ impl Sandbox {
         }
     }
 
+    /// Switches a run-time fault on (`Some`) or off (`None`).
+    pub fn set_fault(&self, fault: Option<NotionFault>) {
+        *self.inner.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// The run-time fault in effect.
+    pub fn fault(&self) -> Option<NotionFault> {
+        self.inner
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Calls `observer` for every authenticated request once its answer is ready (the
+    /// simulator records what Notion received this way); `None` stops.
+    pub fn set_observer(&self, observer: Option<RequestObserver>) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = observer;
+    }
+
+    pub(crate) fn observe(&self, seen: RequestSeen) {
+        let observer = self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(observer) = observer {
+            observer(seen);
+        }
+    }
+
+    /// The name of the integration whose token this is.
+    pub(crate) fn integration_of(&self, token: &str) -> Option<String> {
+        self.lock()
+            .integrations
+            .iter()
+            .find(|i| i.token == token)
+            .map(|i| i.name.clone())
+    }
+
     /// Ids of demo objects tests can use.
     pub fn demo(&self) -> DemoIds {
         self.lock().demo.clone()
@@ -360,7 +440,12 @@ impl Sandbox {
             return Err((ApiError::unauthorized(), request_id));
         };
         let now = Instant::now();
+        let fault = self.fault();
         let integration = &mut store.integrations[integ];
+        if let Some(NotionFault::RateLimited { retry_after_s }) = fault {
+            integration.rate_limited += 1;
+            return Err((ApiError::rate_limited(retry_after_s), request_id));
+        }
         if let Some(bucket) = integration.bucket.as_mut()
             && let Err(retry_after_s) = bucket.try_take(now)
         {
@@ -375,7 +460,15 @@ impl Sandbox {
             Some((lo, hi)) if hi > 0 => store.rng.random_range(lo..=hi),
             _ => 0,
         };
-        let inject = if config.error_rate > 0.0 && store.rng.random_bool(config.error_rate) {
+        let inject = if let Some(NotionFault::ServerErrors { statuses }) = &fault {
+            let statuses = if statuses.is_empty() {
+                DEFAULT_ERROR_STATUSES
+            } else {
+                statuses.as_slice()
+            };
+            let i = store.rng.random_range(0..statuses.len());
+            statuses.get(i).copied()
+        } else if config.error_rate > 0.0 && store.rng.random_bool(config.error_rate) {
             let i = store.rng.random_range(0..config.error_statuses.len());
             config.error_statuses.get(i).copied()
         } else {
@@ -395,5 +488,14 @@ impl Sandbox {
 
 /// Serves the sandbox on `listener` until the task is dropped or aborted.
 pub async fn serve(sandbox: Sandbox, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, sandbox.router()).await
+}
+
+/// Serves the sandbox on any axum listener (the simulator's simulated TCP, for one).
+pub async fn serve_on<L>(sandbox: Sandbox, listener: L) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, sandbox.router()).await
 }

@@ -53,19 +53,34 @@ pub(crate) async fn gate(State(sb): State<Sandbox>, mut req: Request, next: Next
         .headers()
         .get("notion-version")
         .map(|v| v.to_str().unwrap_or("(not ASCII)").to_string());
-    match sb.admit(token.as_deref(), version.as_deref()) {
+    let integration = token.as_deref().and_then(|t| sb.integration_of(t));
+    let response = match sb.admit(token.as_deref(), version.as_deref()) {
         Err((err, request_id)) => err.render(&request_id),
         Ok(admission) => {
             if admission.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(admission.delay_ms)).await;
             }
             if let Some(status) = admission.inject {
-                return ApiError::injected(status).render(&admission.ctx.request_id);
+                ApiError::injected(status).render(&admission.ctx.request_id)
+            } else {
+                req.extensions_mut().insert(admission.ctx);
+                next.run(req).await
             }
-            req.extensions_mut().insert(admission.ctx);
-            next.run(req).await
         }
+    };
+    if let Some(integration) = integration {
+        let retry_after_s = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        sb.observe(crate::RequestSeen {
+            integration,
+            status: response.status().as_u16(),
+            retry_after_s,
+        });
     }
+    response
 }
 
 /// Checks the `Notion-Version` header: the sandbox models 2025-09-03 and later.
