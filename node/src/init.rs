@@ -64,6 +64,7 @@ pub async fn issue_bootstrap_admin_token(
             display_name: "bootstrap".into(),
             issued_at_ms: SystemClock.now_ms(),
             expires_at_ms: None,
+            subject: None,
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot issue the bootstrap admin token: {e}"))?;

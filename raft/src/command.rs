@@ -9,11 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEvent, MAX_AUDIT_BATCH, MAX_AUDIT_TEXT_CHARS, Severity};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId, validate_id};
+use crate::rbac::{
+    BindingOrigin, Permission, Restriction, Role, RoleBinding, RoleScope, Subject, authorize,
+};
 use crate::seal::{MAX_PLAINTEXT_BYTES, SealedSecret};
 use crate::state::{
-    AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, Integration,
-    Principal, State, Tenant, TenantState, Workspace,
+    AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, GlobalPrincipal,
+    Integration, Principal, State, Tenant, TenantState, Workspace,
 };
 
 /// Longest display name, in characters.
@@ -36,6 +40,18 @@ pub const MAX_SCOPES_PER_TOKEN: usize = 32;
 pub const SCOPE_MAX_CHARS: usize = 64;
 /// Most admin tokens (live or revoked) in the cluster.
 pub const MAX_ADMIN_TOKENS: usize = 10_000;
+/// Most global (enterprise) principals.
+pub const MAX_GLOBAL_PRINCIPALS: usize = 10_000;
+/// Most role bindings one subject holds.
+pub const MAX_BINDINGS_PER_SUBJECT: usize = 200;
+/// Most restrictions on one subject.
+pub const MAX_RESTRICTIONS_PER_SUBJECT: usize = 200;
+/// Longest justification, in characters.
+pub const JUSTIFICATION_MAX_CHARS: usize = 1_000;
+/// Largest audit retention accepted (records per chain).
+pub const MAX_AUDIT_RETENTION: u64 = 10_000_000;
+/// Who the cluster's root is in the audit trail.
+pub const ROOT_PRINCIPAL: &str = "root";
 
 /// A change to the replicated state. Proposers stamp times and seal secrets before proposing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +172,9 @@ pub enum Command {
         issued_at_ms: u64,
         /// Expiry, if any (must be after `issued_at_ms`).
         expires_at_ms: Option<u64>,
+        /// The principal it acts as; `None` makes a root token (every permission).
+        #[serde(default)]
+        subject: Option<Subject>,
     },
     /// Revokes an admin token (idempotent).
     RevokeAdminToken {
@@ -172,6 +191,69 @@ pub enum Command {
         at_ms: u64,
         /// The change itself (not `AsAdmin` or `InitCluster`).
         command: Box<Command>,
+        /// The node that proposed it (for the audit trail).
+        #[serde(default)]
+        node: u64,
+        /// Why, if the operator said (recorded in the audit trail).
+        #[serde(default)]
+        justification: Option<String>,
+    },
+    /// Creates a global (enterprise) principal.
+    CreateGlobalPrincipal {
+        /// New principal id.
+        principal: PrincipalId,
+        /// Human-readable name.
+        display_name: String,
+    },
+    /// Gives a subject a role at a scope (only as an admin command: the assigner must hold a
+    /// role above it within a scope that covers it).
+    AssignRole {
+        /// Who receives it.
+        subject: Subject,
+        /// The role.
+        role: Role,
+        /// Where.
+        scope: RoleScope,
+        /// When (stamped by the proposer).
+        granted_at_ms: u64,
+        /// Until when, if temporary (must be after `granted_at_ms`).
+        expires_at_ms: Option<u64>,
+        /// Why.
+        justification: Option<String>,
+    },
+    /// Ends a role binding at once (idempotent once gone: `NotFound`).
+    RevokeRole {
+        /// The binding's id.
+        binding: u64,
+    },
+    /// Denies a subject a permission (or everything) at a scope, whatever its roles grant.
+    AddRestriction {
+        /// Who is restricted.
+        subject: Subject,
+        /// What is denied; `None` denies everything.
+        permission: Option<Permission>,
+        /// Where.
+        scope: RoleScope,
+        /// When (stamped by the proposer).
+        set_at_ms: u64,
+        /// Why (required).
+        justification: String,
+    },
+    /// Lifts a restriction.
+    RemoveRestriction {
+        /// The restriction's id.
+        restriction: u64,
+    },
+    /// Appends events (tool calls, authorization decisions) to their tenants' audit chains:
+    /// the group commit of the audit trail. Proposed by nodes, never as an admin command.
+    AppendAudit {
+        /// The events, in the order they are to be chained.
+        events: Vec<AuditEvent>,
+    },
+    /// Sets the audit retention: records kept per chain.
+    SetAuditRetention {
+        /// Records kept per chain (1..=[`MAX_AUDIT_RETENTION`]).
+        max_records_per_chain: u64,
     },
     /// Applies `command` at most once per `request_id`: a proposer that retries a command
     /// whose first attempt may already have committed (a forwarded write whose answer was
@@ -202,6 +284,13 @@ impl Command {
             Command::IssueAdminToken { .. } => "issue_admin_token",
             Command::RevokeAdminToken { .. } => "revoke_admin_token",
             Command::AsAdmin { .. } => "as_admin",
+            Command::CreateGlobalPrincipal { .. } => "create_global_principal",
+            Command::AssignRole { .. } => "assign_role",
+            Command::RevokeRole { .. } => "revoke_role",
+            Command::AddRestriction { .. } => "add_restriction",
+            Command::RemoveRestriction { .. } => "remove_restriction",
+            Command::AppendAudit { .. } => "append_audit",
+            Command::SetAuditRetention { .. } => "set_audit_retention",
             Command::Once { command, .. } => command.kind(),
         }
     }
@@ -239,6 +328,9 @@ pub enum ApplyError {
     /// The credential the command was made with is not valid at this log index.
     #[error("not authorised: {0}")]
     Unauthorized(String),
+    /// The credential is valid but its principal may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 fn tenant_name(t: &TenantId) -> String {
@@ -370,9 +462,38 @@ fn tenant_ref<'a>(state: &'a State, tenant: &TenantId) -> Result<&'a TenantState
         .ok_or_else(|| ApplyError::NotFound(tenant_name(tenant)))
 }
 
-/// Applies `cmd` to `state`. Pure and deterministic: the same state and command always give
-/// the same result. On `Err` the state is unchanged (every check runs before any mutation).
+/// Applies `cmd` to `state` as if at log index 0 (see [`apply_at`]).
 pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyError> {
+    apply_at(state, 0, cmd)
+}
+
+/// Applies `cmd`, the command of log entry `log_index`, to `state`. Pure and deterministic:
+/// the same state and command always give the same result. On `Err` the state is unchanged
+/// (every check runs before any mutation), except that an admin command's refusal is still
+/// recorded in the audit trail.
+pub fn apply_at(
+    state: &mut State,
+    log_index: u64,
+    cmd: &Command,
+) -> Result<CommandOutput, ApplyError> {
+    apply_cmd(
+        state,
+        &Ctx {
+            log_index,
+            actor: ROOT_PRINCIPAL,
+        },
+        cmd,
+    )
+}
+
+/// Who is applying a command, and at which log index.
+struct Ctx<'a> {
+    log_index: u64,
+    /// The admin principal (`tenant/principal`, a global principal, or `root`).
+    actor: &'a str,
+}
+
+fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandOutput, ApplyError> {
     match cmd {
         Command::InitCluster {
             cluster_name,
@@ -440,6 +561,35 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             for id in gone {
                 if let Some(tok) = state.tokens.remove(&id) {
                     state.token_index.remove(&tok.hash);
+                }
+            }
+            // Its principals' roles and restrictions go with it, and so do roles and
+            // restrictions that global principals held inside it; admin tokens of its
+            // principals are revoked. Its audit chain stays.
+            let inside = |scope: &RoleScope| scope.tenant() == Some(tenant);
+            state
+                .access
+                .bindings
+                .retain(|subject, _| subject.tenant.as_ref() != Some(tenant));
+            for held in state.access.bindings.values_mut() {
+                held.retain(|_, b| !inside(&b.scope));
+            }
+            state.access.bindings.retain(|_, held| !held.is_empty());
+            state
+                .access
+                .restrictions
+                .retain(|subject, _| subject.tenant.as_ref() != Some(tenant));
+            for held in state.access.restrictions.values_mut() {
+                held.retain(|_, r| !inside(&r.scope));
+            }
+            state.access.restrictions.retain(|_, held| !held.is_empty());
+            for tok in state.admin_tokens.values_mut() {
+                if tok
+                    .subject
+                    .as_ref()
+                    .is_some_and(|s| s.tenant.as_ref() == Some(tenant))
+                {
+                    tok.revoked = true;
                 }
             }
             Ok(CommandOutput::Done)
@@ -732,10 +882,16 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             display_name,
             issued_at_ms,
             expires_at_ms,
+            subject,
         } => {
             check_secret_hash("admin token", secret_hash)?;
             check_display_name("admin token", display_name)?;
             check_expiry("admin token", *issued_at_ms, *expires_at_ms)?;
+            if let Some(subject) = subject
+                && !state.subject_exists(subject)
+            {
+                return Err(ApplyError::NotFound(format!("principal {subject}")));
+            }
             if state.admin_tokens.contains_key(token_id) {
                 return Err(ApplyError::AlreadyExists(format!(
                     "admin token {:?}",
@@ -763,6 +919,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
                     issued_at_ms: *issued_at_ms,
                     expires_at_ms: *expires_at_ms,
                     revoked: false,
+                    subject: subject.clone(),
                 },
             );
             state
@@ -786,27 +943,218 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             admin_token,
             at_ms,
             command,
+            node,
+            justification,
+        } => as_admin(
+            state,
+            ctx,
+            admin_token,
+            *at_ms,
+            command,
+            *node,
+            justification.as_ref(),
+        ),
+
+        Command::CreateGlobalPrincipal {
+            principal,
+            display_name,
         } => {
-            if matches!(
-                **command,
-                Command::AsAdmin { .. } | Command::InitCluster { .. }
-            ) {
+            check_display_name("principal", display_name)?;
+            if state.global_principals.contains_key(principal) {
+                return Err(ApplyError::AlreadyExists(format!(
+                    "global principal {:?}",
+                    principal.as_str()
+                )));
+            }
+            if principal.as_str() == ROOT_PRINCIPAL {
                 return Err(ApplyError::Invalid(format!(
-                    "{} cannot be made as an admin command",
-                    command.kind()
+                    "{ROOT_PRINCIPAL:?} is reserved for the cluster's root"
                 )));
             }
-            let valid = state
-                .admin_tokens
-                .get(admin_token)
-                .is_some_and(|t| t.is_valid_at(*at_ms));
-            if !valid {
-                return Err(ApplyError::Unauthorized(format!(
-                    "admin token {:?} is unknown, revoked or expired",
-                    admin_token.as_str()
+            if state.global_principals.len() >= MAX_GLOBAL_PRINCIPALS {
+                return Err(ApplyError::LimitReached(format!(
+                    "the cluster already has {MAX_GLOBAL_PRINCIPALS} global principals"
                 )));
             }
-            apply(state, command)
+            state.global_principals.insert(
+                principal.clone(),
+                GlobalPrincipal {
+                    id: principal.clone(),
+                    display_name: display_name.clone(),
+                },
+            );
+            Ok(CommandOutput::Done)
+        }
+
+        Command::AssignRole {
+            subject,
+            role,
+            scope,
+            granted_at_ms,
+            expires_at_ms,
+            justification,
+        } => {
+            check_expiry("role binding", *granted_at_ms, *expires_at_ms)?;
+            if let Some(j) = justification {
+                check_justification(j)?;
+            }
+            if !role.allowed_levels().contains(&scope.level()) {
+                return Err(ApplyError::Invalid(format!(
+                    "{role} cannot be bound at {scope}; it is bound at the {:?} level",
+                    role.allowed_levels()
+                )));
+            }
+            check_subject_and_scope(state, subject, scope)?;
+            if !subject.may_hold(scope) {
+                return Err(ApplyError::Invalid(format!(
+                    "{subject} belongs to another tenant than {scope}"
+                )));
+            }
+            let held = state.access.bindings.entry(subject.clone()).or_default();
+            if held.values().any(|b| {
+                b.role == *role
+                    && &b.scope == scope
+                    && b.expires_at_ms.is_none()
+                    && expires_at_ms.is_none()
+            }) {
+                return Ok(CommandOutput::Unchanged);
+            }
+            if held.len() >= MAX_BINDINGS_PER_SUBJECT {
+                return Err(ApplyError::LimitReached(format!(
+                    "{subject} already holds {MAX_BINDINGS_PER_SUBJECT} role bindings"
+                )));
+            }
+            let id = state.access.take_id();
+            let binding = RoleBinding {
+                id,
+                subject: subject.clone(),
+                role: *role,
+                scope: scope.clone(),
+                granted_by: ctx.actor.to_owned(),
+                granted_at_ms: *granted_at_ms,
+                expires_at_ms: *expires_at_ms,
+                justification: justification.clone(),
+                origin: BindingOrigin::Assigned,
+            };
+            state
+                .access
+                .bindings
+                .entry(subject.clone())
+                .or_default()
+                .insert(id, binding);
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RevokeRole { binding } => {
+            let subject = state
+                .access
+                .binding(*binding)
+                .map(|b| b.subject.clone())
+                .ok_or_else(|| ApplyError::NotFound(format!("role binding #{binding}")))?;
+            if let Some(held) = state.access.bindings.get_mut(&subject) {
+                held.remove(binding);
+                if held.is_empty() {
+                    state.access.bindings.remove(&subject);
+                }
+            }
+            Ok(CommandOutput::Done)
+        }
+
+        Command::AddRestriction {
+            subject,
+            permission,
+            scope,
+            set_at_ms,
+            justification,
+        } => {
+            check_justification(justification)?;
+            if justification.trim().is_empty() {
+                return Err(ApplyError::Invalid(
+                    "a restriction needs a justification".into(),
+                ));
+            }
+            if let Some(p) = permission
+                && scope.level() > p.level()
+            {
+                return Err(ApplyError::Invalid(format!(
+                    "{p} applies at the {:?} level; a restriction at {scope} could never match it",
+                    p.level()
+                )));
+            }
+            check_subject_and_scope(state, subject, scope)?;
+            let held = state
+                .access
+                .restrictions
+                .entry(subject.clone())
+                .or_default();
+            if held.len() >= MAX_RESTRICTIONS_PER_SUBJECT {
+                return Err(ApplyError::LimitReached(format!(
+                    "{subject} already has {MAX_RESTRICTIONS_PER_SUBJECT} restrictions"
+                )));
+            }
+            let id = state.access.take_id();
+            let restriction = Restriction {
+                id,
+                subject: subject.clone(),
+                permission: *permission,
+                scope: scope.clone(),
+                set_by: ctx.actor.to_owned(),
+                set_at_ms: *set_at_ms,
+                justification: justification.clone(),
+            };
+            state
+                .access
+                .restrictions
+                .entry(subject.clone())
+                .or_default()
+                .insert(id, restriction);
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RemoveRestriction { restriction } => {
+            let subject = state
+                .access
+                .restriction(*restriction)
+                .map(|r| r.subject.clone())
+                .ok_or_else(|| ApplyError::NotFound(format!("restriction #{restriction}")))?;
+            if let Some(held) = state.access.restrictions.get_mut(&subject) {
+                held.remove(restriction);
+                if held.is_empty() {
+                    state.access.restrictions.remove(&subject);
+                }
+            }
+            Ok(CommandOutput::Done)
+        }
+
+        Command::AppendAudit { events } => {
+            if events.is_empty() || events.len() > MAX_AUDIT_BATCH {
+                return Err(ApplyError::Invalid(format!(
+                    "an audit batch holds 1..={MAX_AUDIT_BATCH} events, not {}",
+                    events.len()
+                )));
+            }
+            for e in events {
+                check_audit_event(e)?;
+            }
+            for e in events {
+                state.audit.append(ctx.log_index, e.clone());
+            }
+            Ok(CommandOutput::Done)
+        }
+
+        Command::SetAuditRetention {
+            max_records_per_chain,
+        } => {
+            if !(1..=MAX_AUDIT_RETENTION).contains(max_records_per_chain) {
+                return Err(ApplyError::Invalid(format!(
+                    "audit retention must be 1..={MAX_AUDIT_RETENTION} records per chain"
+                )));
+            }
+            if state.audit.max_records_per_chain == *max_records_per_chain {
+                return Ok(CommandOutput::Unchanged);
+            }
+            state.audit.set_retention(*max_records_per_chain);
+            Ok(CommandOutput::Done)
         }
 
         Command::Once {
@@ -831,9 +1179,385 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<CommandOutput, ApplyErr
             if let Some(earlier) = state.requests.result(request_id) {
                 return earlier;
             }
-            let result = apply(state, command);
+            let result = apply_cmd(state, ctx, command);
             state.requests.record(request_id, &result);
             result
         }
+    }
+}
+
+fn check_justification(text: &str) -> Result<(), ApplyError> {
+    let chars = text.chars().count();
+    if chars > JUSTIFICATION_MAX_CHARS {
+        return Err(ApplyError::Invalid(format!(
+            "justification is {chars} characters, more than {JUSTIFICATION_MAX_CHARS}"
+        )));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApplyError::Invalid(
+            "justification contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_subject_and_scope(
+    state: &State,
+    subject: &Subject,
+    scope: &RoleScope,
+) -> Result<(), ApplyError> {
+    if !state.subject_exists(subject) {
+        return Err(ApplyError::NotFound(format!("principal {subject}")));
+    }
+    match scope {
+        RoleScope::Global => {}
+        RoleScope::Tenant { tenant } => {
+            tenant_ref(state, tenant)?;
+        }
+        RoleScope::Workspace { tenant, workspace } => {
+            if state.workspace(tenant, workspace).is_none() {
+                return Err(ApplyError::NotFound(format!(
+                    "workspace {:?} in {}",
+                    workspace.as_str(),
+                    tenant_name(tenant)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_audit_event(e: &AuditEvent) -> Result<(), ApplyError> {
+    let texts = [
+        Some(e.principal.as_str()),
+        e.workspace.as_deref(),
+        Some(e.kind.as_str()),
+        Some(e.action.as_str()),
+        e.resource.as_deref(),
+        Some(e.outcome.as_str()),
+        e.justification.as_deref(),
+    ];
+    for t in texts.into_iter().flatten() {
+        if t.chars().count() > MAX_AUDIT_TEXT_CHARS {
+            return Err(ApplyError::Invalid(format!(
+                "an audit field is longer than {MAX_AUDIT_TEXT_CHARS} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The permission an admin command needs, and the scope it is needed at.
+pub fn required_permission(
+    state: &State,
+    cmd: &Command,
+) -> Result<(Permission, RoleScope), ApplyError> {
+    let tenant_scope = |t: &TenantId| RoleScope::Tenant { tenant: t.clone() };
+    let assign = |scope: &RoleScope| match scope {
+        RoleScope::Global => (Permission::SystemConfigure, RoleScope::Global),
+        RoleScope::Tenant { tenant } => (Permission::TenantUsersManage, tenant_scope(tenant)),
+        RoleScope::Workspace { .. } => (Permission::WorkspaceMembersManage, scope.clone()),
+    };
+    let restrict = |scope: &RoleScope| match scope.tenant() {
+        None => (Permission::SecurityPolicy, RoleScope::Global),
+        Some(t) => (Permission::TenantSecurity, tenant_scope(t)),
+    };
+    let admin_token = |subject: Option<&Subject>| match subject.and_then(|s| s.tenant.as_ref()) {
+        Some(t) => (Permission::TenantUsersManage, tenant_scope(t)),
+        None => (Permission::SystemConfigure, RoleScope::Global),
+    };
+    Ok(match cmd {
+        Command::CreateTenant { .. } => (Permission::TenantsCreate, RoleScope::Global),
+        Command::DeleteTenant { .. } => (Permission::TenantsDelete, RoleScope::Global),
+        Command::CreateWorkspace { tenant, .. } => {
+            (Permission::TenantWorkspacesConfigure, tenant_scope(tenant))
+        }
+        Command::AddIntegration { tenant, .. }
+        | Command::RotateIntegrationToken { tenant, .. }
+        | Command::RemoveIntegration { tenant, .. } => {
+            (Permission::TenantIntegrationsManage, tenant_scope(tenant))
+        }
+        Command::CreatePrincipal { tenant, .. } => {
+            (Permission::TenantUsersManage, tenant_scope(tenant))
+        }
+        Command::GrantWorkspace {
+            tenant, workspace, ..
+        }
+        | Command::IssueToken {
+            tenant, workspace, ..
+        } => (
+            Permission::WorkspaceMembersManage,
+            RoleScope::Workspace {
+                tenant: tenant.clone(),
+                workspace: workspace.clone(),
+            },
+        ),
+        Command::RevokeToken { tenant, .. } => (Permission::TenantSecurity, tenant_scope(tenant)),
+        Command::IssueAdminToken { subject, .. } => admin_token(subject.as_ref()),
+        Command::RevokeAdminToken { token_id } => admin_token(
+            state
+                .admin_tokens
+                .get(token_id)
+                .and_then(|t| t.subject.as_ref()),
+        ),
+        Command::CreateGlobalPrincipal { .. } | Command::SetAuditRetention { .. } => {
+            (Permission::SystemConfigure, RoleScope::Global)
+        }
+        Command::AssignRole { scope, .. } => assign(scope),
+        Command::RevokeRole { binding } => assign(
+            &state
+                .access
+                .binding(*binding)
+                .ok_or_else(|| ApplyError::NotFound(format!("role binding #{binding}")))?
+                .scope,
+        ),
+        Command::AddRestriction { scope, .. } => restrict(scope),
+        Command::RemoveRestriction { restriction } => restrict(
+            &state
+                .access
+                .restriction(*restriction)
+                .ok_or_else(|| ApplyError::NotFound(format!("restriction #{restriction}")))?
+                .scope,
+        ),
+        Command::InitCluster { .. }
+        | Command::AsAdmin { .. }
+        | Command::Once { .. }
+        | Command::AppendAudit { .. } => {
+            return Err(ApplyError::Invalid(format!(
+                "{} cannot be made as an admin command",
+                cmd.kind()
+            )));
+        }
+    })
+}
+
+/// The tenant an admin command concerns (its audit chain), and what it acts on.
+fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<String>) {
+    match cmd {
+        Command::CreateTenant { tenant, .. } | Command::DeleteTenant { tenant } => {
+            (None, None, Some(format!("tenant:{}", tenant.as_str())))
+        }
+        Command::CreateWorkspace {
+            tenant, workspace, ..
+        } => (
+            Some(tenant.clone()),
+            Some(workspace.as_str().to_owned()),
+            Some(format!("workspace:{}", workspace.as_str())),
+        ),
+        Command::AddIntegration {
+            tenant,
+            integration,
+            ..
+        }
+        | Command::RotateIntegrationToken {
+            tenant,
+            integration,
+            ..
+        }
+        | Command::RemoveIntegration {
+            tenant,
+            integration,
+        } => (
+            Some(tenant.clone()),
+            None,
+            Some(format!("integration:{}", integration.as_str())),
+        ),
+        Command::CreatePrincipal {
+            tenant, principal, ..
+        } => (
+            Some(tenant.clone()),
+            None,
+            Some(format!("principal:{}", principal.as_str())),
+        ),
+        Command::GrantWorkspace {
+            tenant,
+            principal,
+            workspace,
+        } => (
+            Some(tenant.clone()),
+            Some(workspace.as_str().to_owned()),
+            Some(format!("principal:{}", principal.as_str())),
+        ),
+        Command::IssueToken {
+            tenant,
+            workspace,
+            token_id,
+            ..
+        } => (
+            Some(tenant.clone()),
+            Some(workspace.as_str().to_owned()),
+            Some(format!("token:{}", token_id.as_str())),
+        ),
+        Command::RevokeToken { tenant, token_id } => (
+            Some(tenant.clone()),
+            None,
+            Some(format!("token:{}", token_id.as_str())),
+        ),
+        Command::IssueAdminToken {
+            token_id, subject, ..
+        } => (
+            subject.as_ref().and_then(|s| s.tenant.clone()),
+            None,
+            Some(format!("admin_token:{}", token_id.as_str())),
+        ),
+        Command::RevokeAdminToken { token_id } => (
+            None,
+            None,
+            Some(format!("admin_token:{}", token_id.as_str())),
+        ),
+        Command::CreateGlobalPrincipal { principal, .. } => (
+            None,
+            None,
+            Some(format!("principal:{}", principal.as_str())),
+        ),
+        Command::AssignRole {
+            subject,
+            role,
+            scope,
+            ..
+        } => (
+            scope.tenant().cloned(),
+            workspace_of(scope),
+            Some(format!("role:{role}@{scope} for {subject}")),
+        ),
+        Command::RevokeRole { binding } => (None, None, Some(format!("binding:{binding}"))),
+        Command::AddRestriction { subject, scope, .. } => (
+            scope.tenant().cloned(),
+            workspace_of(scope),
+            Some(format!("restriction for {subject}")),
+        ),
+        Command::RemoveRestriction { restriction } => {
+            (None, None, Some(format!("restriction:{restriction}")))
+        }
+        Command::SetAuditRetention { .. } => (None, None, Some("audit_retention".into())),
+        Command::InitCluster { .. }
+        | Command::AsAdmin { .. }
+        | Command::Once { .. }
+        | Command::AppendAudit { .. } => (None, None, None),
+    }
+}
+
+fn workspace_of(scope: &RoleScope) -> Option<String> {
+    match scope {
+        RoleScope::Workspace { workspace, .. } => Some(workspace.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// The role a role command assigns or revokes, and where.
+fn role_change(state: &State, cmd: &Command) -> Option<(Role, RoleScope)> {
+    match cmd {
+        Command::AssignRole { role, scope, .. } => Some((*role, scope.clone())),
+        Command::RevokeRole { binding } => state
+            .access
+            .binding(*binding)
+            .map(|b| (b.role, b.scope.clone())),
+        _ => None,
+    }
+}
+
+/// An admin command: the token must be valid at `at_ms`, and its principal must hold the
+/// command's permission at this log index (and, to assign or revoke a role, a role above it
+/// whose scope covers it). Allowed or not, the decision goes to the audit trail.
+fn as_admin(
+    state: &mut State,
+    ctx: &Ctx<'_>,
+    admin_token: &TokenId,
+    at_ms: u64,
+    command: &Command,
+    node: u64,
+    justification: Option<&String>,
+) -> Result<CommandOutput, ApplyError> {
+    let (tenant, workspace, resource) = command_target(command);
+    let mut event = AuditEvent {
+        at_ms,
+        node,
+        principal: format!("admin_token:{}", admin_token.as_str()),
+        tenant,
+        workspace,
+        kind: "admin".into(),
+        action: command.kind().into(),
+        resource,
+        outcome: String::new(),
+        latency_ms: None,
+        justification: justification.cloned(),
+        severity: Severity::Info,
+    };
+    let (permission, target) = required_permission(state, command)?;
+    let Some(token) = state
+        .admin_tokens
+        .get(admin_token)
+        .filter(|t| t.is_valid_at(at_ms))
+        .cloned()
+    else {
+        event.outcome = "denied".into();
+        event.severity = Severity::Warning;
+        event.justification = Some("admin token unknown, revoked or expired".into());
+        state.audit.append(ctx.log_index, event);
+        return Err(ApplyError::Unauthorized(format!(
+            "admin token {:?} is unknown, revoked or expired",
+            admin_token.as_str()
+        )));
+    };
+    let actor = token
+        .subject
+        .as_ref()
+        .map_or_else(|| ROOT_PRINCIPAL.to_owned(), Subject::to_string);
+    event.principal = actor.clone();
+    if let Some(subject) = &token.subject {
+        let mut decision = authorize(state, subject, permission, &target, at_ms);
+        if decision.allowed
+            && let Some((role, scope)) = role_change(state, command)
+        {
+            let may = state.access.bindings_of(subject).any(|b| {
+                b.is_active_at(at_ms) && b.scope.covers(&scope) && b.role.may_assign(role)
+            });
+            if !may {
+                decision.allowed = false;
+                decision.reason =
+                    format!("{subject} holds no role above {role} whose scope covers {scope}");
+            }
+        }
+        if !decision.allowed {
+            event.outcome = "denied".into();
+            event.severity = Severity::Warning;
+            event.justification = Some(decision.reason.clone());
+            state.audit.append(ctx.log_index, event);
+            return Err(ApplyError::Forbidden(format!(
+                "{permission} on {target} is not granted: {}",
+                decision.reason
+            )));
+        }
+    }
+    let result = apply_cmd(
+        state,
+        &Ctx {
+            log_index: ctx.log_index,
+            actor: &actor,
+        },
+        command,
+    );
+    event.outcome = match &result {
+        Ok(CommandOutput::Done) => "ok".into(),
+        Ok(CommandOutput::Unchanged) => "unchanged".into(),
+        Err(e) => {
+            event.severity = Severity::Warning;
+            format!("error:{}", error_code(e))
+        }
+    };
+    state.audit.append(ctx.log_index, event);
+    result
+}
+
+/// The short code of an error, for the audit trail.
+pub fn error_code(e: &ApplyError) -> &'static str {
+    match e {
+        ApplyError::AlreadyExists(_) => "already_exists",
+        ApplyError::NotFound(_) => "not_found",
+        ApplyError::Conflict(_) => "conflict",
+        ApplyError::Invalid(_) => "invalid",
+        ApplyError::LimitReached(_) => "limit_reached",
+        ApplyError::Unauthorized(_) => "unauthorized",
+        ApplyError::Forbidden(_) => "forbidden",
     }
 }

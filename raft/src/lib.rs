@@ -13,6 +13,7 @@
 //! runtime's RNG is seeded with [`runtime::seed_runtime_rng`]); only the sled engine, used in
 //! production, starts threads and reads the real clock inside sled.
 
+pub mod audit;
 pub mod clock;
 pub mod command;
 pub mod control;
@@ -20,13 +21,14 @@ pub mod engine;
 pub mod ids;
 pub mod membership;
 pub mod network;
+pub mod rbac;
 pub mod runtime;
 pub mod seal;
 pub mod state;
 pub mod store;
 pub mod types;
 
-pub use command::{ApplyError, Command, CommandOutput, apply};
+pub use command::{ApplyError, Command, CommandOutput, apply, apply_at};
 pub use control::{
     ControlError, ControlPlane, ControlPlaneConfig, ControlStatus, ReadError, WriteError,
 };
@@ -36,6 +38,7 @@ pub use engine::{
 };
 pub use ids::{IdError, IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
 pub use network::NoPeers;
+pub use rbac::{Permission, Role, RoleScope, Subject, authorize};
 pub use runtime::{SeededRuntime, seed_runtime_rng};
 pub use seal::{KeyError, MasterKey, SealError, SealedSecret, hash_api_token};
 pub use state::{ApiToken, Budget, ClusterInfo, Integration, Principal, State, Tenant, Workspace};

@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditState;
 use crate::command::{ApplyError, CommandOutput};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+use crate::rbac::{AccessState, Subject};
 use crate::seal::SealedSecret;
 
 /// Cluster-wide facts, set once by `InitCluster`.
@@ -130,6 +132,10 @@ pub struct AdminToken {
     pub expires_at_ms: Option<u64>,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// The principal it acts as, with that principal's roles; `None` is the cluster's root
+    /// (every permission; the bootstrap token is one).
+    #[serde(default)]
+    pub subject: Option<Subject>,
 }
 
 impl AdminToken {
@@ -137,6 +143,16 @@ impl AdminToken {
     pub fn is_valid_at(&self, now_ms: u64) -> bool {
         !self.revoked && self.expires_at_ms.is_none_or(|expires| now_ms < expires)
     }
+}
+
+/// A global (enterprise) principal: belongs to no tenant; holds global roles, or tenant
+/// roles in any tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalPrincipal {
+    /// Its id (unique among global principals).
+    pub id: PrincipalId,
+    /// Human-readable name.
+    pub display_name: String,
 }
 
 /// Everything one tenant owns.
@@ -170,6 +186,15 @@ pub struct State {
     /// Results of the most recent `Once` requests, so a retried request is applied once.
     #[serde(default)]
     pub(crate) requests: RequestLog,
+    /// Global (enterprise) principals.
+    #[serde(default)]
+    pub(crate) global_principals: BTreeMap<PrincipalId, GlobalPrincipal>,
+    /// Role bindings and restrictions.
+    #[serde(default)]
+    pub(crate) access: AccessState,
+    /// The audit chains.
+    #[serde(default)]
+    pub(crate) audit: AuditState,
 }
 
 /// How many request results the state remembers; older ones are forgotten first. A retry
@@ -311,5 +336,43 @@ impl State {
     /// All admin tokens, in token-id order (revoked ones included).
     pub fn admin_tokens(&self) -> impl Iterator<Item = &AdminToken> {
         self.admin_tokens.values()
+    }
+
+    /// A global principal.
+    pub fn global_principal(&self, id: &PrincipalId) -> Option<&GlobalPrincipal> {
+        self.global_principals.get(id)
+    }
+
+    /// All global principals, in id order.
+    pub fn global_principals(&self) -> impl Iterator<Item = &GlobalPrincipal> {
+        self.global_principals.values()
+    }
+
+    /// Whether the principal a subject names exists.
+    pub fn subject_exists(&self, subject: &Subject) -> bool {
+        match &subject.tenant {
+            Some(t) => self.principal(t, &subject.principal).is_some(),
+            None => self.global_principals.contains_key(&subject.principal),
+        }
+    }
+
+    /// Role bindings and restrictions.
+    pub fn access(&self) -> &AccessState {
+        &self.access
+    }
+
+    /// The audit chains.
+    pub fn audit(&self) -> &AuditState {
+        &self.audit
+    }
+
+    /// Equal in everything but the audit trail (a refused admin command leaves only an
+    /// audit record behind).
+    pub fn eq_except_audit(&self, other: &State) -> bool {
+        let mut a = self.clone();
+        a.audit = AuditState::default();
+        let mut b = other.clone();
+        b.audit = AuditState::default();
+        a == b
     }
 }

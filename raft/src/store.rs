@@ -37,7 +37,7 @@ use openraft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::command::{CommandOutput, apply};
+use crate::command::{CommandOutput, apply_at};
 use crate::engine::{EngineError, EngineTree, SledEngine, StorageEngine, WriteBatch};
 use crate::state::State;
 use crate::types::{
@@ -739,7 +739,7 @@ impl<E: StorageEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
             guard.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(CommandOutput::Done),
-                EntryPayload::Normal(cmd) => apply(&mut guard.state, &cmd),
+                EntryPayload::Normal(cmd) => apply_at(&mut guard.state, entry.log_id.index, &cmd),
                 EntryPayload::Membership(m) => {
                     guard.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     Ok(CommandOutput::Done)

@@ -61,6 +61,11 @@ impl AdminError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 403: the caller's principal lacks the permission; the message names it.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// 404: the named object does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -121,6 +126,7 @@ impl From<ApplyError> for AdminError {
             ApplyError::Unauthorized(what) => Self::unauthorized(format!(
                 "{what} (it was revoked or expired before the change committed); nothing changed"
             )),
+            ApplyError::Forbidden(what) => Self::forbidden(format!("{what}; nothing changed")),
         }
     }
 }
@@ -203,6 +209,7 @@ mod tests {
             (ApplyError::Invalid("x".into()), 422, "rejected"),
             (ApplyError::LimitReached("x".into()), 422, "rejected"),
             (ApplyError::Unauthorized("x".into()), 401, "unauthorized"),
+            (ApplyError::Forbidden("x".into()), 403, "forbidden"),
         ];
         for (e, status, code) in cases {
             let a = AdminError::from(WriteError::Rejected(e));

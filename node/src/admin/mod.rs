@@ -147,6 +147,8 @@ pub fn as_admin(app: &App, caller: &AdminCaller, cmd: Command) -> Command {
         admin_token: caller.token_id.clone(),
         at_ms: app.clock.now_ms(),
         command: Box::new(cmd),
+        node: app.config.node.id,
+        justification: None,
     }
 }
 
@@ -170,6 +172,7 @@ pub async fn issue_admin_token_with_ttl(
         display_name: display_name.to_owned(),
         issued_at_ms,
         expires_at_ms,
+        subject: None,
     };
     let cmd = match by {
         Some(caller) => as_admin(app, caller, cmd),
