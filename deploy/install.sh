@@ -10,8 +10,8 @@
 #   - creates the `quire` system user and group if missing;
 #   - creates /etc/quire (0750 root:quire) and /var/lib/quire (0750 quire:quire);
 #   - copies the config to /etc/quire/quire.toml, the node's TLS directory (node.pem,
-#     node.key, ca.pem) to /etc/quire/tls and the master key to /etc/quire/master.key, all
-#     0640 root:quire;
+#     node.key, ca.pem, and the HTTPS front's http.pem and http.key when present) to
+#     /etc/quire/tls and the master key to /etc/quire/master.key, all 0640 root:quire;
 #   - installs /etc/quire/quire.env (only if absent: it is yours to edit) and the unit
 #     /etc/systemd/system/quire.service, then runs `systemctl daemon-reload`;
 #   - checks the installed config again as the quire user, with its files and quire.env;
@@ -90,6 +90,13 @@ if [[ -n "$TLS_DIR" ]]; then
         [[ -f "$TLS_DIR/$f" && -r "$TLS_DIR/$f" ]] \
             || die "--tls-dir $TLS_DIR has no readable $f (make it with \`quire certs node\`)"
     done
+    # The HTTPS front's certificate and key (`quire certs http`) travel together or not at all.
+    if [[ -e "$TLS_DIR/http.pem" || -e "$TLS_DIR/http.key" ]]; then
+        for f in http.pem http.key; do
+            [[ -f "$TLS_DIR/$f" && -r "$TLS_DIR/$f" ]] \
+                || die "--tls-dir $TLS_DIR has no readable $f beside the other (make both with \`quire certs http\`)"
+        done
+    fi
 fi
 if [[ -n "$MASTER_KEY" ]]; then
     [[ -f "$MASTER_KEY" && -r "$MASTER_KEY" ]] \
@@ -151,8 +158,10 @@ else
 fi
 if [[ -n "$TLS_DIR" ]]; then
     run install -d -m 0750 -o root -g "$USER_NAME" "$ETC_DIR/tls"
-    for f in node.pem node.key ca.pem; do
-        run install -m 0640 -o root -g "$USER_NAME" "$TLS_DIR/$f" "$ETC_DIR/tls/$f"
+    for f in node.pem node.key ca.pem http.pem http.key; do
+        if [[ -f "$TLS_DIR/$f" ]]; then
+            run install -m 0640 -o root -g "$USER_NAME" "$TLS_DIR/$f" "$ETC_DIR/tls/$f"
+        fi
     done
 fi
 if [[ -n "$MASTER_KEY" ]]; then
@@ -205,6 +214,7 @@ Next:
   sudo systemctl enable --now quire      # start now and at boot
   systemctl status quire                 # is it running?
   journalctl -u quire -f                 # its log
+  sudo systemctl reload quire            # re-read the HTTPS certificate after replacing it
 With [[peer.members]] in the config, the cluster forms once a majority of its members run.
 Without it, the first node of a new cluster is initialised once before its first start:
   sudo runuser -u $USER_NAME -- $PREFIX/bin/quire init --config $ETC_DIR/quire.toml

@@ -95,12 +95,25 @@ pub struct NodeSection {
     pub cluster_name: String,
     /// Where the Raft log and state machine live (sled).
     pub data_dir: PathBuf,
-    /// HTTP front: MCP endpoint, health.
+    /// HTTP front: MCP endpoint, admin API, health.
     pub listen: SocketAddr,
     /// The URL agents use to reach this node (printed, written to client.json).
-    /// Defaults to `http://<listen>`.
+    /// Defaults to `https://<listen>` with TLS, `http://<listen>` without.
     pub public_url: Option<String>,
+    /// PEM certificate chain the HTTP front serves over TLS (leaf first). With
+    /// `tls_key_file`; reloaded on SIGHUP and when the file changes.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Oldest TLS version the HTTP front accepts: "1.3" (default) or "1.2".
+    pub tls_min_version: String,
+    /// Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy,
+    /// say). Without it, a node without TLS files listens on loopback only.
+    pub allow_plain_http: bool,
 }
+
+/// TLS versions `node.tls_min_version` accepts.
+pub const TLS_MIN_VERSIONS: [&str; 2] = ["1.3", "1.2"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,6 +207,10 @@ impl Default for NodeSection {
 }
 
 impl Default for McpSection {
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_min_version: "1.3".into(),
+            allow_plain_http: false,
     fn default() -> Self {
         Self {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
@@ -324,6 +341,18 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .collect();
         }
+        if let Some(v) = get("QUIRE_TLS_CERT_FILE") {
+            self.node.tls_cert_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("QUIRE_TLS_KEY_FILE") {
+            self.node.tls_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("QUIRE_TLS_MIN_VERSION") {
+            self.node.tls_min_version = v;
+        }
+        if let Some(v) = get("QUIRE_ALLOW_PLAIN_HTTP") {
+            self.node.allow_plain_http = parse("QUIRE_ALLOW_PLAIN_HTTP", v)?;
+        }
         if let Some(v) = get("QUIRE_NOTION_BASE_URL") {
             self.notion.base_url = v;
         }
@@ -377,6 +406,7 @@ impl Config {
             problems
                 .push("mcp.max_request_body_bytes must be between 1024 and 67108864".to_owned());
         }
+        self.validate_http_front(&mut problems);
         if self.mcp.session_idle_timeout_secs == 0 {
             problems.push("mcp.session_idle_timeout_secs must be at least 1".to_owned());
         }
@@ -455,6 +485,42 @@ impl Config {
             problems.push("set either peer.join or peer.members, not both".to_owned());
         }
         if !peer.members.is_empty() {
+    fn validate_http_front(&self, problems: &mut Vec<String>) {
+        let node = &self.node;
+        match (&node.tls_cert_file, &node.tls_key_file) {
+            (Some(_), None) => problems
+                .push("node.tls_cert_file needs node.tls_key_file (the certificate's key)".into()),
+            (None, Some(_)) => problems
+                .push("node.tls_key_file needs node.tls_cert_file (the certificate chain)".into()),
+            _ => {}
+        }
+        for (name, path) in [
+            ("node.tls_cert_file", &node.tls_cert_file),
+            ("node.tls_key_file", &node.tls_key_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push(format!("{name} must not be empty"));
+            }
+        }
+        if !TLS_MIN_VERSIONS.contains(&node.tls_min_version.as_str()) {
+            problems.push(format!(
+                "node.tls_min_version {:?} must be \"1.3\" or \"1.2\"",
+                node.tls_min_version
+            ));
+        }
+        if !self.https() && !node.listen.ip().is_loopback() && !node.allow_plain_http {
+            problems.push(format!(
+                "node.listen {} is not a loopback address: serve HTTPS (set node.tls_cert_file and node.tls_key_file), or set node.allow_plain_http = true to serve plain HTTP there (behind a TLS-terminating proxy)",
+                node.listen
+            ));
+        }
+    }
+
+    /// Whether the HTTP front serves TLS (both certificate and key files are set).
+    pub fn https(&self) -> bool {
+        self.node.tls_cert_file.is_some() && self.node.tls_key_file.is_some()
+    }
+
             let ids: std::collections::BTreeSet<u64> = peer.members.iter().map(|m| m.id).collect();
             if ids.len() != peer.members.len() {
                 problems.push("peer.members names a node id twice".to_owned());
@@ -511,6 +577,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
+            None if self.https() => format!("https://{}", self.node.listen),
 mod tests {
     use super::*;
 
@@ -582,5 +649,57 @@ mod tests {
             .apply_env(|k| (k == "QUIRE_NODE_ID").then(|| "one".to_owned()))
             .unwrap_err();
         assert!(err.to_string().contains("QUIRE_NODE_ID"), "{err}");
+    #[test]
+    fn the_http_front_needs_tls_off_loopback() {
+        let mut c = Config::default();
+        c.node.listen = SocketAddr::from(([10, 0, 0, 1], 7800));
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        for setting in ["node.tls_cert_file", "node.allow_plain_http"] {
+            assert!(problems[0].contains(setting), "{problems:?}");
+        }
+        c.node.allow_plain_http = true;
+        c.validate().unwrap();
+        assert_eq!(c.public_url(), "http://10.0.0.1:7800");
+
+        c.node.allow_plain_http = false;
+        c.node.tls_cert_file = Some("/etc/quire/tls/http.pem".into());
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("node.tls_key_file"), "{problems:?}");
+        c.node.tls_key_file = Some("/etc/quire/tls/http.key".into());
+        c.validate().unwrap();
+        assert_eq!(c.public_url(), "https://10.0.0.1:7800");
+
+        c.node.tls_min_version = "1.1".into();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert!(problems[0].contains("tls_min_version"), "{problems:?}");
+        c.node.tls_min_version = "1.2".into();
+        c.validate().unwrap();
+
+        // Loopback may serve plain HTTP without the setting ([::1] too).
+        let mut c = Config::default();
+        c.node.listen = "[::1]:7800".parse().unwrap();
+        c.validate().unwrap();
+    }
+
     }
 }
+            "QUIRE_TLS_CERT_FILE" => Some("/c.pem".into()),
+            "QUIRE_TLS_KEY_FILE" => Some("/c.key".into()),
+            "QUIRE_TLS_MIN_VERSION" => Some("1.2".into()),
+            "QUIRE_ALLOW_PLAIN_HTTP" => Some("true".into()),
+        assert_eq!(c.node.tls_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.node.tls_key_file, Some(PathBuf::from("/c.key")));
+        assert_eq!(c.node.tls_min_version, "1.2");
+        assert!(c.node.allow_plain_http);
+        let err = c
+            .apply_env(|k| (k == "QUIRE_ALLOW_PLAIN_HTTP").then(|| "yes".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("QUIRE_ALLOW_PLAIN_HTTP"), "{err}");

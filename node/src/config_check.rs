@@ -662,6 +662,26 @@ fn file_problems(
             }
         }
     }
+    if let Some(paths) = crate::https::TlsPaths::of(config) {
+        // The front's certificate and key must load and match, as `serve` will need them.
+        let min_version =
+            if crate::config::TLS_MIN_VERSIONS.contains(&config.node.tls_min_version.as_str()) {
+                config.node.tls_min_version.as_str()
+            } else {
+                "1.3"
+            };
+        if let Err(e) = crate::https::FrontTls::load(paths, min_version) {
+            let key = match &e {
+                crate::https::FrontTlsError::File {
+                    setting: "node.tls_key_file",
+                    ..
+                }
+                | crate::https::FrontTlsError::Mismatch { .. } => "tls_key_file",
+                _ => "tls_cert_file",
+            };
+            problems.push(lines.problem(at("node", key), ProblemKind::File, e.to_string()));
+        }
+    }
     let data_dir = &config.node.data_dir;
     if data_dir.exists() && !data_dir.is_dir() {
         problems.push(lines.problem(
@@ -977,6 +997,55 @@ mod tests {
         assert!(problems[0].message.contains("not a key"), "{problems:?}");
         std::fs::write(&key, "ab".repeat(32)).unwrap();
         assert_eq!(check_str(&text, &CheckOptions::default()), vec![]);
+    }
+
+    #[test]
+    fn the_https_certificate_and_key_must_load_and_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = quire_transport::tls::generate_ca("t").unwrap();
+        let cert =
+            crate::certs::issue_http_cert(&ca.cert_pem, &ca.key_pem, &["10.0.0.1".into()]).unwrap();
+        let other =
+            crate::certs::issue_http_cert(&ca.cert_pem, &ca.key_pem, &["10.0.0.1".into()]).unwrap();
+        let (pem, key) = (dir.path().join("http.pem"), dir.path().join("http.key"));
+        let text = format!(
+            "[node]\nlisten = \"10.0.0.1:7800\"\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            pem.display().to_string(),
+            key.display().to_string()
+        );
+        // Missing: reported on the certificate's line; the values themselves are fine.
+        assert_eq!(check(&text), vec![]);
+        let problems = check_str(&text, &CheckOptions::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 3);
+        assert!(
+            problems[0].message.contains("node.tls_cert_file"),
+            "{problems:?}"
+        );
+        // A key of another certificate: reported on the key's line.
+        std::fs::write(&pem, &cert.cert_pem).unwrap();
+        std::fs::write(&key, &other.key_pem).unwrap();
+        let problems = check_str(&text, &CheckOptions::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 4);
+        assert!(
+            problems[0].message.contains("does not match"),
+            "{problems:?}"
+        );
+        std::fs::write(&key, &cert.key_pem).unwrap();
+        assert_eq!(check_str(&text, &CheckOptions::default()), vec![]);
+        // Without the files, a non-loopback listen needs allow_plain_http.
+        let problems = check("[node]\nlisten = \"10.0.0.1:7800\"\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 2);
+        assert!(
+            problems[0].message.contains("allow_plain_http"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            check("[node]\nlisten = \"10.0.0.1:7800\"\nallow_plain_http = true\n"),
+            vec![]
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ enum Command {
     Init(NodeArgs),
     /// Administer a running cluster over its admin API.
     Ctl(quire_node::ctl::CtlArgs),
-    /// Certificates for the peer network's mutual TLS.
+    /// Certificates for the peer network's mutual TLS and for the HTTPS front.
     #[command(subcommand)]
     Certs(CertsCommand),
     /// Run the local Notion sandbox alone (a stand-in for api.notion.com).
@@ -116,6 +116,20 @@ enum CertsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a server certificate for the HTTPS front (`http.pem`, `http.key`), signed by the
+    /// CA in --ca, into DIR; point node.tls_cert_file / node.tls_key_file at them and give
+    /// agents the CA's `ca.pem`.
+    Http {
+        /// A host name or IP address agents use for this node (repeat for several).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Directory of the CA (`quire certs init`; a CA of its own for agents, or the
+        /// cluster's).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Settings shared by `serve` and `init`; each flag overrides the config file and the
@@ -146,6 +160,12 @@ struct NodeArgs {
     /// Plaintext peer traffic (tests on one machine only; logs a warning).
     #[arg(long)]
     insecure_peer: bool,
+    /// PEM certificate chain the HTTP front serves HTTPS with (overrides node.tls_cert_file).
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM key of --tls-cert-file (overrides node.tls_key_file).
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -175,6 +195,12 @@ impl NodeArgs {
         }
         if self.insecure_peer {
             config.peer.insecure = true;
+        }
+        if let Some(path) = &self.tls_cert_file {
+            config.node.tls_cert_file = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_key_file {
+            config.node.tls_key_file = Some(path.clone());
         }
         Ok(config)
     }
@@ -252,6 +278,9 @@ fn main() -> ExitCode {
             }
             Command::Certs(CertsCommand::Node { id, hosts, ca, out }) => {
                 quire_node::certs::issue_node(id, &hosts, &ca, &out)
+            }
+            Command::Certs(CertsCommand::Http { hosts, ca, out }) => {
+                quire_node::certs::issue_http(&hosts, &ca, &out)
             }
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Keygen { out } => quire_node::keys::keygen(out.as_deref()),

@@ -97,9 +97,12 @@ pub fn master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<Mas
     )
 }
 
+/// Creates the data dir if missing and checks its format version (refusing a newer one,
+/// migrating an older one) before anything reads or writes it.
 fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    crate::data_dir::ensure_format(dir)?;
     Ok(())
 }
 
@@ -250,8 +253,23 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         )
     })?;
     let local_addr = listener.local_addr()?;
+    // TLS material is read before anything else starts: a bad file stops the start here.
+    let front_tls = match crate::https::TlsPaths::of(&config) {
+        Some(paths) => Some(Arc::new(
+            crate::https::FrontTls::load(paths, &config.node.tls_min_version)
+                .context("cannot serve HTTPS")?,
+        )),
+        None => None,
+    };
+    let scheme = if front_tls.is_some() { "https" } else { "http" };
+    if front_tls.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local_addr,
+            "serving plain HTTP on an address other than loopback (node.allow_plain_http = true): bearer tokens cross the network unencrypted unless a TLS proxy is in front"
+        );
+    }
     if config.node.public_url.is_none() {
-        config.node.public_url = Some(format!("http://{local_addr}"));
+        config.node.public_url = Some(format!("{scheme}://{local_addr}"));
     }
 
     let sandbox = if options.sandbox {
@@ -307,18 +325,33 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     println!("MCP endpoint: {}/mcp", app.config.public_url());
 
     let server_shutdown = shutdown.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown_signal() => {},
-                _ = server_shutdown.cancelled() => {},
-            }
-            // End the MCP sessions (their open SSE streams) now: axum's graceful shutdown
-            // waits for every connection, and an agent's stream would otherwise hold the node
-            // up until it disconnects.
-            server_shutdown.cancel();
-        })
-        .await;
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {},
+            _ = server_shutdown.cancelled() => {},
+        }
+        // End the MCP sessions (their open SSE streams) now: axum's graceful shutdown
+        // waits for every connection, and an agent's stream would otherwise hold the node
+        // up until it disconnects.
+        server_shutdown.cancel();
+    };
+    let served = match &front_tls {
+        Some(tls) => {
+            tls.clone().spawn_reloader(shutdown.clone());
+            let listener = tls
+                .listener(listener)
+                .context("cannot serve HTTPS on the listener")?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        None => {
+            crate::https::ignore_sighup(shutdown.clone());
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     shutdown.cancel();
     app.set_ready(false);
     app.data.stop().await;
@@ -352,6 +385,7 @@ pub async fn open_node_advertising(
     raft_addr: Option<String>,
 ) -> anyhow::Result<OpenNode> {
     let security = cluster::transport_security(config)?;
+    ensure_data_dir(&config.node.data_dir)?;
     let peer_listener = match config.peer.listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for peers (is another process using that port? set peer.listen or --peer-listen)")

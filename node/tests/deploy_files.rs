@@ -175,19 +175,21 @@ fn install_sh_is_valid_bash_and_passes_shellcheck_where_available() {
     }
 }
 
-/// A node's inputs: a config naming /etc/quire files, its TLS dir and a master key.
+/// A node's inputs: a config naming /etc/quire files (HTTPS on its address), its TLS dir and
+/// a master key.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let config = dir.join("quire.toml");
     std::fs::write(
         &config,
         "[node]\nid = 2\ndata_dir = \"/var/lib/quire\"\nlisten = \"10.0.0.2:7800\"\n\
+         tls_cert_file = \"/etc/quire/tls/http.pem\"\ntls_key_file = \"/etc/quire/tls/http.key\"\n\
          [security]\nmaster_key_file = \"/etc/quire/master.key\"\n\
          [peer]\nlisten = \"10.0.0.2:7900\"\ntls_dir = \"/etc/quire/tls\"\njoin = \"10.0.0.1:7900\"\n",
     )
     .expect("write the config");
     let tls = dir.join("node2-tls");
     std::fs::create_dir(&tls).expect("make the TLS dir");
-    for f in ["node.pem", "node.key", "ca.pem"] {
+    for f in ["node.pem", "node.key", "ca.pem", "http.pem", "http.key"] {
         std::fs::write(tls.join(f), "x").expect("write a TLS file");
     }
     let key = dir.join("master.key");
@@ -235,6 +237,10 @@ fn install_sh_dry_run_lists_every_step_and_changes_nothing() {
         ),
         format!(
             "+ install -m 0640 -o root -g quire {}/ca.pem /etc/quire/tls/ca.pem",
+            tls.display()
+        ),
+        format!(
+            "+ install -m 0640 -o root -g quire {}/http.key /etc/quire/tls/http.key",
             tls.display()
         ),
         format!(

@@ -31,6 +31,10 @@ pub struct CtlArgs {
     /// Admin token (`qa_...`).
     #[arg(long, env = "QUIRE_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// For an https:// URL: trust only the CA certificates in this PEM file (a private CA,
+    /// e.g. `quire certs init`'s `ca.pem`) instead of the system's.
+    #[arg(long, env = "QUIRE_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -872,11 +876,13 @@ impl Client {
             bail!("--url must start with http:// or https://, got {url:?}");
         }
         let timeout = Duration::from_secs(args.timeout_secs);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .context("cannot build the HTTP client")?;
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
+        if let Some(path) = &args.ca_file {
+            builder = builder.tls_certs_only(read_ca_file(path)?);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Self {
             http,
             base: format!("{url}/admin/v1"),
@@ -931,10 +937,42 @@ impl Client {
     }
 }
 
+/// Largest CA file read, in bytes.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The certificates of a PEM CA file (`--ca-file`).
+fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read --ca-file {}", path.display()))?
+        .len();
+    if size > MAX_CA_FILE_BYTES {
+        bail!(
+            "--ca-file {} is {size} bytes, more than {MAX_CA_FILE_BYTES}",
+            path.display()
+        );
+    }
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-file {} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "--ca-file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
 fn request_error(e: &reqwest::Error, url: &str) -> anyhow::Error {
     if e.is_timeout() {
         anyhow::anyhow!(
             "{url}: no answer within the deadline (--timeout-secs); a change may still have been applied: check with a list before retrying"
+        )
+    } else if e.is_connect() && url.starts_with("https://") {
+        anyhow::anyhow!(
+            "cannot connect to {url}: {}: is a node running there, serving HTTPS? (set --url or QUIRE_URL; --ca-file or QUIRE_CA_FILE to trust a private CA)",
+            error_chain(e)
         )
     } else if e.is_connect() {
         anyhow::anyhow!(
@@ -943,6 +981,18 @@ fn request_error(e: &reqwest::Error, url: &str) -> anyhow::Error {
     } else {
         anyhow::anyhow!("{url}: {e}")
     }
+}
+
+/// An error with its sources, `a: b: c` (reqwest's own message hides a TLS failure's cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
