@@ -202,15 +202,15 @@ impl Default for NodeSection {
             data_dir: PathBuf::from("quire-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             public_url: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_min_version: "1.3".into(),
+            allow_plain_http: false,
         }
     }
 }
 
 impl Default for McpSection {
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_min_version: "1.3".into(),
-            allow_plain_http: false,
     fn default() -> Self {
         Self {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
@@ -334,13 +334,6 @@ impl Config {
         if let Some(v) = get("QUIRE_PUBLIC_URL") {
             self.node.public_url = Some(v);
         }
-        if let Some(v) = get("QUIRE_ALLOWED_HOSTS") {
-            self.mcp.allowed_hosts = v
-                .split(',')
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .collect();
-        }
         if let Some(v) = get("QUIRE_TLS_CERT_FILE") {
             self.node.tls_cert_file = Some(PathBuf::from(v));
         }
@@ -352,6 +345,13 @@ impl Config {
         }
         if let Some(v) = get("QUIRE_ALLOW_PLAIN_HTTP") {
             self.node.allow_plain_http = parse("QUIRE_ALLOW_PLAIN_HTTP", v)?;
+        }
+        if let Some(v) = get("QUIRE_ALLOWED_HOSTS") {
+            self.mcp.allowed_hosts = v
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect();
         }
         if let Some(v) = get("QUIRE_NOTION_BASE_URL") {
             self.notion.base_url = v;
@@ -399,6 +399,7 @@ impl Config {
                 "node.public_url {url:?} must start with http:// or https://"
             ));
         }
+        self.validate_http_front(&mut problems);
         if self.mcp.allowed_hosts.is_empty() {
             problems.push("mcp.allowed_hosts must name at least one host".to_owned());
         }
@@ -406,7 +407,6 @@ impl Config {
             problems
                 .push("mcp.max_request_body_bytes must be between 1024 and 67108864".to_owned());
         }
-        self.validate_http_front(&mut problems);
         if self.mcp.session_idle_timeout_secs == 0 {
             problems.push("mcp.session_idle_timeout_secs must be at least 1".to_owned());
         }
@@ -470,21 +470,6 @@ impl Config {
         }
     }
 
-    fn validate_peer(&self, problems: &mut Vec<String>) {
-        let peer = &self.peer;
-        if peer.listen.is_some() && peer.tls_dir.is_none() && !peer.insecure {
-            problems.push(
-                "peer.listen needs peer.tls_dir (make one with `quire certs node`), or peer.insecure = true for a test on one machine"
-                    .to_owned(),
-            );
-        }
-        if peer.listen.is_none() && (peer.join.is_some() || !peer.members.is_empty()) {
-            problems.push("peer.join and peer.members need peer.listen".to_owned());
-        }
-        if peer.join.is_some() && !peer.members.is_empty() {
-            problems.push("set either peer.join or peer.members, not both".to_owned());
-        }
-        if !peer.members.is_empty() {
     fn validate_http_front(&self, problems: &mut Vec<String>) {
         let node = &self.node;
         match (&node.tls_cert_file, &node.tls_key_file) {
@@ -521,6 +506,21 @@ impl Config {
         self.node.tls_cert_file.is_some() && self.node.tls_key_file.is_some()
     }
 
+    fn validate_peer(&self, problems: &mut Vec<String>) {
+        let peer = &self.peer;
+        if peer.listen.is_some() && peer.tls_dir.is_none() && !peer.insecure {
+            problems.push(
+                "peer.listen needs peer.tls_dir (make one with `quire certs node`), or peer.insecure = true for a test on one machine"
+                    .to_owned(),
+            );
+        }
+        if peer.listen.is_none() && (peer.join.is_some() || !peer.members.is_empty()) {
+            problems.push("peer.join and peer.members need peer.listen".to_owned());
+        }
+        if peer.join.is_some() && !peer.members.is_empty() {
+            problems.push("set either peer.join or peer.members, not both".to_owned());
+        }
+        if !peer.members.is_empty() {
             let ids: std::collections::BTreeSet<u64> = peer.members.iter().map(|m| m.id).collect();
             if ids.len() != peer.members.len() {
                 problems.push("peer.members names a node id twice".to_owned());
@@ -562,6 +562,7 @@ impl Config {
     pub fn public_url(&self) -> String {
         match &self.node.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.https() => format!("https://{}", self.node.listen),
             None => format!("http://{}", self.node.listen),
         }
     }
@@ -577,7 +578,6 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-            None if self.https() => format!("https://{}", self.node.listen),
 mod tests {
     use super::*;
 
@@ -635,21 +635,6 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_and_rejects_bad_values() {
-        let mut c = Config::default();
-        c.apply_env(|k| match k {
-            "QUIRE_LISTEN" => Some("127.0.0.1:9000".into()),
-            "QUIRE_ALLOWED_HOSTS" => Some("a.example, b.example".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(c.node.listen.port(), 9000);
-        assert_eq!(c.mcp.allowed_hosts, vec!["a.example", "b.example"]);
-        let err = c
-            .apply_env(|k| (k == "QUIRE_NODE_ID").then(|| "one".to_owned()))
-            .unwrap_err();
-        assert!(err.to_string().contains("QUIRE_NODE_ID"), "{err}");
-    #[test]
     fn the_http_front_needs_tls_off_loopback() {
         let mut c = Config::default();
         c.node.listen = SocketAddr::from(([10, 0, 0, 1], 7800));
@@ -689,12 +674,19 @@ mod tests {
         c.validate().unwrap();
     }
 
-    }
-}
+    #[test]
+    fn environment_overrides_and_rejects_bad_values() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "QUIRE_LISTEN" => Some("127.0.0.1:9000".into()),
+            "QUIRE_ALLOWED_HOSTS" => Some("a.example, b.example".into()),
             "QUIRE_TLS_CERT_FILE" => Some("/c.pem".into()),
             "QUIRE_TLS_KEY_FILE" => Some("/c.key".into()),
             "QUIRE_TLS_MIN_VERSION" => Some("1.2".into()),
             "QUIRE_ALLOW_PLAIN_HTTP" => Some("true".into()),
+            _ => None,
+        })
+        .unwrap();
         assert_eq!(c.node.tls_cert_file, Some(PathBuf::from("/c.pem")));
         assert_eq!(c.node.tls_key_file, Some(PathBuf::from("/c.key")));
         assert_eq!(c.node.tls_min_version, "1.2");
@@ -703,3 +695,11 @@ mod tests {
             .apply_env(|k| (k == "QUIRE_ALLOW_PLAIN_HTTP").then(|| "yes".to_owned()))
             .unwrap_err();
         assert!(err.to_string().contains("QUIRE_ALLOW_PLAIN_HTTP"), "{err}");
+        assert_eq!(c.node.listen.port(), 9000);
+        assert_eq!(c.mcp.allowed_hosts, vec!["a.example", "b.example"]);
+        let err = c
+            .apply_env(|k| (k == "QUIRE_NODE_ID").then(|| "one".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("QUIRE_NODE_ID"), "{err}");
+    }
+}
