@@ -15,6 +15,7 @@ use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::seal::{MasterKey, integration_aad};
 use quire_raft::state::State;
 
+use crate::audit_log::AuditLog;
 use crate::auth::Caller;
 use crate::clock::SharedClock;
 use crate::cluster::Router;
@@ -30,6 +31,8 @@ pub struct App {
     pub clock: SharedClock,
     /// Cancelled when the node shuts down; MCP sessions end with it.
     pub shutdown: CancellationToken,
+    /// The group-commit audit batcher.
+    pub audit: AuditLog,
     ready: AtomicBool,
 }
 
@@ -42,7 +45,14 @@ impl App {
         clock: SharedClock,
         shutdown: CancellationToken,
     ) -> Self {
+        let audit = AuditLog::start(
+            router.clone(),
+            config.limits.audit_queue_capacity,
+            config.limits.audit_max_batch,
+            shutdown.clone(),
+        );
         Self {
+            audit,
             config,
             control: router.control.clone(),
             router,

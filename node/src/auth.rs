@@ -85,7 +85,70 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, AuthFailure> {
     Ok(token)
 }
 
-/// axum middleware: rejects the request with 401 unless it carries a valid token.
+/// Path of the protected-resource metadata of `/mcp` (RFC 9728: the well-known prefix
+/// inserted before the resource's path).
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
+
+/// The URL of the protected-resource metadata.
+pub fn resource_metadata_url(app: &App) -> String {
+    format!("{}{RESOURCE_METADATA_PATH}", app.config.public_url())
+}
+
+/// The protected-resource metadata document (RFC 9728) of the MCP endpoint.
+pub fn resource_metadata(app: &App) -> serde_json::Value {
+    let base = app.config.public_url();
+    serde_json::json!({
+        "resource": format!("{base}/mcp"),
+        "authorization_servers": [base],
+        "scopes_supported": crate::mcp::SCOPES_SUPPORTED,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Quire (governed Notion access)",
+    })
+}
+
+fn with_challenge(mut response: Response, challenge: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// 401 for `/mcp`: the challenge names the resource metadata and the scope to ask for.
+fn mcp_unauthorized(app: &App, failure: AuthFailure) -> Response {
+    let metadata = resource_metadata_url(app);
+    let challenge = match failure {
+        AuthFailure::Missing => format!(
+            r#"Bearer resource_metadata="{metadata}", scope="{}""#,
+            crate::mcp::SCOPE_MCP
+        ),
+        _ => format!(
+            r#"Bearer error="invalid_token", error_description="{}", resource_metadata="{metadata}", scope="{}""#,
+            failure.description(),
+            crate::mcp::SCOPE_MCP
+        ),
+    };
+    with_challenge(failure.into_response(), &challenge)
+}
+
+/// 403 with `error="insufficient_scope"` naming the scope the request needs.
+pub fn insufficient_scope(app: &App, scope: &str, message: String) -> Response {
+    let challenge = format!(
+        r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{}", error_description="{message}""#,
+        resource_metadata_url(app)
+    );
+    let body =
+        serde_json::json!({"error": "insufficient_scope", "scope": scope, "message": message});
+    with_challenge(
+        (StatusCode::FORBIDDEN, axum::Json(body)).into_response(),
+        &challenge,
+    )
+}
+
+/// axum middleware of `/mcp`: 401 unless the request carries a valid token, 403 unless the
+/// token has `mcp_server_access` and, for a `tools/call`, the scope that tool needs (decided
+/// before rmcp or the tool sees the arguments).
 pub async fn require_bearer(
     State(app): State<Arc<App>>,
     mut request: Request,
@@ -95,10 +158,67 @@ pub async fn require_bearer(
         .and_then(|secret| app.authenticate(secret).ok_or(AuthFailure::Invalid))
     {
         Ok(caller) => caller,
-        Err(failure) => return failure.into_response(),
+        Err(failure) => return mcp_unauthorized(&app, failure),
     };
+    if !caller.scopes.contains(crate::mcp::SCOPE_MCP) {
+        return insufficient_scope(
+            &app,
+            crate::mcp::SCOPE_MCP,
+            format!("the token lacks the scope {}", crate::mcp::SCOPE_MCP),
+        );
+    }
+    if request.method() == axum::http::Method::POST {
+        let (parts, body) = request.into_parts();
+        let limit = app.config.mcp.max_request_body_bytes;
+        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(serde_json::json!({
+                    "error": "payload_too_large",
+                    "message": format!("the request body is larger than {limit} bytes"),
+                })),
+            )
+                .into_response();
+        };
+        if let Some((tool, scope)) = missing_tool_scope(&caller, &bytes) {
+            return insufficient_scope(
+                &app,
+                scope,
+                format!("the tool {tool} needs the scope {scope}"),
+            );
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// For a JSON-RPC `tools/call` (alone or in a batch) of a tool whose scope the caller lacks:
+/// the tool and the scope.
+fn missing_tool_scope(caller: &Caller, body: &[u8]) -> Option<(String, &'static str)> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let messages = match &value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    static CATALOG: std::sync::LazyLock<Vec<crate::tools::ToolSpec>> =
+        std::sync::LazyLock::new(crate::tools::catalog);
+    for m in messages {
+        if m.get("method").and_then(|v| v.as_str()) != Some("tools/call") {
+            continue;
+        }
+        let Some(name) = m.pointer("/params/name").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let Some(spec) = CATALOG.iter().find(|t| t.name == name) else {
+            continue;
+        };
+        let scope = crate::mcp::scope_for(spec);
+        if !caller.scopes.contains(scope) {
+            return Some((name.to_owned(), scope));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -162,6 +162,11 @@ pub struct LimitsSection {
     pub max_tenants: usize,
     /// Admin API requests one node serves at once; more get 503 at once.
     pub admin_max_in_flight: usize,
+    /// Audit events waiting to be committed on one node; when full, a tool call fails
+    /// closed (`audit_unavailable`) rather than run unaudited.
+    pub audit_queue_capacity: usize,
+    /// Most audit events committed in one Raft entry (group commit).
+    pub audit_max_batch: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -244,6 +249,8 @@ impl Default for LimitsSection {
             max_in_flight_per_session: 16,
             max_tenants: 10_000,
             admin_max_in_flight: 64,
+            audit_queue_capacity: 10_000,
+            audit_max_batch: 512,
         }
     }
 }
@@ -441,8 +448,16 @@ impl Config {
             || self.limits.max_in_flight_per_session == 0
             || self.limits.max_tenants == 0
             || self.limits.admin_max_in_flight == 0
+            || self.limits.audit_queue_capacity == 0
+            || self.limits.audit_max_batch == 0
         {
             problems.push("every limits.* capacity must be at least 1".to_owned());
+        }
+        if self.limits.audit_max_batch > quire_raft::audit::MAX_AUDIT_BATCH {
+            problems.push(format!(
+                "limits.audit_max_batch must be at most {}",
+                quire_raft::audit::MAX_AUDIT_BATCH
+            ));
         }
         if self.limits.limiter_per_session_capacity > self.limits.limiter_queue_capacity {
             problems.push(

@@ -25,6 +25,11 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(auth::RESOURCE_METADATA_PATH, get(resource_metadata))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
         .merge(mcp_routes)
         .with_state(app.clone())
         .merge(crate::nodes_api::router(app.clone()))
@@ -40,6 +45,11 @@ async fn session_end_is_no_content(request: Request, next: Next) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     }
     response
+}
+
+/// RFC 9728 protected-resource metadata of `/mcp`: where to get tokens and which scopes.
+async fn resource_metadata(State(app): State<Arc<App>>) -> impl IntoResponse {
+    axum::Json(auth::resource_metadata(&app))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit_log;
 pub mod auth;
 pub mod certs;
 pub mod clock;

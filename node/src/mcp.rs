@@ -18,6 +18,10 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use quire_actors::call::CallError;
 use quire_actors::notion::NotionRequest;
 
+use quire_raft::audit::{AuditEvent, Severity};
+use quire_raft::ids::{PrincipalId, TenantId, WorkspaceId};
+use quire_raft::rbac::{Permission, RoleScope, Subject, authorize};
+
 use crate::app::App;
 use crate::auth::Caller;
 use crate::tools::{self, NotionGateway, ToolError, ToolOutput, ToolSpec};
@@ -28,6 +32,31 @@ pub const SCOPE_READ: &str = "notion_workspace_read";
 pub const SCOPE_WRITE: &str = "notion_workspace_write";
 /// Scope a token needs to use the MCP endpoint at all.
 pub const SCOPE_MCP: &str = "mcp_server_access";
+/// Scope a token needs for the admin API's operations.
+pub const SCOPE_ADMIN: &str = "admin_operations";
+/// Scope a token needs to read the audit trail.
+pub const SCOPE_AUDIT: &str = "audit_access";
+/// Every scope Quire knows, as announced in the protected-resource metadata.
+pub const SCOPES_SUPPORTED: [&str; 5] =
+    [SCOPE_READ, SCOPE_WRITE, SCOPE_MCP, SCOPE_ADMIN, SCOPE_AUDIT];
+
+/// The OAuth scope a tool needs (besides [`SCOPE_MCP`]).
+pub fn scope_for(spec: &ToolSpec) -> &'static str {
+    if spec.read_only {
+        SCOPE_READ
+    } else {
+        SCOPE_WRITE
+    }
+}
+
+/// The permission a tool needs in the caller's workspace.
+pub fn permission_for(spec: &ToolSpec) -> Permission {
+    if spec.read_only {
+        Permission::NotionRead
+    } else {
+        Permission::NotionWrite
+    }
+}
 
 /// One handler per MCP session (rmcp builds a new one for each).
 #[derive(Clone)]
@@ -125,17 +154,28 @@ impl QuireMcp {
             });
         };
         // Authorization comes before the arguments are looked at, so a caller without the
-        // right learns nothing about the tool's inputs.
-        let needed = if spec.read_only {
-            SCOPE_READ
-        } else {
-            SCOPE_WRITE
-        };
+        // right learns nothing about the tool's inputs: first the token's scopes, then the
+        // principal's roles in the workspace, decided against this node's applied state.
+        let needed = scope_for(spec);
         if !caller.scopes.contains(SCOPE_MCP) || !caller.scopes.contains(needed) {
+            self.audit_denial(caller, name, &format!("the token lacks the scope {needed}"));
             return Err(ToolError {
                 code: "insufficient_scope",
                 message: format!(
                     "the token lacks the scope {needed:?} (and {SCOPE_MCP:?}) that {name} needs"
+                ),
+                retry_after_seconds: None,
+            });
+        }
+        let permission = permission_for(spec);
+        let decision = self.app.authorize_caller(caller, permission);
+        if !decision.allowed {
+            self.audit_denial(caller, name, &decision.reason);
+            return Err(ToolError {
+                code: "permission_denied",
+                message: format!(
+                    "{name} needs the permission {permission} in workspace {}: {}",
+                    caller.workspace_id, decision.reason
                 ),
                 retry_after_seconds: None,
             });
@@ -158,6 +198,87 @@ impl QuireMcp {
             },
         };
         tools::call_tool(&gateway, name, arguments).await
+    }
+}
+
+impl QuireMcp {
+    /// Records a refused tool call (without waiting: the caller is refused either way).
+    fn audit_denial(&self, caller: &Caller, tool: &str, reason: &str) {
+        let mut event = self
+            .app
+            .audit_event(caller, "tool", tool, None, "denied".to_owned(), None);
+        event.severity = Severity::Warning;
+        event.justification = Some(reason.to_owned());
+        if let Err(e) = self.app.audit.record(event) {
+            tracing::warn!(tool, "denial not audited: {e}");
+        }
+    }
+}
+
+/// What a tool call acts on, for the audit trail: the first id-like argument.
+fn resource_of(arguments: &serde_json::Value) -> Option<String> {
+    [
+        "id",
+        "page_id",
+        "data_source_id",
+        "database_id",
+        "block_id",
+        "parent_id",
+        "query",
+    ]
+    .iter()
+    .find_map(|k| arguments.get(*k).and_then(|v| v.as_str()))
+    .map(|v| v.chars().take(200).collect())
+}
+
+impl App {
+    /// Decides `permission` in the caller's workspace against this node's applied state.
+    pub fn authorize_caller(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+    ) -> quire_raft::rbac::Decision {
+        let (Ok(tenant), Ok(principal), Ok(workspace)) = (
+            TenantId::new(&caller.tenant_id),
+            PrincipalId::new(&caller.principal_id),
+            WorkspaceId::new(&caller.workspace_id),
+        ) else {
+            return quire_raft::rbac::Decision {
+                allowed: false,
+                reason: "the caller's ids are not valid".to_owned(),
+            };
+        };
+        let subject = Subject::tenant(tenant.clone(), principal);
+        let target = RoleScope::Workspace { tenant, workspace };
+        let now_ms = self.clock.now_ms();
+        self.control
+            .read_applied(|state| authorize(state, &subject, permission, &target, now_ms))
+    }
+
+    /// An audit event for something `caller` did on this node now.
+    pub fn audit_event(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        action: &str,
+        resource: Option<String>,
+        outcome: String,
+        latency_ms: Option<u64>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at_ms: self.clock.now_ms(),
+            node: self.config.node.id,
+            principal: format!("{}/{}", caller.tenant_id, caller.principal_id),
+            tenant: TenantId::new(&caller.tenant_id).ok(),
+            workspace: Some(caller.workspace_id.clone()),
+            kind: kind.to_owned(),
+            action: action.to_owned(),
+            resource,
+            outcome,
+            latency_ms,
+            justification: None,
+            severity: Severity::Info,
+        }
     }
 }
 
@@ -205,7 +326,37 @@ impl ServerHandler for QuireMcp {
             .unwrap_or_else(|| format!("principal:{}/{}", caller.tenant_id, caller.principal_id));
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
         let name = request.name.to_string();
-        let result = match self.run_tool(&caller, session_id, &name, arguments).await {
+        let resource = resource_of(&arguments);
+        let started = tokio::time::Instant::now();
+        let outcome = self.run_tool(&caller, session_id, &name, arguments).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let denied = matches!(&outcome, Err(e) if e.code == "permission_denied" || e.code == "insufficient_scope" || e.code == "unknown_tool");
+        if !denied {
+            // Fail closed: the agent gets the result only once its audit record committed.
+            let event = self.app.audit_event(
+                &caller,
+                "tool",
+                &name,
+                resource,
+                match &outcome {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("error:{}", e.code),
+                },
+                Some(latency_ms),
+            );
+            if let Err(e) = self.app.audit.commit(event).await {
+                tracing::warn!(tool = %name, "tool call withheld: {e}");
+                return Ok(error_result(&ToolError {
+                    code: "audit_unavailable",
+                    message: format!(
+                        "the call's audit record could not be committed, so its result is withheld: {e}"
+                    ),
+                    retry_after_seconds: Some(1),
+                })
+                .into());
+            }
+        }
+        let result = match outcome {
             Ok(output) => success_result(output),
             Err(error) => {
                 tracing::debug!(tool = %name, code = error.code, "tool call failed: {}", error.message);
