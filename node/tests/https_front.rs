@@ -492,3 +492,45 @@ fn a_data_dir_of_a_newer_format_is_refused() {
     let entries: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
 }
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("QUIRE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the MCP SDK: run `bash scripts/test.sh` (it creates .venv with `mcp`), or set QUIRE_TEST_PYTHON"
+    );
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_mcp_sdk_works_over_https_trusting_the_ca() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let s = setup();
+    let data_dir = s.root.join("data");
+    let mut node = start_tls_node(&s, &data_dir);
+    wait_ready(&mut node, &data_dir, &https_client(&s.ca_pem)).await;
+    let output = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_https.py"))
+        .arg(data_dir.join("client.json"))
+        .arg(&s.ca_pem)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .expect("run the Python MCP client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python MCP client failed over HTTPS:\n{stderr}\n{stdout}"
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    println!("python MCP client over HTTPS: {report}");
+    assert_eq!(report["untrusted_refused"], true);
+    assert!(report["tools"].as_u64().unwrap() >= 15, "{report}");
+    assert_eq!(
+        report["stateless_protocol_version"], "2026-07-28",
+        "{report}"
+    );
+}
