@@ -1,8 +1,8 @@
 //! The HTTP front over TLS, on the real `quire` binary: `/healthz`, `/readyz` and `/mcp` over
 //! HTTPS with a client that trusts only the test CA, TLS 1.2 refused by default, the
 //! certificate replaced on disk and reloaded on SIGHUP without a restart (a bad file keeps
-//! the old one), plain HTTP off loopback refused at start, and a data dir of a newer format
-//! refused.
+//! the old one), plain HTTP off loopback refused at start, the official MCP Python SDK over
+//! HTTPS, and the data dir's format version (recorded, migrated once, a newer one refused).
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -463,12 +463,85 @@ fn plain_http_off_loopback_and_bad_tls_files_refuse_to_start() {
     );
 }
 
-#[test]
-fn a_data_dir_of_a_newer_format_is_refused() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("FORMAT"), "quire-data-dir 99\n").unwrap();
+    let start = |log: &Path| {
+        let child = Command::new(env!("CARGO_BIN_EXE_quire"))
+            .args([
+                "serve",
+                "--sandbox",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env("QUIRE_LOG", "info")
+            .env_remove("QUIRE_TLS_CERT_FILE")
+            .env_remove("QUIRE_TLS_KEY_FILE")
+            .env_remove("QUIRE_MASTER_KEY")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Node { child }
+    };
+    let stop = |mut node: Node| {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(node.child.id().to_string())
+            .status();
+        assert!(node.child.wait().unwrap().success());
+    };
+    let http = reqwest::Client::new();
+    let format = data.join("FORMAT");
+
+    // A new data dir records the current format.
+    let first_log = dir.path().join("first.log");
+    let mut node = start(&first_log);
+    wait_ready(&mut node, &data, &http).await;
+    stop(node);
+    assert_eq!(
+        std::fs::read_to_string(&format).unwrap(),
+        "quire-data-dir 1\n"
+    );
+    let log = std::fs::read_to_string(&first_log).unwrap();
+    assert!(
+        log.contains("new data directory: format version 1"),
+        "{log}"
+    );
+
+    // A data dir from before the file existed: migrated (logged) at the next start, once.
+    std::fs::remove_file(&format).unwrap();
+    std::fs::remove_file(data.join("client.json")).unwrap();
+    let second_log = dir.path().join("second.log");
+    let mut node = start(&second_log);
+    wait_ready(&mut node, &data, &http).await;
+    stop(node);
+    assert_eq!(
+        std::fs::read_to_string(&format).unwrap(),
+        "quire-data-dir 1\n"
+    );
+    let log = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        log.contains("migrated the data directory from format version 1 (no FORMAT file) to 1"),
+        "{log}"
+    );
+    let third_log = dir.path().join("third.log");
+    std::fs::remove_file(data.join("client.json")).unwrap();
+    let mut node = start(&third_log);
+    wait_ready(&mut node, &data, &http).await;
+    stop(node);
+    let log = std::fs::read_to_string(&third_log).unwrap();
+    assert!(!log.contains("migrat"), "{log}");
+
+    // A newer format: refused, naming both versions, and left as it was.
+    std::fs::write(&format, "quire-data-dir 99\n").unwrap();
+    let before: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_quire"))
         .args([
             "serve",
@@ -480,6 +553,7 @@ fn a_data_dir_of_a_newer_format_is_refused() {
         .arg(&data)
         .env_remove("QUIRE_TLS_CERT_FILE")
         .env_remove("QUIRE_TLS_KEY_FILE")
+        .env_remove("QUIRE_MASTER_KEY")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -488,9 +562,15 @@ fn a_data_dir_of_a_newer_format_is_refused() {
         err.contains("format version 99") && err.contains("version 1 that this quire"),
         "{err}"
     );
-    // Nothing was written into it.
-    let entries: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        std::fs::read_to_string(&format).unwrap(),
+        "quire-data-dir 99\n"
+    );
+    let after: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(before, after);
 }
 
 fn python() -> PathBuf {
