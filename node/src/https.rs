@@ -152,16 +152,16 @@ impl FrontTls {
         guard.cert.first().cloned()
     }
 
-    /// Wraps a bound TCP listener: connections are handshaken in their own tasks.
-    pub fn listener(&self, tcp: TcpListener) -> io::Result<TlsListener> {
-        let local_addr = tcp.local_addr()?;
+    /// Wraps a TCP listener bound to `local_addr`: connections are handshaken in their own
+    /// tasks.
+    pub fn listener(&self, tcp: TcpListener, local_addr: SocketAddr) -> TlsListener {
         let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
         let task = tokio::spawn(accept_loop(tcp, self.acceptor.clone(), tx));
-        Ok(TlsListener {
+        TlsListener {
             rx,
             local_addr,
             task,
-        })
+        }
     }
 
     /// Reloads the certificate on SIGHUP and when a file changes, until `shutdown`.

@@ -338,10 +338,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let served = match &front_tls {
         Some(tls) => {
             tls.clone().spawn_reloader(shutdown.clone());
-            let listener = tls
-                .listener(listener)
-                .context("cannot serve HTTPS on the listener")?;
-            axum::serve(listener, router)
+            axum::serve(tls.listener(listener, local_addr), router)
                 .with_graceful_shutdown(stop)
                 .await
         }
