@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::clock::SharedClock;
 use crate::cluster::Router;
 use crate::config::Config;
+use crate::freshness::Freshness;
 
 pub struct App {
     pub config: Config,
@@ -33,6 +34,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// The group-commit audit batcher.
     pub audit: AuditLog,
+    /// How current the access rules are (the revocation bound).
+    pub freshness: Arc<Freshness>,
     ready: AtomicBool,
 }
 
@@ -51,8 +54,14 @@ impl App {
             config.limits.audit_max_batch,
             shutdown.clone(),
         );
+        let freshness = Freshness::start(
+            router.clone(),
+            std::time::Duration::from_millis(config.security.authz_max_staleness_ms),
+            shutdown.clone(),
+        );
         Self {
             audit,
+            freshness,
             config,
             control: router.control.clone(),
             router,
@@ -74,8 +83,17 @@ impl App {
 
     /// Proposes a command to the control plane and waits until it is committed and applied.
     /// Any node accepts writes: one that is not the leader forwards the command to it.
+    ///
+    /// A revocation (of a token, a role, a tenant, or a new restriction) returns only after
+    /// the revocation bound has passed since it committed, so that once it is acknowledged
+    /// no node authorizes a request that relied on what it revoked (see `freshness`).
     pub async fn write(&self, cmd: Command) -> Result<CommandOutput, WriteError> {
-        self.router.write(cmd).await
+        let revokes = is_revocation(&cmd);
+        let out = self.router.write(cmd).await?;
+        if revokes {
+            tokio::time::sleep(self.freshness.max_staleness()).await;
+        }
+        Ok(out)
     }
 
     /// A linearizable read of the control state: it sees every write acknowledged before it
@@ -145,5 +163,18 @@ impl App {
                 burst: budget.burst,
             },
         })
+    }
+}
+
+/// Whether `cmd` takes away a right (so its acknowledgement waits for the revocation bound).
+pub fn is_revocation(cmd: &Command) -> bool {
+    match cmd {
+        Command::Once { command, .. } | Command::AsAdmin { command, .. } => is_revocation(command),
+        Command::RevokeToken { .. }
+        | Command::RevokeAdminToken { .. }
+        | Command::RevokeRole { .. }
+        | Command::AddRestriction { .. }
+        | Command::DeleteTenant { .. } => true,
+        _ => false,
     }
 }

@@ -154,6 +154,23 @@ pub async fn require_bearer(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // The access rules must be confirmed current within the revocation bound.
+    if let Err(e) = app.freshness.ensure(&app.router).await {
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "error": "unavailable",
+                "message": format!(
+                    "this node cannot confirm its access rules are current ({e}); retry shortly or use another node"
+                ),
+            })),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
     let caller = match bearer(request.headers())
         .and_then(|secret| app.authenticate(secret).ok_or(AuthFailure::Invalid))
     {

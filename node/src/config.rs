@@ -169,12 +169,26 @@ pub struct LimitsSection {
     pub audit_max_batch: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySection {
     /// File holding the master key (64 hex characters or base64 of 32 bytes) that seals
     /// Notion tokens. `QUIRE_MASTER_KEY` (the key itself) takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// The revocation bound: a node authorizes agents only with access rules confirmed
+    /// current (through the leader's read index) within this many ms, and a revocation is
+    /// acknowledged only this long after it committed, so once acknowledged no node
+    /// authorizes a request that relied on what was revoked.
+    pub authz_max_staleness_ms: u64,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            master_key_file: None,
+            authz_max_staleness_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,6 +395,9 @@ impl Config {
         if let Some(v) = get("QUIRE_MASTER_KEY_FILE") {
             self.security.master_key_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("QUIRE_AUTHZ_MAX_STALENESS_MS") {
+            self.security.authz_max_staleness_ms = parse("QUIRE_AUTHZ_MAX_STALENESS_MS", v)?;
+        }
         Ok(())
     }
 
@@ -438,6 +455,11 @@ impl Config {
             problems.push(
                 "notion.default_requests_per_second and notion.default_burst must be at least 1"
                     .to_owned(),
+            );
+        }
+        if !(50..=60_000).contains(&self.security.authz_max_staleness_ms) {
+            problems.push(
+                "security.authz_max_staleness_ms must be in 50..=60000".to_owned(),
             );
         }
         if self.limits.call_deadline_ms == 0 {

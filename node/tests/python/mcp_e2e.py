@@ -110,6 +110,71 @@ async def no_token_is_401(url: str) -> dict:
         return {"no_token_status": 401, "wrong_token_status": 401}
 
 
+async def scopes_are_enforced(url: str, admin_token: str) -> dict:
+    """401 names the protected-resource metadata; tokens without a tool's scope get 403
+    `insufficient_scope` naming it, as seen by the official client."""
+    base = url.removesuffix("/mcp")
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        r = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        challenge = r.headers.get("www-authenticate", "")
+        check('resource_metadata="' in challenge, f"401 challenge lacks resource_metadata: {challenge!r}")
+        metadata_url = challenge.split('resource_metadata="', 1)[1].split('"', 1)[0]
+        meta = (await http.get(metadata_url)).json()
+        check(meta.get("resource") == url, f"metadata resource {meta.get('resource')!r} is not {url!r}")
+        for scope in ["notion_workspace_read", "notion_workspace_write", "mcp_server_access", "admin_operations", "audit_access"]:
+            check(scope in meta.get("scopes_supported", []), f"metadata lacks scope {scope}")
+        tokens = {}
+        for name, scopes in [("read_only", ["mcp_server_access", "notion_workspace_read"]), ("no_mcp", ["notion_workspace_read"])]:
+            r = await http.post(
+                f"{base}/admin/v1/tenants/demo/tokens",
+                json={"principal": "demo-user", "workspace": "demo", "scopes": scopes},
+                headers={"Authorization": f"Bearer {admin_token}"},
+            )
+            check(r.status_code == 201, f"issuing the {name} token: {r.status_code} {r.text[:300]}")
+            tokens[name] = r.json()["token"]
+
+    seen: list[tuple[int, str]] = []
+
+    async def record(response: Any) -> None:
+        if response.status_code >= 400:
+            seen.append((response.status_code, response.headers.get("www-authenticate", "")))
+
+    def client_with(token: str) -> Client:
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT_S, event_hooks={"response": [record]}
+        )
+        return Client(streamable_http_client(url, http_client=http), mode="legacy")
+
+    async with client_with(tokens["read_only"]) as client:
+        pages = await search_ids(client, "page")
+        await call_ok(client, "notion-fetch", {"id": pages[0]})
+        refused = False
+        try:
+            result = await client.call_tool(
+                "notion-create-pages", {"parent": {"page_id": pages[0]}, "pages": [{"title": "x"}]}
+            )
+            refused = result.is_error
+        except Exception:  # the SDK surfaces the HTTP 403 as an error
+            refused = True
+        check(refused, "a read-only token created a page")
+    write_403 = [c for s, c in seen if s == 403]
+    check(write_403, f"no HTTP 403 for a write tool with a read-only token; saw {seen}")
+    check('error="insufficient_scope"' in write_403[-1], f"403 challenge: {write_403[-1]!r}")
+    check('scope="notion_workspace_write"' in write_403[-1], f"403 challenge: {write_403[-1]!r}")
+
+    seen.clear()
+    try:
+        async with client_with(tokens["no_mcp"]) as client:
+            await client.list_tools()
+        check(False, "a token without mcp_server_access was served")
+    except CheckFailed:
+        raise
+    except BaseException:  # noqa: BLE001 - the SDK raises on the 403 (possibly as a group)
+        pass
+    check(any(s == 403 and 'scope="mcp_server_access"' in c for s, c in seen), f"no 403 naming mcp_server_access: {seen}")
+    return {"read_only_write_status": 403, "no_mcp_status": 403}
+
+
 async def search_ids(client: Client, kind: str, query: str = "") -> list[str]:
     result = await call_ok(client, "notion-search", {"query": query, "filter": kind, "page_size": 100})
     data = structured(result)
@@ -224,6 +289,7 @@ async def main() -> int:
 
     report: dict[str, Any] = {}
     report.update(await no_token_is_401(url))
+    report.update(await scopes_are_enforced(url, conf["admin_token"]))
 
     async with connect(url, token, "legacy") as client:
         report["legacy_protocol_version"] = client.protocol_version
