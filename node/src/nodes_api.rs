@@ -28,12 +28,18 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// Authenticates the admin token and checks `system.configure`: the group's members are
+/// cluster configuration, not any one tenant's (a denial answers 403 and is audited).
 async fn require_admin(State(app): Shared, request: Request, next: Next) -> Response {
     let secret = crate::auth::bearer(request.headers()).ok();
-    if secret
-        .and_then(|s| crate::admin::authenticate_admin(&app, s))
-        .is_none()
-    {
+    let caller = secret.and_then(|s| crate::admin::authenticate_admin(&app, s));
+    if let Some(caller) = &caller {
+        let what = format!("{} {}", request.method(), request.uri().path());
+        if let Err(e) = crate::admin::access::check_system(&app, caller, &what) {
+            return e.into_response();
+        }
+    }
+    if caller.is_none() {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -1,6 +1,8 @@
 //! Request bodies and query strings of the admin API, read field by field so that every
 //! error names the field at fault and never echoes a value (a body may carry a Notion token).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::error::AdminError;
@@ -86,6 +88,15 @@ impl Body {
                 name,
                 format!("must be a whole number from {min} to {max}"),
             )),
+        }
+    }
+
+    /// An optional JSON object field.
+    pub fn opt_object(&mut self, name: &str) -> Result<Option<Map<String, Value>>, AdminError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(AdminError::invalid(name, "must be a JSON object")),
         }
     }
 
@@ -229,6 +240,110 @@ impl ReadParams {
     }
 }
 
+/// The query string of a route with its own parameters: `consistency` and the names the
+/// route accepts, each at most once, percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// How to read.
+    pub consistency: Consistency,
+    values: BTreeMap<String, String>,
+}
+
+impl Query {
+    /// Parses `query`, accepting `consistency` and the parameters in `allowed`.
+    pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, AdminError> {
+        let mut q = Query {
+            consistency: Consistency::Linearizable,
+            values: BTreeMap::new(),
+        };
+        let Some(query) = query.filter(|q| !q.is_empty()) else {
+            return Ok(q);
+        };
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(AdminError::bad_request(format!(
+                "the query string is longer than {MAX_QUERY_BYTES} bytes"
+            )));
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(raw)
+                .ok_or_else(|| AdminError::invalid(key, "is not a valid percent-encoded value"))?;
+            if key == "consistency" {
+                q.consistency = match value.as_str() {
+                    "linearizable" => Consistency::Linearizable,
+                    "local" => Consistency::Local,
+                    _ => {
+                        return Err(AdminError::invalid(
+                            "consistency",
+                            "must be \"linearizable\" (the default) or \"local\"",
+                        ));
+                    }
+                };
+                continue;
+            }
+            if !allowed.contains(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(AdminError::bad_request(format!(
+                    "unknown query parameter {shown:?}; accepted: consistency, {}",
+                    allowed.join(", ")
+                )));
+            }
+            if q.values.insert(key.to_owned(), value).is_some() {
+                return Err(AdminError::invalid(key, "is given more than once"));
+            }
+        }
+        Ok(q)
+    }
+
+    /// A parameter, if given and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A whole-number parameter from `min` to `max`, if given.
+    pub fn opt_u64(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, AdminError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                AdminError::invalid(name, format!("must be a whole number from {min} to {max}"))
+            })
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a space); `None` on a bad escape or invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +404,24 @@ mod tests {
         };
         let (page, next) = last.page(ids.iter(), |s| s);
         assert_eq!((page, next), (vec![&"e"], None));
+    }
+
+    #[test]
+    fn route_queries_decode_and_refuse_unknown_names() {
+        let q = Query::parse(
+            Some("subject=acme%2Falice&limit=5&consistency=local&kind=a+b"),
+            &["subject", "limit", "kind"],
+        )
+        .unwrap();
+        assert_eq!(q.get("subject"), Some("acme/alice"));
+        assert_eq!(q.get("kind"), Some("a b"));
+        assert_eq!(q.opt_u64("limit", 1, 10).unwrap(), Some(5));
+        assert!(q.opt_u64("limit", 6, 10).is_err());
+        assert_eq!(q.consistency, Consistency::Local);
+        assert_eq!(q.get("missing"), None);
+        assert!(Query::parse(Some("color=red"), &["subject"]).is_err());
+        assert!(Query::parse(Some("subject=a&subject=b"), &["subject"]).is_err());
+        assert!(Query::parse(Some("subject=%zz"), &["subject"]).is_err());
+        assert!(Query::parse(Some("consistency=eventual"), &[]).is_err());
     }
 }

@@ -1,15 +1,23 @@
 //! The admin API, mounted at `/admin/v1`: operators manage tenants, workspaces, Notion
-//! integrations, principals, API tokens and admin tokens over JSON, authenticated with a
-//! cluster-level admin token (`Authorization: Bearer qa_...`).
+//! integrations, principals, roles, restrictions, API tokens and admin tokens over JSON, and
+//! read the audit trail, authenticated with an admin token (`Authorization: Bearer qa_...`).
 //!
-//! Every change is a control-plane command proposed through [`App::write`]; ids, names and
-//! scopes are validated here first, so bad input never reaches the log. Reads are
-//! linearizable unless the request asks for `?consistency=local`. Secrets (Notion tokens,
-//! token secrets) are sealed or hashed before they leave the handler, shown once when
-//! issued, and never logged or echoed in an error.
+//! An admin token is either a root token (no subject: every permission) or acts as a
+//! principal (`tenant/principal` or a global principal), whose roles decide what it may do.
+//! Every change is a control-plane command proposed through [`App::write`], wrapped in
+//! `AsAdmin` so that `apply` authorises it against the token's subject at the command's log
+//! index and audits the decision; ids, names and scopes are validated here first, so bad
+//! input never reaches the log. Reads are authorised here, against the state they read
+//! (see [`access`]); a denial answers 403 and is audited. Reads are linearizable unless the
+//! request asks for `?consistency=local`. Secrets (Notion tokens, token secrets) are sealed or
+//! hashed before they leave the handler, shown once when issued, and never logged or echoed
+//! in an error.
 
+pub mod access;
+pub mod audit;
 mod body;
 mod error;
+mod rbac;
 mod routes;
 
 use std::sync::Arc;
@@ -21,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use quire_raft::command::{Command, check_display_name};
+use quire_raft::command::{Command, JUSTIFICATION_MAX_CHARS, check_display_name};
 use quire_raft::ids::TokenId;
+use quire_raft::rbac::Subject;
 
 use crate::app::App;
 use crate::auth::{self, AuthFailure};
@@ -47,6 +56,18 @@ pub struct AdminCaller {
     pub token_id: TokenId,
     /// Its display name.
     pub display_name: String,
+    /// The principal it acts as; `None` for a root token (every permission).
+    pub subject: Option<Subject>,
+}
+
+impl AdminCaller {
+    /// Who the caller is, as the audit trail names it (`root` for a root token).
+    pub fn actor(&self) -> String {
+        self.subject.as_ref().map_or_else(
+            || quire_raft::command::ROOT_PRINCIPAL.to_owned(),
+            Subject::to_string,
+        )
+    }
 }
 
 /// The admin API. Mount it with `.nest_service("/admin/v1", admin::router(app))`: every
@@ -86,6 +107,7 @@ pub fn authenticate_admin(app: &App, secret: &str) -> Option<AdminCaller> {
         token.is_valid_at(now_ms).then(|| AdminCaller {
             token_id: token.token_id.clone(),
             display_name: token.display_name.clone(),
+            subject: token.subject.clone(),
         })
     })
 }
@@ -141,15 +163,56 @@ pub struct IssuedAdminToken {
     pub expires_at_ms: Option<u64>,
 }
 
-/// Wraps `cmd` so that `apply` checks `caller`'s admin token at the command's log index.
-pub fn as_admin(app: &App, caller: &AdminCaller, cmd: Command) -> Command {
+/// Wraps `cmd` so that `apply` checks `caller`'s admin token (and the permission the command
+/// needs, for a token with a subject) at the command's log index, and records the decision
+/// with `justification` in the audit trail.
+pub fn as_admin(
+    app: &App,
+    caller: &AdminCaller,
+    cmd: Command,
+    justification: Option<String>,
+) -> Command {
     Command::AsAdmin {
         admin_token: caller.token_id.clone(),
         at_ms: app.clock.now_ms(),
         command: Box::new(cmd),
         node: app.config.node.id,
-        justification: None,
+        justification,
     }
+}
+
+/// Checks an operator's justification: at most [`JUSTIFICATION_MAX_CHARS`] characters, no
+/// control characters but line breaks. An empty one counts as none.
+pub fn check_justification(text: Option<String>) -> Result<Option<String>, AdminError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > JUSTIFICATION_MAX_CHARS {
+        return Err(AdminError::invalid(
+            "justification",
+            format!("is longer than {JUSTIFICATION_MAX_CHARS} characters"),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(AdminError::invalid(
+            "justification",
+            "must not contain control characters (line breaks are fine)",
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// What an admin token to issue is: its holder, lifetime and the principal it acts as.
+#[derive(Debug, Clone, Default)]
+pub struct AdminTokenRequest {
+    /// Who or what holds it, for humans.
+    pub display_name: String,
+    /// Lifetime in seconds; `None` never expires.
+    pub ttl_secs: Option<u64>,
+    /// The principal it acts as; `None` makes a root token.
+    pub subject: Option<Subject>,
+    /// Why (recorded in the audit trail with the change).
+    pub justification: Option<String>,
 }
 
 /// Issues an admin token with an optional lifetime, through the control plane; `by` is the
@@ -160,6 +223,32 @@ pub async fn issue_admin_token_with_ttl(
     ttl_secs: Option<u64>,
     by: Option<&AdminCaller>,
 ) -> Result<IssuedAdminToken, AdminError> {
+    issue_admin_token_for(
+        app,
+        AdminTokenRequest {
+            display_name: display_name.to_owned(),
+            ttl_secs,
+            ..AdminTokenRequest::default()
+        },
+        by,
+    )
+    .await
+}
+
+/// Issues an admin token as `request` describes; `by` is the admin making it (`None` only
+/// for the bootstrap token of a new cluster or sandbox).
+pub async fn issue_admin_token_for(
+    app: &App,
+    request: AdminTokenRequest,
+    by: Option<&AdminCaller>,
+) -> Result<IssuedAdminToken, AdminError> {
+    let AdminTokenRequest {
+        display_name,
+        ttl_secs,
+        subject,
+        justification,
+    } = request;
+    let display_name = display_name.as_str();
     check_display_name("admin token", display_name)
         .map_err(|e| AdminError::invalid("display_name", e.to_string()))?;
     let issued_at_ms = app.clock.now_ms();
@@ -172,10 +261,10 @@ pub async fn issue_admin_token_with_ttl(
         display_name: display_name.to_owned(),
         issued_at_ms,
         expires_at_ms,
-        subject: None,
+        subject,
     };
     let cmd = match by {
-        Some(caller) => as_admin(app, caller, cmd),
+        Some(caller) => as_admin(app, caller, cmd, justification),
         None => cmd,
     };
     app.write(cmd).await?;

@@ -17,15 +17,20 @@ use serde_json::{Value, json};
 
 use quire_raft::command::{Command, CommandOutput, check_display_name};
 use quire_raft::ids::{IdError, IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+use quire_raft::rbac::{Permission, RoleScope, Subject};
 use quire_raft::seal::{MAX_PLAINTEXT_BYTES, integration_aad};
 use quire_raft::state::{
     AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, Integration, Principal,
     State as ControlState, Workspace,
 };
 
+use super::access::{self, Denial, TenantView};
 use super::body::{Body, Consistency, MAX_BODY_BYTES, ReadParams};
 use super::error::AdminError;
-use super::{API_TOKEN_PREFIX, AdminCaller, MAX_TTL_SECS, expiry, new_secret, new_token_id};
+use super::{
+    API_TOKEN_PREFIX, AdminCaller, MAX_TTL_SECS, check_justification, expiry, new_secret,
+    new_token_id,
+};
 use crate::app::App;
 use crate::mcp::{SCOPE_MCP, SCOPE_READ, SCOPE_WRITE};
 
@@ -34,9 +39,9 @@ pub const KNOWN_SCOPES: [&str; 3] = [SCOPE_MCP, SCOPE_READ, SCOPE_WRITE];
 /// Longest Notion token accepted, in bytes (Notion's are about 50).
 pub const MAX_NOTION_TOKEN_BYTES: usize = 4 * 1024;
 
-type Shared = State<Arc<App>>;
-type Caller = Extension<AdminCaller>;
-type ApiResult = Result<Response, AdminError>;
+pub(super) type Shared = State<Arc<App>>;
+pub(super) type Caller = Extension<AdminCaller>;
+pub(super) type ApiResult = Result<Response, AdminError>;
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -75,6 +80,31 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/tenants/{tenant}/tokens/{id}", delete(revoke_token))
         .route("/admin-tokens", post(issue_admin).get(list_admin_tokens))
         .route("/admin-tokens/{id}", delete(revoke_admin))
+        .route(
+            "/principals",
+            post(super::rbac::create_global_principal).get(super::rbac::list_global_principals),
+        )
+        .route(
+            "/roles",
+            post(super::rbac::assign_role).get(super::rbac::list_roles),
+        )
+        .route("/roles/{id}", delete(super::rbac::revoke_role))
+        .route(
+            "/restrictions",
+            post(super::rbac::add_restriction).get(super::rbac::list_restrictions),
+        )
+        .route(
+            "/restrictions/{id}",
+            delete(super::rbac::remove_restriction),
+        )
+        .route(
+            "/audit/retention",
+            axum::routing::put(super::audit::set_retention),
+        )
+        .route("/audit/chains", get(super::audit::chains))
+        .route("/audit/records", get(super::audit::records))
+        .route("/audit/export", get(super::audit::export))
+        .route("/audit/verify", get(super::audit::verify))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -90,15 +120,15 @@ async fn method_not_allowed() -> AdminError {
 
 // ---- helpers ----
 
-fn created(body: Value) -> Response {
+pub(super) fn created(body: Value) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn ok(body: Value) -> Response {
+pub(super) fn ok(body: Value) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AdminError> {
+pub(super) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AdminError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AdminError::too_large(MAX_BODY_BYTES)
@@ -108,12 +138,12 @@ fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AdminError> {
     })
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, AdminError> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, AdminError> {
     p.map(|Path(v)| v)
         .map_err(|e| AdminError::bad_request(format!("bad path: {e}")))
 }
 
-fn id<T>(
+pub(super) fn id<T>(
     field: &str,
     value: String,
     make: impl FnOnce(String) -> Result<T, IdError>,
@@ -121,11 +151,11 @@ fn id<T>(
     make(value).map_err(|e| AdminError::invalid_id(field, &e))
 }
 
-fn display_name(kind: &str, name: &str) -> Result<(), AdminError> {
+pub(super) fn display_name(kind: &str, name: &str) -> Result<(), AdminError> {
     check_display_name(kind, name).map_err(|e| AdminError::invalid("display_name", e.to_string()))
 }
 
-async fn read<R>(
+pub(super) async fn read<R>(
     app: &App,
     params: &ReadParams,
     f: impl FnOnce(&ControlState) -> R,
@@ -136,11 +166,19 @@ async fn read<R>(
     }
 }
 
-/// Proposes `cmd` on behalf of `caller` (checked again by `apply` at the command's log
-/// index), logging the outcome (never the command's fields).
-async fn write(app: &App, caller: &AdminCaller, cmd: Command) -> Result<bool, AdminError> {
+/// Proposes `cmd` on behalf of `caller` (authorised by `apply` at the command's log index,
+/// and audited there with `justification`), logging the outcome (never the command's fields).
+pub(super) async fn write(
+    app: &App,
+    caller: &AdminCaller,
+    cmd: Command,
+    justification: Option<String>,
+) -> Result<bool, AdminError> {
     let kind = cmd.kind();
-    match app.write(super::as_admin(app, caller, cmd)).await {
+    match app
+        .write(super::as_admin(app, caller, cmd, justification))
+        .await
+    {
         Ok(output) => {
             tracing::info!(admin_token = %caller.token_id, command = kind, "admin change applied");
             Ok(output == CommandOutput::Done)
@@ -153,7 +191,25 @@ async fn write(app: &App, caller: &AdminCaller, cmd: Command) -> Result<bool, Ad
     }
 }
 
-fn tenant_missing(tenant: &TenantId) -> AdminError {
+/// A 403 for `denial`, audited; `what` names the request.
+pub(super) fn refuse(app: &App, caller: &AdminCaller, denial: Denial, what: &str) -> AdminError {
+    access::refuse(app, caller, denial, what)
+}
+
+/// The optional `justification` of a write body, checked.
+pub(super) fn justification(b: &mut Body) -> Result<Option<String>, AdminError> {
+    check_justification(b.opt_string("justification")?)
+}
+
+/// The body of a request that may carry only a `justification` (DELETE and the like).
+pub(super) fn justification_only(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Option<String>, AdminError> {
+    let mut b = Body::parse(&bytes(body)?, &["justification"])?;
+    justification(&mut b)
+}
+
+pub(super) fn tenant_missing(tenant: &TenantId) -> AdminError {
     AdminError::not_found(format!("tenant {:?} not found", tenant.as_str()))
 }
 
@@ -207,6 +263,7 @@ fn admin_token_json(t: &AdminToken, now_ms: u64) -> Value {
     json!({
         "token_id": t.token_id.as_str(),
         "display_name": t.display_name,
+        "subject": t.subject.as_ref().map(ToString::to_string),
         "issued_at_ms": t.issued_at_ms,
         "expires_at_ms": t.expires_at_ms,
         "revoked": t.revoked,
@@ -216,7 +273,8 @@ fn admin_token_json(t: &AdminToken, now_ms: u64) -> Value {
 
 // ---- cluster ----
 
-async fn cluster_status(State(app): Shared) -> ApiResult {
+async fn cluster_status(State(app): Shared, Extension(caller): Caller) -> ApiResult {
+    access::check_system(&app, &caller, "GET /cluster/status")?;
     let s = app.control.status();
     // Each member's figures come from the member itself, over the peer transport.
     let nodes = crate::nodes_api::members_json(&app).await;
@@ -244,10 +302,11 @@ async fn create_tenant(
     Extension(caller): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut b = Body::parse(&bytes(body)?, &["id", "display_name"])?;
+    let mut b = Body::parse(&bytes(body)?, &["id", "display_name", "justification"])?;
     let tenant = id("id", b.string("id")?, TenantId::new)?;
     let name = b.string("display_name")?;
     display_name("tenant", &name)?;
+    let why = justification(&mut b)?;
     write(
         &app,
         &caller,
@@ -255,6 +314,7 @@ async fn create_tenant(
             tenant: tenant.clone(),
             display_name: name.clone(),
         },
+        why,
     )
     .await?;
     Ok(created(
@@ -274,10 +334,32 @@ fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
     }))
 }
 
-async fn list_tenants(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
+async fn list_tenants(
+    State(app): Shared,
+    Extension(caller): Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let params = ReadParams::parse(q.as_deref(), true)?;
+    let now_ms = app.clock.now_ms();
     let (tenants, next) = read(&app, &params, |s| {
-        let (page, next) = params.page(s.tenants(), |t| t.id.as_str());
+        // `tenants.list` shows every tenant; otherwise those the caller may read.
+        let all = access::may(
+            &caller,
+            s,
+            Permission::TenantsList,
+            &RoleScope::Global,
+            now_ms,
+        );
+        let visible = s.tenants().filter(|t| {
+            all || access::may(
+                &caller,
+                s,
+                Permission::TenantRead,
+                &access::tenant_scope(&t.id),
+                now_ms,
+            )
+        });
+        let (page, next) = params.page(visible, |t| t.id.as_str());
         let page: Vec<Value> = page
             .into_iter()
             .filter_map(|t| tenant_summary(s, &t.id))
@@ -290,12 +372,32 @@ async fn list_tenants(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
 
 async fn get_tenant(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let params = ReadParams::parse(q.as_deref(), false)?;
-    let found = read(&app, &params, |s| tenant_summary(s, &tenant)).await?;
+    let now_ms = app.clock.now_ms();
+    let found = read(&app, &params, |s| {
+        access::check(
+            &caller,
+            s,
+            Permission::TenantRead,
+            &access::tenant_scope(&tenant),
+            now_ms,
+        )
+        .map(|()| tenant_summary(s, &tenant))
+    })
+    .await?
+    .map_err(|d| {
+        refuse(
+            &app,
+            &caller,
+            d,
+            &format!("GET /tenants/{}", tenant.as_str()),
+        )
+    })?;
     found.map(ok).ok_or_else(|| tenant_missing(&tenant))
 }
 
@@ -303,14 +405,17 @@ async fn delete_tenant(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
+    let why = justification_only(body)?;
     write(
         &app,
         &caller,
         Command::DeleteTenant {
             tenant: tenant.clone(),
         },
+        why,
     )
     .await?;
     Ok(ok(json!({"id": tenant.as_str(), "deleted": true})))
@@ -325,11 +430,15 @@ async fn create_workspace(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let mut b = Body::parse(&bytes(body)?, &["id", "display_name", "integration"])?;
+    let mut b = Body::parse(
+        &bytes(body)?,
+        &["id", "display_name", "integration", "justification"],
+    )?;
     let workspace = id("id", b.string("id")?, WorkspaceId::new)?;
     let name = b.string("display_name")?;
     display_name("workspace", &name)?;
     let integration = id("integration", b.string("integration")?, IntegrationId::new)?;
+    let why = justification(&mut b)?;
     let w = Workspace {
         tenant: tenant.clone(),
         id: workspace.clone(),
@@ -345,33 +454,68 @@ async fn create_workspace(
             display_name: name,
             integration,
         },
+        why,
     )
     .await?;
     Ok(created(workspace_json(&w)))
 }
 
+/// Reads what of `tenant` the caller may see and runs `f` on it: 403 (audited) if nothing,
+/// 404 if the tenant does not exist.
+async fn tenant_read<R>(
+    app: &App,
+    caller: &AdminCaller,
+    params_consistency: Consistency,
+    tenant: &TenantId,
+    what: &str,
+    f: impl FnOnce(&ControlState, &TenantView) -> R,
+) -> Result<R, AdminError> {
+    let now_ms = app.clock.now_ms();
+    let params = ReadParams {
+        consistency: params_consistency,
+        limit: 1,
+        after: None,
+    };
+    let found = read(app, &params, |s| {
+        let view = access::tenant_view(caller, s, tenant, now_ms)?;
+        Ok::<_, Denial>(s.tenant(tenant).map(|_| f(s, &view)))
+    })
+    .await?
+    .map_err(|d| refuse(app, caller, d, what))?;
+    found.ok_or_else(|| tenant_missing(tenant))
+}
+
 async fn list_workspaces(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let params = ReadParams::parse(q.as_deref(), true)?;
-    let found = read(&app, &params, |s| {
-        s.tenant(&tenant)?;
-        let (page, next) = params.page(s.workspaces(&tenant), |w| w.id.as_str());
-        Some((
-            page.into_iter().map(workspace_json).collect::<Vec<_>>(),
-            next,
-        ))
-    })
+    let what = format!("GET /tenants/{}/workspaces", tenant.as_str());
+    let (list, next) = tenant_read(
+        &app,
+        &caller,
+        params.consistency,
+        &tenant,
+        &what,
+        |s, view| {
+            let visible = s.workspaces(&tenant).filter(|w| view.shows(&w.id));
+            let (page, next) = params.page(visible, |w| w.id.as_str());
+            (
+                page.into_iter().map(workspace_json).collect::<Vec<_>>(),
+                next,
+            )
+        },
+    )
     .await?;
-    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
     Ok(ok(json!({ "workspaces": list, "next_after": next })))
 }
 
 async fn get_workspace(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -379,20 +523,35 @@ async fn get_workspace(
     let tenant = id("tenant", t, TenantId::new)?;
     let workspace = id("workspace", w, WorkspaceId::new)?;
     let params = ReadParams::parse(q.as_deref(), false)?;
+    let now_ms = app.clock.now_ms();
     let found = read(&app, &params, |s| {
-        s.tenant(&tenant)?;
-        Some(s.workspace(&tenant, &workspace).map(|w| {
-            let mut v = workspace_json(w);
-            v["principals"] = s
-                .principals(&tenant)
-                .filter(|p| p.workspaces.contains(&workspace))
-                .map(|p| p.id.as_str())
-                .collect::<Vec<_>>()
-                .into();
-            v
+        access::check_workspace(&caller, s, &tenant, &workspace, now_ms)?;
+        Ok(s.tenant(&tenant).map(|_| {
+            s.workspace(&tenant, &workspace).map(|w| {
+                let mut v = workspace_json(w);
+                v["principals"] = s
+                    .principals(&tenant)
+                    .filter(|p| p.workspaces.contains(&workspace))
+                    .map(|p| p.id.as_str())
+                    .collect::<Vec<_>>()
+                    .into();
+                v
+            })
         }))
     })
-    .await?;
+    .await?
+    .map_err(|d: Denial| {
+        refuse(
+            &app,
+            &caller,
+            d,
+            &format!(
+                "GET /tenants/{}/workspaces/{}",
+                tenant.as_str(),
+                workspace.as_str()
+            ),
+        )
+    })?;
     match found {
         None => Err(tenant_missing(&tenant)),
         Some(None) => Err(AdminError::not_found(format!(
@@ -456,6 +615,7 @@ async fn add_integration(
             "notion_token",
             "requests_per_second",
             "burst",
+            "justification",
         ],
     )?;
     let integration = id("id", b.string("id")?, IntegrationId::new)?;
@@ -471,6 +631,7 @@ async fn add_integration(
             .opt_u64("burst", 1, u64::from(BUDGET_MAX_BURST))?
             .map_or(app.config.notion.default_burst, |v| v as u32),
     };
+    let why = justification(&mut b)?;
     let sealed_token = seal(&app, &tenant, &integration, &token)?;
     drop(token);
     write(
@@ -483,6 +644,7 @@ async fn add_integration(
             sealed_token,
             budget,
         },
+        why,
     )
     .await?;
     Ok(created(json!({
@@ -502,9 +664,10 @@ async fn rotate_integration(
     let (t, i) = path(p)?;
     let tenant = id("tenant", t, TenantId::new)?;
     let integration = id("integration", i, IntegrationId::new)?;
-    let mut b = Body::parse(&bytes(body)?, &["notion_token"])?;
+    let mut b = Body::parse(&bytes(body)?, &["notion_token", "justification"])?;
     let token = quire_raft::seal::Zeroizing::new(b.string("notion_token")?);
     notion_token(&token)?;
+    let why = justification(&mut b)?;
     let sealed_token = seal(&app, &tenant, &integration, &token)?;
     drop(token);
     write(
@@ -515,6 +678,7 @@ async fn rotate_integration(
             integration: integration.clone(),
             sealed_token,
         },
+        why,
     )
     .await?;
     Ok(ok(json!({
@@ -528,10 +692,12 @@ async fn remove_integration(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let (t, i) = path(p)?;
     let tenant = id("tenant", t, TenantId::new)?;
     let integration = id("integration", i, IntegrationId::new)?;
+    let why = justification_only(body)?;
     write(
         &app,
         &caller,
@@ -539,6 +705,7 @@ async fn remove_integration(
             tenant: tenant.clone(),
             integration: integration.clone(),
         },
+        why,
     )
     .await?;
     Ok(ok(json!({
@@ -550,29 +717,39 @@ async fn remove_integration(
 
 async fn list_integrations(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let params = ReadParams::parse(q.as_deref(), true)?;
-    let found = read(&app, &params, |s| {
-        s.tenant(&tenant)?;
-        let (page, next) = params.page(s.integrations(&tenant), |i| i.id.as_str());
-        let page = page
-            .into_iter()
-            .map(|i| {
-                let used_by = s
-                    .workspaces(&tenant)
-                    .filter(|w| w.integration_id == i.id)
+    let what = format!("GET /tenants/{}/integrations", tenant.as_str());
+    let (list, next) = tenant_read(
+        &app,
+        &caller,
+        params.consistency,
+        &tenant,
+        &what,
+        |s, view| {
+            let used_by = |i: &Integration| -> Vec<String> {
+                s.workspaces(&tenant)
+                    .filter(|w| w.integration_id == i.id && view.shows(&w.id))
                     .map(|w| w.id.as_str().to_owned())
-                    .collect();
-                integration_json(i, used_by)
-            })
-            .collect::<Vec<_>>();
-        Some((page, next))
-    })
+                    .collect()
+            };
+            // A workspace manager sees the integrations serving its workspaces.
+            let visible = s
+                .integrations(&tenant)
+                .filter(|i| *view == TenantView::All || !used_by(i).is_empty());
+            let (page, next) = params.page(visible, |i| i.id.as_str());
+            let page = page
+                .into_iter()
+                .map(|i| integration_json(i, used_by(i)))
+                .collect::<Vec<_>>();
+            (page, next)
+        },
+    )
     .await?;
-    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
     Ok(ok(json!({ "integrations": list, "next_after": next })))
 }
 
@@ -585,10 +762,11 @@ async fn create_principal(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
-    let mut b = Body::parse(&bytes(body)?, &["id", "display_name"])?;
+    let mut b = Body::parse(&bytes(body)?, &["id", "display_name", "justification"])?;
     let principal = id("id", b.string("id")?, PrincipalId::new)?;
     let name = b.string("display_name")?;
     display_name("principal", &name)?;
+    let why = justification(&mut b)?;
     write(
         &app,
         &caller,
@@ -597,6 +775,7 @@ async fn create_principal(
             principal: principal.clone(),
             display_name: name.clone(),
         },
+        why,
     )
     .await?;
     Ok(created(json!({
@@ -609,21 +788,32 @@ async fn create_principal(
 
 async fn list_principals(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let params = ReadParams::parse(q.as_deref(), true)?;
-    let found = read(&app, &params, |s| {
-        s.tenant(&tenant)?;
-        let (page, next) = params.page(s.principals(&tenant), |p| p.id.as_str());
-        Some((
-            page.into_iter().map(principal_json).collect::<Vec<_>>(),
-            next,
-        ))
-    })
+    let what = format!("GET /tenants/{}/principals", tenant.as_str());
+    let (list, next) = tenant_read(
+        &app,
+        &caller,
+        params.consistency,
+        &tenant,
+        &what,
+        |s, view| {
+            // A workspace manager sees the members of its workspaces.
+            let visible = s
+                .principals(&tenant)
+                .filter(|p| *view == TenantView::All || p.workspaces.iter().any(|w| view.shows(w)));
+            let (page, next) = params.page(visible, |p| p.id.as_str());
+            (
+                page.into_iter().map(principal_json).collect::<Vec<_>>(),
+                next,
+            )
+        },
+    )
     .await?;
-    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
     Ok(ok(json!({ "principals": list, "next_after": next })))
 }
 
@@ -636,8 +826,9 @@ async fn grant_workspace(
     let (t, pr) = path(p)?;
     let tenant = id("tenant", t, TenantId::new)?;
     let principal = id("principal", pr, PrincipalId::new)?;
-    let mut b = Body::parse(&bytes(body)?, &["workspace"])?;
+    let mut b = Body::parse(&bytes(body)?, &["workspace", "justification"])?;
     let workspace = id("workspace", b.string("workspace")?, WorkspaceId::new)?;
+    let why = justification(&mut b)?;
     let changed = write(
         &app,
         &caller,
@@ -646,6 +837,7 @@ async fn grant_workspace(
             principal: principal.clone(),
             workspace: workspace.clone(),
         },
+        why,
     )
     .await?;
     Ok(ok(json!({
@@ -698,12 +890,19 @@ async fn issue_token(
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let mut b = Body::parse(
         &bytes(body)?,
-        &["principal", "workspace", "scopes", "ttl_secs"],
+        &[
+            "principal",
+            "workspace",
+            "scopes",
+            "ttl_secs",
+            "justification",
+        ],
     )?;
     let principal = id("principal", b.string("principal")?, PrincipalId::new)?;
     let workspace = id("workspace", b.string("workspace")?, WorkspaceId::new)?;
     let scopes = scopes(b.opt_strings("scopes")?)?;
     let ttl_secs = b.opt_u64("ttl_secs", 1, MAX_TTL_SECS)?;
+    let why = justification(&mut b)?;
     let issued_at_ms = app.clock.now_ms();
     let expires_at_ms = expiry(issued_at_ms, ttl_secs)?;
     let token_id = new_token_id("tok-")?;
@@ -721,6 +920,7 @@ async fn issue_token(
             issued_at_ms,
             expires_at_ms,
         },
+        why,
     )
     .await?;
     Ok(created(json!({
@@ -738,20 +938,28 @@ async fn issue_token(
 
 async fn list_tokens(
     State(app): Shared,
+    Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let tenant = id("tenant", path(p)?, TenantId::new)?;
     let now_ms = app.clock.now_ms();
     let params = ReadParams::parse(q.as_deref(), true)?;
-    let found = read(&app, &params, |s| {
-        s.tenant(&tenant)?;
-        let (page, next) = params.page(s.tokens(&tenant), |t| t.token_id.as_str());
-        let page = page.into_iter().map(|t| token_json(t, now_ms));
-        Some((page.collect::<Vec<_>>(), next))
-    })
+    let what = format!("GET /tenants/{}/tokens", tenant.as_str());
+    let (list, next) = tenant_read(
+        &app,
+        &caller,
+        params.consistency,
+        &tenant,
+        &what,
+        |s, view| {
+            let visible = s.tokens(&tenant).filter(|t| view.shows(&t.workspace_id));
+            let (page, next) = params.page(visible, |t| t.token_id.as_str());
+            let page = page.into_iter().map(|t| token_json(t, now_ms));
+            (page.collect::<Vec<_>>(), next)
+        },
+    )
     .await?;
-    let (list, next) = found.ok_or_else(|| tenant_missing(&tenant))?;
     Ok(ok(json!({ "tokens": list, "next_after": next })))
 }
 
@@ -759,10 +967,12 @@ async fn revoke_token(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let (t, k) = path(p)?;
     let tenant = id("tenant", t, TenantId::new)?;
     let token_id = id("token", k, TokenId::new)?;
+    let why = justification_only(body)?;
     let changed = write(
         &app,
         &caller,
@@ -770,6 +980,7 @@ async fn revoke_token(
             tenant: tenant.clone(),
             token_id: token_id.clone(),
         },
+        why,
     )
     .await?;
     Ok(ok(json!({
@@ -786,26 +997,74 @@ async fn issue_admin(
     Extension(caller): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut b = Body::parse(&bytes(body)?, &["display_name", "ttl_secs"])?;
+    let mut b = Body::parse(
+        &bytes(body)?,
+        &["display_name", "ttl_secs", "subject", "justification"],
+    )?;
     let name = b.string("display_name")?;
     let ttl_secs = b.opt_u64("ttl_secs", 1, MAX_TTL_SECS)?;
-    let issued = super::issue_admin_token_with_ttl(&app, &name, ttl_secs, Some(&caller)).await?;
+    let subject = b
+        .opt_string("subject")?
+        .map(|s| s.parse::<Subject>())
+        .transpose()
+        .map_err(|e| AdminError::invalid("subject", e))?;
+    let why = justification(&mut b)?;
+    let issued = super::issue_admin_token_for(
+        &app,
+        super::AdminTokenRequest {
+            display_name: name.clone(),
+            ttl_secs,
+            subject: subject.clone(),
+            justification: why,
+        },
+        Some(&caller),
+    )
+    .await?;
     tracing::info!(admin_token = %caller.token_id, issued = %issued.token_id, "admin token issued");
     Ok(created(json!({
         "token_id": issued.token_id,
         "token": issued.secret,
         "display_name": name,
+        "subject": subject.map(|s| s.to_string()),
         "issued_at_ms": issued.issued_at_ms,
         "expires_at_ms": issued.expires_at_ms,
         "note": "the token is shown once; store it now",
     })))
 }
 
-async fn list_admin_tokens(State(app): Shared, RawQuery(q): RawQuery) -> ApiResult {
+async fn list_admin_tokens(
+    State(app): Shared,
+    Extension(caller): Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let now_ms = app.clock.now_ms();
     let params = ReadParams::parse(q.as_deref(), true)?;
     let (list, next) = read(&app, &params, |s| {
-        let (page, next) = params.page(s.admin_tokens(), |t| t.token_id.as_str());
+        // `system.configure` shows every admin token; otherwise those acting as principals
+        // of tenants the caller may read.
+        let all = access::may(
+            &caller,
+            s,
+            Permission::SystemConfigure,
+            &RoleScope::Global,
+            now_ms,
+        );
+        let visible = s.admin_tokens().filter(|t| {
+            all || t
+                .subject
+                .as_ref()
+                .and_then(|subject| subject.tenant.as_ref())
+                .is_some_and(|tenant| {
+                    access::may(
+                        &caller,
+                        s,
+                        Permission::TenantRead,
+                        &access::tenant_scope(tenant),
+                        now_ms,
+                    )
+                })
+        });
+        let (page, next) = params.page(visible, |t| t.token_id.as_str());
         let page = page.into_iter().map(|t| admin_token_json(t, now_ms));
         (page.collect::<Vec<_>>(), next)
     })
@@ -817,8 +1076,10 @@ async fn revoke_admin(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let token_id = id("token", path(p)?, TokenId::new)?;
+    let why = justification_only(body)?;
     // Guard against locking every operator out: keep at least one other valid admin token.
     let now_ms = app.clock.now_ms();
     let (target_valid, others_valid) = app
@@ -845,6 +1106,7 @@ async fn revoke_admin(
         Command::RevokeAdminToken {
             token_id: token_id.clone(),
         },
+        why,
     )
     .await?;
     Ok(ok(json!({
