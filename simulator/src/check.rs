@@ -5,7 +5,9 @@
 //! agree at every applied index, so committed entries never change); [`check_history`] checks the
 //! workload's history at the end (linearizable reads by a visibility oracle, monotonic reads,
 //! rejected writes never visible); [`check_final`] checks the converged cluster (no
-//! acknowledged write lost, no phantom or rejected tenant, every node in the same state).
+//! acknowledged write lost, no phantom or rejected tenant, every node in the same state);
+//! [`check_notion`] checks what the Notion sandbox received (per-integration budget in every
+//! window, `Retry-After` honoured).
 //!
 //! To add an invariant: observe what it needs (in [`Observer::observe`] for continuous
 //! checks, or in the history / final state), and return a [`Violation`] naming it.
@@ -19,6 +21,7 @@ use quire_raft::NodeId;
 use sha2::{Digest, Sha256};
 
 use crate::node::{Op, OpResult, Registry};
+use crate::notion::{INTEGRATIONS, NotionEvent};
 use crate::trace::Trace;
 
 /// A broken invariant: ends the run.
@@ -444,6 +447,89 @@ pub fn check_final(
     Ok(())
 }
 
+/// Windows the budget checker tries, ms (every window starts at a request).
+pub const BUDGET_WINDOWS_MS: [u64; 3] = [1_000, 2_000, 10_000];
+/// Requests may arrive at Notion closer together than their permits were granted by up to
+/// the network's jitter (a connect and a request, each 1-20 ms on turmoil's links); the
+/// bound allows for this much.
+pub const NETWORK_SLACK_MS: u64 = 100;
+/// Requests arriving this soon after a 429/529 left Notion may have been sent before Quire
+/// read it (the answer's trip back, a request already on its way).
+pub const IN_FLIGHT_GRACE_MS: u64 = 150;
+
+/// Most requests a token bucket of `rps`/`burst` lets through in any window of `window_ms`
+/// (inclusive ends): `burst + rps * window`, the window widened by [`NETWORK_SLACK_MS`].
+pub fn budget_bound(rps: u32, burst: u32, window_ms: u64) -> u64 {
+    u64::from(burst) + u64::from(rps) * (window_ms + NETWORK_SLACK_MS) / 1000
+}
+
+/// What Notion received, per integration: in every window of each length in
+/// [`BUDGET_WINDOWS_MS`] starting at a request, at most [`budget_bound`] requests
+/// (`notion-budget`); after a 429/529 with `Retry-After`, no request before it elapsed,
+/// beyond [`IN_FLIGHT_GRACE_MS`] (`notion-retry-after`). `forgotten_pause(integration,
+/// from_ms, at_ms)` says whether the integration's node restarted in between (a pause is
+/// not carried across a restart: such a request is reported apart, not as a violation).
+pub fn check_notion(
+    events: &[NotionEvent],
+    budgets: &[(u32, u32)],
+    forgotten_pause: impl Fn(usize, u64, u64) -> bool,
+) -> Result<u64, Violation> {
+    let mut forgotten = 0;
+    for (integration, (name, _)) in INTEGRATIONS.iter().enumerate() {
+        let Some(&(rps, burst)) = budgets.get(integration) else {
+            continue;
+        };
+        let mine: Vec<&NotionEvent> = events
+            .iter()
+            .filter(|e| e.integration == integration)
+            .collect();
+        let mut times: Vec<u64> = mine.iter().map(|e| e.at_ms).collect();
+        times.sort_unstable();
+        for window in BUDGET_WINDOWS_MS {
+            let allowed = budget_bound(rps, burst, window);
+            let mut j = 0;
+            for (i, start) in times.iter().enumerate() {
+                j = j.max(i);
+                while j + 1 < times.len() && times[j + 1] <= start + window {
+                    j += 1;
+                }
+                let count = (j - i + 1) as u64;
+                if count > allowed {
+                    return Err(Violation {
+                        invariant: "notion-budget",
+                        at_ms: times[j],
+                        detail: format!(
+                            "integration {name} (budget {rps}/s, burst {burst}): Notion received {count} requests in the {window} ms from {start} ms, above the bound of {allowed}"
+                        ),
+                    });
+                }
+            }
+        }
+        for paused in mine.iter().filter(|e| matches!(e.status, 429 | 529)) {
+            let Some(retry_after_s) = paused.retry_after_s else {
+                continue;
+            };
+            let from = paused.at_ms + IN_FLIGHT_GRACE_MS;
+            let until = paused.at_ms + retry_after_s * 1000;
+            for early in mine.iter().filter(|e| e.at_ms > from && e.at_ms < until) {
+                if forgotten_pause(integration, paused.at_ms, early.at_ms) {
+                    forgotten += 1;
+                    continue;
+                }
+                return Err(Violation {
+                    invariant: "notion-retry-after",
+                    at_ms: early.at_ms,
+                    detail: format!(
+                        "integration {name}: Notion answered {} with Retry-After {retry_after_s} s at {} ms, and received another request at {} ms",
+                        paused.status, paused.at_ms, early.at_ms
+                    ),
+                });
+            }
+        }
+    }
+    Ok(forgotten)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,5 +636,50 @@ mod tests {
             check_final(&h, &states, 100).unwrap_err().invariant,
             "state-machines-agree"
         );
+    }
+
+    fn notion(at: &[u64]) -> Vec<NotionEvent> {
+        at.iter()
+            .map(|&at_ms| NotionEvent {
+                at_ms,
+                integration: 0,
+                status: 200,
+                retry_after_s: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_budget_checker_allows_a_token_bucket_and_catches_a_second_burst() {
+        let budgets = [(3, 5), (3, 5)];
+        // A burst of 5, then 3/s: exactly what the bucket allows.
+        // (permits every 1/3 s, at whole ms).
+        let mut ok: Vec<u64> = vec![0, 0, 0, 0, 0];
+        ok.extend((1..=30u64).map(|k| (k * 1000).div_ceil(3)));
+        assert_eq!(check_notion(&notion(&ok), &budgets, |_, _, _| false), Ok(0));
+        // A burst, 1 s at 3/s, then a second burst right away (a node restarted with a
+        // limiter that forgot what its previous incarnation sent).
+        let mut bad: Vec<u64> = vec![0, 0, 0, 0, 0, 334, 667, 1_000];
+        bad.extend([1_100, 1_100, 1_100, 1_100, 1_100]);
+        let v = check_notion(&notion(&bad), &budgets, |_, _, _| false).unwrap_err();
+        assert_eq!(v.invariant, "notion-budget");
+        assert!(v.detail.contains("alpha"), "{v}");
+        assert_eq!(budget_bound(3, 5, 1_000), 8);
+        assert_eq!(budget_bound(3, 5, 10_000), 35);
+    }
+
+    #[test]
+    fn the_retry_after_checker_allows_in_flight_requests_and_catches_early_ones() {
+        let budgets = [(3, 5), (3, 5)];
+        let mut events = notion(&[1_000, 1_100, 3_000]);
+        events[0].status = 429;
+        events[0].retry_after_s = Some(2);
+        // 1 100 is within the in-flight grace; 3 000 is after Retry-After.
+        assert_eq!(check_notion(&events, &budgets, |_, _, _| false), Ok(0));
+        events[2].at_ms = 2_500;
+        let v = check_notion(&events, &budgets, |_, _, _| false).unwrap_err();
+        assert_eq!(v.invariant, "notion-retry-after");
+        // After a restart of the integration's node, the early request is counted apart.
+        assert_eq!(check_notion(&events, &budgets, |_, _, _| true), Ok(1));
     }
 }

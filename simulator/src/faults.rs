@@ -49,6 +49,18 @@ pub enum Fault {
     DiskErrors(NodeId),
     /// Undo [`Fault::DiskErrors`].
     DiskOk(NodeId),
+    /// Notion answers every request of every integration 429 with this `Retry-After`.
+    NotionRateLimited {
+        /// Seconds.
+        retry_after_s: u64,
+    },
+    /// Notion answers every request with one of these 5xx statuses.
+    NotionServerErrors {
+        /// 500, 503, 529 (529 carries `Retry-After: 1`).
+        statuses: Vec<u16>,
+    },
+    /// Undo [`Fault::NotionRateLimited`] / [`Fault::NotionServerErrors`].
+    NotionOk,
     /// Heal everything (start of the quiet period).
     HealAll,
 }
@@ -80,6 +92,14 @@ impl fmt::Display for Fault {
             Fault::Resume(n) => write!(f, "resume n{n}"),
             Fault::DiskErrors(n) => write!(f, "disk errors on n{n}"),
             Fault::DiskOk(n) => write!(f, "disk ok on n{n}"),
+            Fault::NotionRateLimited { retry_after_s } => {
+                write!(f, "notion 429 burst retry-after {retry_after_s} s")
+            }
+            Fault::NotionServerErrors { statuses } => {
+                let list: Vec<String> = statuses.iter().map(u16::to_string).collect();
+                write!(f, "notion 5xx burst {}", list.join("/"))
+            }
+            Fault::NotionOk => write!(f, "notion ok"),
             Fault::HealAll => write!(f, "heal all"),
         }
     }
@@ -87,6 +107,8 @@ impl fmt::Display for Fault {
 
 /// Faults start no earlier than this (the cluster forms first).
 pub const FIRST_FAULT_MS: u64 = 2_000;
+/// Time between two quick restarts (crash, back 20-250 ms later), ms.
+pub const QUICK_RESTART_EVERY_MS: (u64, u64) = (1_000, 3_000);
 
 /// Draws the schedule for `nodes` nodes (ids 1..=nodes): faults between
 /// [`FIRST_FAULT_MS`] and `heal_at_ms`, each healed by then, sorted by time. `seed` is
@@ -107,7 +129,7 @@ pub fn schedule(seed: u64, nodes: u64, heal_at_ms: u64) -> Vec<(u64, Fault)> {
     while t < heal_at_ms {
         let length = rng.random_range(500..4_000);
         let end = (t + length).min(heal_at_ms);
-        let kind = rng.random_range(0..14u32);
+        let kind = rng.random_range(0..17u32);
         let (start, heal) = match kind {
             0 | 1 => {
                 let n = node(&mut rng);
@@ -140,14 +162,44 @@ pub fn schedule(seed: u64, nodes: u64, heal_at_ms: u64) -> Vec<(u64, Fault)> {
                 let n = node(&mut rng);
                 (Fault::Pause(n), Fault::Resume(n))
             }
-            _ => {
+            13 => {
                 let n = node(&mut rng);
                 (Fault::DiskErrors(n), Fault::DiskOk(n))
+            }
+            14 | 15 => (
+                Fault::NotionRateLimited {
+                    retry_after_s: rng.random_range(1..=3),
+                },
+                Fault::NotionOk,
+            ),
+            _ => {
+                let all = [500u16, 503, 529];
+                let statuses = all
+                    .into_iter()
+                    .filter(|_| rng.random_bool(0.7))
+                    .collect::<Vec<_>>();
+                let statuses = if statuses.is_empty() {
+                    vec![503]
+                } else {
+                    statuses
+                };
+                (Fault::NotionServerErrors { statuses }, Fault::NotionOk)
             }
         };
         out.push((t, start));
         out.push((end, heal));
         t += rng.random_range(300..2_500);
+    }
+    // Quick restarts (a process that crashed and came straight back) on their own stream,
+    // every few seconds, under tool-call load: a data plane that forgot what its previous
+    // incarnation sent overspends its integrations' budget here.
+    let mut t = FIRST_FAULT_MS + rng.random_range(0..QUICK_RESTART_EVERY_MS.0);
+    while t < heal_at_ms {
+        let n = node(&mut rng);
+        let down = rng.random_range(20..250);
+        out.push((t, Fault::Crash(n)));
+        out.push(((t + down).min(heal_at_ms), Fault::Restart(n)));
+        t += rng.random_range(QUICK_RESTART_EVERY_MS.0..QUICK_RESTART_EVERY_MS.1);
     }
     out.push((heal_at_ms, Fault::HealAll));
     // Stable: a heal and a start at the same time keep their drawing order.

@@ -2,8 +2,9 @@
 //! nodes (the production `ControlPlane`, openraft, tonic transport and `Router`) in one
 //! process under a seed — turmoil for the network and time, `SimDisk` for the disks, the
 //! transport's `LinkFaults` for message faults — with a seeded workload, a fault schedule,
-//! invariant checkers and an application-level trace whose hash identifies the run. The
-//! Notion sandbox it will drive lives in the `quire-sandbox` crate beside it.
+//! invariant checkers and an application-level trace whose hash identifies the run. Each node
+//! also runs the production data plane; simulated agents call tools through it against the
+//! Notion sandbox (the `quire-sandbox` crate beside it) on its own host ([`notion`]).
 //!
 //! It owns the simulation and its checkers; it must not change how the nodes behave except
 //! through the hooks production code offers (engine, network dialer, fault filter, seeded
@@ -14,6 +15,7 @@ pub mod bugs;
 pub mod check;
 pub mod faults;
 pub mod node;
+pub mod notion;
 pub mod run;
 pub mod trace;
 pub mod workload;

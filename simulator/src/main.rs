@@ -172,6 +172,21 @@ fn run_one(
             .map(|ms| format!("write ok {ms} ms after the final heal"))
             .unwrap_or_else(|| "no write after the final heal".into())
     );
+    let tools = report.tools;
+    println!(
+        "tool calls: {} invoked, {} ok, {} failed; Notion received {} requests ({} answered 429/529, {} 500/503); pauses forgotten on restart: {}; tool liveness: {}",
+        tools.invoked,
+        tools.ok,
+        tools.failed,
+        tools.notion_requests,
+        tools.notion_throttled,
+        tools.notion_errors,
+        tools.pauses_forgotten,
+        report
+            .tool_liveness_ms
+            .map(|ms| format!("every integration ok {ms} ms after the final heal"))
+            .unwrap_or_else(|| "not reached".into())
+    );
     println!(
         "simulated {:.1} s in {:.1} s wall: {:.1}x",
         report.simulated.as_secs_f64(),

@@ -2,14 +2,23 @@
 //! the production control-plane stack — `ControlPlane` on a `SimEngine` over its `SimDisk`,
 //! `GrpcNetwork` + `PeerServer` (tonic) over turmoil TCP through the transport's dialer hook,
 //! the shared `LinkFaults` filter, and `quire_node::cluster::Router` for writes and reads —
-//! plus a small admin front that takes the workload's requests from an in-memory channel.
+//! plus a small admin front that takes the workload's requests from an in-memory channel —
+//! and the production data plane (`quire_actors::DataPlane`: tenant supervisors, sessions,
+//! per-integration limiters, the Notion client over [`TurmoilHttp`]) behind a tool front that
+//! runs the agents' calls through the real tool catalogue (`quire_node::tools::call_tool`),
+//! with a gateway that calls `DataPlane::call` as `node/src/mcp.rs` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use openraft::ServerState;
+use quire_actors::call::{CallContext, CallError, IntegrationSpec};
+use quire_actors::notion::client::NotionClientConfig;
+use quire_actors::notion::{NotionRequest, NotionToken};
+use quire_actors::supervisor::{DataPlane, DataPlaneConfig, StartOptions};
 use quire_node::cluster::Router;
+use quire_node::tools::NotionGateway;
 use quire_raft::command::Command;
 use quire_raft::control::{ReadError, WriteError};
 use quire_raft::{ApplyError, ControlPlane, ControlPlaneConfig, NodeId, SimDisk, State, TenantId};
@@ -20,12 +29,19 @@ use quire_transport::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bugs::Bug;
+use crate::notion::{INTEGRATIONS, TurmoilHttp, base_url, budget};
 use crate::trace::{Trace, sim_now};
 
 /// The port every simulated node serves the peer service on.
 pub const PEER_PORT: u16 = 7000;
 /// Requests waiting in one node's admin front.
 pub const ADMIN_QUEUE: usize = 256;
+/// Tool calls waiting in one node's tool front.
+pub const TOOL_QUEUE: usize = 256;
+/// The tenant every simulated agent acts for.
+pub const SIM_TENANT: &str = "sim-tenant";
+/// Longest a data-plane call may take on a node (queueing for a permit included).
+pub const CALL_DEADLINE_MS: u64 = 8_000;
 /// Cluster name of the simulated cluster.
 pub const CLUSTER_NAME: &str = "quire-sim";
 /// Wait before reopening after a failed open or a fatal Raft error.
@@ -86,6 +102,20 @@ pub struct Request {
     pub reply: oneshot::Sender<OpResult>,
 }
 
+/// A tool call an agent asks a node to run.
+pub struct ToolRequest {
+    /// Index into [`INTEGRATIONS`].
+    pub integration: usize,
+    /// The agent's session (the limiter's unit of fairness).
+    pub session: String,
+    /// The tool's name.
+    pub tool: String,
+    /// Its arguments.
+    pub arguments: serde_json::Value,
+    /// Where the outcome goes: `Ok(())` or the tool error's code.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
 /// A running incarnation of a node, as the driver and the workload see it.
 #[derive(Clone)]
 pub struct LiveNode {
@@ -93,6 +123,8 @@ pub struct LiveNode {
     pub control: Arc<ControlPlane>,
     /// Its admin front.
     pub requests: mpsc::Sender<Request>,
+    /// Its tool front (the data plane).
+    pub tools: mpsc::Sender<ToolRequest>,
     /// Counts this node's incarnations (restarts), from 1.
     pub incarnation: u64,
 }
@@ -183,6 +215,30 @@ pub struct NodeSetup {
     pub bug: Option<Bug>,
     /// Counts starts of this node across crashes (shared by all its incarnations).
     pub starts: Arc<Mutex<u64>>,
+    /// Every node's restarts (node, simulated ms), shared by all nodes.
+    pub restarts: RestartLog,
+}
+
+/// When nodes started again after their first start (node, simulated ms).
+#[derive(Clone, Default)]
+pub struct RestartLog(Arc<Mutex<Vec<(NodeId, u64)>>>);
+
+impl RestartLog {
+    fn push(&self, node: NodeId, at_ms: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((node, at_ms));
+    }
+
+    /// Whether `node` started again in `(from_ms, to_ms]`.
+    pub fn restarted_between(&self, node: NodeId, from_ms: u64, to_ms: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(n, at)| *n == node && *at > from_ms && *at <= to_ms)
+    }
 }
 
 fn who(id: NodeId) -> String {
@@ -220,6 +276,9 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
     setup
         .trace
         .record(sim_now(), &me, format!("start incarnation {incarnation}"));
+    if incarnation > 1 {
+        setup.restarts.push(id, sim_now().as_millis() as u64);
+    }
     let tconfig = transport_config();
     let network = GrpcNetwork::new(id, tconfig.clone(), TransportSecurity::Insecure)
         .map_err(|e| format!("transport config: {e}"))?
@@ -276,12 +335,33 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
             setup.seed ^ (setup.id << 48) ^ (incarnation << 32),
         ),
     };
+    let data = DataPlane::start_with(
+        DataPlaneConfig {
+            notion: NotionClientConfig {
+                base_url: base_url(),
+                request_timeout_ms: 5_000,
+                retry_base_ms: 100,
+                ..NotionClientConfig::default()
+            },
+            call_deadline_ms: CALL_DEADLINE_MS,
+            seed: setup.seed ^ 0x6461_7461 ^ (setup.id << 48) ^ (incarnation << 32),
+            ..DataPlaneConfig::default()
+        },
+        StartOptions {
+            transport: Some(Arc::new(TurmoilHttp)),
+            planted_bug_limiters_start_full: setup.bug == Some(Bug::LimiterForgetsState),
+        },
+    )
+    .await
+    .map_err(|e| format!("data plane: {}", error_kind(&e.to_string())))?;
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
+    let (tools, mut tool_inbox) = mpsc::channel::<ToolRequest>(TOOL_QUEUE);
     setup.registry.insert(
         id,
         LiveNode {
             control: control.clone(),
             requests,
+            tools,
             incarnation,
         },
     );
@@ -296,6 +376,14 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
                 tokio::spawn(async move {
                     let result = execute(&router, bug, request.op).await;
                     let _ = request.reply.send(result);
+                });
+            }
+            tool = tool_inbox.recv() => {
+                let Some(tool) = tool else { break Ok(()) };
+                let data = data.clone();
+                tokio::spawn(async move {
+                    let result = run_tool(data, &tool).await;
+                    let _ = tool.reply.send(result);
                 });
             }
             changed = metrics.changed() => {
@@ -313,10 +401,47 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         }
     };
     setup.registry.remove_incarnation(id, incarnation);
+    data.stop().await;
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = control.raft().shutdown().await;
     outcome
+}
+
+/// The data plane as the tool catalogue sees it: every request goes out for one caller
+/// (the same shape as `node/src/mcp.rs`'s gateway).
+struct SimGateway {
+    data: DataPlane,
+    ctx: CallContext,
+}
+
+impl NotionGateway for SimGateway {
+    async fn call(&self, req: NotionRequest) -> Result<serde_json::Value, CallError> {
+        self.data.call(&self.ctx, req).await
+    }
+}
+
+async fn run_tool(data: DataPlane, tool: &ToolRequest) -> Result<(), String> {
+    let Some((name, token)) = INTEGRATIONS.get(tool.integration) else {
+        return Err("unknown_integration".into());
+    };
+    let gateway = SimGateway {
+        data,
+        ctx: CallContext {
+            tenant_id: SIM_TENANT.into(),
+            workspace_id: format!("ws-{name}"),
+            session_id: tool.session.clone(),
+            integration: IntegrationSpec {
+                id: (*name).to_string(),
+                token: NotionToken::new(*token),
+                budget: budget(),
+            },
+        },
+    };
+    quire_node::tools::call_tool(&gateway, &tool.tool, tool.arguments.clone())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code.to_string())
 }
 
 fn tenant_ids(state: &State) -> BTreeSet<String> {

@@ -14,11 +14,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::bugs::Bug;
-use crate::check::{History, Observer, Violation, check_final, check_history, state_digest};
+use crate::check::{
+    History, Observer, Violation, check_final, check_history, check_notion, state_digest,
+};
 use crate::faults::{Fault, schedule};
-use crate::node::{NodeSetup, Registry, host_name, peer_addr, run_node};
+use crate::node::{NodeSetup, Registry, RestartLog, host_name, peer_addr, run_node};
+use crate::notion::{
+    INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, designated_node,
+    run_sandbox,
+};
 use crate::trace::Trace;
-use crate::workload::{LIVENESS_BOUND, WorkloadSetup, run_workload};
+use crate::workload::{
+    LIVENESS_BOUND, TOOL_LIVENESS_BOUND, ToolHistory, WorkloadSetup, run_workload,
+};
 
 /// Fewest nodes a run accepts.
 pub const MIN_NODES: u64 = 3;
@@ -105,6 +113,30 @@ pub struct RunReport {
     pub digests_taken: u64,
     /// When the liveness probe got a write through, ms after the final heal.
     pub liveness_ms: Option<u64>,
+    /// The agents' tool calls.
+    pub tools: ToolCounts,
+    /// When a tool call for every integration had succeeded, ms after the final heal.
+    pub tool_liveness_ms: Option<u64>,
+}
+
+/// Counts of the agents' tool calls and of what Notion received.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ToolCounts {
+    /// Tool calls invoked.
+    pub invoked: usize,
+    /// Tool calls that succeeded.
+    pub ok: usize,
+    /// Tool calls that failed (tool error, node down, deadline).
+    pub failed: usize,
+    /// Requests Notion (the sandbox) received.
+    pub notion_requests: usize,
+    /// Of which answered 429 or 529.
+    pub notion_throttled: usize,
+    /// Of which answered 500 or 503.
+    pub notion_errors: usize,
+    /// Requests sent during a `Retry-After` pause by a node that restarted after the pause
+    /// began (a pause is not carried across a restart; see the README).
+    pub pauses_forgotten: u64,
 }
 
 /// Counts of the workload's operations.
@@ -131,6 +163,7 @@ pub enum RunError {
 }
 
 struct Driver {
+    sandbox: SandboxHandle,
     sim_faults_torn: bool,
     disks: BTreeMap<NodeId, SimDisk>,
     link_faults: Arc<LinkFaults>,
@@ -254,6 +287,19 @@ impl Driver {
                     }
                 }
             }
+            Fault::NotionRateLimited { retry_after_s } => {
+                self.sandbox
+                    .set_fault(Some(quire_sandbox::NotionFault::RateLimited {
+                        retry_after_s: *retry_after_s,
+                    }));
+            }
+            Fault::NotionServerErrors { statuses } => {
+                self.sandbox
+                    .set_fault(Some(quire_sandbox::NotionFault::ServerErrors {
+                        statuses: statuses.clone(),
+                    }));
+            }
+            Fault::NotionOk => self.sandbox.set_fault(None),
             Fault::DiskErrors(n) => self.disk_faults(*n, true),
             Fault::DiskOk(n) => self.disk_faults(*n, false),
             Fault::HealAll => {
@@ -268,6 +314,7 @@ impl Driver {
                 self.isolated.clear();
                 self.one_way.clear();
                 self.link_faults.heal_all();
+                self.sandbox.set_fault(None);
                 for n in 1..=self.nodes {
                     self.restart(sim, n);
                 }
@@ -296,6 +343,11 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let registry = Registry::default();
     let history = History::default();
     let liveness = Arc::new(Mutex::new(None));
+    let tool_liveness = Arc::new(Mutex::new(None));
+    let tools = ToolHistory::default();
+    let sandbox = SandboxHandle::default();
+    let notion_log = NotionLog::default();
+    let restarts = RestartLog::default();
     let link_faults = Arc::new(LinkFaults::new(setup_rng.random()));
     let members: BTreeMap<NodeId, String> = (1..=nodes).map(|n| (n, peer_addr(n))).collect();
 
@@ -329,9 +381,17 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             trace: trace.clone(),
             bug: options.bug,
             starts: Arc::new(Mutex::new(0)),
+            restarts: restarts.clone(),
         };
         sim.host(host_name(n), move || run_node(setup.clone()));
     }
+    let sandbox_setup = SandboxSetup {
+        seed: setup_rng.random(),
+        handle: sandbox.clone(),
+        log: notion_log.clone(),
+        trace: trace.clone(),
+    };
+    sim.host(NOTION_HOST, move || run_sandbox(sandbox_setup.clone()));
     sim.client(
         "client",
         run_workload(WorkloadSetup {
@@ -343,6 +403,8 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             history: history.clone(),
             trace: trace.clone(),
             liveness: liveness.clone(),
+            tools: tools.clone(),
+            tool_liveness: tool_liveness.clone(),
         }),
     );
     trace.record(
@@ -388,6 +450,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     }
     let plan = schedule(seed, nodes, ms(heal_at));
     let mut driver = Driver {
+        sandbox: sandbox.clone(),
         sim_faults_torn: torn_writes,
         disks,
         link_faults,
@@ -447,6 +510,8 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
                     terms_led: observer.terms_led(),
                     digests_taken: observer.digests_taken,
                     liveness_ms: None,
+                    tools: ToolCounts::default(),
+                    tool_liveness_ms: None,
                 });
             }
         };
@@ -504,6 +569,44 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
                 detail: "the liveness probe never finished".into(),
             }),
         };
+    }
+    let tool_liveness = tool_liveness
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if violation.is_none() {
+        violation = match &tool_liveness {
+            Some(Ok(_)) => None,
+            Some(Err(why)) => Some(Violation {
+                invariant: "tool-liveness-after-heal",
+                at_ms: ms(heal_at + TOOL_LIVENESS_BOUND),
+                detail: why.clone(),
+            }),
+            None => Some(Violation {
+                invariant: "tool-liveness-after-heal",
+                at_ms: ms(end),
+                detail: "the tool liveness probe never finished".into(),
+            }),
+        };
+    }
+    let events = notion_log.events();
+    let budgets: Vec<(u32, u32)> = INTEGRATIONS
+        .iter()
+        .map(|_| {
+            let b = budget();
+            (b.requests_per_second, b.burst)
+        })
+        .collect();
+    let mut pauses_forgotten = 0;
+    match check_notion(&events, &budgets, |integration, from, to| {
+        restarts.restarted_between(designated_node(integration, nodes), from, to)
+    }) {
+        Ok(forgotten) => pauses_forgotten = forgotten,
+        Err(v) => {
+            if violation.is_none() {
+                violation = Some(v);
+            }
+        }
     }
     if violation.is_none() && !converged {
         violation = Some(Violation {
@@ -565,6 +668,28 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             _ => ops.failed += 1,
         }
     }
+    let tool_records = tools.records();
+    let tool_counts = ToolCounts {
+        invoked: tool_records.len(),
+        ok: tool_records
+            .iter()
+            .filter(|r| matches!(r.completed, Some((_, Ok(())))))
+            .count(),
+        failed: tool_records
+            .iter()
+            .filter(|r| !matches!(r.completed, Some((_, Ok(())))))
+            .count(),
+        notion_requests: events.len(),
+        notion_throttled: events
+            .iter()
+            .filter(|e| matches!(e.status, 429 | 529))
+            .count(),
+        notion_errors: events
+            .iter()
+            .filter(|e| matches!(e.status, 500 | 503))
+            .count(),
+        pauses_forgotten,
+    };
     // Drop the nodes' handles before the runtimes go (with the sim).
     for (id, _) in registry.all() {
         registry.remove(id);
@@ -579,6 +704,8 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         terms_led: observer.terms_led(),
         digests_taken: observer.digests_taken,
         liveness_ms: liveness.and_then(|l| l.ok()),
+        tools: tool_counts,
+        tool_liveness_ms: tool_liveness.and_then(|l| l.ok()),
     })
 }
 

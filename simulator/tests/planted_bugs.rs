@@ -59,3 +59,11 @@ fn acknowledging_before_durable_is_caught() {
         "{text}"
     );
 }
+
+#[test]
+fn a_limiter_that_forgets_its_state_on_restart_is_caught() {
+    // About a third of seeds catch it at 15 simulated s (a quick restart of an integration's
+    // node while the agents are busy); sweep up to 12, stopping at the first.
+    let text = caught_within("limiter-forgets-state", "1..13");
+    assert!(text.contains("notion-budget"), "{text}");
+}

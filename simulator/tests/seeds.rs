@@ -69,9 +69,6 @@ fn bad_arguments_are_refused_with_a_clear_error() {
     let out = quire_sim(&["run", "--seed", "1", "--bug", "nope"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown bug"));
-    let out = quire_sim(&["run", "--seed", "1", "--bug", "limiter-forgets-state"]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not simulated yet"));
     let out = quire_sim(&["bugs"]);
     assert!(out.status.success());
     let text = stdout(&out);
