@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, MAX_AUDIT_BATCH, MAX_AUDIT_TEXT_CHARS, Severity};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId, validate_id};
+use crate::jwt_keys::{
+    JwtAlg, MAX_JWT_KEYS, MAX_REVOCATION_SPAN_MS, MAX_REVOKED_JTIS, OidcProvider, PublicKey,
+    RevokedJti, SigningKey, check_jti, check_kid, check_public_key, revocation_key,
+};
 use crate::rbac::{
     BindingOrigin, Permission, Restriction, Role, RoleBinding, RoleScope, Subject, authorize,
 };
@@ -255,6 +259,60 @@ pub enum Command {
         /// Records kept per chain (1..=[`MAX_AUDIT_RETENTION`]).
         max_records_per_chain: u64,
     },
+    /// Adds a signing key of the built-in JWT issuer (generated and sealed by the proposer).
+    AddJwtKey {
+        /// Key id.
+        kid: String,
+        /// Its algorithm.
+        alg: JwtAlg,
+        /// Its public key.
+        public_key: PublicKey,
+        /// The PKCS#8 private key sealed with AAD `signing_key_aad(kid)`.
+        sealed_private_key: SealedSecret,
+        /// When (stamped by the proposer).
+        created_at_ms: u64,
+        /// Whether it signs from now on (a rotation).
+        make_current: bool,
+        /// With `make_current`: the previous current key stops signing and validates until
+        /// then (the overlap); `None` leaves it validating until it is retired.
+        #[serde(default)]
+        previous_not_after_ms: Option<u64>,
+    },
+    /// Makes an existing, unretired signing key the one that signs.
+    SetCurrentJwtKey {
+        /// Key id.
+        kid: String,
+    },
+    /// Retires a signing key that does not sign: tokens it signed validate until `not_after_ms`.
+    RetireJwtKey {
+        /// Key id.
+        kid: String,
+        /// When (stamped by the proposer).
+        at_ms: u64,
+        /// From when its tokens are refused (not before `at_ms`).
+        not_after_ms: u64,
+    },
+    /// Revokes a JWT of a tenant by its `jti`, remembered until the token's own expiry.
+    RevokeJwt {
+        /// The token's tenant.
+        tenant: TenantId,
+        /// The token id.
+        jti: String,
+        /// The token's `exp`, in ms.
+        expires_at_ms: u64,
+        /// When (stamped by the proposer).
+        revoked_at_ms: u64,
+    },
+    /// Sets (or replaces) a tenant's OpenID Connect provider.
+    SetOidcProvider {
+        /// The provider, naming its tenant.
+        provider: OidcProvider,
+    },
+    /// Removes a tenant's OpenID Connect provider.
+    RemoveOidcProvider {
+        /// The tenant.
+        tenant: TenantId,
+    },
     /// Applies `command` at most once per `request_id`: a proposer that retries a command
     /// whose first attempt may already have committed (a forwarded write whose answer was
     /// lost) gets the first attempt's result instead of a second application.
@@ -291,6 +349,12 @@ impl Command {
             Command::RemoveRestriction { .. } => "remove_restriction",
             Command::AppendAudit { .. } => "append_audit",
             Command::SetAuditRetention { .. } => "set_audit_retention",
+            Command::AddJwtKey { .. } => "add_jwt_key",
+            Command::SetCurrentJwtKey { .. } => "set_current_jwt_key",
+            Command::RetireJwtKey { .. } => "retire_jwt_key",
+            Command::RevokeJwt { .. } => "revoke_jwt",
+            Command::SetOidcProvider { .. } => "set_oidc_provider",
+            Command::RemoveOidcProvider { .. } => "remove_oidc_provider",
             Command::Once { command, .. } => command.kind(),
         }
     }
@@ -402,6 +466,11 @@ fn check_scopes(scopes: &BTreeSet<String>) -> Result<(), ApplyError> {
             scopes.len()
         )));
     }
+    check_scope_names(scopes)
+}
+
+/// Checks each scope's spelling (1..=[`SCOPE_MAX_CHARS`] of `a-z 0-9 : . - _`).
+pub(crate) fn check_scope_names(scopes: &BTreeSet<String>) -> Result<(), ApplyError> {
     for scope in scopes {
         let ok = !scope.is_empty()
             && scope.chars().count() <= SCOPE_MAX_CHARS
@@ -552,6 +621,8 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                 )));
             }
             state.tenants.remove(tenant);
+            state.jwt.oidc.remove(tenant);
+            state.jwt.revoked.retain(|_, r| &r.tenant != tenant);
             let gone: Vec<TokenId> = state
                 .tokens
                 .values()
@@ -1157,6 +1228,197 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             Ok(CommandOutput::Done)
         }
 
+        Command::AddJwtKey {
+            kid,
+            alg,
+            public_key,
+            sealed_private_key,
+            created_at_ms,
+            make_current,
+            previous_not_after_ms,
+        } => {
+            check_kid(kid)?;
+            check_public_key(*alg, public_key)?;
+            check_sealed("signing key", sealed_private_key)?;
+            if previous_not_after_ms.is_some() && !make_current {
+                return Err(ApplyError::Invalid(
+                    "previous_not_after_ms needs make_current".into(),
+                ));
+            }
+            if let Some(end) = previous_not_after_ms
+                && end < created_at_ms
+            {
+                return Err(ApplyError::Invalid(format!(
+                    "previous_not_after_ms {end} is before created_at_ms {created_at_ms}"
+                )));
+            }
+            if state.jwt.keys.contains_key(kid) {
+                return Err(ApplyError::AlreadyExists(format!("signing key {kid:?}")));
+            }
+            let mut jwt = state.jwt.clone();
+            jwt.prune(*created_at_ms);
+            if jwt.keys.len() >= MAX_JWT_KEYS {
+                return Err(ApplyError::LimitReached(format!(
+                    "the cluster already holds {MAX_JWT_KEYS} signing keys; retire some first"
+                )));
+            }
+            if *make_current {
+                if let (Some(end), Some(previous)) = (
+                    previous_not_after_ms,
+                    jwt.current.clone().and_then(|c| jwt.keys.get_mut(&c)),
+                ) {
+                    previous.retired_at_ms = Some(*created_at_ms);
+                    previous.not_after_ms = Some(*end);
+                }
+                jwt.current = Some(kid.clone());
+            }
+            jwt.keys.insert(
+                kid.clone(),
+                SigningKey {
+                    kid: kid.clone(),
+                    alg: *alg,
+                    public_key: public_key.clone(),
+                    sealed_private_key: sealed_private_key.clone(),
+                    created_at_ms: *created_at_ms,
+                    retired_at_ms: None,
+                    not_after_ms: None,
+                },
+            );
+            state.jwt = jwt;
+            Ok(CommandOutput::Done)
+        }
+
+        Command::SetCurrentJwtKey { kid } => {
+            let key = state
+                .jwt
+                .keys
+                .get(kid)
+                .ok_or_else(|| ApplyError::NotFound(format!("signing key {kid:?}")))?;
+            if key.retired_at_ms.is_some() {
+                return Err(ApplyError::Conflict(format!(
+                    "signing key {kid:?} is retired; add a new key instead"
+                )));
+            }
+            if state.jwt.current.as_ref() == Some(kid) {
+                return Ok(CommandOutput::Unchanged);
+            }
+            state.jwt.current = Some(kid.clone());
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RetireJwtKey {
+            kid,
+            at_ms,
+            not_after_ms,
+        } => {
+            if not_after_ms < at_ms {
+                return Err(ApplyError::Invalid(format!(
+                    "not_after_ms {not_after_ms} is before at_ms {at_ms}"
+                )));
+            }
+            if state.jwt.current.as_ref() == Some(kid) {
+                return Err(ApplyError::Conflict(format!(
+                    "signing key {kid:?} signs new tokens; rotate to another key before retiring it"
+                )));
+            }
+            let key = state
+                .jwt
+                .keys
+                .get_mut(kid)
+                .ok_or_else(|| ApplyError::NotFound(format!("signing key {kid:?}")))?;
+            key.retired_at_ms.get_or_insert(*at_ms);
+            key.not_after_ms = Some(*not_after_ms);
+            state.jwt.prune(*at_ms);
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RevokeJwt {
+            tenant,
+            jti,
+            expires_at_ms,
+            revoked_at_ms,
+        } => {
+            check_jti(jti)?;
+            tenant_ref(state, tenant)?;
+            if *expires_at_ms > revoked_at_ms.saturating_add(MAX_REVOCATION_SPAN_MS) {
+                return Err(ApplyError::Invalid(format!(
+                    "expires_at_ms lies more than {} days ahead; no token Quire accepts lives that long",
+                    MAX_REVOCATION_SPAN_MS / 86_400_000
+                )));
+            }
+            let key = revocation_key(tenant, jti);
+            let mut jwt = state.jwt.clone();
+            jwt.prune(*revoked_at_ms);
+            if *expires_at_ms <= *revoked_at_ms || jwt.revoked.contains_key(&key) {
+                state.jwt = jwt;
+                return Ok(CommandOutput::Unchanged);
+            }
+            if jwt.revoked.len() >= MAX_REVOKED_JTIS {
+                return Err(ApplyError::LimitReached(format!(
+                    "{MAX_REVOKED_JTIS} unexpired token ids are already revoked"
+                )));
+            }
+            jwt.revoked.insert(
+                key,
+                RevokedJti {
+                    tenant: tenant.clone(),
+                    jti: jti.clone(),
+                    expires_at_ms: *expires_at_ms,
+                    revoked_at_ms: *revoked_at_ms,
+                },
+            );
+            state.jwt = jwt;
+            Ok(CommandOutput::Done)
+        }
+
+        Command::SetOidcProvider { provider } => {
+            provider.check()?;
+            let t = tenant_ref(state, &provider.tenant)?;
+            for ws in provider.default_workspace.iter().chain(
+                provider
+                    .groups
+                    .values()
+                    .filter_map(|g| g.workspace.as_ref()),
+            ) {
+                if !t.workspaces.contains_key(ws) {
+                    return Err(ApplyError::NotFound(format!(
+                        "workspace {:?} in {}",
+                        ws.as_str(),
+                        tenant_name(&provider.tenant)
+                    )));
+                }
+            }
+            if let Some(other) = state.jwt.oidc.values().find(|o| {
+                o.tenant != provider.tenant
+                    && o.issuer == provider.issuer
+                    && (o.tenant_claim.is_none() || provider.tenant_claim.is_none())
+            }) {
+                return Err(ApplyError::Conflict(format!(
+                    "issuer {:?} already serves {}; tenants may share an issuer only when both name a tenant_claim",
+                    provider.issuer,
+                    tenant_name(&other.tenant)
+                )));
+            }
+            if state.jwt.oidc.get(&provider.tenant) == Some(provider) {
+                return Ok(CommandOutput::Unchanged);
+            }
+            state
+                .jwt
+                .oidc
+                .insert(provider.tenant.clone(), provider.clone());
+            Ok(CommandOutput::Done)
+        }
+
+        Command::RemoveOidcProvider { tenant } => {
+            if state.jwt.oidc.remove(tenant).is_none() {
+                return Err(ApplyError::NotFound(format!(
+                    "OpenID Connect provider of {}",
+                    tenant_name(tenant)
+                )));
+            }
+            Ok(CommandOutput::Done)
+        }
+
         Command::Once {
             request_id,
             command,
@@ -1300,8 +1562,16 @@ pub fn required_permission(
                 .get(token_id)
                 .and_then(|t| t.subject.as_ref()),
         ),
-        Command::CreateGlobalPrincipal { .. } | Command::SetAuditRetention { .. } => {
-            (Permission::SystemConfigure, RoleScope::Global)
+        Command::CreateGlobalPrincipal { .. }
+        | Command::SetAuditRetention { .. }
+        | Command::AddJwtKey { .. }
+        | Command::SetCurrentJwtKey { .. }
+        | Command::RetireJwtKey { .. } => (Permission::SystemConfigure, RoleScope::Global),
+        Command::RevokeJwt { tenant, .. } | Command::RemoveOidcProvider { tenant } => {
+            (Permission::TenantSecurity, tenant_scope(tenant))
+        }
+        Command::SetOidcProvider { provider } => {
+            (Permission::TenantSecurity, tenant_scope(&provider.tenant))
         }
         Command::AssignRole { scope, .. } => assign(scope),
         Command::RevokeRole { binding } => assign(
@@ -1430,6 +1700,20 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
             (None, None, Some(format!("restriction:{restriction}")))
         }
         Command::SetAuditRetention { .. } => (None, None, Some("audit_retention".into())),
+        Command::AddJwtKey { kid, .. }
+        | Command::SetCurrentJwtKey { kid }
+        | Command::RetireJwtKey { kid, .. } => (None, None, Some(format!("jwt_key:{kid}"))),
+        Command::RevokeJwt { tenant, jti, .. } => {
+            (Some(tenant.clone()), None, Some(format!("jwt:{jti}")))
+        }
+        Command::SetOidcProvider { provider } => (
+            Some(provider.tenant.clone()),
+            None,
+            Some(format!("oidc_provider:{}", provider.issuer)),
+        ),
+        Command::RemoveOidcProvider { tenant } => {
+            (Some(tenant.clone()), None, Some("oidc_provider".into()))
+        }
         Command::InitCluster { .. }
         | Command::AsAdmin { .. }
         | Command::Once { .. }

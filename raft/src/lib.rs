@@ -1,5 +1,6 @@
 //! Quire's control plane: the replicated state model (tenants, workspaces, Notion
-//! integrations with sealed tokens, principals and their hashed API tokens), the commands
+//! integrations with sealed tokens, principals and their hashed API tokens, JWT signing keys
+//! and OpenID Connect providers), the commands
 //! that change it through a pure, deterministic `apply`, sealing of secrets under the master
 //! key, the openraft type configuration and its seedable async runtime ([`runtime`]), the log
 //! and state-machine stores written against a storage-engine trait ([`engine`]: sled in
@@ -19,6 +20,7 @@ pub mod command;
 pub mod control;
 pub mod engine;
 pub mod ids;
+pub mod jwt_keys;
 pub mod membership;
 pub mod network;
 pub mod rbac;

@@ -535,6 +535,43 @@ impl Decision {
     }
 }
 
+/// Why `subject` may never have `permission` on `target`, whatever roles it holds: a target of
+/// the wrong level, another tenant, or an explicit restriction.
+fn refusal(
+    state: &crate::state::State,
+    subject: &Subject,
+    permission: Permission,
+    target: &RoleScope,
+) -> Option<Decision> {
+    if target.level() != permission.level() {
+        return Some(Decision::deny(format!(
+            "{permission} applies to a {:?} target, not to {target}",
+            permission.level()
+        )));
+    }
+    if let Some(own) = &subject.tenant
+        && target.tenant() != Some(own)
+    {
+        return Some(Decision::deny(format!(
+            "{subject} belongs to tenant {} and cannot act on {target}",
+            own.as_str()
+        )));
+    }
+    state
+        .access()
+        .restrictions_of(subject)
+        .find(|r| r.scope.covers(target) && r.permission.is_none_or(|p| p == permission))
+        .map(|r| {
+            Decision::deny(format!(
+                "restriction #{} on {subject} at {} denies {}: {}",
+                r.id,
+                r.scope,
+                r.permission.map_or("every permission", |p| p.name()),
+                r.justification
+            ))
+        })
+}
+
 /// Decides whether `subject` may use `permission` on `target` at `now_ms`, against `state`:
 /// tenant isolation first, then explicit restrictions (a deny wins), then role bindings and
 /// workspace membership. Pure: every node with the same applied state decides the same.
@@ -545,33 +582,10 @@ pub fn authorize(
     target: &RoleScope,
     now_ms: u64,
 ) -> Decision {
-    if target.level() != permission.level() {
-        return Decision::deny(format!(
-            "{permission} applies to a {:?} target, not to {target}",
-            permission.level()
-        ));
-    }
-    if let Some(own) = &subject.tenant
-        && target.tenant() != Some(own)
-    {
-        return Decision::deny(format!(
-            "{subject} belongs to tenant {} and cannot act on {target}",
-            own.as_str()
-        ));
+    if let Some(denied) = refusal(state, subject, permission, target) {
+        return denied;
     }
     let access = state.access();
-    if let Some(r) = access
-        .restrictions_of(subject)
-        .find(|r| r.scope.covers(target) && r.permission.is_none_or(|p| p == permission))
-    {
-        return Decision::deny(format!(
-            "restriction #{} on {subject} at {} denies {}: {}",
-            r.id,
-            r.scope,
-            r.permission.map_or("every permission", |p| p.name()),
-            r.justification
-        ));
-    }
     if let Some(b) = access
         .bindings_of(subject)
         .find(|b| b.is_active_at(now_ms) && role_grants(b.role, &b.scope, permission, target))
@@ -599,6 +613,35 @@ pub fn authorize(
     Decision::deny(format!(
         "no role of {subject} grants {permission} on {target}"
     ))
+}
+
+/// [`authorize`] for a caller whose identity provider grants it `extra` roles for this one
+/// request (an OpenID Connect token's groups): its stored bindings and membership first, then
+/// each extra role whose scope it may hold (a tenant principal only inside its tenant), as if
+/// it were an active binding. Restrictions still override everything, and nothing crosses a
+/// tenant boundary.
+pub fn authorize_with_extra_roles(
+    state: &crate::state::State,
+    subject: &Subject,
+    extra: &[(Role, RoleScope)],
+    permission: Permission,
+    target: &RoleScope,
+    now_ms: u64,
+) -> Decision {
+    let decision = authorize(state, subject, permission, target, now_ms);
+    if decision.allowed || refusal(state, subject, permission, target).is_some() {
+        return decision;
+    }
+    if let Some((role, scope)) = extra.iter().find(|(role, scope)| {
+        subject.may_hold(scope)
+            && role.allowed_levels().contains(&scope.level())
+            && role_grants(*role, scope, permission, target)
+    }) {
+        return Decision::allow(format!(
+            "{subject} holds {role} at {scope} through its identity provider's groups"
+        ));
+    }
+    decision
 }
 
 #[cfg(test)]

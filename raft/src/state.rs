@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditState;
 use crate::command::{ApplyError, CommandOutput};
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
+use crate::jwt_keys::JwtState;
 use crate::rbac::{AccessState, Subject};
 use crate::seal::SealedSecret;
 
@@ -195,6 +196,9 @@ pub struct State {
     /// The audit chains.
     #[serde(default)]
     pub(crate) audit: AuditState,
+    /// JWT signing keys, revoked token ids, OpenID Connect providers.
+    #[serde(default)]
+    pub(crate) jwt: JwtState,
 }
 
 /// How many request results the state remembers; older ones are forgotten first. A retry
@@ -364,6 +368,11 @@ impl State {
     /// The audit chains.
     pub fn audit(&self) -> &AuditState {
         &self.audit
+    }
+
+    /// JWT signing keys, revoked token ids and OpenID Connect providers.
+    pub fn jwt(&self) -> &JwtState {
+        &self.jwt
     }
 
     /// Equal in everything but the audit trail (a refused admin command leaves only an
