@@ -1,8 +1,10 @@
 //! `quire ctl`: the operator's command line for the admin API. Each subcommand is one HTTP
 //! request to `--url` (`/admin/v1/...`) with the admin token from `--token` /
 //! `QUIRE_ADMIN_TOKEN`; it prints a table (or the API's JSON with `--json`) and exits non-zero
-//! with the server's message when the request is refused.
+//! with the server's message when the request is refused. `audit tail --follow` polls;
+//! `audit verify --file` checks an export offline, with no server and no token.
 
+mod audit;
 mod table;
 
 use std::io::Write;
@@ -41,6 +43,10 @@ pub struct CtlArgs {
     /// Deadline of each request, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub timeout_secs: u64,
+    /// Why: recorded in the audit trail with the change (any command that changes something;
+    /// required to add a restriction).
+    #[arg(long, global = true)]
+    pub justification: Option<String>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -83,10 +89,25 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: TokensCommand,
     },
-    /// Cluster-level admin tokens for this API.
+    /// Admin tokens for this API (root, or acting as a principal).
     AdminTokens {
         #[command(subcommand)]
         command: AdminTokensCommand,
+    },
+    /// Role bindings: who holds which role where.
+    Roles {
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
+    /// Explicit denials that override every role.
+    Restrictions {
+        #[command(subcommand)]
+        command: RestrictionsCommand,
+    },
+    /// The tamper-evident audit trail: tail, query, export, verify.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -284,6 +305,168 @@ pub enum PrincipalsCommand {
         #[arg(long)]
         workspace: String,
     },
+    /// Create a global (enterprise) principal, which holds roles across tenants.
+    CreateGlobal {
+        /// Principal id.
+        id: String,
+        /// Human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List global principals.
+    ListGlobal(ListOpts),
+}
+
+/// Where a role or restriction applies: the whole cluster (neither flag), one tenant
+/// (`--tenant`), or one workspace (`--tenant` and `--workspace`).
+#[derive(Debug, Clone, Args)]
+pub struct ScopeOpts {
+    /// Tenant id (tenant or workspace scope).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Workspace id (workspace scope; needs --tenant).
+    #[arg(long, requires = "tenant")]
+    pub workspace: Option<String>,
+}
+
+impl ScopeOpts {
+    fn json(&self) -> Value {
+        match (&self.tenant, &self.workspace) {
+            (None, _) => json!({"level": "global"}),
+            (Some(t), None) => json!({"level": "tenant", "tenant": t}),
+            (Some(t), Some(w)) => json!({"level": "workspace", "tenant": t, "workspace": w}),
+        }
+    }
+}
+
+/// `quire ctl roles ...`
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// Give a principal a role at a scope (within the caller's own authority).
+    Assign {
+        /// `tenant/principal`, or a global principal id.
+        #[arg(long)]
+        subject: String,
+        /// enterprise_admin, tenant_admin, workspace_manager, standard_user, security_admin
+        /// or compliance_officer.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        scope: ScopeOpts,
+        /// Lifetime in seconds (default: until revoked).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List the role bindings the caller may see.
+    List {
+        /// Only this subject's.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Read this node's applied state instead of a linearizable read (may be stale).
+        #[arg(long)]
+        local: bool,
+    },
+    /// End a role binding at once.
+    Revoke {
+        /// Binding id (from `roles list`).
+        id: u64,
+    },
+}
+
+/// `quire ctl restrictions ...`
+#[derive(Debug, Subcommand)]
+pub enum RestrictionsCommand {
+    /// Deny a principal a permission (or everything) at a scope; needs --justification.
+    Add {
+        /// `tenant/principal`, or a global principal id.
+        #[arg(long)]
+        subject: String,
+        /// The permission denied, e.g. `notion.write` (default: every permission).
+        #[arg(long)]
+        permission: Option<String>,
+        #[command(flatten)]
+        scope: ScopeOpts,
+    },
+    /// List the restrictions the caller may see.
+    List {
+        /// Only this subject's.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Read this node's applied state instead of a linearizable read (may be stale).
+        #[arg(long)]
+        local: bool,
+    },
+    /// Lift a restriction.
+    Remove {
+        /// Restriction id (from `restrictions list`).
+        id: u64,
+    },
+}
+
+/// `quire ctl audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The newest records of a chain; with --follow, keep printing new ones as they commit.
+    Tail {
+        /// Tenant id, or `_cluster` (default: the token's own tenant, `_cluster` for root).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Records shown first.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        lines: u64,
+        /// Keep polling for new records (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// Poll interval with --follow, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60000))]
+        interval_ms: u64,
+    },
+    /// Records of a chain that match every filter given, oldest first.
+    Query {
+        /// Tenant id, or `_cluster`.
+        #[arg(long)]
+        tenant: String,
+        /// `admin`, `authorize` or `tool`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Who (`tenant/principal`, a global principal, or `root`).
+        #[arg(long)]
+        principal: Option<String>,
+        /// `ok`, `allowed`, `denied`, `unchanged`, `error:<code>`.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// The admin command, permission or tool.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records after this sequence number.
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// Most records (1..=1000; default 100).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: Option<u64>,
+    },
+    /// Write a chain as JSON lines (first line: its anchor and head) to stdout or --out.
+    Export {
+        /// Tenant id, or `_cluster`.
+        #[arg(long)]
+        tenant: String,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify every chain the token may read on the cluster, or an export with --file
+    /// (offline: no server, no token); exits non-zero on the first broken record.
+    Verify {
+        /// An export written by `audit export`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Set the audit retention: records kept per chain (the oldest are dropped; an anchor
+    /// keeps what remains verifiable).
+    SetRetention {
+        /// Records kept per chain.
+        max_records_per_chain: u64,
+    },
 }
 
 /// `quire ctl tokens ...`
@@ -336,6 +519,10 @@ pub enum AdminTokensCommand {
         /// Lifetime in seconds (default: no expiry).
         #[arg(long)]
         ttl_secs: Option<u64>,
+        /// The principal it acts as (`tenant/principal` or a global principal id), whose
+        /// roles decide what it may do; without it, a root token (every permission).
+        #[arg(long)]
+        subject: Option<String>,
     },
     /// List admin tokens.
     List(ListOpts),
@@ -359,13 +546,45 @@ pub async fn run_to(
     out: &mut dyn Write,
     env: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<()> {
+    if let CtlCommand::Audit {
+        command: AuditCommand::Verify { file: Some(path) },
+    } = &args.command
+    {
+        return audit::verify_file(path, args.json, out);
+    }
     let client = Client::new(&args)?;
     let json_out = args.json;
-    let (value, view) = execute(&client, args.command, &env).await?;
+    let (value, view) = match args.command {
+        CtlCommand::Audit {
+            command: AuditCommand::Export { tenant, out: file },
+        } => return audit::export(&client, &tenant, file.as_deref(), out).await,
+        CtlCommand::Audit {
+            command:
+                AuditCommand::Tail {
+                    tenant,
+                    lines,
+                    follow,
+                    interval_ms,
+                },
+        } => {
+            let opts = audit::TailOpts {
+                tenant,
+                lines,
+                follow,
+                interval: Duration::from_millis(interval_ms),
+                json: json_out,
+            };
+            return audit::tail(&client, &opts, out).await;
+        }
+        command => execute(&client, command, &env).await?,
+    };
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         view.render(&value, out)?;
+    }
+    if matches!(view, View::Verify) && value["ok"] != Value::Bool(true) {
+        bail!("an audit chain does not verify (see above)");
     }
     Ok(())
 }
@@ -379,6 +598,8 @@ enum View {
     Fields,
     Message(String),
     Secret(&'static str),
+    Records,
+    Verify,
 }
 
 impl View {
@@ -404,6 +625,36 @@ impl View {
                     writeln!(out, "expires: {}", table::utc(expires))?;
                 }
                 writeln!(out, "(shown once: store it now)")?;
+            }
+            View::Records => {
+                for r in value["records"].as_array().into_iter().flatten() {
+                    writeln!(out, "{}", audit::record_line(r))?;
+                }
+                if value["more"] == Value::Bool(true) {
+                    writeln!(
+                        out,
+                        "(more: query again with --after-seq {})",
+                        cell(&value["last_seq"])
+                    )?;
+                }
+            }
+            View::Verify => {
+                let mut table = Table::new(["CHAIN", "RECORDS", "ANCHOR", "HEAD", "RESULT"]);
+                for c in value["chains"].as_array().into_iter().flatten() {
+                    let result = if c["ok"] == Value::Bool(true) {
+                        "ok".to_owned()
+                    } else {
+                        format!("BROKEN: {}", cell(&c["error"]["message"]))
+                    };
+                    table.row([
+                        cell(&c["chain"]),
+                        cell(&c["records"]),
+                        cell(&c["anchor_seq"]),
+                        cell(&c["head_seq"]),
+                        result,
+                    ]);
+                }
+                table.write(out)?;
             }
         }
         Ok(())
@@ -550,11 +801,48 @@ const TOKEN_COLUMNS: &[(&str, &str)] = &[
 const ADMIN_TOKEN_COLUMNS: &[(&str, &str)] = &[
     ("ID", "token_id"),
     ("NAME", "display_name"),
+    ("SUBJECT", "subject"),
     ("ISSUED", "issued_at_ms"),
     ("EXPIRES", "expires_at_ms"),
     ("REVOKED", "revoked"),
     ("VALID", "valid"),
 ];
+
+const GLOBAL_PRINCIPAL_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("NAME", "display_name")];
+const ROLE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("SUBJECT", "subject"),
+    ("ROLE", "role"),
+    ("SCOPE", "scope"),
+    ("GRANTED BY", "granted_by"),
+    ("GRANTED", "granted_at_ms"),
+    ("EXPIRES", "expires_at_ms"),
+    ("ACTIVE", "active"),
+];
+const RESTRICTION_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("SUBJECT", "subject"),
+    ("PERMISSION", "permission"),
+    ("SCOPE", "scope"),
+    ("SET BY", "set_by"),
+    ("JUSTIFICATION", "justification"),
+];
+
+/// `?subject=S` (and `consistency=local`) for role and restriction lists.
+fn subject_query(subject: Option<&str>, local: bool) -> String {
+    let mut params = Vec::new();
+    if let Some(s) = subject {
+        params.push(format!("subject={}", seg(s)));
+    }
+    if local {
+        params.push("consistency=local".to_owned());
+    }
+    if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    }
+}
 
 async fn execute(
     c: &Client,
@@ -782,6 +1070,22 @@ async fn execute(
                 };
                 (v, View::Message(msg))
             }
+            PrincipalsCommand::CreateGlobal { id, name } => {
+                let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
+                let v = c.call(Method::POST, "/principals", Some(body)).await?;
+                let msg = format!("created global principal {}", cell(&v["id"]));
+                (v, View::Message(msg))
+            }
+            PrincipalsCommand::ListGlobal(list) => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/principals{}", list_query(&list)),
+                        None,
+                    )
+                    .await?;
+                (v, table("principals", GLOBAL_PRINCIPAL_COLUMNS))
+            }
         },
         CtlCommand::Tokens { command } => match command {
             TokensCommand::Issue {
@@ -829,10 +1133,17 @@ async fn execute(
             }
         },
         CtlCommand::AdminTokens { command } => match command {
-            AdminTokensCommand::Issue { name, ttl_secs } => {
+            AdminTokensCommand::Issue {
+                name,
+                ttl_secs,
+                subject,
+            } => {
                 let mut body = json!({"display_name": name});
                 if let Some(ttl) = ttl_secs {
                     body["ttl_secs"] = ttl.into();
+                }
+                if let Some(subject) = subject {
+                    body["subject"] = subject.into();
                 }
                 let v = c.call(Method::POST, "/admin-tokens", Some(body)).await?;
                 (v, View::Secret("issued admin token"))
@@ -854,6 +1165,146 @@ async fn execute(
                 (v, View::Message(format!("revoked admin token {id}")))
             }
         },
+        CtlCommand::Roles { command } => match command {
+            RolesCommand::Assign {
+                subject,
+                role,
+                scope,
+                ttl_secs,
+            } => {
+                let mut body = json!({"subject": subject, "role": role, "scope": scope.json()});
+                if let Some(ttl) = ttl_secs {
+                    body["ttl_secs"] = ttl.into();
+                }
+                let v = c.call(Method::POST, "/roles", Some(body)).await?;
+                let msg = if v["changed"] == Value::Bool(false) {
+                    format!("{subject} already holds {role} at {}", cell(&v["scope"]))
+                } else {
+                    format!(
+                        "assigned {role} at {} to {subject} (binding {})",
+                        cell(&v["scope"]),
+                        cell(&v["binding"]["id"])
+                    )
+                };
+                (v, View::Message(msg))
+            }
+            RolesCommand::List { subject, local } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/roles{}", subject_query(subject.as_deref(), local)),
+                        None,
+                    )
+                    .await?;
+                (v, table("roles", ROLE_COLUMNS))
+            }
+            RolesCommand::Revoke { id } => {
+                let v = c
+                    .call(Method::DELETE, &format!("/roles/{id}"), None)
+                    .await?;
+                (v, View::Message(format!("revoked role binding {id}")))
+            }
+        },
+        CtlCommand::Restrictions { command } => match command {
+            RestrictionsCommand::Add {
+                subject,
+                permission,
+                scope,
+            } => {
+                if c.justification.is_none() {
+                    bail!("a restriction needs a reason: pass --justification TEXT");
+                }
+                let mut body = json!({"subject": subject, "scope": scope.json()});
+                if let Some(p) = permission {
+                    body["permission"] = p.into();
+                }
+                let v = c.call(Method::POST, "/restrictions", Some(body)).await?;
+                let msg = format!(
+                    "restricted {subject}: {} denied at {} (restriction {})",
+                    v["permission"].as_str().unwrap_or("every permission"),
+                    cell(&v["scope"]),
+                    cell(&v["id"])
+                );
+                (v, View::Message(msg))
+            }
+            RestrictionsCommand::List { subject, local } => {
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/restrictions{}", subject_query(subject.as_deref(), local)),
+                        None,
+                    )
+                    .await?;
+                (v, table("restrictions", RESTRICTION_COLUMNS))
+            }
+            RestrictionsCommand::Remove { id } => {
+                let v = c
+                    .call(Method::DELETE, &format!("/restrictions/{id}"), None)
+                    .await?;
+                (v, View::Message(format!("removed restriction {id}")))
+            }
+        },
+        CtlCommand::Audit { command } => match command {
+            AuditCommand::Query {
+                tenant,
+                kind,
+                principal,
+                outcome,
+                action,
+                after_seq,
+                limit,
+            } => {
+                let mut params = vec![format!("tenant={}", seg(&tenant))];
+                for (k, v) in [
+                    ("kind", kind),
+                    ("principal", principal),
+                    ("outcome", outcome),
+                    ("action", action),
+                ] {
+                    if let Some(v) = v {
+                        params.push(format!("{k}={}", seg(&v)));
+                    }
+                }
+                if let Some(after) = after_seq {
+                    params.push(format!("after_seq={after}"));
+                }
+                if let Some(limit) = limit {
+                    params.push(format!("limit={limit}"));
+                }
+                let v = c
+                    .call(
+                        Method::GET,
+                        &format!("/audit/records?{}", params.join("&")),
+                        None,
+                    )
+                    .await?;
+                (v, View::Records)
+            }
+            AuditCommand::Verify { .. } => {
+                let v = c.call(Method::GET, "/audit/verify", None).await?;
+                (v, View::Verify)
+            }
+            AuditCommand::SetRetention {
+                max_records_per_chain,
+            } => {
+                let v = c
+                    .call(
+                        Method::PUT,
+                        "/audit/retention",
+                        Some(json!({"max_records_per_chain": max_records_per_chain})),
+                    )
+                    .await?;
+                (
+                    v,
+                    View::Message(format!(
+                        "audit retention: {max_records_per_chain} records per chain"
+                    )),
+                )
+            }
+            AuditCommand::Tail { .. } | AuditCommand::Export { .. } => {
+                bail!("this audit command is run by run_to")
+            }
+        },
     })
 }
 
@@ -862,6 +1313,8 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Sent with every change (`--justification`).
+    justification: Option<String>,
 }
 
 impl Client {
@@ -887,6 +1340,7 @@ impl Client {
             http,
             base: format!("{url}/admin/v1"),
             token: token.trim().to_owned(),
+            justification: args.justification.clone().filter(|j| !j.trim().is_empty()),
         })
     }
 
@@ -896,11 +1350,38 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let (status, bytes, url) = self
+            .send(method.clone(), path, body, MAX_RESPONSE_BYTES)
+            .await?;
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return value.with_context(|| format!("{method} {url}: the response is not JSON"));
+        }
+        Err(refused(&method, &url, status, &bytes))
+    }
+
+    /// Sends one request; a change carries the `--justification`. Returns the status, the
+    /// body (at most `max_bytes`) and the URL.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        max_bytes: usize,
+    ) -> anyhow::Result<(reqwest::StatusCode, Vec<u8>, String)> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .http
             .request(method.clone(), &url)
             .bearer_auth(&self.token);
+        let body = match (&self.justification, method == reqwest::Method::GET) {
+            (Some(why), false) => {
+                let mut body = body.unwrap_or_else(|| json!({}));
+                body["justification"] = why.clone().into();
+                Some(body)
+            }
+            _ => body,
+        };
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -912,28 +1393,34 @@ impl Client {
             .await
             .map_err(|e| request_error(&e, &url))?
         {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                bail!("{method} {url}: the response is larger than {MAX_RESPONSE_BYTES} bytes");
+            if bytes.len() + chunk.len() > max_bytes {
+                bail!("{method} {url}: the response is larger than {max_bytes} bytes");
             }
             bytes.extend_from_slice(&chunk);
         }
-        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            return value.with_context(|| format!("{method} {url}: the response is not JSON"));
-        }
-        match value {
-            Some(v) if v["message"].is_string() => bail!(
-                "{} (HTTP {}, {})",
-                v["message"].as_str().unwrap_or_default(),
-                status.as_u16(),
-                v["error"].as_str().unwrap_or("error")
-            ),
-            _ => bail!(
-                "{method} {url} answered HTTP {}: {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            ),
-        }
+        Ok((status, bytes, url))
+    }
+}
+
+/// The error for a refused request: the server's message, status and code.
+fn refused(
+    method: &reqwest::Method,
+    url: &str,
+    status: reqwest::StatusCode,
+    bytes: &[u8],
+) -> anyhow::Error {
+    match serde_json::from_slice::<Value>(bytes).ok() {
+        Some(v) if v["message"].is_string() => anyhow::anyhow!(
+            "{} (HTTP {}, {})",
+            v["message"].as_str().unwrap_or_default(),
+            status.as_u16(),
+            v["error"].as_str().unwrap_or("error")
+        ),
+        _ => anyhow::anyhow!(
+            "{method} {url} answered HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        ),
     }
 }
 
