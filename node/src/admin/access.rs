@@ -326,3 +326,184 @@ pub fn insufficient_scope(scope: &str) -> AdminError {
 fn truncate(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_raft::command::{Command, apply};
+    use quire_raft::ids::{IntegrationId, PrincipalId, TokenId};
+    use quire_raft::rbac::{Role, Subject};
+    use quire_raft::seal::{MasterKey, integration_aad};
+    use quire_raft::state::Budget;
+    use rand::SeedableRng;
+
+    const NOW: u64 = 10_000;
+
+    fn t(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+
+    fn w(s: &str) -> WorkspaceId {
+        WorkspaceId::new(s).unwrap()
+    }
+
+    fn run(s: &mut ControlState, cmd: Command) {
+        apply(s, &cmd).unwrap_or_else(|e| panic!("{} rejected: {e}", cmd.kind()));
+    }
+
+    fn caller(subject: Option<&str>) -> AdminCaller {
+        AdminCaller {
+            token_id: TokenId::new("adm-test").unwrap(),
+            display_name: "test".into(),
+            subject: subject.map(|s| s.parse().unwrap()),
+        }
+    }
+
+    /// Tenants `acme` and `other` (workspaces `docs` and `eng` each); `acme/alice` tenant
+    /// admin of acme, `acme/mgr` workspace manager of acme/docs, global `auditor` a
+    /// compliance officer.
+    fn state() -> ControlState {
+        let mut s = ControlState::new();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let key = MasterKey::generate(&mut rng);
+        for tenant in ["acme", "other"] {
+            run(
+                &mut s,
+                Command::CreateTenant {
+                    tenant: t(tenant),
+                    display_name: tenant.into(),
+                },
+            );
+            run(
+                &mut s,
+                Command::AddIntegration {
+                    tenant: t(tenant),
+                    integration: IntegrationId::new("main").unwrap(),
+                    display_name: "main".into(),
+                    sealed_token: key
+                        .seal(b"ntn_x", &integration_aad(tenant, "main"), &mut rng)
+                        .unwrap(),
+                    budget: Budget {
+                        requests_per_second: 3,
+                        burst: 5,
+                    },
+                },
+            );
+            for workspace in ["docs", "eng"] {
+                run(
+                    &mut s,
+                    Command::CreateWorkspace {
+                        tenant: t(tenant),
+                        workspace: w(workspace),
+                        display_name: workspace.into(),
+                        integration: IntegrationId::new("main").unwrap(),
+                    },
+                );
+            }
+        }
+        for principal in ["alice", "mgr"] {
+            run(
+                &mut s,
+                Command::CreatePrincipal {
+                    tenant: t("acme"),
+                    principal: PrincipalId::new(principal).unwrap(),
+                    display_name: principal.into(),
+                },
+            );
+        }
+        run(
+            &mut s,
+            Command::CreateGlobalPrincipal {
+                principal: PrincipalId::new("auditor").unwrap(),
+                display_name: "auditor".into(),
+            },
+        );
+        for (subject, role, scope) in [
+            ("acme/alice", Role::TenantAdmin, tenant_scope(&t("acme"))),
+            (
+                "acme/mgr",
+                Role::WorkspaceManager,
+                workspace_scope(&t("acme"), &w("docs")),
+            ),
+            ("auditor", Role::ComplianceOfficer, RoleScope::Global),
+        ] {
+            run(
+                &mut s,
+                Command::AssignRole {
+                    subject: subject.parse::<Subject>().unwrap(),
+                    role,
+                    scope,
+                    granted_at_ms: NOW - 1,
+                    expires_at_ms: None,
+                    justification: None,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn tenant_and_workspace_reads_follow_roles() {
+        let s = state();
+        let (root, alice, mgr) = (
+            caller(None),
+            caller(Some("acme/alice")),
+            caller(Some("acme/mgr")),
+        );
+        assert_eq!(
+            tenant_view(&root, &s, &t("other"), NOW),
+            Ok(TenantView::All)
+        );
+        assert_eq!(
+            tenant_view(&alice, &s, &t("acme"), NOW),
+            Ok(TenantView::All)
+        );
+        let d = tenant_view(&alice, &s, &t("other"), NOW).unwrap_err();
+        assert_eq!(d.permission, Permission::TenantRead);
+        assert_eq!(d.target, tenant_scope(&t("other")));
+        assert_eq!(
+            tenant_view(&mgr, &s, &t("acme"), NOW),
+            Ok(TenantView::Workspaces([w("docs")].into()))
+        );
+        assert!(check_workspace(&mgr, &s, &t("acme"), &w("docs"), NOW).is_ok());
+        let d = check_workspace(&mgr, &s, &t("acme"), &w("eng"), NOW).unwrap_err();
+        assert_eq!(d.permission, Permission::WorkspaceRead);
+        assert!(check_workspace(&alice, &s, &t("acme"), &w("eng"), NOW).is_ok());
+        // Role bindings are seen where the reader may read.
+        assert!(may_see_scope(&alice, &s, &tenant_scope(&t("acme")), NOW));
+        assert!(!may_see_scope(&alice, &s, &RoleScope::Global, NOW));
+        assert!(may_see_scope(
+            &mgr,
+            &s,
+            &workspace_scope(&t("acme"), &w("docs")),
+            NOW
+        ));
+        assert!(!may_see_scope(&mgr, &s, &tenant_scope(&t("acme")), NOW));
+        assert!(may_see_scope(&root, &s, &RoleScope::Global, NOW));
+    }
+
+    #[test]
+    fn audit_chains_need_audit_read_or_enterprise_reports() {
+        let s = state();
+        let (alice, mgr, auditor) = (
+            caller(Some("acme/alice")),
+            caller(Some("acme/mgr")),
+            caller(Some("auditor")),
+        );
+        assert!(check_audit(&alice, &s, "acme", NOW).is_ok());
+        let d = check_audit(&alice, &s, "other", NOW).unwrap_err();
+        assert_eq!(d.permission, Permission::AuditRead);
+        let d = check_audit(&alice, &s, CLUSTER_CHAIN, NOW).unwrap_err();
+        assert_eq!(
+            (d.permission, d.target),
+            (Permission::ReportsEnterprise, RoleScope::Global)
+        );
+        assert!(check_audit(&mgr, &s, "acme", NOW).is_err());
+        for chain in ["acme", "other", CLUSTER_CHAIN] {
+            assert!(check_audit(&auditor, &s, chain, NOW).is_ok(), "{chain}");
+        }
+        assert!(check_audit(&caller(None), &s, "Not A Chain", NOW).is_ok());
+        assert!(check_audit(&alice, &s, "Not A Chain", NOW).is_err());
+        assert!(has_scope(&alice, SCOPE_AUDIT));
+    }
+}

@@ -241,20 +241,19 @@ pub(super) async fn export(
     let q = Query::parse(q.as_deref(), &["tenant"])?;
     let name = chain_name(&q, &caller)?;
     let what = format!("GET /audit/export?tenant={name}");
-    let text = chain_read(&app, &caller, &q, &name, &what, |_, chain| {
-        let empty = AuditChain::default();
-        let chain = chain.unwrap_or(&empty);
-        let mut text = String::new();
-        let header = ExportHeader::of(&name, chain);
-        text.push_str(&serde_json::to_string(&header).unwrap_or_default());
-        text.push('\n');
-        for r in &chain.records {
-            text.push_str(&serde_json::to_string(r).unwrap_or_default());
-            text.push('\n');
-        }
-        text
+    // Copied under the state's lock, serialised after it is released.
+    let chain = chain_read(&app, &caller, &q, &name, &what, |_, chain| {
+        chain.cloned().unwrap_or_default()
     })
     .await?;
+    let mut text = String::new();
+    let header = ExportHeader::of(&name, &chain);
+    text.push_str(&serde_json::to_string(&header).unwrap_or_default());
+    text.push('\n');
+    for r in &chain.records {
+        text.push_str(&serde_json::to_string(r).unwrap_or_default());
+        text.push('\n');
+    }
     tracing::info!(admin_token = %caller.token_id, chain = %name, "audit chain exported");
     Ok((
         StatusCode::OK,
@@ -291,14 +290,19 @@ pub(super) async fn verify(
         limit: 1,
         after: None,
     };
-    let list = read(&app, &params, |s| {
+    // Copied under the state's lock, hashed after it is released.
+    let chains = read(&app, &params, |s| {
         s.audit()
             .chains()
             .filter(|(name, _)| access::check_audit(&caller, s, name, now_ms).is_ok())
-            .map(|(name, chain)| verify_json(name, chain))
+            .map(|(name, chain)| (name.clone(), chain.clone()))
             .collect::<Vec<_>>()
     })
     .await?;
+    let list = chains
+        .iter()
+        .map(|(name, chain)| verify_json(name, chain))
+        .collect::<Vec<_>>();
     let all_ok = list.iter().all(|c| c["ok"] == json!(true));
     Ok(ok(json!({"ok": all_ok, "chains": list})))
 }
