@@ -627,7 +627,11 @@ impl View {
                 writeln!(out, "(shown once: store it now)")?;
             }
             View::Records => {
-                for r in value["records"].as_array().into_iter().flatten() {
+                let records = value["records"].as_array().map_or(&[][..], Vec::as_slice);
+                if records.is_empty() {
+                    writeln!(out, "(no matching records)")?;
+                }
+                for r in records {
                     writeln!(out, "{}", audit::record_line(r))?;
                 }
                 if value["more"] == Value::Bool(true) {
@@ -1178,11 +1182,14 @@ async fn execute(
                 }
                 let v = c.call(Method::POST, "/roles", Some(body)).await?;
                 let msg = if v["changed"] == Value::Bool(false) {
-                    format!("{subject} already holds {role} at {}", cell(&v["scope"]))
+                    format!(
+                        "{subject} already holds {role} at {}",
+                        table::scope_text(&v["scope"])
+                    )
                 } else {
                     format!(
                         "assigned {role} at {} to {subject} (binding {})",
-                        cell(&v["scope"]),
+                        table::scope_text(&v["scope"]),
                         cell(&v["binding"]["id"])
                     )
                 };
@@ -1222,7 +1229,7 @@ async fn execute(
                 let msg = format!(
                     "restricted {subject}: {} denied at {} (restriction {})",
                     v["permission"].as_str().unwrap_or("every permission"),
-                    cell(&v["scope"]),
+                    table::scope_text(&v["scope"]),
                     cell(&v["id"])
                 );
                 (v, View::Message(msg))

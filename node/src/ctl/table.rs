@@ -51,11 +51,24 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
-/// A cell for the JSON field `key`: times (`*_at_ms`) as UTC, everything else by [`cell`].
+/// A cell for the JSON field `key`: times (`*_at_ms`) as UTC, role scopes as text,
+/// everything else by [`cell`].
 pub fn field_cell(key: &str, value: &Value) -> String {
     match value.as_u64() {
         Some(ms) if key.ends_with("_at_ms") => utc(ms),
+        _ if key == "scope" && value["level"].is_string() => scope_text(value),
         _ => cell(value),
+    }
+}
+
+/// A role scope object as `global`, `tenant T` or `workspace T/W`.
+pub fn scope_text(scope: &Value) -> String {
+    let text = |k: &str| scope[k].as_str().unwrap_or("?").to_owned();
+    match scope["level"].as_str() {
+        Some("global") => "global".to_owned(),
+        Some("tenant") => format!("tenant {}", text("tenant")),
+        Some("workspace") => format!("workspace {}/{}", text("tenant"), text("workspace")),
+        _ => cell(scope),
     }
 }
 
@@ -134,5 +147,12 @@ mod tests {
             "1970-01-01T00:00:00Z"
         );
         assert_eq!(field_cell("expires_at_ms", &Value::Null), "-");
+        let scope =
+            serde_json::json!({"level": "workspace", "tenant": "acme", "workspace": "docs"});
+        assert_eq!(field_cell("scope", &scope), "workspace acme/docs");
+        assert_eq!(
+            scope_text(&serde_json::json!({"level": "global"})),
+            "global"
+        );
     }
 }
