@@ -21,6 +21,8 @@ use crate::clock::SharedClock;
 use crate::cluster::Router;
 use crate::config::Config;
 use crate::freshness::Freshness;
+use crate::jwt::{JwtError, JwtSettings};
+use crate::oidc::{OidcCache, OidcSettings};
 
 pub struct App {
     pub config: Config,
@@ -36,6 +38,10 @@ pub struct App {
     pub audit: AuditLog,
     /// How current the access rules are (the revocation bound).
     pub freshness: Arc<Freshness>,
+    /// What a JWT must say to be accepted (issuer, audiences, leeway).
+    pub jwt: JwtSettings,
+    /// Tenants' OpenID Connect providers' keys.
+    pub oidc: OidcCache,
     ready: AtomicBool,
 }
 
@@ -59,9 +65,17 @@ impl App {
             std::time::Duration::from_millis(config.security.authz_max_staleness_ms),
             shutdown.clone(),
         );
+        let jwt = JwtSettings::from_config(&config);
+        let oidc = OidcCache::new(
+            OidcSettings::from_config(&config),
+            config.security.oidc_ca_file.as_deref(),
+            clock.clone(),
+        );
         Self {
             audit,
             freshness,
+            jwt,
+            oidc,
             config,
             control: router.control.clone(),
             router,
@@ -102,8 +116,52 @@ impl App {
         self.router.read(f).await
     }
 
-    /// Resolves a bearer secret to its caller, against the applied control state.
-    pub fn authenticate(&self, secret: &str) -> Option<Caller> {
+    /// Resolves a bearer secret to its caller, against the applied control state: an opaque
+    /// `qk_` token by its hash, a JWT (three dot-separated parts) by its issuer — the built-in
+    /// one or a tenant's OpenID Connect provider. Every kind yields the same [`Caller`].
+    pub async fn authenticate(&self, secret: &str) -> Option<Caller> {
+        match self.authenticate_detailed(secret).await {
+            Ok(caller) => Some(caller),
+            Err(e) => {
+                tracing::debug!("bearer token refused: {e}");
+                None
+            }
+        }
+    }
+
+    /// [`App::authenticate`], saying why a token is refused.
+    pub async fn authenticate_detailed(&self, secret: &str) -> Result<Caller, JwtError> {
+        if !crate::jwt::looks_like_jwt(secret) {
+            return self
+                .authenticate_opaque(secret)
+                .ok_or_else(|| JwtError::Claims("unknown, revoked or expired token".into()));
+        }
+        let claims = crate::jwt::peek_claims(secret)?;
+        let issuer = crate::jwt::claimed_issuer(&claims)
+            .ok_or_else(|| JwtError::Claims("the token has no iss claim".into()))?;
+        if issuer == self.jwt.issuer {
+            let now_ms = self.clock.now_ms();
+            return self.control.read_applied(|state| {
+                crate::jwt::validate_builtin(state, &self.jwt, secret, now_ms)
+            });
+        }
+        let provider = self
+            .control
+            .read_applied(|state| crate::oidc::provider_for(state, issuer, &claims))
+            .ok_or(JwtError::UnknownIssuer)?;
+        let verified =
+            crate::oidc::validate(&self.oidc, &provider, secret, self.clock.now_ms()).await?;
+        // Mapped against the state as it is now (the provider may have changed meanwhile).
+        self.control
+            .read_applied(|state| match state.jwt().oidc_provider(&provider.tenant) {
+                Some(current) if current == &provider => {
+                    crate::oidc::caller_of(state, current, &verified)
+                }
+                _ => Err(JwtError::UnknownIssuer),
+            })
+    }
+
+    fn authenticate_opaque(&self, secret: &str) -> Option<Caller> {
         let hash = quire_raft::hash_api_token(secret);
         let now_ms = self.clock.now_ms();
         self.control.read_applied(|state| {
@@ -121,6 +179,7 @@ impl App {
                 workspace_id: token.workspace_id.as_str().to_owned(),
                 token_id: token.token_id.as_str().to_owned(),
                 scopes: token.scopes.clone(),
+                extra_roles: Vec::new(),
             })
         })
     }
@@ -174,7 +233,11 @@ pub fn is_revocation(cmd: &Command) -> bool {
         | Command::RevokeAdminToken { .. }
         | Command::RevokeRole { .. }
         | Command::AddRestriction { .. }
-        | Command::DeleteTenant { .. } => true,
+        | Command::DeleteTenant { .. }
+        | Command::RevokeJwt { .. }
+        | Command::RetireJwtKey { .. }
+        | Command::SetOidcProvider { .. }
+        | Command::RemoveOidcProvider { .. } => true,
         _ => false,
     }
 }

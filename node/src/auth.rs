@@ -1,6 +1,7 @@
-//! Bearer-token authentication of agents at the HTTP front. A token is looked up by its
-//! SHA-256 in the replicated state (the secret itself is stored nowhere); the caller it
-//! names travels with the request as an extension that the MCP handler reads.
+//! Bearer-token authentication of agents at the HTTP front. An opaque token is looked up by
+//! its SHA-256 in the replicated state (the secret itself is stored nowhere); a JWT is
+//! verified by [`crate::jwt`] (built-in issuer) or [`crate::oidc`] (a tenant's provider). The
+//! caller it names travels with the request as an extension that the MCP handler reads.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,18 +13,24 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 
-/// Who is calling: resolved from a valid bearer token.
+/// Who is calling: resolved from a valid bearer token (an opaque `qk_` token, a JWT of the
+/// built-in issuer, or a JWT of the tenant's OpenID Connect provider).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant_id: String,
     pub principal_id: String,
     pub workspace_id: String,
+    /// The opaque token's id, or a JWT's `jti` (`oidc:<jti or sub>` for a provider's token).
     pub token_id: String,
     pub scopes: BTreeSet<String>,
+    /// Roles the caller's identity provider grants for this request (its mapped groups), on
+    /// top of the principal's stored bindings; empty for Quire's own tokens.
+    pub extra_roles: Vec<(quire_raft::rbac::Role, quire_raft::rbac::RoleScope)>,
 }
 
-/// Largest `Authorization` header value considered; anything longer is not a Quire token.
-const MAX_BEARER_BYTES: usize = 512;
+/// Largest `Authorization` header value considered (an identity provider's JWT with many
+/// groups runs to a few KB); anything longer is refused as malformed.
+const MAX_BEARER_BYTES: usize = 8 * 1024;
 
 /// Why a request carries no usable credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +47,9 @@ impl AuthFailure {
                 "a bearer token is required: send 'Authorization: Bearer <token>'"
             }
             AuthFailure::Malformed => "the Authorization header must be 'Bearer <token>'",
-            AuthFailure::Invalid => "the bearer token is unknown, revoked or expired",
+            AuthFailure::Invalid => {
+                "the bearer token is unknown, revoked or expired, or (a JWT) does not verify"
+            }
         }
     }
 }
@@ -171,10 +180,11 @@ pub async fn require_bearer(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    let caller = match bearer(request.headers())
-        .and_then(|secret| app.authenticate(secret).ok_or(AuthFailure::Invalid))
-    {
-        Ok(caller) => caller,
+    let caller = match bearer(request.headers()) {
+        Ok(secret) => match app.authenticate(secret).await {
+            Some(caller) => caller,
+            None => return mcp_unauthorized(&app, AuthFailure::Invalid),
+        },
         Err(failure) => return mcp_unauthorized(&app, failure),
     };
     if !caller.scopes.contains(crate::mcp::SCOPE_MCP) {
@@ -257,7 +267,7 @@ mod tests {
         assert_eq!(bearer(&headers("Basic abc")), Err(AuthFailure::Malformed));
         assert_eq!(bearer(&headers("Bearer")), Err(AuthFailure::Malformed));
         assert_eq!(
-            bearer(&headers(&format!("Bearer {}", "x".repeat(600)))),
+            bearer(&headers(&format!("Bearer {}", "x".repeat(9000)))),
             Err(AuthFailure::Malformed)
         );
     }

@@ -180,6 +180,30 @@ pub struct SecuritySection {
     /// acknowledged only this long after it committed, so once acknowledged no node
     /// authorizes a request that relied on what was revoked.
     pub authz_max_staleness_ms: u64,
+    /// The built-in JWT issuer (`iss`); default `quire:<cluster_name>`. The same on every
+    /// node of a cluster, independent of any node's URL.
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`, RFC 8707) built-in JWTs are issued for and every node accepts;
+    /// default `urn:quire:<cluster_name>:mcp`. Set it to the URL agents use for `/mcp` behind
+    /// a load balancer. A node also accepts its own `<public_url>/mcp`.
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Longest lifetime of a built-in JWT, in seconds; also how long a key replaced by a
+    /// rotation keeps validating unless the rotation says otherwise.
+    pub jwt_max_ttl_secs: u64,
+    /// Lifetime of a built-in JWT whose issue request names none, in seconds.
+    pub jwt_default_ttl_secs: u64,
+    /// PEM file of the CA certificates trusted for OpenID Connect providers (discovery and
+    /// JWKS); default: the system's roots.
+    pub oidc_ca_file: Option<PathBuf>,
+    /// How long a provider's discovery document and keys are cached, in seconds.
+    pub oidc_jwks_cache_ttl_secs: u64,
+    /// Least time between two fetches of one provider's keys, in ms: a token with an unknown
+    /// `kid` refetches them at most this often, so a flood of bogus kids cannot hammer it.
+    pub oidc_refetch_min_interval_ms: u64,
+    /// Deadline of one request to a provider, in ms.
+    pub oidc_fetch_timeout_ms: u64,
 }
 
 impl Default for SecuritySection {
@@ -187,6 +211,15 @@ impl Default for SecuritySection {
         Self {
             master_key_file: None,
             authz_max_staleness_ms: 1_000,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            jwt_max_ttl_secs: 24 * 3600,
+            jwt_default_ttl_secs: 3600,
+            oidc_ca_file: None,
+            oidc_jwks_cache_ttl_secs: 300,
+            oidc_refetch_min_interval_ms: 10_000,
+            oidc_fetch_timeout_ms: 5_000,
         }
     }
 }
@@ -395,6 +428,9 @@ impl Config {
         if let Some(v) = get("QUIRE_MASTER_KEY_FILE") {
             self.security.master_key_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("QUIRE_AUDIT_MAX_BATCH") {
+            self.limits.audit_max_batch = parse("QUIRE_AUDIT_MAX_BATCH", v)?;
+        }
         if let Some(v) = get("QUIRE_AUTHZ_MAX_STALENESS_MS") {
             self.security.authz_max_staleness_ms = parse("QUIRE_AUTHZ_MAX_STALENESS_MS", v)?;
         }
@@ -458,10 +494,9 @@ impl Config {
             );
         }
         if !(50..=60_000).contains(&self.security.authz_max_staleness_ms) {
-            problems.push(
-                "security.authz_max_staleness_ms must be in 50..=60000".to_owned(),
-            );
+            problems.push("security.authz_max_staleness_ms must be in 50..=60000".to_owned());
         }
+        self.validate_jwt(&mut problems);
         if self.limits.call_deadline_ms == 0 {
             problems.push("limits.call_deadline_ms must be at least 1".to_owned());
         }
@@ -592,6 +627,44 @@ impl Config {
                 "peer.request_timeout_ms, peer.snapshot_timeout_ms and peer.max_in_flight_per_peer must be at least 1"
                     .to_owned(),
             );
+        }
+    }
+
+    fn validate_jwt(&self, problems: &mut Vec<String>) {
+        let s = &self.security;
+        for (key, value) in [
+            ("jwt_issuer", &s.jwt_issuer),
+            ("jwt_audience", &s.jwt_audience),
+        ] {
+            if let Some(v) = value
+                && (v.trim().is_empty() || v.len() > 512 || v.chars().any(char::is_control))
+            {
+                problems.push(format!(
+                    "security.{key} must be 1-512 characters without control characters"
+                ));
+            }
+        }
+        if s.jwt_leeway_secs > 300 {
+            problems.push("security.jwt_leeway_secs must be at most 300".to_owned());
+        }
+        if !(60..=366 * 24 * 3600).contains(&s.jwt_max_ttl_secs) {
+            problems.push("security.jwt_max_ttl_secs must be in 60..=31622400".to_owned());
+        }
+        if s.jwt_default_ttl_secs == 0 || s.jwt_default_ttl_secs > s.jwt_max_ttl_secs {
+            problems.push(
+                "security.jwt_default_ttl_secs must be at least 1 and at most security.jwt_max_ttl_secs"
+                    .to_owned(),
+            );
+        }
+        if !(1..=86_400).contains(&s.oidc_jwks_cache_ttl_secs) {
+            problems.push("security.oidc_jwks_cache_ttl_secs must be in 1..=86400".to_owned());
+        }
+        if s.oidc_refetch_min_interval_ms > 3_600_000 {
+            problems
+                .push("security.oidc_refetch_min_interval_ms must be at most 3600000".to_owned());
+        }
+        if !(100..=60_000).contains(&s.oidc_fetch_timeout_ms) {
+            problems.push("security.oidc_fetch_timeout_ms must be in 100..=60000".to_owned());
         }
     }
 

@@ -182,7 +182,7 @@ pub async fn provision(app: &App, sandbox: &RunningSandbox) -> anyhow::Result<Cl
     };
     // Keep the token of an earlier start if it still authenticates.
     if let Some(existing) = existing
-        && app.authenticate(&existing.token).is_some()
+        && app.authenticate(&existing.token).await.is_some()
     {
         let file = ClientFile {
             mcp_url,
