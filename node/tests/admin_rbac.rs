@@ -787,6 +787,55 @@ async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
         tail.stdout
     );
 
+    // --follow prints records as they commit.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["ctl", "--url", &base, "--token", &alice])
+        .args([
+            "audit", "tail", "--tenant", "acme", "--lines", "1", "--follow",
+        ])
+        .args(["--interval-ms", "100"])
+        .env_remove("QUIRE_ADMIN_TOKEN")
+        .env_remove("QUIRE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quire ctl audit tail --follow");
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("tail --follow printed the newest record");
+    assert!(first.starts_with('#'), "{first}");
+    api.ok(
+        &alice,
+        Method::POST,
+        "/tenants/acme/principals",
+        Some(json!({"id": "late", "display_name": "late"})),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("principal:late")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("tail --follow did not print the new record: {seen:?}"),
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+
     // The cluster's chains all verify (root reads every chain).
     let all = ctl(Some(&base), Some(&root), &["audit", "verify"]);
     assert!(all.ok, "{} {}", all.stdout, all.stderr);
