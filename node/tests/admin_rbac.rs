@@ -788,7 +788,7 @@ async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
     );
 
     // --follow prints records as they commit.
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_quire"))
+    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_quire"))
         .args(["ctl", "--url", &base, "--token", &alice])
         .args([
             "audit", "tail", "--tenant", "acme", "--lines", "1", "--follow",
@@ -798,24 +798,16 @@ async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
         .env_remove("QUIRE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .expect("start quire ctl audit tail --follow");
     let stdout = follower.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("tail --follow printed the newest record");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let first = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("tail --follow printed the newest record in time")
+        .expect("read tail's output")
+        .expect("a line");
     assert!(first.starts_with('#'), "{first}");
     api.ok(
         &alice,
@@ -824,17 +816,22 @@ async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
         Some(json!({"id": "late", "display_name": "late"})),
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.contains("principal:late")) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("tail --follow did not print the new record: {seen:?}"),
+    let followed = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("principal:late") {
+                return Ok(line);
+            }
+            seen.push(line);
         }
-    }
-    let _ = follower.kill();
-    let _ = follower.wait();
+        Err(seen)
+    })
+    .await;
+    assert!(
+        matches!(followed, Ok(Ok(_))),
+        "tail --follow did not print the new record: {followed:?}"
+    );
+    let _ = follower.kill().await;
 
     // The cluster's chains all verify (root reads every chain).
     let all = ctl(Some(&base), Some(&root), &["audit", "verify"]);
