@@ -250,17 +250,20 @@ pub(super) async fn assign_role(
         why,
     )
     .await?;
-    // The binding's id, as `apply` numbered it (the newest of this subject, role and scope).
+    // The binding's id, as `apply` numbered it (the newest of this subject, role and scope),
+    // read linearizably: on a follower the change may not be applied locally yet.
     let now_ms = app.clock.now_ms();
     let binding = app
-        .control
-        .read_applied(|s| {
+        .read(|s| {
             s.access()
                 .bindings_of(&who)
                 .filter(|b| b.role == role && b.scope == scope)
                 .max_by_key(|b| b.id)
                 .map(|b| binding_json(b, now_ms))
         })
+        .await
+        .ok()
+        .flatten()
         .unwrap_or(Value::Null);
     Ok(created(json!({
         "subject": who.to_string(),
@@ -354,15 +357,18 @@ pub(super) async fn add_restriction(
         Some(why),
     )
     .await?;
+    // Its id, read linearizably (on a follower the change may not be applied locally yet).
     let restriction = app
-        .control
-        .read_applied(|s| {
+        .read(|s| {
             s.access()
                 .restrictions_of(&who)
                 .filter(|r| r.scope == scope && r.permission == permission)
                 .max_by_key(|r| r.id)
                 .map(restriction_json)
         })
+        .await
+        .ok()
+        .flatten()
         .unwrap_or(Value::Null);
     Ok(created(restriction))
 }
