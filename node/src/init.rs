@@ -1,5 +1,6 @@
 //! `quire init`: starts a new cluster on its first node — the group of one, the cluster's
-//! key check, and a bootstrap admin token written to `<data-dir>/admin-token`.
+//! key check, the built-in JWT issuer's first signing key, and a bootstrap admin token
+//! written to `<data-dir>/admin-token`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,28 @@ pub async fn issue_bootstrap_admin_token(
     Ok(path)
 }
 
+/// Gives the built-in JWT issuer its first signing key (EdDSA), unless it has one: the key is
+/// generated here and its private half sealed under the master key before it is proposed.
+pub async fn ensure_jwt_signing_key(
+    router: &crate::cluster::Router,
+    master_key: &quire_raft::seal::MasterKey,
+    now_ms: u64,
+) -> anyhow::Result<()> {
+    if router
+        .control
+        .read_applied(|s| s.jwt().current_key().is_some())
+    {
+        return Ok(());
+    }
+    let key = crate::jwt::generate_key(master_key, quire_raft::jwt_keys::JwtAlg::EdDSA, now_ms)
+        .map_err(|e| anyhow::anyhow!("cannot make the JWT signing key: {e}"))?;
+    router
+        .write(crate::jwt::add_key_command(key, now_ms, true, None))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the JWT signing key: {e}"))?;
+    Ok(())
+}
+
 /// Runs `quire init`; returns the path of the admin token file.
 pub async fn init(config: Config, options: ServeOptions) -> anyhow::Result<PathBuf> {
     quire_transport::tls::install_crypto_provider();
@@ -102,6 +125,7 @@ pub async fn init(config: Config, options: ServeOptions) -> anyhow::Result<PathB
         .await
         .context("the new cluster elected no leader")?;
     serve::check_master_key(&node.router, &key, &config.node.cluster_name).await?;
+    ensure_jwt_signing_key(&node.router, &key, SystemClock.now_ms()).await?;
     let path = issue_bootstrap_admin_token(&node.router, &config.node.data_dir).await?;
     drop(control);
     node.shutdown().await;

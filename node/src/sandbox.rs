@@ -166,6 +166,8 @@ pub async fn provision(app: &App, sandbox: &RunningSandbox) -> anyhow::Result<Cl
     )
     .await?;
 
+    crate::init::ensure_jwt_signing_key(&app.router, &app.master_key, app.clock.now_ms()).await?;
+
     let path = app.config.node.data_dir.join("client.json");
     let mcp_url = format!("{}/mcp", app.config.public_url());
     let existing = read_client_file(&path);

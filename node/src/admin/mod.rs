@@ -17,6 +17,7 @@ pub mod access;
 pub mod audit;
 mod body;
 mod error;
+mod jwt;
 mod rbac;
 mod routes;
 

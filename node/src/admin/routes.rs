@@ -105,6 +105,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/audit/records", get(super::audit::records))
         .route("/audit/export", get(super::audit::export))
         .route("/audit/verify", get(super::audit::verify))
+        .merge(super::jwt::routes())
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -5,6 +5,7 @@
 //! `audit verify --file` checks an export offline, with no server and no token.
 
 mod audit;
+mod jwt;
 mod table;
 
 use std::io::Write;
@@ -88,6 +89,11 @@ pub enum CtlCommand {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Signing keys of the built-in JWT issuer.
+    Keys {
+        #[command(subcommand)]
+        command: jwt::KeysCommand,
     },
     /// Admin tokens for this API (root, or acting as a principal).
     AdminTokens {
@@ -472,23 +478,36 @@ pub enum AuditCommand {
 /// `quire ctl tokens ...`
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Issue an API token for a principal in a granted workspace (the secret is shown once).
+    /// Issue an API token for a principal in a granted workspace (the secret is shown once);
+    /// with --jwt, a JWT signed by the cluster's built-in issuer.
     Issue {
-        /// Tenant id.
+        /// Tenant id (or give --principal as TENANT/PRINCIPAL).
         #[arg(long)]
-        tenant: String,
-        /// Principal id.
+        tenant: Option<String>,
+        /// Principal id, or TENANT/PRINCIPAL.
         #[arg(long)]
         principal: String,
         /// Workspace id.
         #[arg(long)]
         workspace: String,
         /// Scopes (repeat or comma-separate; default: all known scopes).
-        #[arg(long = "scope", value_delimiter = ',')]
+        #[arg(long = "scope", visible_alias = "scopes", value_delimiter = ',')]
         scopes: Vec<String>,
-        /// Lifetime in seconds (default: no expiry).
+        /// Lifetime in seconds (default: no expiry; a JWT: security.jwt_default_ttl_secs).
         #[arg(long)]
         ttl_secs: Option<u64>,
+        /// Lifetime as 90s, 30m, 1h or 2d (instead of --ttl-secs).
+        #[arg(long, conflicts_with = "ttl_secs")]
+        ttl: Option<String>,
+        /// Issue a signed JWT (built-in issuer) instead of an opaque qk_ token.
+        #[arg(long)]
+        jwt: bool,
+    },
+    /// Revoke a JWT by its id (the token itself, or `-` to read it from standard input); it
+    /// is refused everywhere until it would have expired.
+    RevokeJwt {
+        /// The JWT, or `-`.
+        token: String,
     },
     /// List a tenant's tokens (never their secrets).
     List {
@@ -1098,23 +1117,21 @@ async fn execute(
                 workspace,
                 scopes,
                 ttl_secs,
+                ttl,
+                jwt,
             } => {
-                let mut body = json!({"principal": principal, "workspace": workspace});
-                if !scopes.is_empty() {
-                    body["scopes"] = scopes.into();
-                }
-                if let Some(ttl) = ttl_secs {
-                    body["ttl_secs"] = ttl.into();
-                }
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("/tenants/{}/tokens", seg(&tenant)),
-                        Some(body),
-                    )
-                    .await?;
-                (v, View::Secret("issued token"))
+                let opts = jwt::IssueOpts {
+                    tenant,
+                    principal,
+                    workspace,
+                    scopes,
+                    ttl_secs,
+                    ttl,
+                    jwt,
+                };
+                jwt::issue(c, opts).await?
             }
+            TokensCommand::RevokeJwt { token } => jwt::revoke(c, token).await?,
             TokensCommand::List { tenant, list } => {
                 let v = c
                     .call(
@@ -1251,6 +1268,7 @@ async fn execute(
                 (v, View::Message(format!("removed restriction {id}")))
             }
         },
+        CtlCommand::Keys { command } => jwt::keys(c, command).await?,
         CtlCommand::Audit { command } => match command {
             AuditCommand::Query {
                 tenant,
