@@ -47,6 +47,37 @@ pub const CLUSTER_NAME: &str = "quire-sim";
 /// Wait before reopening after a failed open or a fatal Raft error.
 const REOPEN_WAIT: Duration = Duration::from_millis(200);
 
+/// What a simulated node's wall clock reads at simulated time zero (2026-01-01T00:00:00Z).
+pub const SIM_EPOCH_MS: u64 = 1_767_225_600_000;
+/// Largest skew of a node's wall clock from simulated time, either way, ms.
+pub const MAX_CLOCK_SKEW_MS: i64 = 2_000;
+
+/// A node's wall clock (`quire_raft::Clock`, what stamps and expiry checks read): simulated
+/// time plus a skew drawn from the seed for that node (within ±[`MAX_CLOCK_SKEW_MS`]),
+/// the same for all its incarnations. It must be read inside the simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkewedClock {
+    /// Offset from simulated time, ms.
+    pub skew_ms: i64,
+}
+
+impl SkewedClock {
+    /// Node `id`'s clock in the run of `seed`.
+    pub fn for_node(seed: u64, id: NodeId) -> SkewedClock {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x636c_6f63_6b00 ^ id);
+        SkewedClock {
+            skew_ms: rng.random_range(-MAX_CLOCK_SKEW_MS..=MAX_CLOCK_SKEW_MS),
+        }
+    }
+}
+
+impl quire_raft::clock::Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        (SIM_EPOCH_MS + sim_now().as_millis() as u64).saturating_add_signed(self.skew_ms)
+    }
+}
+
 /// The turmoil host name of node `id`.
 pub fn host_name(id: NodeId) -> String {
     format!("node-{id}")
@@ -127,6 +158,8 @@ pub struct LiveNode {
     pub tools: mpsc::Sender<ToolRequest>,
     /// Counts this node's incarnations (restarts), from 1.
     pub incarnation: u64,
+    /// Its wall clock (skewed from simulated time).
+    pub clock: SkewedClock,
 }
 
 /// The nodes that are up, by id (shared by the hosts, the workload and the driver).
@@ -273,9 +306,15 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
     let me = who(id);
     // A new incarnation: the previous one's unflushed writes are gone (or torn).
     let engine = setup.disk.open();
-    setup
-        .trace
-        .record(sim_now(), &me, format!("start incarnation {incarnation}"));
+    let clock = SkewedClock::for_node(setup.seed, id);
+    setup.trace.record(
+        sim_now(),
+        &me,
+        format!(
+            "start incarnation {incarnation} (wall clock skew {:+} ms)",
+            clock.skew_ms
+        ),
+    );
     if incarnation > 1 {
         setup.restarts.push(id, sim_now().as_millis() as u64);
     }
@@ -363,6 +402,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
             requests,
             tools,
             incarnation,
+            clock,
         },
     );
 
@@ -537,4 +577,28 @@ pub fn error_kind(message: &str) -> String {
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_raft::clock::Clock as _;
+
+    #[test]
+    fn node_clocks_are_skewed_by_the_seed_within_the_bound() {
+        let skews: Vec<i64> = (1..=9)
+            .map(|n| SkewedClock::for_node(7, n).skew_ms)
+            .collect();
+        assert_eq!(
+            skews,
+            (1..=9)
+                .map(|n| SkewedClock::for_node(7, n).skew_ms)
+                .collect::<Vec<_>>()
+        );
+        assert!(skews.iter().all(|s| s.abs() <= MAX_CLOCK_SKEW_MS));
+        assert!(skews.iter().any(|s| *s != skews[0]), "{skews:?}");
+        // Outside a simulation, simulated time reads zero.
+        let clock = SkewedClock { skew_ms: -1_500 };
+        assert_eq!(clock.now_ms(), SIM_EPOCH_MS - 1_500);
+    }
 }
