@@ -650,6 +650,15 @@ fn file_problems(
             format!("security.master_key_file: {e:#}"),
         ));
     }
+    if let Some(path) = &config.security.oidc_ca_file
+        && let Err(e) = crate::oidc::read_ca_file(path)
+    {
+        problems.push(lines.problem(
+            at("security", "oidc_ca_file"),
+            ProblemKind::File,
+            format!("security.oidc_ca_file: {e}"),
+        ));
+    }
     if let Some(dir) = &config.peer.tls_dir {
         for name in TLS_FILES {
             let file = dir.join(name);
@@ -996,6 +1005,32 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("not a key"), "{problems:?}");
         std::fs::write(&key, "ab".repeat(32)).unwrap();
+        assert_eq!(check_str(&text, &CheckOptions::default()), vec![]);
+    }
+
+    #[test]
+    fn the_oidc_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("idp-ca.pem");
+        let text = format!(
+            "[security]\noidc_ca_file = {:?}\n",
+            ca.display().to_string()
+        );
+        let problems = check_str(&text, &CheckOptions::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 2);
+        assert!(
+            problems[0].message.contains("security.oidc_ca_file"),
+            "{problems:?}"
+        );
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let problems = check_str(&text, &CheckOptions::default());
+        assert!(
+            problems[0].message.contains("no PEM certificate"),
+            "{problems:?}"
+        );
+        let pem = quire_transport::tls::generate_ca("idp").unwrap().cert_pem;
+        std::fs::write(&ca, pem).unwrap();
         assert_eq!(check_str(&text, &CheckOptions::default()), vec![]);
     }
 

@@ -496,3 +496,221 @@ pub fn caller_of(
         extra_roles,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quire_raft::command::{Command, apply};
+    use quire_raft::ids::{IntegrationId, TenantId};
+    use quire_raft::jwt_keys::GroupMapping;
+    use quire_raft::seal::MasterKey;
+    use quire_raft::state::Budget;
+    use rand::SeedableRng;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn settings() -> OidcSettings {
+        OidcSettings {
+            cache_ttl_ms: 300_000,
+            refetch_min_interval_ms: 10_000,
+            fetch_timeout_ms: 1_000,
+            leeway_secs: 30,
+        }
+    }
+
+    fn provider() -> OidcProvider {
+        OidcProvider {
+            tenant: TenantId::new("acme").unwrap(),
+            issuer: "https://idp.example".into(),
+            audience: "https://quire.example/mcp".into(),
+            principal_claim: "sub".into(),
+            tenant_claim: Some("tid".into()),
+            groups_claim: "groups".into(),
+            workspace_claim: Some("ws".into()),
+            default_workspace: Some(WorkspaceId::new("main").unwrap()),
+            groups: BTreeMap::from([
+                (
+                    "writers".to_owned(),
+                    GroupMapping {
+                        role: Some(Role::StandardUser),
+                        workspace: Some(WorkspaceId::new("main").unwrap()),
+                        scopes: ["mcp_server_access", "notion_workspace_write"]
+                            .map(str::to_owned)
+                            .into(),
+                    },
+                ),
+                (
+                    "admins".to_owned(),
+                    GroupMapping {
+                        role: Some(Role::TenantAdmin),
+                        workspace: None,
+                        scopes: ["admin_operations".to_owned()].into(),
+                    },
+                ),
+            ]),
+        }
+    }
+
+    fn state() -> State {
+        let mut s = State::new();
+        let t = TenantId::new("acme").unwrap();
+        let key = MasterKey::from_bytes([3; 32]);
+        for c in [
+            Command::CreateTenant {
+                tenant: t.clone(),
+                display_name: "Acme".into(),
+            },
+            Command::AddIntegration {
+                tenant: t.clone(),
+                integration: IntegrationId::new("n").unwrap(),
+                display_name: "N".into(),
+                sealed_token: key
+                    .seal(
+                        b"ntn_x_token_text",
+                        b"a",
+                        &mut rand::rngs::StdRng::seed_from_u64(2),
+                    )
+                    .unwrap(),
+                budget: Budget {
+                    requests_per_second: 3,
+                    burst: 5,
+                },
+            },
+            Command::CreateWorkspace {
+                tenant: t.clone(),
+                workspace: WorkspaceId::new("main").unwrap(),
+                display_name: "Main".into(),
+                integration: IntegrationId::new("n").unwrap(),
+            },
+            Command::SetOidcProvider {
+                provider: provider(),
+            },
+        ] {
+            apply(&mut s, &c).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn groups_map_to_roles_and_scopes_narrowed_by_the_tokens_scope() {
+        let s = state();
+        let p = provider();
+        let claims = json!({"sub": "ola", "tid": "acme", "groups": ["writers", "admins", "other"]});
+        let caller = caller_of(&s, &p, &claims).unwrap();
+        assert_eq!(caller.tenant_id, "acme");
+        assert_eq!(caller.principal_id, "ola");
+        assert_eq!(caller.workspace_id, "main");
+        assert_eq!(caller.token_id, "oidc:ola");
+        assert_eq!(
+            caller.scopes,
+            [
+                "admin_operations",
+                "mcp_server_access",
+                "notion_workspace_write"
+            ]
+            .map(str::to_owned)
+            .into()
+        );
+        assert_eq!(caller.extra_roles.len(), 2);
+        assert!(caller.extra_roles.contains(&(
+            Role::TenantAdmin,
+            RoleScope::Tenant {
+                tenant: TenantId::new("acme").unwrap()
+            }
+        )));
+        // A token asking for fewer scopes gets only those.
+        let claims = json!({"sub": "ola", "tid": "acme", "groups": ["writers"],
+                            "scope": "mcp_server_access openid"});
+        let caller = caller_of(&s, &p, &claims).unwrap();
+        assert_eq!(caller.scopes, ["mcp_server_access".to_owned()].into());
+        // No group: no scope, no role.
+        let caller = caller_of(&s, &p, &json!({"sub": "ola", "tid": "acme"})).unwrap();
+        assert!(caller.scopes.is_empty() && caller.extra_roles.is_empty());
+    }
+
+    #[test]
+    fn the_tenant_claim_principal_and_workspace_must_hold() {
+        let s = state();
+        let p = provider();
+        for claims in [
+            json!({"sub": "ola", "tid": "beta", "groups": ["writers"]}),
+            json!({"sub": "ola", "groups": ["writers"]}),
+            json!({"sub": "Ola@Example.com", "tid": "acme"}),
+            json!({"tid": "acme"}),
+            json!({"sub": "ola", "tid": "acme", "ws": "missing"}),
+        ] {
+            assert!(
+                matches!(caller_of(&s, &p, &claims), Err(JwtError::Claims(_))),
+                "{claims}"
+            );
+        }
+        let mut revoked = s.clone();
+        apply(
+            &mut revoked,
+            &Command::RevokeJwt {
+                tenant: TenantId::new("acme").unwrap(),
+                jti: "j1".into(),
+                expires_at_ms: 10_000,
+                revoked_at_ms: 1,
+            },
+        )
+        .unwrap();
+        let claims = json!({"sub": "ola", "tid": "acme", "jti": "j1"});
+        assert!(caller_of(&s, &p, &claims).is_ok());
+        assert_eq!(caller_of(&revoked, &p, &claims), Err(JwtError::Revoked));
+        // The provider is found by issuer and tenant claim.
+        assert!(provider_for(&s, "https://idp.example", &json!({"tid": "acme"})).is_some());
+        assert!(provider_for(&s, "https://idp.example", &json!({"tid": "beta"})).is_none());
+        assert!(provider_for(&s, "https://other.example", &json!({"tid": "acme"})).is_none());
+    }
+
+    #[test]
+    fn a_jwks_yields_only_usable_signing_keys() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let jwks = json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "claims-rs", "alg": "RS256", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "x": x},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "rsa", "alg": "RS256", "n": "sXch", "e": "AQAB"},
+        ]});
+        let keys = parse_jwks(&jwks).unwrap();
+        let kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        assert_eq!(kids, ["ed", "rsa"]);
+        assert_eq!(keys["ed"].0, JwtAlg::EdDSA);
+        assert_eq!(keys["rsa"].0, JwtAlg::RS256);
+        assert!(parse_jwks(&json!({"nokeys": []})).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        let clock = ManualClock::new(1_000_000);
+        let cache = OidcCache::new(settings(), None, Arc::new(clock.clone()));
+        // Nothing listens on port 1: every fetch fails at once.
+        let issuer = "https://127.0.0.1:1";
+        assert!(matches!(
+            cache.key(issuer, "a").await,
+            Err(JwtError::UnknownKey(_))
+        ));
+        assert_eq!(cache.fetch_count(), 1);
+        for kid in ["b", "c", "d", "a"] {
+            let refused = cache.key(issuer, kid).await;
+            assert!(
+                matches!(&refused, Err(JwtError::UnknownKey(m)) if m.contains("cannot be fetched")),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            cache.fetch_count(),
+            1,
+            "within the interval nothing is fetched"
+        );
+        clock.advance_ms(settings().refetch_min_interval_ms);
+        assert!(cache.key(issuer, "e").await.is_err());
+        assert_eq!(cache.fetch_count(), 2);
+    }
+}
