@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approvals::SodPolicy;
 use crate::audit::{AuditEvent, MAX_AUDIT_BATCH, MAX_AUDIT_TEXT_CHARS, Severity};
+use crate::delegation::Delegated;
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId, validate_id};
 use crate::jwt_keys::{
     JwtAlg, MAX_JWT_KEYS, MAX_REVOCATION_SPAN_MS, MAX_REVOKED_JTIS, OidcProvider, PublicKey,
@@ -313,6 +315,54 @@ pub enum Command {
         /// The tenant.
         tenant: TenantId,
     },
+    // ---- delegation and separation of duties (`delegation.rs`, `approvals.rs`) ----
+    /// Lends a permission or a role the admin token's principal holds to another principal
+    /// (only as an admin command). Temporary with `expires_at_ms`, permanent without.
+    Delegate {
+        /// Who receives it (same tenant as the delegator, or a global principal).
+        delegate: Subject,
+        /// What is lent.
+        grant: Delegated,
+        /// Where.
+        scope: RoleScope,
+        /// Until when (after the admin command's `at_ms`); `None` makes it permanent.
+        expires_at_ms: Option<u64>,
+        /// Why (required).
+        justification: String,
+    },
+    /// Approves a delegation that needs a higher authority (only as an admin command).
+    ApproveDelegation {
+        /// The delegation's id.
+        delegation: u64,
+    },
+    /// Ends a delegation at once (only as an admin command).
+    RevokeDelegation {
+        /// The delegation's id.
+        delegation: u64,
+    },
+    /// Replaces the separation-of-duties policy (a security-policy change: held for
+    /// approval while the policy is on).
+    SetSodPolicy {
+        /// The new policy.
+        policy: SodPolicy,
+    },
+    /// Approves a pending approval request (only as an admin command); the last required
+    /// approval executes the request's command.
+    ApproveRequest {
+        /// The request's id.
+        request: u64,
+    },
+    /// Rejects a pending approval request (only as an admin command).
+    RejectRequest {
+        /// The request's id.
+        request: u64,
+    },
+    /// Executes a pending approval request at once (only as an admin command, by an enterprise
+    /// admin, with a justification); audited with high severity.
+    BreakGlass {
+        /// The request's id.
+        request: u64,
+    },
     /// Applies `command` at most once per `request_id`: a proposer that retries a command
     /// whose first attempt may already have committed (a forwarded write whose answer was
     /// lost) gets the first attempt's result instead of a second application.
@@ -355,6 +405,13 @@ impl Command {
             Command::RevokeJwt { .. } => "revoke_jwt",
             Command::SetOidcProvider { .. } => "set_oidc_provider",
             Command::RemoveOidcProvider { .. } => "remove_oidc_provider",
+            Command::Delegate { .. } => "delegate",
+            Command::ApproveDelegation { .. } => "approve_delegation",
+            Command::RevokeDelegation { .. } => "revoke_delegation",
+            Command::SetSodPolicy { .. } => "set_sod_policy",
+            Command::ApproveRequest { .. } => "approve_request",
+            Command::RejectRequest { .. } => "reject_request",
+            Command::BreakGlass { .. } => "break_glass",
             Command::Once { command, .. } => command.kind(),
         }
     }
@@ -368,6 +425,12 @@ pub enum CommandOutput {
     Done,
     /// The command was already in effect (a repeated grant or revocation); nothing changed.
     Unchanged,
+    /// The separation-of-duties policy holds the command: it became an approval request and
+    /// runs once approved (see `approvals.rs`).
+    Pending {
+        /// The approval request's id.
+        approval: u64,
+    },
 }
 
 /// Why a command was rejected. The state is unchanged.
@@ -654,6 +717,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                 held.retain(|_, r| !inside(&r.scope));
             }
             state.access.restrictions.retain(|_, held| !held.is_empty());
+            crate::delegation::forget_tenant(state, tenant);
             for tok in state.admin_tokens.values_mut() {
                 if tok
                     .subject
@@ -1128,6 +1192,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                     state.access.bindings.remove(&subject);
                 }
             }
+            crate::delegation::end_unbacked(state, &subject);
             Ok(CommandOutput::Done)
         }
 
@@ -1419,6 +1484,25 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             Ok(CommandOutput::Done)
         }
 
+        Command::SetSodPolicy { policy } => {
+            crate::approvals::check_policy(state, policy)?;
+            if &state.approvals.policy == policy {
+                return Ok(CommandOutput::Unchanged);
+            }
+            state.approvals.policy = policy.clone();
+            Ok(CommandOutput::Done)
+        }
+
+        Command::Delegate { .. }
+        | Command::ApproveDelegation { .. }
+        | Command::RevokeDelegation { .. }
+        | Command::ApproveRequest { .. }
+        | Command::RejectRequest { .. }
+        | Command::BreakGlass { .. } => Err(ApplyError::Invalid(format!(
+            "{} is made only as an admin command (it acts for the admin token's principal)",
+            cmd.kind()
+        ))),
+
         Command::Once {
             request_id,
             command,
@@ -1589,6 +1673,30 @@ pub fn required_permission(
                 .ok_or_else(|| ApplyError::NotFound(format!("restriction #{restriction}")))?
                 .scope,
         ),
+        // Delegation and approval commands carry their own rules (`approvals::decide`); what
+        // is named here is what they concern.
+        Command::Delegate { scope, .. } => assign(scope),
+        Command::ApproveDelegation { delegation } | Command::RevokeDelegation { delegation } => {
+            assign(
+                &state
+                    .delegations
+                    .get(*delegation)
+                    .ok_or_else(|| ApplyError::NotFound(format!("delegation #{delegation}")))?
+                    .scope,
+            )
+        }
+        Command::SetSodPolicy { .. } => (Permission::SecurityPolicy, RoleScope::Global),
+        Command::ApproveRequest { request }
+        | Command::RejectRequest { request }
+        | Command::BreakGlass { request } => {
+            let held = &state
+                .approvals
+                .request(*request)
+                .ok_or_else(|| ApplyError::NotFound(format!("approval request #{request}")))?
+                .command;
+            required_permission(state, held)
+                .unwrap_or((Permission::SecurityPolicy, RoleScope::Global))
+        }
         Command::InitCluster { .. }
         | Command::AsAdmin { .. }
         | Command::Once { .. }
@@ -1714,10 +1822,59 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         Command::RemoveOidcProvider { tenant } => {
             (Some(tenant.clone()), None, Some("oidc_provider".into()))
         }
+        Command::Delegate {
+            delegate, scope, ..
+        } => (
+            scope.tenant().cloned(),
+            workspace_of(scope),
+            Some(format!("delegation for {delegate}")),
+        ),
+        Command::ApproveDelegation { delegation } | Command::RevokeDelegation { delegation } => {
+            (None, None, Some(format!("delegation:{delegation}")))
+        }
+        Command::SetSodPolicy { .. } => (None, None, Some("sod_policy".into())),
+        Command::ApproveRequest { request }
+        | Command::RejectRequest { request }
+        | Command::BreakGlass { request } => (None, None, Some(format!("approval:{request}"))),
         Command::InitCluster { .. }
         | Command::AsAdmin { .. }
         | Command::Once { .. }
         | Command::AppendAudit { .. } => (None, None, None),
+    }
+}
+
+/// The tenant an admin command concerns, its workspace, and what it acts on (for the audit
+/// record of a command executed through an approval request).
+pub(crate) fn target_of(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<String>) {
+    command_target(cmd)
+}
+
+/// Applies `cmd` on behalf of `actor` (an approved or break-glass request's command).
+pub(crate) fn apply_as(
+    state: &mut State,
+    log_index: u64,
+    actor: &str,
+    cmd: &Command,
+) -> Result<CommandOutput, ApplyError> {
+    apply_cmd(state, &Ctx { log_index, actor }, cmd)
+}
+
+/// Checks a justification's length and characters (see [`JUSTIFICATION_MAX_CHARS`]).
+pub(crate) fn check_justification_text(text: &str) -> Result<(), ApplyError> {
+    check_justification(text)
+}
+
+/// The permission that assigning a role at `scope` needs, and where.
+pub fn assign_permission(scope: &RoleScope) -> (Permission, RoleScope) {
+    match scope {
+        RoleScope::Global => (Permission::SystemConfigure, RoleScope::Global),
+        RoleScope::Tenant { tenant } => (
+            Permission::TenantUsersManage,
+            RoleScope::Tenant {
+                tenant: tenant.clone(),
+            },
+        ),
+        RoleScope::Workspace { .. } => (Permission::WorkspaceMembersManage, scope.clone()),
     }
 }
 
@@ -1788,6 +1945,18 @@ fn as_admin(
         .as_ref()
         .map_or_else(|| ROOT_PRINCIPAL.to_owned(), Subject::to_string);
     event.principal = actor.clone();
+    if crate::approvals::decides_itself(command) {
+        return crate::approvals::decide(
+            state,
+            ctx.log_index,
+            token.subject.as_ref(),
+            &actor,
+            at_ms,
+            command,
+            justification,
+            event,
+        );
+    }
     if let Some(subject) = &token.subject {
         let mut decision = authorize(state, subject, permission, &target, at_ms);
         if decision.allowed
@@ -1813,6 +1982,18 @@ fn as_admin(
             )));
         }
     }
+    if let Some(held) = crate::approvals::hold(
+        state,
+        token.subject.as_ref(),
+        &actor,
+        at_ms,
+        command,
+        justification,
+        &mut event,
+    ) {
+        state.audit.append(ctx.log_index, event);
+        return held;
+    }
     let result = apply_cmd(
         state,
         &Ctx {
@@ -1824,6 +2005,7 @@ fn as_admin(
     event.outcome = match &result {
         Ok(CommandOutput::Done) => "ok".into(),
         Ok(CommandOutput::Unchanged) => "unchanged".into(),
+        Ok(CommandOutput::Pending { .. }) => "pending_approval".into(),
         Err(e) => {
             event.severity = Severity::Warning;
             format!("error:{}", error_code(e))

@@ -14,10 +14,12 @@
 //! runtime's RNG is seeded with [`runtime::seed_runtime_rng`]); only the sled engine, used in
 //! production, starts threads and reads the real clock inside sled.
 
+pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod command;
 pub mod control;
+pub mod delegation;
 pub mod engine;
 pub mod ids;
 pub mod jwt_keys;

@@ -574,7 +574,7 @@ fn refusal(
 
 /// Decides whether `subject` may use `permission` on `target` at `now_ms`, against `state`:
 /// tenant isolation first, then explicit restrictions (a deny wins), then role bindings and
-/// workspace membership. Pure: every node with the same applied state decides the same.
+/// workspace membership, then delegations in force (`crate::delegation::honoured`). Pure: every node with the same applied state decides the same.
 pub fn authorize(
     state: &crate::state::State,
     subject: &Subject,
@@ -609,6 +609,14 @@ pub fn authorize(
         && role_grants(Role::StandardUser, target, permission, target)
     {
         return Decision::allow(format!("{subject} is a member (standard_user) of {target}"));
+    }
+    // A delegation in force, while its delegator still holds what it lent (see
+    // `delegation.rs`); a state without delegations decides exactly as before.
+    if let Some(d) = crate::delegation::honoured(state, subject, permission, target, now_ms) {
+        return Decision::allow(format!(
+            "{subject} holds {} at {} delegated by {} (delegation #{})",
+            d.grant, d.scope, d.delegator, d.id
+        ));
     }
     Decision::deny(format!(
         "no role of {subject} grants {permission} on {target}"

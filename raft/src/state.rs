@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approvals::ApprovalState;
 use crate::audit::AuditState;
 use crate::command::{ApplyError, CommandOutput};
+use crate::delegation::DelegationState;
 use crate::ids::{IntegrationId, PrincipalId, TenantId, TokenId, WorkspaceId};
 use crate::jwt_keys::JwtState;
 use crate::rbac::{AccessState, Subject};
@@ -199,6 +201,12 @@ pub struct State {
     /// JWT signing keys, revoked token ids, OpenID Connect providers.
     #[serde(default)]
     pub(crate) jwt: JwtState,
+    /// Delegations of permissions and roles.
+    #[serde(default)]
+    pub(crate) delegations: DelegationState,
+    /// The separation-of-duties policy and its approval requests.
+    #[serde(default)]
+    pub(crate) approvals: ApprovalState,
 }
 
 /// How many request results the state remembers; older ones are forgotten first. A retry
@@ -373,6 +381,16 @@ impl State {
     /// JWT signing keys, revoked token ids and OpenID Connect providers.
     pub fn jwt(&self) -> &JwtState {
         &self.jwt
+    }
+
+    /// Delegations of permissions and roles.
+    pub fn delegations(&self) -> &DelegationState {
+        &self.delegations
+    }
+
+    /// The separation-of-duties policy and its approval requests.
+    pub fn approvals(&self) -> &ApprovalState {
+        &self.approvals
     }
 
     /// Equal in everything but the audit trail (a refused admin command leaves only an
