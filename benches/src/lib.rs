@@ -2,11 +2,14 @@
 //! warm-up, measured window, HDR latency histograms), the description of the machine a run
 //! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
 //! scenarios that drive a cluster of real `quire` processes started by
-//! `quire_node::local_cluster` (`raft_commit`). It must not know Quire's internals: it talks
+//! `quire_node::local_cluster` (`raft_commit`, `audit_commit`), and a small MCP client
+//! (`mcp_client`). It must not know Quire's internals: it talks
 //! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
 //! agent would, so that what it measures is what they see.
 
+pub mod audit_commit;
 pub mod load;
 pub mod machine;
+pub mod mcp_client;
 pub mod raft_commit;
 pub mod report;

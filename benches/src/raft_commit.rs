@@ -257,7 +257,7 @@ impl Worker for TenantWriter {
 }
 
 /// The leader node 1 reports (waits until there is one).
-async fn leader(cluster: &LocalCluster) -> Result<u64, BenchError> {
+pub async fn leader(cluster: &LocalCluster) -> Result<u64, BenchError> {
     let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
     loop {
         let last = match cluster.admin(1, Method::GET, "/nodes", None).await {
@@ -346,6 +346,7 @@ pub async fn run(
         tls: true,
         fault_injection: false,
         env: vec![],
+        sandbox_args: Vec::new(),
     })
     .await;
     let cluster = match cluster {

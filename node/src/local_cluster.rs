@@ -25,6 +25,8 @@ pub struct Spec {
     pub fault_injection: bool,
     /// Extra environment for every node (e.g. Raft timings through a config file).
     pub env: Vec<(String, String)>,
+    /// Extra arguments of `quire sandbox` (e.g. `--rate-limit off`).
+    pub sandbox_args: Vec<String>,
 }
 
 /// One node as `status` prints it.
@@ -152,6 +154,7 @@ impl LocalCluster {
         let sandbox_log = std::fs::File::create(dir.join("sandbox.log"))?;
         let sandbox = Command::new(&bin)
             .args(["sandbox", "--listen", &format!("127.0.0.1:{sandbox_port}")])
+            .args(&cluster.spec.sandbox_args)
             .stdout(Stdio::null())
             .stderr(sandbox_log)
             .spawn()

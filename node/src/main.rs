@@ -329,6 +329,7 @@ async fn run_local_cluster(command: LocalClusterCommand) -> anyhow::Result<()> {
                 tls: !insecure,
                 fault_injection,
                 env: Vec::new(),
+                sandbox_args: Vec::new(),
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&cluster.status)?);

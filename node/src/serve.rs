@@ -344,6 +344,14 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         }
         None => {
             crate::https::ignore_sighup(shutdown.clone());
+            // TCP_NODELAY: a streamed (SSE) MCP answer is written in several small pieces,
+            // and with Nagle on each one after the first waits for the client's delayed ACK
+            // (~40 ms per call).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+                }
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop)
                 .await

@@ -52,6 +52,7 @@ pub async fn start(nodes: usize, fault_injection: bool) -> TestCluster {
         tls: true,
         fault_injection,
         env: Vec::new(),
+        sandbox_args: Vec::new(),
     };
     let cluster = match LocalCluster::up(spec).await {
         Ok(c) => c,

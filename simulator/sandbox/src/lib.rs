@@ -488,6 +488,11 @@ impl Sandbox {
 
 /// Serves the sandbox on `listener` until the task is dropped or aborted.
 pub async fn serve(sandbox: Sandbox, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    // TCP_NODELAY, as Notion's own front has: without it, a response written in pieces
+    // waits for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, sandbox.router()).await
 }
 
