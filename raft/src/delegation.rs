@@ -1,5 +1,6 @@
 //! Delegation: a principal lends a permission or a role it holds, within a scope its own role
-//! binding covers, to another principal of its tenant (or a global one).
+//! binding covers, to another principal of its tenant or a global one (a global principal may
+//! lend to a principal of the tenant the scope lies in).
 //!
 //! - A **temporary** delegation has an expiry. When what it lends lies within what the
 //!   delegator's role may assign (a tenant admin lending `notion.write`, which belongs to
@@ -8,7 +9,9 @@
 //!   one.
 //! - A **permanent** delegation has no expiry and always waits for approval by a principal
 //!   holding a role above the delegator's over the scope (one whose role may assign the
-//!   delegator's role there). It is flagged for review [`REVIEW_AFTER_MS`] after approval.
+//!   delegator's role there; another enterprise admin for an enterprise admin's). Neither the
+//!   delegator nor the delegate approves, nor does a root token. A permanent delegation is
+//!   flagged for review [`REVIEW_AFTER_MS`] after its approval (the approval's stamp).
 //! - A delegation is honoured only at decision time, while the delegator still holds what it
 //!   lent (an active role binding, no restriction on it), while it is unexpired, approved if it
 //!   needs to be, and not revoked: revoking the delegator's role ends its delegations at once.
@@ -350,7 +353,10 @@ pub(crate) fn admin_command(
             if !state.subject_exists(delegate) {
                 return Err(ApplyError::NotFound(format!("principal {delegate}")));
             }
-            if delegate.tenant.is_some() && delegate.tenant != delegator.tenant {
+            if delegator.tenant.is_some()
+                && delegate.tenant.is_some()
+                && delegate.tenant != delegator.tenant
+            {
                 return Err(ApplyError::Invalid(format!(
                     "{delegator} may delegate only to a principal of its own tenant or a global one, not {delegate}"
                 )));
