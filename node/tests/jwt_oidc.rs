@@ -220,6 +220,30 @@ async fn a_built_in_jwt_calls_a_tool_until_its_id_is_revoked() {
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
     assert_eq!(keys["keys"][0]["alg"], "EdDSA");
     assert_eq!(keys["keys"][0]["current"], true);
+    assert_eq!(keys["keys"][0]["jwk"]["kty"], "OKP");
+    // Bad issue requests are refused with the field named.
+    for (body, want) in [
+        (
+            json!({"principal": "demo-user", "workspace": "demo", "ttl_secs": 100_000_000}),
+            400,
+        ),
+        (json!({"principal": "nobody", "workspace": "demo"}), 404),
+        (
+            json!({"principal": "demo-user", "workspace": "demo", "scopes": ["root"]}),
+            400,
+        ),
+    ] {
+        let (status, answer) = admin(
+            &http,
+            &base,
+            &admin_token,
+            reqwest::Method::POST,
+            "/tenants/demo/jwt",
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, want, "{body} -> {answer}");
+    }
 
     // `quire ctl tokens issue --jwt` prints the token once.
     let out = Command::new(env!("CARGO_BIN_EXE_quire"))
@@ -526,6 +550,35 @@ async fn a_tenants_oidc_provider_is_trusted_and_its_key_rotation_followed() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = admin(
+        &http,
+        &base,
+        &admin_token,
+        reqwest::Method::GET,
+        "/tenants/demo/oidc",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issuer"], provider.issuer.as_str());
+    assert_eq!(body["groups"]["agents"]["role"], "standard_user");
+    // A provider reached over plain HTTP, or a role no tenant can hand out, is refused.
+    for bad in [
+        json!({"issuer": "http://127.0.0.1:9/"}),
+        json!({"issuer": provider.issuer, "groups": {"x": {"role": "enterprise_admin"}}}),
+        json!({"issuer": provider.issuer, "groups": {"x": {"scopes": ["everything"]}}}),
+    ] {
+        let (status, body) = admin(
+            &http,
+            &base,
+            &admin_token,
+            reqwest::Method::PUT,
+            "/tenants/demo/oidc",
+            bad.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+    }
 
     // The provider's token, for the demo user in group "agents": a tool call works.
     let token = provider_token(&provider, &k1, "k1", "demo-user", &["agents"]);

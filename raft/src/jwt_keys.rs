@@ -210,7 +210,9 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    pub(crate) fn check(&self) -> Result<(), ApplyError> {
+    /// Checks the provider's shape (what `apply` checks before any state), so a boundary can
+    /// refuse a bad one before proposing it.
+    pub fn check(&self) -> Result<(), ApplyError> {
         let text = |what: &str, v: &str| {
             if v.is_empty()
                 || v.chars().count() > OIDC_TEXT_MAX_CHARS

@@ -515,6 +515,9 @@ async fn set_oidc(
         default_workspace,
         groups,
     };
+    provider
+        .check()
+        .map_err(|e| AdminError::invalid("provider", e.to_string()))?;
     let json = provider_json(&provider);
     write(&app, &caller, Command::SetOidcProvider { provider }, why).await?;
     Ok(ok(json))
