@@ -20,7 +20,7 @@ use quire_actors::notion::NotionRequest;
 
 use quire_raft::audit::{AuditEvent, Severity};
 use quire_raft::ids::{PrincipalId, TenantId, WorkspaceId};
-use quire_raft::rbac::{Permission, RoleScope, Subject, authorize};
+use quire_raft::rbac::{Permission, RoleScope, Subject, authorize_with_extra_roles};
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -251,8 +251,18 @@ impl App {
         let subject = Subject::tenant(tenant.clone(), principal);
         let target = RoleScope::Workspace { tenant, workspace };
         let now_ms = self.clock.now_ms();
-        self.control
-            .read_applied(|state| authorize(state, &subject, permission, &target, now_ms))
+        self.control.read_applied(|state| {
+            // Roles an identity provider's groups map to count for this request only;
+            // restrictions and tenant isolation still apply.
+            authorize_with_extra_roles(
+                state,
+                &subject,
+                &caller.extra_roles,
+                permission,
+                &target,
+                now_ms,
+            )
+        })
     }
 
     /// An audit event for something `caller` did on this node now.
