@@ -250,6 +250,8 @@ pub enum Command {
         /// The restriction's id.
         restriction: u64,
     },
+    /// Creates, edits or retires a workflow template of a workspace.
+    Template(crate::templates::TemplateCommand),
     /// Appends events (tool calls, authorization decisions) to their tenants' audit chains:
     /// the group commit of the audit trail. Proposed by nodes, never as an admin command.
     AppendAudit {
@@ -399,6 +401,10 @@ impl Command {
             Command::RemoveRestriction { .. } => "remove_restriction",
             Command::AppendAudit { .. } => "append_audit",
             Command::SetAuditRetention { .. } => "set_audit_retention",
+            Command::Template(crate::templates::TemplateCommand::Put { .. }) => "put_template",
+            Command::Template(crate::templates::TemplateCommand::Retire { .. }) => {
+                "retire_template"
+            }
             Command::AddJwtKey { .. } => "add_jwt_key",
             Command::SetCurrentJwtKey { .. } => "set_current_jwt_key",
             Command::RetireJwtKey { .. } => "retire_jwt_key",
@@ -697,6 +703,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                     state.token_index.remove(&tok.hash);
                 }
             }
+            state.templates.remove_tenant(tenant);
             // Its principals' roles and restrictions go with it, and so do roles and
             // restrictions that global principals held inside it; admin tokens of its
             // principals are revoked. Its audit chain stays.
@@ -1278,6 +1285,12 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             Ok(CommandOutput::Done)
         }
 
+        Command::Template(cmd) => {
+            let (tenant, workspace) = cmd.scope();
+            let exists = state.workspace(tenant, workspace).is_some();
+            crate::templates::apply(&mut state.templates, exists, ctx.actor, cmd)
+        }
+
         Command::SetAuditRetention {
             max_records_per_chain,
         } => {
@@ -1646,6 +1659,16 @@ pub fn required_permission(
                 .get(token_id)
                 .and_then(|t| t.subject.as_ref()),
         ),
+        Command::Template(cmd) => {
+            let (tenant, workspace) = cmd.scope();
+            (
+                Permission::WorkspaceTemplatesManage,
+                RoleScope::Workspace {
+                    tenant: tenant.clone(),
+                    workspace: workspace.clone(),
+                },
+            )
+        }
         Command::CreateGlobalPrincipal { .. }
         | Command::SetAuditRetention { .. }
         | Command::AddJwtKey { .. }
@@ -1808,6 +1831,14 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
             (None, None, Some(format!("restriction:{restriction}")))
         }
         Command::SetAuditRetention { .. } => (None, None, Some("audit_retention".into())),
+        Command::Template(cmd) => {
+            let (tenant, workspace) = cmd.scope();
+            (
+                Some(tenant.clone()),
+                Some(workspace.as_str().to_owned()),
+                Some(format!("template:{}", cmd.name())),
+            )
+        }
         Command::AddJwtKey { kid, .. }
         | Command::SetCurrentJwtKey { kid }
         | Command::RetireJwtKey { kid, .. } => (None, None, Some(format!("jwt_key:{kid}"))),

@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod seal;
 pub mod state;
 pub mod store;
+pub mod templates;
 pub mod types;
 
 pub use command::{ApplyError, Command, CommandOutput, apply, apply_at};

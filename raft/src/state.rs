@@ -198,6 +198,9 @@ pub struct State {
     /// The audit chains.
     #[serde(default)]
     pub(crate) audit: AuditState,
+    /// Workflow templates.
+    #[serde(default)]
+    pub(crate) templates: crate::templates::TemplateState,
     /// JWT signing keys, revoked token ids, OpenID Connect providers.
     #[serde(default)]
     pub(crate) jwt: JwtState,
@@ -376,6 +379,11 @@ impl State {
     /// The audit chains.
     pub fn audit(&self) -> &AuditState {
         &self.audit
+    }
+
+    /// Workflow templates.
+    pub fn templates(&self) -> &crate::templates::TemplateState {
+        &self.templates
     }
 
     /// JWT signing keys, revoked token ids and OpenID Connect providers.
