@@ -238,6 +238,11 @@ pub fn is_revocation(cmd: &Command) -> bool {
         | Command::RetireJwtKey { .. }
         | Command::SetOidcProvider { .. }
         | Command::RemoveOidcProvider { .. } => true,
+        // Ending a delegation; and approving or breaking the glass on a request, which may
+        // execute a held revocation (a tenant deletion, a global restriction).
+        Command::RevokeDelegation { .. }
+        | Command::ApproveRequest { .. }
+        | Command::BreakGlass { .. } => true,
         _ => false,
     }
 }

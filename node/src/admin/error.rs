@@ -23,6 +23,8 @@ pub struct AdminError {
     pub message: String,
     /// The request field at fault, for `invalid_input`.
     pub field: Option<String>,
+    /// More of the answer, merged into the body (the request of a `202 approval_pending`).
+    pub detail: Option<serde_json::Value>,
 }
 
 impl AdminError {
@@ -32,6 +34,7 @@ impl AdminError {
             code,
             message: message.into(),
             field: None,
+            detail: None,
         }
     }
 
@@ -43,6 +46,16 @@ impl AdminError {
             code: "invalid_input",
             message: format!("{field}: {message}"),
             field: Some(field.to_owned()),
+            detail: None,
+        }
+    }
+
+    /// 202: the change became an approval request (separation of duties); `detail` carries
+    /// the request. Not a failure, but it ends the handler like one.
+    pub fn approval_pending(message: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self {
+            detail: Some(detail),
+            ..Self::new(StatusCode::ACCEPTED, "approval_pending", message)
         }
     }
 
@@ -178,12 +191,22 @@ impl From<ReadError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        let key = if self.status.is_success() {
+            "status"
+        } else {
+            "error"
+        };
         let mut body = serde_json::json!({
-            "error": self.code,
+            key: self.code,
             "message": self.message,
         });
         if let Some(field) = &self.field {
             body["field"] = serde_json::Value::String(field.clone());
+        }
+        if let Some(serde_json::Value::Object(detail)) = self.detail {
+            for (k, v) in detail {
+                body[k] = v;
+            }
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

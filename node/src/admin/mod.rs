@@ -14,8 +14,10 @@
 //! in an error.
 
 pub mod access;
+pub mod approvals;
 pub mod audit;
 mod body;
+mod delegations;
 mod error;
 mod jwt;
 mod rbac;
@@ -268,7 +270,16 @@ pub async fn issue_admin_token_for(
         Some(caller) => as_admin(app, caller, cmd, justification),
         None => cmd,
     };
-    app.write(cmd).await?;
+    if let quire_raft::command::CommandOutput::Pending { approval } = app.write(cmd).await? {
+        // Held for approval (separation of duties): the secret is shown now, and works once
+        // the request is approved.
+        let extra = serde_json::json!({
+            "token_id": token_id.as_str(),
+            "token": secret,
+            "note": "the token is shown once; store it now: it is valid once the request is approved",
+        });
+        return Err(approvals::pending(app, approval, "issue_admin_token", Some(extra)).await);
+    }
     Ok(IssuedAdminToken {
         token_id: token_id.as_str().to_owned(),
         secret,

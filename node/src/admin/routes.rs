@@ -106,6 +106,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/audit/export", get(super::audit::export))
         .route("/audit/verify", get(super::audit::verify))
         .merge(super::jwt::routes())
+        .merge(super::approvals::routes())
+        .merge(super::delegations::routes())
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -180,6 +182,10 @@ pub(super) async fn write(
         .write(super::as_admin(app, caller, cmd, justification))
         .await
     {
+        Ok(CommandOutput::Pending { approval }) => {
+            tracing::info!(admin_token = %caller.token_id, command = kind, approval, "admin change held for approval");
+            Err(super::approvals::pending(app, approval, kind, None).await)
+        }
         Ok(output) => {
             tracing::info!(admin_token = %caller.token_id, command = kind, "admin change applied");
             Ok(output == CommandOutput::Done)

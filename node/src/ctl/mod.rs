@@ -4,6 +4,7 @@
 //! with the server's message when the request is refused. `audit tail --follow` polls;
 //! `audit verify --file` checks an export offline, with no server and no token.
 
+mod approvals;
 mod audit;
 mod jwt;
 mod table;
@@ -114,6 +115,16 @@ pub enum CtlCommand {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Separation of duties: approval requests for critical changes, and the policy.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
+    /// Delegations of permissions and roles.
+    Delegations {
+        #[command(subcommand)]
+        command: approvals::DelegationsCommand,
     },
 }
 
@@ -599,6 +610,9 @@ pub async fn run_to(
     };
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else if let Some(held) = approvals::pending_message(&value) {
+        // A 202: the change became an approval request (separation of duties).
+        writeln!(out, "{held}")?;
     } else {
         view.render(&value, out)?;
     }
@@ -1269,6 +1283,8 @@ async fn execute(
             }
         },
         CtlCommand::Keys { command } => jwt::keys(c, command).await?,
+        CtlCommand::Approvals { command } => approvals::approvals(c, command).await?,
+        CtlCommand::Delegations { command } => approvals::delegations(c, command).await?,
         CtlCommand::Audit { command } => match command {
             AuditCommand::Query {
                 tenant,

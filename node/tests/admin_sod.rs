@@ -1,0 +1,771 @@
+//! Separation of duties and delegation through the admin API and `quire ctl`, against the
+//! real `quire` binary (`serve --sandbox` on loopback): with the policy on, a tenant creation
+//! answers 202 and waits for two distinct approvers of the right roles (the requester's own
+//! approval and a wrong role refused), executes on the second; break-glass executes at once
+//! and leaves a high-severity audit record; a temporary delegation works at once and stops at
+//! its expiry or when the delegator's role is revoked; a permanent one waits for a higher
+//! authority and then carries its review date.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Node {
+    child: Child,
+    data_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(dir: &Path) -> Node {
+    let data_dir = dir.join("data");
+    let stderr_path = dir.join("node.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("QUIRE_LOG", "warn")
+        .env_remove("QUIRE_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("start quire");
+    Node {
+        child,
+        data_dir,
+        stderr_path,
+    }
+}
+
+/// The node's base URL and root admin token, once it answers /readyz.
+async fn wait_ready(node: &mut Node) -> (String, String) {
+    let path = node.data_dir.join("client.json");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stderr = || std::fs::read_to_string(&node.stderr_path).unwrap_or_default();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not become ready within 60 s:\n{}",
+            stderr()
+        );
+        if let Ok(Some(status)) = node.child.try_wait() {
+            panic!("quire exited early with {status}:\n{}", stderr());
+        }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(client) = serde_json::from_str::<Value>(&text)
+            && let Some(admin) = client["admin_token"].as_str()
+        {
+            let url = client["mcp_url"].as_str().unwrap_or_default();
+            let base = url.trim_end_matches("/mcp").to_owned();
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+                && r.status() == 200
+            {
+                return (base, admin.to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("admin API body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(token, method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {v}"
+        );
+        v
+    }
+
+    /// Asserts a 403 `forbidden` whose message names `permission` and `scope`.
+    async fn forbidden(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        permission: &str,
+        scope: &str,
+    ) {
+        let (status, v) = self.call(token, method.clone(), path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {v}");
+        assert_eq!(v["error"], "forbidden", "{v}");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(permission) && message.contains(scope),
+            "{method} {path}: the refusal should name {permission} and {scope}: {message}"
+        );
+    }
+}
+
+struct CtlOut {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl CtlOut {
+    fn json(&self) -> Value {
+        assert!(self.ok, "ctl failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("ctl --json printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `quire ctl` (with `--url` and `--token` when given).
+fn ctl(base: Option<&str>, token: Option<&str>, args: &[&str]) -> CtlOut {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
+    command.arg("ctl");
+    if let Some(base) = base {
+        command.args(["--url", base, "--timeout-secs", "20"]);
+    }
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    let out = command
+        .args(args)
+        .env_remove("QUIRE_ADMIN_TOKEN")
+        .env_remove("QUIRE_URL")
+        .output()
+        .expect("run quire ctl");
+    CtlOut {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls a query of the audit trail (as root) until a record matches `pred`.
+async fn wait_for_record(
+    api: &Api,
+    root: &str,
+    query: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = api
+            .ok(
+                root,
+                Method::GET,
+                &format!("/audit/records?{query}&limit=1000"),
+                None,
+            )
+            .await;
+        if let Some(r) = page["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| pred(r))
+        {
+            return r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit record for {query} matched within 15 s: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issues an admin token acting as `subject` through `quire ctl`; returns its secret.
+fn admin_token_for(base: &str, root: &str, subject: &str) -> String {
+    let issued = ctl(
+        Some(base),
+        Some(root),
+        &[
+            "--json",
+            "admin-tokens",
+            "issue",
+            "--name",
+            subject,
+            "--subject",
+            subject,
+        ],
+    )
+    .json();
+    assert_eq!(issued["subject"], subject, "{issued}");
+    issued["token"].as_str().expect("a secret").to_owned()
+}
+
+/// Tenant `acme` (workspaces docs and eng), its principals alice (tenant admin), mgr
+/// (workspace manager of docs), carol and dave; global ea1, ea2 (enterprise admins), sec1
+/// (security admin), co1 (compliance officer). Returns the role binding id of alice's role.
+async fn provision(api: &Api, root: &str) -> u64 {
+    api.ok(
+        root,
+        Method::POST,
+        "/tenants",
+        Some(json!({"id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    api.ok(
+        root,
+        Method::POST,
+        "/tenants/acme/integrations",
+        Some(json!({"id": "main", "display_name": "main", "notion_token": "ntn_test_123"})),
+    )
+    .await;
+    for ws in ["docs", "eng"] {
+        api.ok(
+            root,
+            Method::POST,
+            "/tenants/acme/workspaces",
+            Some(json!({"id": ws, "display_name": ws, "integration": "main"})),
+        )
+        .await;
+    }
+    for p in ["alice", "mgr", "carol", "dave"] {
+        api.ok(
+            root,
+            Method::POST,
+            "/tenants/acme/principals",
+            Some(json!({"id": p, "display_name": p})),
+        )
+        .await;
+    }
+    for g in ["ea1", "ea2", "sec1", "co1"] {
+        api.ok(
+            root,
+            Method::POST,
+            "/principals",
+            Some(json!({"id": g, "display_name": g})),
+        )
+        .await;
+    }
+    let mut alice = 0;
+    for (subject, role, scope) in [
+        (
+            "acme/alice",
+            "tenant_admin",
+            json!({"level": "tenant", "tenant": "acme"}),
+        ),
+        (
+            "acme/mgr",
+            "workspace_manager",
+            json!({"level": "workspace", "tenant": "acme", "workspace": "docs"}),
+        ),
+        ("ea1", "enterprise_admin", json!({"level": "global"})),
+        ("ea2", "enterprise_admin", json!({"level": "global"})),
+        ("sec1", "security_admin", json!({"level": "global"})),
+        ("co1", "compliance_officer", json!({"level": "global"})),
+    ] {
+        let v = api
+            .ok(
+                root,
+                Method::POST,
+                "/roles",
+                Some(json!({"subject": subject, "role": role, "scope": scope})),
+            )
+            .await;
+        if subject == "acme/alice" {
+            alice = v["binding"]["id"].as_u64().expect("a binding id");
+        }
+    }
+    alice
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_changes_wait_for_distinct_approvers_and_break_glass_is_audited_high() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path());
+    let (base, root) = wait_ready(&mut node).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    provision(&api, &root).await;
+    let tok = |s: &str| admin_token_for(&base, &root, s);
+    let (ea1, ea2, sec1, co1, alice) = (
+        tok("ea1"),
+        tok("ea2"),
+        tok("sec1"),
+        tok("co1"),
+        tok("acme/alice"),
+    );
+
+    // The policy starts off; an enterprise admin turns it on (at once: it only adds checks).
+    let p = api.ok(&ea1, Method::GET, "/sod-policy", None).await;
+    assert_eq!(p["enabled"], false, "{p}");
+    assert_eq!(p["tenant_lifecycle"]["approvals"], 2, "{p}");
+    let on = ctl(
+        Some(&base),
+        Some(&ea1),
+        &["approvals", "set-policy", "--on"],
+    );
+    assert!(on.ok, "{}", on.stderr);
+    assert!(
+        on.stdout.contains("separation of duties is on"),
+        "{}",
+        on.stdout
+    );
+    // A tenant admin may not read it.
+    api.forbidden(
+        &alice,
+        Method::GET,
+        "/sod-policy",
+        None,
+        "security.policy",
+        "global",
+    )
+    .await;
+
+    // Tenant creation needs a business justification ...
+    let (status, v) = api
+        .call(
+            &ea1,
+            Method::POST,
+            "/tenants",
+            Some(json!({"id": "beta", "display_name": "Beta"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("business justification"),
+        "{v}"
+    );
+    // ... and then becomes an approval request (quire ctl says so).
+    let held = ctl(
+        Some(&base),
+        Some(&ea1),
+        &[
+            "--justification",
+            "new customer, contract 7",
+            "tenants",
+            "create",
+            "beta",
+        ],
+    );
+    assert!(held.ok, "{}", held.stderr);
+    assert!(
+        held.stdout.contains("held for approval as request"),
+        "{}",
+        held.stdout
+    );
+    let pending = api
+        .ok(&co1, Method::GET, "/approvals?status=pending", None)
+        .await;
+    let list = pending["approvals"].as_array().expect("a list");
+    assert_eq!(list.len(), 1, "{pending}");
+    let id = list[0]["id"].as_u64().expect("an id");
+    assert_eq!(list[0]["action"], "create_tenant");
+    assert_eq!(list[0]["requested_by"], "ea1");
+    assert_eq!(list[0]["justification"], "new customer, contract 7");
+    let (status, _) = api.call(&root, Method::GET, "/tenants/beta", None).await;
+    assert_eq!(status, 404, "held, not executed");
+    // A tenant admin sees no request.
+    let (status, _) = api
+        .call(&alice, Method::GET, &format!("/approvals/{id}"), None)
+        .await;
+    assert_eq!(status, 403);
+
+    // The requester never approves its own request; a security admin is the wrong role.
+    let (status, v) = api
+        .call(
+            &ea1,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never approves its own"),
+        "{v}"
+    );
+    let (status, v) = api
+        .call(
+            &sec1,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    // One approval is too few.
+    let first = ctl(
+        Some(&base),
+        Some(&co1),
+        &["approvals", "approve", &id.to_string()],
+    );
+    assert!(first.ok, "{}", first.stderr);
+    assert!(
+        first.stdout.contains("pending (1 of 2 approvals)"),
+        "{}",
+        first.stdout
+    );
+    let (status, _) = api.call(&root, Method::GET, "/tenants/beta", None).await;
+    assert_eq!(status, 404);
+    // The second distinct approver executes it.
+    let second = api
+        .ok(
+            &ea2,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(second["status"], "executed", "{second}");
+    api.ok(&root, Method::GET, "/tenants/beta", None).await;
+    let shown = ctl(
+        Some(&base),
+        Some(&co1),
+        &["--json", "approvals", "show", &id.to_string()],
+    )
+    .json();
+    let by: Vec<&str> = shown["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["by"].as_str())
+        .collect();
+    assert_eq!(by, ["co1", "ea2"], "{shown}");
+
+    // A root token is held like anyone: deleting the tenant becomes a request ...
+    let (status, v) = api
+        .call(
+            &root,
+            Method::DELETE,
+            "/tenants/beta",
+            Some(json!({"justification": "customer left"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["status"], "approval_pending", "{v}");
+    let id = v["approval"]["id"].as_u64().expect("an id");
+    // ... which only an enterprise admin, with a justification, may break the glass on.
+    let refused = ctl(
+        Some(&base),
+        Some(&co1),
+        &[
+            "--justification",
+            "x",
+            "approvals",
+            "break-glass",
+            &id.to_string(),
+        ],
+    );
+    assert!(!refused.ok);
+    let refused = ctl(
+        Some(&base),
+        Some(&ea2),
+        &["approvals", "break-glass", &id.to_string()],
+    );
+    assert!(!refused.ok);
+    let broke = ctl(
+        Some(&base),
+        Some(&ea2),
+        &[
+            "--justification",
+            "legal hold lifted, incident 42",
+            "approvals",
+            "break-glass",
+            &id.to_string(),
+        ],
+    );
+    assert!(broke.ok, "{}", broke.stderr);
+    assert!(broke.stdout.contains("executed"), "{}", broke.stdout);
+    let (status, _) = api.call(&root, Method::GET, "/tenants/beta", None).await;
+    assert_eq!(status, 404, "deleted by the break-glass");
+    let high = wait_for_record(&api, &root, "tenant=_cluster&action=break_glass", |r| {
+        r["severity"] == "high"
+    })
+    .await;
+    assert_eq!(high["principal"], "ea2", "{high}");
+    assert!(
+        high["justification"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("incident 42"),
+        "{high}"
+    );
+    let executed = wait_for_record(&api, &root, "tenant=_cluster&action=delete_tenant", |r| {
+        r["outcome"] == "ok"
+    })
+    .await;
+    assert_eq!(executed["severity"], "high", "{executed}");
+
+    // Rejected requests cannot be approved afterwards.
+    let (status, v) = api
+        .call(
+            &ea1,
+            Method::POST,
+            "/tenants",
+            Some(json!({"id": "gamma", "display_name": "Gamma", "justification": "pilot"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{v}");
+    let id = v["approval"]["id"].as_u64().expect("an id");
+    let r = api
+        .ok(&co1, Method::POST, &format!("/approvals/{id}/reject"), None)
+        .await;
+    assert_eq!(r["status"], "rejected", "{r}");
+    let (status, _) = api
+        .call(
+            &ea2,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    let listed = ctl(
+        Some(&base),
+        Some(&co1),
+        &["approvals", "list", "--status", "rejected"],
+    );
+    assert!(
+        listed.ok && listed.stdout.contains("gamma"),
+        "{}{}",
+        listed.stdout,
+        listed.stderr
+    );
+}
+
+/// Polls `GET path` with `token` until it answers `want`.
+async fn wait_status(api: &Api, token: &str, path: &str, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, v) = api.call(token, Method::GET, path, None).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "GET {path} still answers {status} (want {want}): {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegations_expire_end_with_the_delegators_role_and_permanent_ones_wait_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path());
+    let (base, root) = wait_ready(&mut node).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let alice_binding = provision(&api, &root).await;
+    let tok = |s: &str| admin_token_for(&base, &root, s);
+    let (ea1, alice, mgr, carol, dave) = (
+        tok("ea1"),
+        tok("acme/alice"),
+        tok("acme/mgr"),
+        tok("acme/carol"),
+        tok("acme/dave"),
+    );
+    let eng = "/tenants/acme/workspaces/eng";
+    let (status, _) = api.call(&dave, Method::GET, eng, None).await;
+    assert_eq!(status, 403);
+
+    // A temporary delegation within alice's authority (a tenant admin may assign
+    // workspace_manager) is in force at once, and ends at its expiry.
+    let made = ctl(
+        Some(&base),
+        Some(&alice),
+        &[
+            "--justification",
+            "covering for mgr",
+            "delegations",
+            "create",
+            "--to",
+            "acme/dave",
+            "--role",
+            "workspace_manager",
+            "--tenant",
+            "acme",
+            "--workspace",
+            "eng",
+            "--ttl",
+            "3s",
+        ],
+    );
+    assert!(made.ok, "{}", made.stderr);
+    assert!(made.stdout.contains("in force"), "{}", made.stdout);
+    api.ok(&dave, Method::GET, eng, None).await;
+    wait_status(&api, &dave, eng, 403).await;
+
+    // Without a justification, or with neither a ttl nor --permanent, nothing is made.
+    let (status, _) = api
+        .call(
+            &alice,
+            Method::POST,
+            "/delegations",
+            Some(json!({"delegate": "acme/carol", "role": "workspace_manager",
+                "scope": {"level": "workspace", "tenant": "acme", "workspace": "eng"}, "ttl_secs": 60})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Another one, for carol, for an hour; then alice's role is revoked: it ends at once.
+    let d = api
+        .ok(
+            &alice,
+            Method::POST,
+            "/delegations",
+            Some(
+                json!({"delegate": "acme/carol", "role": "workspace_manager",
+                "scope": {"level": "workspace", "tenant": "acme", "workspace": "eng"},
+                "ttl_secs": 3600, "justification": "release week"}),
+            ),
+        )
+        .await;
+    assert_eq!(d["status"], "active", "{d}");
+    assert_eq!(d["delegator"], "acme/alice", "{d}");
+    api.ok(&carol, Method::GET, eng, None).await;
+    let seen = api
+        .ok(
+            &carol,
+            Method::GET,
+            "/delegations?delegate=acme/carol",
+            None,
+        )
+        .await;
+    assert_eq!(
+        seen["delegations"].as_array().map(Vec::len),
+        Some(1),
+        "{seen}"
+    );
+    // Revoking the delegator's role is acknowledged only after the revocation bound, so the
+    // very next request is refused.
+    api.ok(
+        &root,
+        Method::DELETE,
+        &format!("/roles/{alice_binding}"),
+        None,
+    )
+    .await;
+    let (status, v) = api.call(&carol, Method::GET, eng, None).await;
+    assert_eq!(status, 403, "{v}");
+
+    // A permanent delegation waits for a higher authority.
+    let made = ctl(
+        Some(&base),
+        Some(&mgr),
+        &[
+            "--json",
+            "--justification",
+            "joins the docs team",
+            "delegations",
+            "create",
+            "--to",
+            "acme/dave",
+            "--role",
+            "standard_user",
+            "--tenant",
+            "acme",
+            "--workspace",
+            "docs",
+            "--permanent",
+        ],
+    )
+    .json();
+    assert_eq!(made["status"], "pending_approval", "{made}");
+    assert_eq!(made["kind"], "permanent", "{made}");
+    let id = made["id"].as_u64().expect("an id");
+    // The delegator cannot approve it; an enterprise admin (above a workspace manager) can.
+    let (status, _) = api
+        .call(
+            &mgr,
+            Method::POST,
+            &format!("/delegations/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let approved = ctl(
+        Some(&base),
+        Some(&ea1),
+        &["delegations", "approve", &id.to_string()],
+    );
+    assert!(approved.ok, "{}", approved.stderr);
+    assert!(approved.stdout.contains("active"), "{}", approved.stdout);
+    let d = api
+        .ok(&ea1, Method::GET, &format!("/delegations/{id}"), None)
+        .await;
+    let approved_at = d["approved_at_ms"].as_u64().expect("approved");
+    assert_eq!(
+        d["review_due_at_ms"].as_u64(),
+        Some(approved_at + 90 * 24 * 3600 * 1000),
+        "{d}"
+    );
+    assert_eq!(d["review_due"], false, "{d}");
+    let due = api
+        .ok(&ea1, Method::GET, "/delegations?review_due=true", None)
+        .await;
+    assert_eq!(
+        due["delegations"].as_array().map(Vec::len),
+        Some(0),
+        "{due}"
+    );
+    let listed = ctl(
+        Some(&base),
+        Some(&ea1),
+        &["delegations", "list", "--delegate", "acme/dave"],
+    );
+    assert!(
+        listed.ok && listed.stdout.contains("permanent"),
+        "{}",
+        listed.stdout
+    );
+    // Revoked at once by its delegator.
+    let revoked = ctl(
+        Some(&base),
+        Some(&mgr),
+        &["delegations", "revoke", &id.to_string()],
+    );
+    assert!(revoked.ok, "{}", revoked.stderr);
+    let (status, _) = api
+        .call(&ea1, Method::GET, &format!("/delegations/{id}"), None)
+        .await;
+    assert_eq!(status, 404);
+}
