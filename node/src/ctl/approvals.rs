@@ -60,16 +60,16 @@ pub enum ApprovalsCommand {
         off: bool,
         /// Which class's rule to change: tenant_lifecycle, enterprise_config or
         /// security_policy.
-        #[arg(long, requires = "class_rule")]
+        #[arg(long)]
         class: Option<String>,
         /// Distinct approvals the class needs.
-        #[arg(long, group = "class_rule")]
+        #[arg(long, requires = "class")]
         approvals: Option<u32>,
         /// Approver roles (repeat or comma-separate).
-        #[arg(long = "role", value_delimiter = ',', group = "class_rule")]
+        #[arg(long = "role", value_delimiter = ',', requires = "class")]
         roles: Vec<String>,
         /// The approval window, e.g. 48h or 3d.
-        #[arg(long, group = "class_rule")]
+        #[arg(long, requires = "class")]
         window: Option<String>,
     },
 }
@@ -399,4 +399,73 @@ pub async fn delegations(c: &Client, command: DelegationsCommand) -> anyhow::Res
             (v, View::Message(format!("revoked delegation {id}")))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    }
+
+    #[test]
+    fn a_held_change_prints_its_request_and_a_secret_once() {
+        let v = json!({
+            "status": "approval_pending",
+            "message": "...",
+            "approval": {"id": 3, "class": "tenant_lifecycle", "approved": 0, "required": 2,
+                "roles": ["enterprise_admin", "compliance_officer"], "expires_at_ms": 0},
+        });
+        let text = pending_message(&v).unwrap();
+        assert!(
+            text.starts_with("held for approval as request 3 (tenant_lifecycle: 0 of 2 approvals from enterprise_admin, compliance_officer"),
+            "{text}"
+        );
+        let mut with_token = v.clone();
+        with_token["token"] = json!("qa_secret");
+        with_token["token_id"] = json!("adm-1");
+        assert!(
+            pending_message(&with_token)
+                .unwrap()
+                .contains("token: qa_secret")
+        );
+        assert!(pending_message(&json!({"id": "acme"})).is_none());
+    }
+
+    #[test]
+    fn set_policy_takes_a_whole_rule_for_one_class() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "set-policy",
+            "--class",
+            "tenant_lifecycle",
+            "--approvals",
+            "3",
+            "--role",
+            "enterprise_admin,compliance_officer",
+            "--window",
+            "72h",
+        ])
+        .unwrap();
+        let ApprovalsCommand::SetPolicy {
+            class,
+            approvals,
+            roles,
+            window,
+            ..
+        } = cli.command
+        else {
+            panic!("parsed {:?}", cli.command);
+        };
+        assert_eq!(class.as_deref(), Some("tenant_lifecycle"));
+        assert_eq!(approvals, Some(3));
+        assert_eq!(roles, ["enterprise_admin", "compliance_officer"]);
+        assert_eq!(window.as_deref(), Some("72h"));
+        assert!(Cli::try_parse_from(["x", "set-policy", "--approvals", "3"]).is_err());
+        assert!(Cli::try_parse_from(["x", "set-policy", "--on", "--off"]).is_err());
+    }
 }
