@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, Prompt, PromptArgument, PromptMessage, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -215,6 +216,34 @@ impl QuireMcp {
     }
 }
 
+/// The authenticated caller of an MCP request (set by the HTTP layer).
+fn caller_of(context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("the request reached MCP unauthenticated", None))
+}
+
+/// A workflow template as an MCP prompt.
+fn to_prompt(t: &quire_raft::templates::WorkflowTemplate) -> Prompt {
+    let arguments = t
+        .arguments
+        .iter()
+        .map(|a| {
+            let arg = PromptArgument::new(a.name.clone()).with_required(a.required);
+            match &a.description {
+                Some(d) => arg.with_description(d.clone()),
+                None => arg,
+            }
+        })
+        .collect();
+    let mut prompt = Prompt::new(t.name.clone(), Some(t.description.clone()), Some(arguments));
+    prompt.title = Some(t.title.clone());
+    prompt
+}
+
 /// What a tool call acts on, for the audit trail: the first id-like argument.
 fn resource_of(arguments: &serde_json::Value) -> Option<String> {
     [
@@ -294,16 +323,22 @@ impl App {
 
 impl ServerHandler for QuireMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("quire", env!("CARGO_PKG_VERSION"))
-                    .with_title("Quire: governed Notion access for agents"),
-            )
-            .with_instructions(
-                "Tools to search, read and change the Notion workspace bound to your token. \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("quire", env!("CARGO_PKG_VERSION"))
+                .with_title("Quire: governed Notion access for agents"),
+        )
+        .with_instructions(
+            "Tools to search, read and change the Notion workspace bound to your token. \
                  Ids may be given with or without dashes, or as Notion URLs. Errors carry a code \
-                 (object_not_found, invalid_input, rate_limited with retry_after_seconds, ...).",
-            )
+                 (object_not_found, invalid_input, rate_limited with retry_after_seconds, ...). \
+                 The prompts are your workspace's workflow templates.",
+        )
     }
 
     async fn list_tools(
@@ -314,6 +349,118 @@ impl ServerHandler for QuireMcp {
         Ok(ListToolsResult::with_all_items(
             self.tools.iter().map(to_mcp_tool).collect(),
         ))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let caller = caller_of(&context)?;
+        // A caller that may not run workflows is offered none.
+        if !self
+            .app
+            .authorize_caller(&caller, Permission::WorkflowRun)
+            .allowed
+        {
+            return Ok(ListPromptsResult::with_all_items(Vec::new()));
+        }
+        let (Ok(tenant), Ok(workspace)) = (
+            TenantId::new(&caller.tenant_id),
+            WorkspaceId::new(&caller.workspace_id),
+        ) else {
+            return Ok(ListPromptsResult::with_all_items(Vec::new()));
+        };
+        let prompts = self.app.control.read_applied(|state| {
+            state
+                .templates()
+                .of(&tenant, &workspace)
+                .filter(|t| !t.retired)
+                .map(to_prompt)
+                .collect()
+        });
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let caller = caller_of(&context)?;
+        let name = request.name.clone();
+        let action = format!("run:{name}");
+        // Authorization first: a caller without the right learns nothing of the template.
+        let decision = self.app.authorize_caller(&caller, Permission::WorkflowRun);
+        if !decision.allowed {
+            self.audit_denial(&caller, &action, &decision.reason);
+            return Err(McpError::invalid_request(
+                format!(
+                    "permission_denied: running a workflow needs {} in workspace {}: {}",
+                    Permission::WorkflowRun,
+                    caller.workspace_id,
+                    decision.reason
+                ),
+                None,
+            ));
+        }
+        let (Ok(tenant), Ok(workspace)) = (
+            TenantId::new(&caller.tenant_id),
+            WorkspaceId::new(&caller.workspace_id),
+        ) else {
+            return Err(McpError::internal_error(
+                "the caller's ids are not valid",
+                None,
+            ));
+        };
+        let template = self.app.control.read_applied(|state| {
+            state
+                .templates()
+                .get(&tenant, &workspace, &name)
+                .filter(|t| !t.retired)
+                .cloned()
+        });
+        let Some(template) = template else {
+            return Err(McpError::invalid_params(
+                format!("there is no workflow template {name:?}; list the prompts to see them"),
+                None,
+            ));
+        };
+        let values: std::collections::BTreeMap<String, String> = request
+            .arguments
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect();
+        let rendered = quire_raft::templates::render(&template, &values)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        // Running a workflow is an audited action: no record, no instructions.
+        let event = self.app.audit_event(
+            &caller,
+            "workflow",
+            &action,
+            Some(format!("template:{}@v{}", template.name, template.version)),
+            "ok".to_owned(),
+            None,
+        );
+        if let Err(e) = self.app.audit.commit(event).await {
+            return Err(McpError::internal_error(
+                format!("audit_unavailable: the run could not be audited, so it is refused: {e}"),
+                None,
+            ));
+        }
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            rmcp::model::Role::User,
+            rendered,
+        )])
+        .with_description(template.description.clone())
+        .into())
     }
 
     async fn call_tool(

@@ -58,6 +58,11 @@ impl Body {
         }
     }
 
+    /// An optional field of any JSON type, checked by the caller.
+    pub fn opt_value(&mut self, name: &str) -> Option<Value> {
+        self.take(name)
+    }
+
     /// A required string field.
     pub fn string(&mut self, name: &str) -> Result<String, AdminError> {
         self.opt_string(name)?

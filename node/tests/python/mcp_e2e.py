@@ -175,6 +175,56 @@ async def scopes_are_enforced(url: str, admin_token: str) -> dict:
     return {"read_only_write_status": 403, "no_mcp_status": 403}
 
 
+async def workflow_templates_are_prompts(url: str, token: str, admin_token: str) -> dict:
+    """A workspace manager's template is an MCP prompt; running it renders the arguments and
+    leaves an audit record."""
+    base = url.removesuffix("/mcp")
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        r = await http.post(
+            f"{base}/admin/v1/tenants/demo/workspaces/demo/templates",
+            headers=admin,
+            json={
+                "name": "weekly-summary",
+                "title": "Weekly summary",
+                "description": "Summarise a project's pages for the week",
+                "arguments": [
+                    {"name": "project", "description": "the project", "required": True},
+                    {"name": "tone", "required": False},
+                ],
+                "body": "Search the workspace for {{project}} and summarise this week's changes in a {{tone}} tone.",
+            },
+        )
+        check(r.status_code == 201, f"creating a template: {r.status_code} {r.text[:300]}")
+    async with connect(url, token, "legacy") as client:
+        listing = await client.list_prompts()
+        names = [p.name for p in listing.prompts]
+        check("weekly-summary" in names, f"the template is not a prompt: {names}")
+        prompt = next(p for p in listing.prompts if p.name == "weekly-summary")
+        required = {a.name: bool(a.required) for a in (prompt.arguments or [])}
+        check(required == {"project": True, "tone": False}, f"prompt arguments: {required}")
+        result = await client.get_prompt("weekly-summary", {"project": "Apollo", "tone": "dry"})
+        text = "".join(getattr(m.content, "text", "") for m in result.messages)
+        check(
+            text == "Search the workspace for Apollo and summarise this week's changes in a dry tone.",
+            f"rendered prompt: {text!r}",
+        )
+        refused = False
+        try:
+            await client.get_prompt("weekly-summary", {"tone": "dry"})
+        except Exception as e:  # noqa: BLE001 - the SDK raises the JSON-RPC error
+            refused = "project" in str(e)
+        check(refused, "a run without its required argument was not refused")
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        r = await http.get(
+            f"{base}/admin/v1/audit/records", headers=admin, params={"tenant": "demo", "kind": "workflow"}
+        )
+        check(r.status_code == 200, f"audit query: {r.status_code} {r.text[:300]}")
+        runs = [x for x in r.json()["records"] if x.get("action") == "run:weekly-summary"]
+        check(len(runs) == 1, f"expected one audited run, found {len(runs)}")
+    return {"prompts": len(names), "prompt_runs_audited": len(runs)}
+
+
 async def search_ids(client: Client, kind: str, query: str = "") -> list[str]:
     result = await call_ok(client, "notion-search", {"query": query, "filter": kind, "page_size": 100})
     data = structured(result)
@@ -290,6 +340,7 @@ async def main() -> int:
     report: dict[str, Any] = {}
     report.update(await no_token_is_401(url))
     report.update(await scopes_are_enforced(url, conf["admin_token"]))
+    report.update(await workflow_templates_are_prompts(url, token, conf["admin_token"]))
 
     async with connect(url, token, "legacy") as client:
         report["legacy_protocol_version"] = client.protocol_version
