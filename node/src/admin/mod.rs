@@ -22,6 +22,7 @@ mod error;
 mod jwt;
 mod rbac;
 mod routes;
+mod templates;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod jwt;
 mod table;
+mod templates;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,11 @@ pub enum CtlCommand {
     Delegations {
         #[command(subcommand)]
         command: approvals::DelegationsCommand,
+    },
+    /// Workflow templates of a workspace (agents see them as MCP prompts).
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
     },
 }
 
@@ -1285,6 +1291,7 @@ async fn execute(
         CtlCommand::Keys { command } => jwt::keys(c, command).await?,
         CtlCommand::Approvals { command } => approvals::approvals(c, command).await?,
         CtlCommand::Delegations { command } => approvals::delegations(c, command).await?,
+        CtlCommand::Templates { command } => templates::templates(c, command).await?,
         CtlCommand::Audit { command } => match command {
             AuditCommand::Query {
                 tenant,
