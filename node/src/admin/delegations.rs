@@ -364,3 +364,66 @@ async fn revoke(
     .await?;
     Ok(ok(json!({"id": id, "revoked": true})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_raft::delegation::{DelegationApproval, REVIEW_AFTER_MS};
+
+    fn permanent(approved_at_ms: Option<u64>) -> Delegation {
+        Delegation {
+            id: 4,
+            delegator: "acme/mgr".parse().unwrap(),
+            delegator_role: Role::WorkspaceManager,
+            delegate: "acme/dave".parse().unwrap(),
+            grant: Delegated::Role(Role::StandardUser),
+            scope: serde_json::from_value(
+                json!({"level": "workspace", "tenant": "acme", "workspace": "docs"}),
+            )
+            .unwrap(),
+            created_at_ms: 1_000,
+            expires_at_ms: None,
+            justification: "joins docs".into(),
+            needs_approval: true,
+            approval: approved_at_ms.map(|at_ms| DelegationApproval {
+                by: "acme/alice".into(),
+                role: Role::TenantAdmin,
+                at_ms,
+            }),
+            review_due_at_ms: approved_at_ms.map(|at| at + REVIEW_AFTER_MS),
+        }
+    }
+
+    #[test]
+    fn a_permanent_delegation_shows_pending_then_active_then_due_for_review() {
+        let v = delegation_json(&permanent(None), 2_000);
+        assert_eq!(v["status"], "pending_approval");
+        assert_eq!(v["kind"], "permanent");
+        assert_eq!(v["role"], "standard_user");
+        assert_eq!(v["review_due"], false);
+        let d = permanent(Some(5_000));
+        let v = delegation_json(&d, 5_001);
+        assert_eq!(v["status"], "active");
+        assert_eq!(v["approved_by"], "acme/alice");
+        assert_eq!(v["review_due_at_ms"], 5_000 + REVIEW_AFTER_MS);
+        assert_eq!(v["review_due"], false);
+        let v = delegation_json(&d, 5_000 + REVIEW_AFTER_MS);
+        assert_eq!(v["review_due"], true);
+        assert_eq!(v["status"], "active", "due for review, still in force");
+    }
+
+    #[test]
+    fn scopes_are_checked_by_level() {
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        assert_eq!(
+            scope(obj(json!({"level": "global"}))).unwrap(),
+            RoleScope::Global
+        );
+        let e = scope(obj(json!({"level": "global", "tenant": "acme"}))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("scope.tenant"));
+        assert!(scope(obj(json!({"level": "tenant"}))).is_err());
+        assert!(scope(obj(json!({"level": "tenant", "tenant": "Bad Id"}))).is_err());
+        assert!(scope(obj(json!({"level": "planet"}))).is_err());
+        assert!(scope(obj(json!({"level": "global", "x": 1}))).is_err());
+    }
+}
