@@ -108,3 +108,44 @@ fn a_missing_quire_binary_is_a_clear_error() {
     );
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn audit_commit_reports_audited_calls_on_both_sides() {
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_path = out_dir.path().join("audit.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(["audit-commit", "--clients", "2", "--batches", "1,64"])
+        .args(["--duration-secs", "1", "--warmup-secs", "0", "--quire-bin"])
+        .arg(&quire)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
+        .expect("the JSON report parses");
+    let levels = report["levels"].as_array().expect("levels");
+    let sides: Vec<u64> = levels
+        .iter()
+        .map(|l| l["max_batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sides, [1, 64], "{report}");
+    for level in levels {
+        assert!(
+            level["ok"].as_u64().unwrap() > 0,
+            "no audited call on side {}: {level}\nstderr:\n{stderr}",
+            level["max_batch"]
+        );
+        assert_eq!(level["errors"], 0, "{level}");
+    }
+    assert!(stdout.contains("group commit: at 2 clients"), "{stdout}");
+    assert!(stdout.contains("command: "), "{stdout}");
+}
