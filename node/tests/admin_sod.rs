@@ -661,6 +661,7 @@ async fn delegations_expire_end_with_the_delegators_role_and_permanent_ones_wait
         .await;
     assert_eq!(d["status"], "active", "{d}");
     assert_eq!(d["delegator"], "acme/alice", "{d}");
+    assert_eq!(d["in_force"], true, "{d}");
     api.ok(&carol, Method::GET, eng, None).await;
     let seen = api
         .ok(
@@ -710,6 +711,7 @@ async fn delegations_expire_end_with_the_delegators_role_and_permanent_ones_wait
     )
     .json();
     assert_eq!(made["status"], "pending_approval", "{made}");
+    assert_eq!(made["in_force"], false, "{made}");
     assert_eq!(made["kind"], "permanent", "{made}");
     let id = made["id"].as_u64().expect("an id");
     // The delegator cannot approve it; an enterprise admin (above a workspace manager) can.

@@ -18,7 +18,7 @@ use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use quire_raft::command::Command;
-use quire_raft::delegation::{Delegated, Delegation};
+use quire_raft::delegation::{Delegated, Delegation, backing_role};
 use quire_raft::rbac::{Permission, Role, RoleScope, Subject};
 
 use super::access;
@@ -68,6 +68,16 @@ pub fn delegation_json(d: &Delegation, now_ms: u64) -> Value {
     if let (Some(obj), Value::Object(g)) = (v.as_object_mut(), grant_json(d.grant)) {
         obj.extend(g);
     }
+    v
+}
+
+/// [`delegation_json`] with what only the state can tell: whether the delegator still holds
+/// what it lent (`delegator_holds`), and so whether the delegation counts now (`in_force`).
+fn shown(s: &quire_raft::State, d: &Delegation, now_ms: u64) -> Value {
+    let holds = backing_role(s, &d.delegator, d.grant, &d.scope, Some(now_ms)).is_some();
+    let mut v = delegation_json(d, now_ms);
+    v["delegator_holds"] = json!(holds);
+    v["in_force"] = json!(holds && d.is_in_force_at(now_ms));
     v
 }
 
@@ -200,7 +210,7 @@ async fn create(
                 .received_by(&delegate)
                 .filter(|d| d.delegator == delegator && d.grant == grant && d.scope == scope)
                 .max_by_key(|d| d.id)
-                .map(|d| delegation_json(d, now_ms))
+                .map(|d| shown(s, d, now_ms))
         })
         .await
         .ok()
@@ -278,7 +288,7 @@ async fn list(State(app): Shared, Extension(caller): Caller, RawQuery(q): RawQue
             .filter(|d| review_due.is_none_or(|due| d.review_due_at(now_ms) == due))
             .filter(|d| status.as_deref().is_none_or(|st| d.status_at(now_ms) == st))
             .filter(|d| visible(&caller, s, d, now_ms))
-            .map(|d| (d.id, delegation_json(d, now_ms)))
+            .map(|d| (d.id, shown(s, d, now_ms)))
             .collect::<Vec<_>>()
     })
     .await?;
@@ -313,7 +323,7 @@ async fn show(
         s.delegations()
             .get(id)
             .filter(|d| visible(&caller, s, d, now_ms))
-            .map(|d| delegation_json(d, now_ms))
+            .map(|d| shown(s, d, now_ms))
     })
     .await?;
     // One that exists but is out of the caller's sight answers as one that does not.
@@ -339,7 +349,7 @@ async fn approve(
     .await?;
     let now_ms = app.clock.now_ms();
     let d = app
-        .read(|s| s.delegations().get(id).map(|d| delegation_json(d, now_ms)))
+        .read(|s| s.delegations().get(id).map(|d| shown(s, d, now_ms)))
         .await?
         .unwrap_or_else(|| json!({"id": id}));
     let mut v = d;
