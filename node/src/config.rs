@@ -204,6 +204,10 @@ pub struct SecuritySection {
     pub oidc_refetch_min_interval_ms: u64,
     /// Deadline of one request to a provider, in ms.
     pub oidc_fetch_timeout_ms: u64,
+    /// URL prefixes an OpenID Connect issuer must start with (e.g.
+    /// `https://login.example.com/`). Empty: any `https://` issuer, which lets a tenant admin
+    /// make nodes fetch from any HTTPS address; set it on networks where that matters.
+    pub oidc_allowed_issuers: Vec<String>,
 }
 
 impl Default for SecuritySection {
@@ -220,6 +224,7 @@ impl Default for SecuritySection {
             oidc_jwks_cache_ttl_secs: 300,
             oidc_refetch_min_interval_ms: 10_000,
             oidc_fetch_timeout_ms: 5_000,
+            oidc_allowed_issuers: Vec::new(),
         }
     }
 }
@@ -662,6 +667,15 @@ impl Config {
         if s.oidc_refetch_min_interval_ms > 3_600_000 {
             problems
                 .push("security.oidc_refetch_min_interval_ms must be at most 3600000".to_owned());
+        }
+        if let Some(bad) = s
+            .oidc_allowed_issuers
+            .iter()
+            .find(|p| !p.starts_with("https://") || p.len() <= "https://".len())
+        {
+            problems.push(format!(
+                "security.oidc_allowed_issuers: {bad:?} must be an https:// URL prefix"
+            ));
         }
         if !(100..=60_000).contains(&s.oidc_fetch_timeout_ms) {
             problems.push("security.oidc_fetch_timeout_ms must be in 100..=60000".to_owned());

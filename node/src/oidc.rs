@@ -50,6 +50,20 @@ pub struct OidcSettings {
     pub refetch_min_interval_ms: u64,
     pub fetch_timeout_ms: u64,
     pub leeway_secs: u64,
+    /// `security.oidc_allowed_issuers` (empty: any https issuer).
+    pub allowed_issuers: Vec<String>,
+}
+
+impl OidcSettings {
+    /// Whether the node may fetch discovery and keys from `issuer`.
+    pub fn issuer_allowed(&self, issuer: &str) -> bool {
+        issuer.starts_with("https://")
+            && (self.allowed_issuers.is_empty()
+                || self
+                    .allowed_issuers
+                    .iter()
+                    .any(|p| issuer.starts_with(p.as_str())))
+    }
 }
 
 impl OidcSettings {
@@ -59,6 +73,7 @@ impl OidcSettings {
             refetch_min_interval_ms: config.security.oidc_refetch_min_interval_ms,
             fetch_timeout_ms: config.security.oidc_fetch_timeout_ms,
             leeway_secs: config.security.jwt_leeway_secs,
+            allowed_issuers: config.security.oidc_allowed_issuers.clone(),
         }
     }
 }
@@ -234,6 +249,11 @@ impl OidcCache {
         issuer: &str,
     ) -> Result<BTreeMap<String, (JwtAlg, Arc<DecodingKey>)>, String> {
         let http = self.http.as_ref().map_err(Clone::clone)?;
+        if !self.settings.issuer_allowed(issuer) {
+            return Err(format!(
+                "issuer {issuer:?} is not in security.oidc_allowed_issuers; nothing was fetched"
+            ));
+        }
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -512,12 +532,24 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    #[test]
+    fn the_issuer_allow_list_limits_what_is_fetched() {
+        let mut s = settings();
+        assert!(s.issuer_allowed("https://idp.example"));
+        assert!(!s.issuer_allowed("http://idp.example"));
+        s.allowed_issuers = vec!["https://login.example.com/".into()];
+        assert!(s.issuer_allowed("https://login.example.com/tenant-a"));
+        assert!(!s.issuer_allowed("https://login.example.com.evil.test/"));
+        assert!(!s.issuer_allowed("https://169.254.169.254/"));
+    }
+
     fn settings() -> OidcSettings {
         OidcSettings {
             cache_ttl_ms: 300_000,
             refetch_min_interval_ms: 10_000,
             fetch_timeout_ms: 1_000,
             leeway_secs: 30,
+            allowed_issuers: Vec::new(),
         }
     }
 

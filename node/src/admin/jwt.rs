@@ -518,6 +518,12 @@ async fn set_oidc(
     provider
         .check()
         .map_err(|e| AdminError::invalid("provider", e.to_string()))?;
+    if !crate::oidc::OidcSettings::from_config(&app.config).issuer_allowed(&provider.issuer) {
+        return Err(AdminError::invalid(
+            "issuer",
+            "must be an https:// URL starting with one of security.oidc_allowed_issuers",
+        ));
+    }
     let json = provider_json(&provider);
     write(&app, &caller, Command::SetOidcProvider { provider }, why).await?;
     Ok(ok(json))
