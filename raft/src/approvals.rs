@@ -20,7 +20,8 @@
 //!   holds the command's permission and executes it in the same entry. Approvals after the
 //!   window are refused; a request can be rejected by the requester or any eligible approver.
 //! - **Break-glass**: a principal holding `enterprise_admin` globally executes a pending
-//!   request at once with a justification; the audit trail records it with
+//!   request at once with a justification — even its own request: that is what makes it an
+//!   override — and the audit trail records the override and the execution with
 //!   [`Severity::High`].
 //! - Revocations (of admin tokens, roles, signing keys) are never held: holding one would
 //!   keep a compromised credential alive for the window.

@@ -338,6 +338,11 @@ pub(crate) fn admin_command(
                         p.level()
                     )));
                 }
+                Delegated::Role(Role::EnterpriseAdmin) => {
+                    return Err(ApplyError::Invalid(
+                        "enterprise_admin is never delegated (no authority stands above it to approve); assign it instead".into(),
+                    ));
+                }
                 Delegated::Role(r) if !r.allowed_levels().contains(&scope.level()) => {
                     return Err(ApplyError::Invalid(format!(
                         "{r} cannot be held at {scope}"

@@ -637,6 +637,16 @@ fn delegation_rules_refuse_what_cannot_be_lent() {
                 Some(NOW + HOUR),
             ),
         ),
+        // enterprise_admin is never lent.
+        (
+            "ea1",
+            delegate(
+                "nobody",
+                Delegated::Role(Role::EnterpriseAdmin),
+                RoleScope::Global,
+                Some(NOW + HOUR),
+            ),
+        ),
         // Without a justification.
         (
             "acme/alice",
