@@ -567,6 +567,55 @@ async fn critical_changes_wait_for_distinct_approvers_and_break_glass_is_audited
         listed.stdout,
         listed.stderr
     );
+
+    // A root admin token is enterprise configuration: its secret comes with the 202 and works
+    // once two enterprise or security admins approved it.
+    let (status, v) = api
+        .call(
+            &ea1,
+            Method::POST,
+            "/admin-tokens",
+            Some(json!({"display_name": "break-room", "justification": "second operator"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["approval"]["class"], "enterprise_config", "{v}");
+    let secret = v["token"]
+        .as_str()
+        .expect("the secret, shown once")
+        .to_owned();
+    let id = v["approval"]["id"].as_u64().expect("an id");
+    let (status, _) = api
+        .call(&secret, Method::GET, "/cluster/status", None)
+        .await;
+    assert_eq!(status, 401, "not valid before approval");
+    // A compliance officer is not among its approvers.
+    let (status, _) = api
+        .call(
+            &co1,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    api.ok(
+        &sec1,
+        Method::POST,
+        &format!("/approvals/{id}/approve"),
+        None,
+    )
+    .await;
+    let done = api
+        .ok(
+            &ea2,
+            Method::POST,
+            &format!("/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(done["status"], "executed", "{done}");
+    api.ok(&secret, Method::GET, "/cluster/status", None).await;
 }
 
 /// Polls `GET path` with `token` until it answers `want`.
