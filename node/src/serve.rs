@@ -159,11 +159,12 @@ pub async fn check_master_key(
 }
 
 /// A cluster formed from a static member list has no `quire init` to make its first admin
-/// token: the member with the lowest id makes one when the cluster has none, and writes it to
-/// `<data-dir>/admin-token`.
+/// token and JWT signing key: the member with the lowest id makes them when the cluster has
+/// none, and writes the token to `<data-dir>/admin-token`.
 async fn bootstrap_admin_token_for_static_cluster(
     config: &Config,
     router: &Router,
+    master_key: &MasterKey,
 ) -> anyhow::Result<()> {
     let Some(first) = config.peer.members.iter().map(|m| m.id).min() else {
         return Ok(());
@@ -171,10 +172,18 @@ async fn bootstrap_admin_token_for_static_cluster(
     if first != config.node.id {
         return Ok(());
     }
-    let none = read_settled(router, "the cluster's admin tokens", |state| {
-        state.admin_tokens().next().is_none()
+    let (none, no_key) = read_settled(router, "the cluster's admin tokens", |state| {
+        (
+            state.admin_tokens().next().is_none(),
+            state.jwt().current_key().is_none(),
+        )
     })
     .await?;
+    if no_key {
+        // ...and the built-in JWT issuer's first signing key, as `quire init` makes one.
+        let now_ms = crate::clock::Clock::now_ms(&SystemClock);
+        crate::init::ensure_jwt_signing_key(router, master_key, now_ms).await?;
+    }
     if !none {
         return Ok(());
     }
@@ -298,7 +307,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         .await
         .context("the control plane elected no leader in time")?;
     check_master_key(&node.router, &key, &config.node.cluster_name).await?;
-    bootstrap_admin_token_for_static_cluster(&config, &node.router).await?;
+    bootstrap_admin_token_for_static_cluster(&config, &node.router, &key).await?;
     cluster::stop_when_removed(node.router.clone(), shutdown.clone());
 
     let data = DataPlane::start(data_plane_config(&config, StdRng::from_os_rng().next_u64()))

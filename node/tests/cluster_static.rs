@@ -129,6 +129,24 @@ async fn three_nodes_form_a_group_from_a_static_member_list() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    // ...and the built-in JWT issuer has a signing key, as after `quire init`.
+    let keys: serde_json::Value = http
+        .get(format!(
+            "http://127.0.0.1:{}/admin/v1/jwt/keys",
+            http_ports[1]
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys["keys"].as_array().map(Vec::len),
+        Some(1),
+        "one signing key: {keys}"
+    );
     for port in &http_ports {
         let url = format!("http://127.0.0.1:{port}/admin/v1/tenants/static?consistency=local");
         wait_for("the tenant on every node", async || {
