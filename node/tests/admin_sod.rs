@@ -4,7 +4,10 @@
 //! approval and a wrong role refused), executes on the second; break-glass executes at once
 //! and leaves a high-severity audit record; a temporary delegation works at once and stops at
 //! its expiry or when the delegator's role is revoked; a permanent one waits for a higher
-//! authority and then carries its review date.
+//! authority and then carries its review date. On a cluster of three processes, a request
+//! made on one node and approved on the others executes once, the same on every node.
+
+mod cluster_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -819,4 +822,177 @@ async fn delegations_expire_end_with_the_delegators_role_and_permanent_ones_wait
         .call(&ea1, Method::GET, &format!("/delegations/{id}"), None)
         .await;
     assert_eq!(status, 404);
+}
+
+/// An admin request to `node` of `c` with `token`, expecting a status in `want`.
+async fn on_node(
+    c: &cluster_common::TestCluster,
+    node: u64,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    want: u16,
+) -> Value {
+    let answer = cluster_common::admin_request(
+        &cluster_common::client(),
+        &c.url(node),
+        token,
+        method.clone(),
+        path,
+        body,
+        Duration::from_secs(20),
+    )
+    .await;
+    match answer {
+        cluster_common::Answer::Status(code, v) if code == want => v,
+        other => panic!("{method} {path} on node {node}: want {want}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_three_nodes_a_request_made_on_one_is_approved_on_the_others_and_executes_once() {
+    let c = cluster_common::start(3, false).await;
+    let ids = c.ids();
+    c.wait_leader(ids[0], None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let root = c.cluster.status.admin_token.clone();
+    let (n1, n2, n3) = (ids[0], ids[1], ids[2]);
+    let mut tokens = std::collections::BTreeMap::new();
+    for (who, role) in [
+        ("ea1", "enterprise_admin"),
+        ("ea2", "enterprise_admin"),
+        ("co1", "compliance_officer"),
+        ("sec1", "security_admin"),
+    ] {
+        let body = json!({"id": who, "display_name": who});
+        on_node(&c, n1, &root, Method::POST, "/principals", Some(body), 201).await;
+        let body = json!({"subject": who, "role": role, "scope": {"level": "global"}});
+        on_node(&c, n1, &root, Method::POST, "/roles", Some(body), 201).await;
+        let body = json!({"display_name": who, "subject": who});
+        let v = on_node(
+            &c,
+            n1,
+            &root,
+            Method::POST,
+            "/admin-tokens",
+            Some(body),
+            201,
+        )
+        .await;
+        tokens.insert(who, v["token"].as_str().expect("a secret").to_owned());
+    }
+    let tok = |who: &str| tokens[who].clone();
+
+    on_node(
+        &c,
+        n2,
+        &tok("ea1"),
+        Method::PUT,
+        "/sod-policy",
+        Some(json!({"enabled": true})),
+        200,
+    )
+    .await;
+    // Requested on node 2 ...
+    let v = on_node(
+        &c,
+        n2,
+        &tok("ea1"),
+        Method::POST,
+        "/tenants",
+        Some(json!({"id": "sod-beta", "display_name": "Beta", "justification": "pilot customer"})),
+        202,
+    )
+    .await;
+    let id = v["approval"]["id"].as_u64().expect("an id");
+    // ... refused to its requester on node 3, approved on node 3 and node 1.
+    on_node(
+        &c,
+        n3,
+        &tok("ea1"),
+        Method::POST,
+        &format!("/approvals/{id}/approve"),
+        None,
+        403,
+    )
+    .await;
+    let first = on_node(
+        &c,
+        n3,
+        &tok("co1"),
+        Method::POST,
+        &format!("/approvals/{id}/approve"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(first["status"], "pending", "{first}");
+    on_node(&c, n1, &root, Method::GET, "/tenants/sod-beta", None, 404).await;
+    let done = on_node(
+        &c,
+        n1,
+        &tok("ea2"),
+        Method::POST,
+        &format!("/approvals/{id}/approve"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(done["status"], "executed", "{done}");
+    // Every node applied the same: the tenant exists, and the request reads alike.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for &node in &ids {
+        loop {
+            let answer = cluster_common::admin_request(
+                &cluster_common::client(),
+                &c.url(node),
+                &root,
+                Method::GET,
+                &format!("/approvals/{id}?consistency=local"),
+                None,
+                Duration::from_secs(5),
+            )
+            .await;
+            if let cluster_common::Answer::Status(200, v) = &answer
+                && v["status"] == "executed"
+            {
+                let by: Vec<&str> = v["approvals"]
+                    .as_array()
+                    .expect("approvals")
+                    .iter()
+                    .filter_map(|a| a["by"].as_str())
+                    .collect();
+                assert_eq!(by, ["co1", "ea2"], "node {node}: {v}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {node} did not apply the approval: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        on_node(
+            &c,
+            node,
+            &root,
+            Method::GET,
+            "/tenants/sod-beta?consistency=local",
+            None,
+            200,
+        )
+        .await;
+        let verified = on_node(
+            &c,
+            node,
+            &root,
+            Method::GET,
+            "/audit/verify?consistency=local",
+            None,
+            200,
+        )
+        .await;
+        assert_eq!(verified["ok"], true, "node {node}: {verified}");
+    }
 }
