@@ -5,7 +5,9 @@
 //! and leaves a high-severity audit record; a temporary delegation works at once and stops at
 //! its expiry or when the delegator's role is revoked; a permanent one waits for a higher
 //! authority and then carries its review date. On a cluster of three processes, a request
-//! made on one node and approved on the others executes once, the same on every node.
+//! made on one node and approved on the others executes once, the same on every node; and a
+//! delegation that is the only thing letting an agent call tools stops on every node once its
+//! revocation is acknowledged (with agents calling through other nodes), or at its expiry.
 
 mod cluster_common;
 
@@ -994,5 +996,306 @@ async fn on_three_nodes_a_request_made_on_one_is_approved_on_the_others_and_exec
         )
         .await;
         assert_eq!(verified["ok"], true, "node {node}: {verified}");
+    }
+}
+
+/// A minimal MCP session over Streamable HTTP (protocol 2025-06-18) on one node.
+struct Session {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    id: String,
+    next: u64,
+}
+
+/// The JSON-RPC message in a Streamable HTTP answer (plain JSON or an SSE `data:` line).
+fn message_of(body: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return Some(v);
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("id").is_some())
+}
+
+impl Session {
+    async fn open(base: &str, token: &str) -> anyhow::Result<Session> {
+        let http = reqwest::Client::new();
+        let url = format!("{base}/mcp");
+        let r = http
+            .post(&url)
+            .bearer_auth(token)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "delegation-test", "version": "0"}}
+            }))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "initialize: {}", r.status());
+        let id = r
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no mcp-session-id"))?;
+        let _ = r.text().await;
+        let s = Session {
+            http,
+            url,
+            token: token.to_owned(),
+            id,
+            next: 1,
+        };
+        let r = s
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
+        anyhow::ensure!(r.0 == 202 || r.0 == 200, "initialized: {}", r.0);
+        Ok(s)
+    }
+
+    async fn post(&self, message: Value) -> anyhow::Result<(u16, String)> {
+        let r = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.id)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&message)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.unwrap_or_default()))
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<(u16, String)> {
+        self.next += 1;
+        self.post(json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}))
+            .await
+    }
+}
+
+/// What a `tools/call` answered: `Some(code)` of a tool error, `None` for a result, or
+/// `Some("http-<status>")` when the request itself failed.
+async fn call_code(s: &mut Session) -> Option<String> {
+    match s
+        .request(
+            "tools/call",
+            json!({"name": "notion-get-self", "arguments": {}}),
+        )
+        .await
+    {
+        Ok((200, body)) => {
+            let msg = message_of(&body).unwrap_or_default();
+            if msg["result"]["isError"] == json!(true) {
+                Some(
+                    msg["result"]["structuredContent"]["code"]
+                        .as_str()
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                )
+            } else {
+                None
+            }
+        }
+        Ok((status, _)) => Some(format!("http-{status}")),
+        Err(e) => Some(format!("transport: {e}")),
+    }
+}
+
+const DENIED: &str = "permission_denied";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_expired_delegation_stops_tool_calls_on_every_node() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::time::Instant;
+
+    let c = cluster_common::start(3, false).await;
+    let ids = c.ids();
+    let leader = c
+        .wait_leader(ids[0], None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let root = c.cluster.status.admin_token.clone();
+    // helper: a principal of the demo tenant with no workspace and no role; lead: the
+    // tenant's admin, who lends helper notion.read in the demo workspace.
+    for p in ["helper", "lead"] {
+        let body = json!({"id": p, "display_name": p});
+        on_node(
+            &c,
+            leader,
+            &root,
+            Method::POST,
+            "/tenants/demo/principals",
+            Some(body),
+            201,
+        )
+        .await;
+    }
+    let body = json!({"subject": "demo/lead", "role": "tenant_admin",
+        "scope": {"level": "tenant", "tenant": "demo"}});
+    on_node(&c, leader, &root, Method::POST, "/roles", Some(body), 201).await;
+    let body = json!({"display_name": "lead", "subject": "demo/lead"});
+    let lead = on_node(
+        &c,
+        leader,
+        &root,
+        Method::POST,
+        "/admin-tokens",
+        Some(body),
+        201,
+    )
+    .await;
+    let lead = lead["token"].as_str().expect("a secret").to_owned();
+    // A JWT of the built-in issuer names its workspace without membership: only roles and
+    // delegations decide what it may do there.
+    let body = json!({"principal": "helper", "workspace": "demo", "ttl_secs": 600});
+    let jwt = on_node(
+        &c,
+        leader,
+        &root,
+        Method::POST,
+        "/tenants/demo/jwt",
+        Some(body),
+        201,
+    )
+    .await;
+    let jwt = jwt["token"].as_str().expect("a JWT").to_owned();
+    let mut sessions = Vec::new();
+    for &id in &ids {
+        let mut s = Session::open(&c.url(id), &jwt).await.unwrap();
+        assert_eq!(
+            call_code(&mut s).await.as_deref(),
+            Some(DENIED),
+            "node {id}"
+        );
+        sessions.push((id, s));
+    }
+
+    let delegate = |ttl_secs: u64| {
+        json!({"delegate": "demo/helper", "permission": "notion.read",
+            "scope": {"level": "workspace", "tenant": "demo", "workspace": "demo"},
+            "ttl_secs": ttl_secs, "justification": "helps with the migration"})
+    };
+    let revoking_node = *ids.iter().find(|&&id| id != leader).unwrap();
+    let d = on_node(
+        &c,
+        revoking_node,
+        &lead,
+        Method::POST,
+        "/delegations",
+        Some(delegate(3600)),
+        201,
+    )
+    .await;
+    let delegation = d["id"].as_u64().expect("an id");
+    assert_eq!(d["in_force"], true, "{d}");
+    // Allowed on every node once it applied there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (id, s) in &mut sessions {
+        while call_code(s).await.as_deref() == Some(DENIED) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never honoured the delegation"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Agents call through the other nodes while the delegation is revoked on one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hammers = Vec::new();
+    for (id, mut s) in sessions.into_iter().filter(|(id, _)| *id != revoking_node) {
+        let stop = stop.clone();
+        hammers.push(tokio::spawn(async move {
+            let mut seen: Vec<(Instant, Option<String>)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let code = call_code(&mut s).await;
+                seen.push((sent, code));
+            }
+            (id, seen, s)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    on_node(
+        &c,
+        revoking_node,
+        &lead,
+        Method::DELETE,
+        &format!("/delegations/{delegation}"),
+        None,
+        200,
+    )
+    .await;
+    let acked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut sessions = Vec::new();
+    for h in hammers {
+        let (id, seen, s) = h.await.unwrap();
+        let allowed_before = seen
+            .iter()
+            .filter(|(t, code)| *t < started && code.as_deref() != Some(DENIED))
+            .count();
+        let after: Vec<&Option<String>> = seen
+            .iter()
+            .filter(|(t, _)| *t >= acked)
+            .map(|(_, code)| code)
+            .collect();
+        println!(
+            "node {id}: {} calls, {allowed_before} not denied before the revocation, {} sent after its acknowledgement",
+            seen.len(),
+            after.len()
+        );
+        assert!(allowed_before > 0, "node {id}: nothing was allowed before");
+        assert!(
+            !after.is_empty(),
+            "node {id}: nothing was sent after the acknowledgement"
+        );
+        assert!(
+            after.iter().all(|code| code.as_deref() == Some(DENIED)),
+            "node {id} allowed a call sent after the acknowledged revocation: {after:?}"
+        );
+        sessions.push((id, s));
+    }
+
+    // A short delegation: in force, then refused everywhere once it expired.
+    let d = on_node(
+        &c,
+        leader,
+        &lead,
+        Method::POST,
+        "/delegations",
+        Some(delegate(3)),
+        201,
+    )
+    .await;
+    let expires_at_ms = d["expires_at_ms"].as_u64().expect("an expiry");
+    let created_at_ms = d["created_at_ms"].as_u64().expect("a time");
+    let made = Instant::now();
+    let deadline = made + Duration::from_secs(15);
+    let (id, s) = &mut sessions[0];
+    while call_code(s).await.as_deref() == Some(DENIED) {
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never honoured the delegation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(expires_at_ms - created_at_ms + 500)).await;
+    for (id, s) in &mut sessions {
+        assert_eq!(
+            call_code(s).await.as_deref(),
+            Some(DENIED),
+            "node {id} after the expiry"
+        );
     }
 }
