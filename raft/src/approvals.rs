@@ -348,9 +348,9 @@ impl ApprovalState {
 /// The class of a critical command, or `None` for one that is never held.
 pub fn classify(state: &State, cmd: &Command) -> Option<SodClass> {
     match cmd {
-        Command::CreateTenant { .. } | Command::DeleteTenant { .. } => {
-            Some(SodClass::TenantLifecycle)
-        }
+        Command::CreateTenant { .. }
+        | Command::DeleteTenant { .. }
+        | Command::ImportTenant { .. } => Some(SodClass::TenantLifecycle),
         Command::SetSodPolicy { .. } | Command::SetAuditRetention { .. } => {
             Some(SodClass::SecurityPolicy)
         }

@@ -365,6 +365,22 @@ pub enum Command {
         /// The request's id.
         request: u64,
     },
+    /// Replaces a just-initialised cluster's state with a backup's (`quire restore`; see
+    /// `backup.rs`). Never an admin command.
+    RestoreState {
+        /// The backup's state.
+        state: Box<State>,
+    },
+    /// Adds a tenant exported from another cluster, with its audit chain verified and kept
+    /// as it was (only as an admin command; see `backup.rs`).
+    ImportTenant {
+        /// The tenant's slice.
+        slice: Box<crate::backup::TenantSlice>,
+        /// When (stamped by the proposer).
+        at_ms: u64,
+        /// The node that proposed it (for the audit trail).
+        node: u64,
+    },
     /// Applies `command` at most once per `request_id`: a proposer that retries a command
     /// whose first attempt may already have committed (a forwarded write whose answer was
     /// lost) gets the first attempt's result instead of a second application.
@@ -418,6 +434,8 @@ impl Command {
             Command::ApproveRequest { .. } => "approve_request",
             Command::RejectRequest { .. } => "reject_request",
             Command::BreakGlass { .. } => "break_glass",
+            Command::RestoreState { .. } => "restore_state",
+            Command::ImportTenant { .. } => "import_tenant",
             Command::Once { command, .. } => command.kind(),
         }
     }
@@ -1516,6 +1534,12 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             cmd.kind()
         ))),
 
+        Command::RestoreState { state: restored } => crate::backup::restore(state, restored),
+
+        Command::ImportTenant { slice, at_ms, node } => {
+            crate::backup::import(state, ctx.log_index, ctx.actor, slice, *at_ms, *node)
+        }
+
         Command::Once {
             request_id,
             command,
@@ -1626,7 +1650,9 @@ pub fn required_permission(
         None => (Permission::SystemConfigure, RoleScope::Global),
     };
     Ok(match cmd {
-        Command::CreateTenant { .. } => (Permission::TenantsCreate, RoleScope::Global),
+        Command::CreateTenant { .. } | Command::ImportTenant { .. } => {
+            (Permission::TenantsCreate, RoleScope::Global)
+        }
         Command::DeleteTenant { .. } => (Permission::TenantsDelete, RoleScope::Global),
         Command::CreateWorkspace { tenant, .. } => {
             (Permission::TenantWorkspacesConfigure, tenant_scope(tenant))
@@ -1723,6 +1749,7 @@ pub fn required_permission(
         Command::InitCluster { .. }
         | Command::AsAdmin { .. }
         | Command::Once { .. }
+        | Command::RestoreState { .. }
         | Command::AppendAudit { .. } => {
             return Err(ApplyError::Invalid(format!(
                 "{} cannot be made as an admin command",
@@ -1738,6 +1765,11 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         Command::CreateTenant { tenant, .. } | Command::DeleteTenant { tenant } => {
             (None, None, Some(format!("tenant:{}", tenant.as_str())))
         }
+        Command::ImportTenant { slice, .. } => (
+            None,
+            None,
+            Some(format!("tenant:{}", slice.tenant.tenant.id.as_str())),
+        ),
         Command::CreateWorkspace {
             tenant, workspace, ..
         } => (
@@ -1870,6 +1902,7 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         Command::InitCluster { .. }
         | Command::AsAdmin { .. }
         | Command::Once { .. }
+        | Command::RestoreState { .. }
         | Command::AppendAudit { .. } => (None, None, None),
     }
 }

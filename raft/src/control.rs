@@ -361,6 +361,13 @@ impl ControlPlane {
         self.shared.with(|data| f(&data.state))
     }
 
+    /// Runs `f` on this node's applied state and the log index it was applied up to (0 before
+    /// any entry), both read under one lock: a state exactly as of that index.
+    pub fn read_applied_indexed<R>(&self, f: impl FnOnce(&State, u64) -> R) -> R {
+        self.shared
+            .with(|data| f(&data.state, data.last_applied.map_or(0, |id| id.index)))
+    }
+
     /// This node's view of the group.
     pub fn status(&self) -> ControlStatus {
         let m = self.raft.metrics().borrow().clone();

@@ -17,6 +17,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod command;
 pub mod control;
