@@ -40,6 +40,9 @@ enum Cmd {
         /// Turn on a planted bug (see `quire-sim bugs`).
         #[arg(long)]
         bug: Option<Bug>,
+        /// Add membership changes to the faults (remove a node, join it back).
+        #[arg(long)]
+        membership: bool,
     },
     /// Run seeds A..B (B excluded; A..=B includes it), one child process per seed, J at a
     /// time. Exits non-zero if any seed failed and lists their replay commands.
@@ -62,6 +65,9 @@ enum Cmd {
         /// Start no more seeds once one has failed (those running finish).
         #[arg(long)]
         fail_fast: bool,
+        /// Add membership changes to the faults (remove a node, join it back).
+        #[arg(long)]
+        membership: bool,
     },
     /// List the planted bugs.
     Bugs,
@@ -88,12 +94,14 @@ fn main() -> ExitCode {
             trace,
             check_determinism,
             bug,
+            membership,
         } => run_one(
             RunOptions {
                 seed,
                 nodes,
                 duration_s: duration,
                 bug,
+                membership,
             },
             trace,
             check_determinism,
@@ -105,7 +113,8 @@ fn main() -> ExitCode {
             duration,
             bug,
             fail_fast,
-        } => sweep(&seeds, jobs, nodes, duration, bug, fail_fast),
+            membership,
+        } => sweep(&seeds, jobs, nodes, duration, bug, fail_fast, membership),
         Cmd::Bugs => {
             for bug in Bug::ALL {
                 let status = if bug.is_available() {
@@ -152,11 +161,16 @@ fn run_one(
     }
     let ops = report.ops;
     println!(
-        "seed {} nodes {} duration {} s{}",
+        "seed {} nodes {} duration {} s{}{}",
         options.seed,
         options.nodes,
         options.duration_s,
-        options.bug.map(|b| format!(" bug {b}")).unwrap_or_default()
+        options.bug.map(|b| format!(" bug {b}")).unwrap_or_default(),
+        if options.membership {
+            " membership changes"
+        } else {
+            ""
+        }
     );
     println!(
         "ops: {} invoked, {} writes acknowledged, {} rejected by apply, {} reads, {} failed or timed out",
@@ -269,6 +283,9 @@ fn run_args(options: &RunOptions) -> Vec<String> {
         args.push("--bug".into());
         args.push(bug.name().into());
     }
+    if options.membership {
+        args.push("--membership".into());
+    }
     args
 }
 
@@ -303,6 +320,7 @@ fn sweep(
     duration_s: u64,
     bug: Option<Bug>,
     fail_fast: bool,
+    membership: bool,
 ) -> anyhow::Result<bool> {
     let (start, end) = parse_seeds(seeds)?;
     if !(1..=MAX_JOBS).contains(&jobs) {
@@ -313,6 +331,7 @@ fn sweep(
         nodes,
         duration_s,
         bug,
+        membership,
     }
     .validate()
     .map_err(anyhow::Error::msg)?;
@@ -344,6 +363,7 @@ fn sweep(
                 nodes,
                 duration_s,
                 bug,
+                membership,
             };
             let exe = exe.clone();
             tasks.spawn(async move {

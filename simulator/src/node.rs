@@ -147,6 +147,26 @@ pub struct ToolRequest {
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// A membership change an operator asks the leader to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Remove the node from the group (`ControlPlane::remove`).
+    Remove(NodeId),
+    /// Add it back: learner, caught up, voter (`ControlPlane::join`).
+    Join(NodeId),
+}
+
+/// A membership change sent to a node (it must be the leader).
+pub struct MemberRequest {
+    /// The change.
+    pub change: MemberChange,
+    /// `Ok(())` or a short reason.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Longest a membership change may take on the leader.
+pub const MEMBER_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// A running incarnation of a node, as the driver and the workload see it.
 #[derive(Clone)]
 pub struct LiveNode {
@@ -156,6 +176,8 @@ pub struct LiveNode {
     pub requests: mpsc::Sender<Request>,
     /// Its tool front (the data plane).
     pub tools: mpsc::Sender<ToolRequest>,
+    /// Its membership front (an operator's `quire ctl nodes` equivalent).
+    pub members: mpsc::Sender<MemberRequest>,
     /// Counts this node's incarnations (restarts), from 1.
     pub incarnation: u64,
     /// Its wall clock (skewed from simulated time).
@@ -395,12 +417,14 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
     .map_err(|e| format!("data plane: {}", error_kind(&e.to_string())))?;
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
     let (tools, mut tool_inbox) = mpsc::channel::<ToolRequest>(TOOL_QUEUE);
+    let (members, mut member_inbox) = mpsc::channel::<MemberRequest>(8);
     setup.registry.insert(
         id,
         LiveNode {
             control: control.clone(),
             requests,
             tools,
+            members,
             incarnation,
             clock,
         },
@@ -416,6 +440,30 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
                 tokio::spawn(async move {
                     let result = execute(&router, bug, request.op).await;
                     let _ = request.reply.send(result);
+                });
+            }
+            member = member_inbox.recv() => {
+                let Some(member) = member else { break Ok(()) };
+                let control = control.clone();
+                tokio::spawn(async move {
+                    let change = async {
+                        // Only a leader a quorum still follows decides (an isolated node may
+                        // still think it leads, with a stale view of the members).
+                        control
+                            .read_index(Duration::from_secs(2))
+                            .await
+                            .map_err(|e| quire_raft::membership::MembershipError::Raft(e.to_string()))?;
+                        match member.change {
+                            MemberChange::Remove(n) => control.remove(n).await,
+                            MemberChange::Join(n) => control.join(n, &peer_addr(n)).await,
+                        }
+                    };
+                    let result = match tokio::time::timeout(MEMBER_CHANGE_TIMEOUT, change).await {
+                        Err(_) => Err("timeout".to_string()),
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(error_kind(&e.to_string())),
+                    };
+                    let _ = member.reply.send(result);
                 });
             }
             tool = tool_inbox.recv() => {

@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub duration_s: u64,
     /// A planted bug to turn on.
     pub bug: Option<Bug>,
+    /// Add membership changes to the faults (an operator removes a node and joins it back);
+    /// off by default until `ControlPlane::join` handles a removal still in flight (see the
+    /// README's findings).
+    pub membership: bool,
 }
 
 impl RunOptions {
@@ -87,6 +91,9 @@ impl RunOptions {
         );
         if let Some(bug) = self.bug {
             cmd.push_str(&format!(" --bug {bug}"));
+        }
+        if self.membership {
+            cmd.push_str(" --membership");
         }
         cmd
     }
@@ -405,6 +412,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             liveness: liveness.clone(),
             tools: tools.clone(),
             tool_liveness: tool_liveness.clone(),
+            membership: options.membership,
         }),
     );
     trace.record(
@@ -414,7 +422,11 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             "seed {seed} nodes {nodes} duration {} s torn-writes {torn_writes} bug {}",
             options.duration_s,
             options.bug.map(|b| b.name()).unwrap_or("none")
-        ),
+        ) + if options.membership {
+            " membership-changes"
+        } else {
+            ""
+        },
     );
 
     // A panic in a node (openraft asserts its own invariants) ends the run as a violation;

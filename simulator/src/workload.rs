@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
 use crate::check::{History, OpRecord};
-use crate::node::{Op, OpResult, Registry, Request, ToolRequest};
+use crate::node::{MemberChange, MemberRequest, Op, OpResult, Registry, Request, ToolRequest};
 use crate::notion::{INTEGRATIONS, designated_node};
 use crate::trace::{Trace, sim_now};
 
@@ -33,6 +33,8 @@ pub const MAX_THINK_MS: u64 = 150;
 pub const MIN_THINK_MS: u64 = 20;
 /// After the final heal, a write must succeed within this bound.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(10);
+/// After the final heal, a node the operator removed must be back in the group within this.
+pub const MEMBERSHIP_BOUND: Duration = Duration::from_secs(10);
 /// Agents calling Notion tools concurrently.
 pub const AGENTS: u32 = 4;
 /// Deadline of one tool call, as the agent waits for it (the node's data plane answers by
@@ -122,6 +124,8 @@ pub struct WorkloadSetup {
     /// When a tool call for every integration had succeeded after the final heal (ms after
     /// it), or why not.
     pub tool_liveness: Arc<Mutex<Option<Result<u64, String>>>>,
+    /// Whether the operator changes the membership (remove a node, join it back).
+    pub membership: bool,
 }
 
 fn op_text(op: &Op) -> String {
@@ -365,8 +369,77 @@ async fn tool_liveness_probe(w: WorkloadSetup) {
         .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
 }
 
-/// The client host's software: the admins, the agents and the liveness probes; ends when
-/// all are done.
+/// Asks the current leader for `change`, again and again until it is made or `until`.
+async fn change_members(w: &WorkloadSetup, change: MemberChange, until: Duration) -> bool {
+    let text = match change {
+        MemberChange::Remove(n) => format!("remove n{n}"),
+        MemberChange::Join(n) => format!("join n{n}"),
+    };
+    loop {
+        let leader = w.registry.all().into_iter().find(|(id, node)| {
+            let m = node.control.raft().metrics().borrow().clone();
+            m.state == openraft::ServerState::Leader && m.current_leader == Some(*id)
+        });
+        if let Some((id, node)) = leader {
+            w.trace
+                .record(sim_now(), "operator", format!("n{id} <- {text}"));
+            let (reply, answer) = oneshot::channel();
+            let outcome = match node.members.try_send(MemberRequest { change, reply }) {
+                Err(_) => Err("node busy or down".to_string()),
+                Ok(()) => answer.await.unwrap_or_else(|_| Err("node crashed".into())),
+            };
+            let done = match &outcome {
+                Ok(()) => "ok".to_string(),
+                Err(why) => format!("failed {why}"),
+            };
+            w.trace
+                .record(sim_now(), "operator", format!("n{id} -> {done}"));
+            if outcome.is_ok() {
+                return true;
+            }
+        }
+        if sim_now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Membership changes as a fault: now and then, an operator removes a node from the group
+/// through the leader and, a few seconds later, adds it back (join); the join is retried
+/// until it is made (after the final heal at the latest).
+async fn operator(w: WorkloadSetup) {
+    let mut rng = ChaCha8Rng::seed_from_u64(w.seed ^ 0x006f_7065_7261);
+    let mut next = Duration::from_millis(rng.random_range(3_000..6_000));
+    while next + Duration::from_secs(4) < w.heal_at {
+        tokio::time::sleep(next.saturating_sub(sim_now())).await;
+        let n = rng.random_range(1..=w.nodes);
+        // A remove whose answer was lost may still have been made: join it back whatever
+        // the answer (a join of a node that is a voter already changes nothing).
+        change_members(
+            &w,
+            MemberChange::Remove(n),
+            sim_now() + Duration::from_secs(3),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3_000))).await;
+        let until = w.heal_at + MEMBERSHIP_BOUND;
+        if !change_members(&w, MemberChange::Join(n), until).await {
+            w.trace.record(
+                sim_now(),
+                "operator",
+                format!(
+                    "n{n} could not join again within {} s of the final heal",
+                    MEMBERSHIP_BOUND.as_secs()
+                ),
+            );
+        }
+        next = sim_now() + Duration::from_millis(rng.random_range(3_000..8_000));
+    }
+}
+
+/// The client host's software: the admins, the agents, the operator and the liveness
+/// probes; ends when all are done.
 pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
     let mut tasks = Vec::new();
     for admin in 0..ADMINS {
@@ -377,6 +450,9 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
     }
     tasks.push(tokio::spawn(liveness_probe(w.clone())));
     tasks.push(tokio::spawn(tool_liveness_probe(w.clone())));
+    if w.membership {
+        tasks.push(tokio::spawn(operator(w.clone())));
+    }
     for task in tasks {
         task.await?;
     }
