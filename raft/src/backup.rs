@@ -309,6 +309,27 @@ pub fn read_tenant_export(bytes: &[u8]) -> Result<(EnvelopeHeader, TenantSlice),
     Ok((header, slice))
 }
 
+/// Serde of a value as a JSON string inside a command: the state and a tenant slice hold maps
+/// keyed by numbers, which an internally tagged enum (as `Command` is) cannot read back from
+/// its buffered form; as text they round-trip exactly.
+pub(crate) mod as_json_text {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(value).map_err(S::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
+    }
+}
+
 // ---- apply ----
 
 /// `RestoreState`: replaces a fresh cluster's state with a backup's. Only a cluster that was
@@ -741,6 +762,26 @@ mod tests {
             read_backup(&export),
             Err(BackupError::NotEnvelope { .. })
         ));
+    }
+
+    #[test]
+    fn restore_and_import_commands_round_trip_through_the_log_encoding() {
+        let source = cluster("east", true);
+        let acme = TenantId::new("acme").unwrap();
+        for cmd in [
+            Command::RestoreState {
+                state: Box::new(source.clone()),
+            },
+            import_cmd(tenant_slice(&source, &acme).unwrap()),
+        ] {
+            let wrapped = Command::Once {
+                request_id: "r-1".into(),
+                command: Box::new(cmd),
+            };
+            let text = serde_json::to_string(&wrapped).unwrap();
+            let back: Command = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, wrapped);
+        }
     }
 
     #[test]

@@ -368,13 +368,15 @@ pub enum Command {
     /// Replaces a just-initialised cluster's state with a backup's (`quire restore`; see
     /// `backup.rs`). Never an admin command.
     RestoreState {
-        /// The backup's state.
+        /// The backup's state (as JSON text in the log).
+        #[serde(with = "crate::backup::as_json_text")]
         state: Box<State>,
     },
     /// Adds a tenant exported from another cluster, with its audit chain verified and kept
     /// as it was (only as an admin command; see `backup.rs`).
     ImportTenant {
-        /// The tenant's slice.
+        /// The tenant's slice (as JSON text in the log).
+        #[serde(with = "crate::backup::as_json_text")]
         slice: Box<crate::backup::TenantSlice>,
         /// When (stamped by the proposer).
         at_ms: u64,
