@@ -23,6 +23,7 @@ pub mod logging;
 pub mod mcp;
 pub mod nodes_api;
 pub mod oidc;
+pub mod restore;
 pub mod sandbox;
 pub mod serve;
 pub mod tools;

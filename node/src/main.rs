@@ -27,6 +27,10 @@ enum Command {
     /// Start a new cluster on its first node: a group of one, the master key's check, and a
     /// bootstrap admin token in `<data-dir>/admin-token`. Then run `quire serve`.
     Init(NodeArgs),
+    /// Start a new cluster on its first node from a backup (`quire ctl backup`): the backup's
+    /// checksum and master-key check are verified, the data dir must be empty. Then run
+    /// `quire serve` with the same settings; other nodes `--join` it.
+    Restore(RestoreArgs),
     /// Administer a running cluster over its admin API.
     Ctl(quire_node::ctl::CtlArgs),
     /// Certificates for the peer network's mutual TLS and for the HTTPS front.
@@ -220,6 +224,15 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
+struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    from: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args)]
 struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7900")]
@@ -271,6 +284,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => run_serve(args).await,
             Command::Init(args) => run_init(args).await,
+            Command::Restore(args) => run_restore(args).await,
             Command::Ctl(args) => quire_node::ctl::run(args).await,
             Command::LocalCluster(command) => run_local_cluster(command).await,
             Command::Certs(CertsCommand::Init { out, cluster_name }) => {
@@ -363,6 +377,31 @@ async fn run_init(args: NodeArgs) -> anyhow::Result<()> {
         path.display()
     );
     println!("now run `quire serve` with the same settings");
+    Ok(())
+}
+
+async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let config = args.node.config()?;
+    config.validate()?;
+    let report = quire_node::restore::restore(
+        config,
+        ServeOptions {
+            sandbox: false,
+            master_key_env: std::env::var("QUIRE_MASTER_KEY").ok(),
+        },
+        &args.from,
+    )
+    .await?;
+    println!(
+        "restored cluster {:?} (log index {}, sha256 {}) into {}: {} tenants, {} audit chains",
+        report.from_cluster,
+        report.from_log_index,
+        report.sha256,
+        report.data_dir.display(),
+        report.tenants,
+        report.audit_chains
+    );
+    println!("now run `quire serve` with the same settings; the backup's admin tokens work");
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 pub mod access;
 pub mod approvals;
 pub mod audit;
+mod backup;
 mod body;
 mod delegations;
 mod error;

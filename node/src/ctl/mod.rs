@@ -6,6 +6,7 @@
 
 mod approvals;
 mod audit;
+mod backup;
 mod jwt;
 mod table;
 mod templates;
@@ -132,6 +133,9 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// Write a consistent backup of the whole control plane (secrets stay sealed) to a file;
+    /// `quire restore --from FILE` starts a new cluster from it.
+    Backup(backup::BackupArgs),
 }
 
 /// `quire ctl nodes ...`
@@ -197,6 +201,20 @@ pub enum TenantsCommand {
     },
     /// Delete a tenant that has no workspaces.
     Delete { id: String },
+    /// Export a tenant with its audit chain (to move it to another cluster with the same
+    /// master key).
+    Export {
+        /// Tenant id.
+        id: String,
+        /// Write to this file (else to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a tenant exported from another cluster; its audit chain must verify.
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
 }
 
 /// `quire ctl workspaces ...`
@@ -591,6 +609,13 @@ pub async fn run_to(
     let client = Client::new(&args)?;
     let json_out = args.json;
     let (value, view) = match args.command {
+        CtlCommand::Backup(b) => return backup::backup(&client, &b, json_out, out).await,
+        CtlCommand::Tenants {
+            command: TenantsCommand::Export { id, out: file },
+        } => return backup::export(&client, &id, file.as_deref(), out).await,
+        CtlCommand::Tenants {
+            command: TenantsCommand::Import { file },
+        } => return backup::import(&client, &file, json_out, out).await,
         CtlCommand::Audit {
             command: AuditCommand::Export { tenant, out: file },
         } => return audit::export(&client, &tenant, file.as_deref(), out).await,
@@ -942,6 +967,9 @@ async fn execute(
                     .await?;
                 (v, View::Message(format!("deleted tenant {id}")))
             }
+            TenantsCommand::Export { .. } | TenantsCommand::Import { .. } => {
+                bail!("this tenants command is run by run_to")
+            }
         },
         CtlCommand::Workspaces { command } => match command {
             WorkspacesCommand::Create {
@@ -1292,6 +1320,7 @@ async fn execute(
         CtlCommand::Approvals { command } => approvals::approvals(c, command).await?,
         CtlCommand::Delegations { command } => approvals::delegations(c, command).await?,
         CtlCommand::Templates { command } => templates::templates(c, command).await?,
+        CtlCommand::Backup(_) => bail!("backup is run by run_to"),
         CtlCommand::Audit { command } => match command {
             AuditCommand::Query {
                 tenant,
