@@ -3,7 +3,7 @@
 //! is backed up with `quire ctl backup`; the file holds no Notion token in clear; a copy with
 //! one byte changed and a wrong master key are refused by `quire restore`; the backup restored
 //! into a fresh data dir serves the same tenants, its API tokens open MCP sessions and every
-//! audit chain verifies. A tenant exported from the first node imports into a fresh node with
+//! audit chain verifies, also on a second node that joins the restored one. A tenant exported from the first node imports into a fresh node with
 //! the same master key with its audit chain's records unchanged (the import audited next), and
 //! is refused by a node with another key.
 
@@ -349,29 +349,55 @@ async fn a_backup_restores_into_a_new_cluster_and_a_tenant_moves_with_its_chain(
     assert!(!out.ok, "a restore wrote into a used data dir");
     assert!(out.stderr.contains("not empty"), "{}", out.stderr);
 
-    // Restore into a fresh dir and serve it.
+    // Restore into a fresh dir, serve it, and let a second node join it.
     let r_dir = dir.path().join("restored");
-    let out = quire(
-        &[
-            "restore",
-            "--from",
-            backup_s,
-            "--data-dir",
-            r_dir.join("data").to_str().expect("utf-8"),
-        ],
-        Some(&key),
-    );
+    let r_data = r_dir.join("data");
+    let peer1 = format!("127.0.0.1:{}", free_port());
+    let node1 = ["--node-id", "1", "--peer-listen", &peer1, "--insecure-peer"];
+    let mut restore_args = vec![
+        "restore",
+        "--from",
+        backup_s,
+        "--data-dir",
+        r_data.to_str().expect("utf-8"),
+    ];
+    restore_args.extend_from_slice(&node1);
+    let out = quire(&restore_args, Some(&key));
     assert!(out.ok, "restore failed: {}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("restored cluster"), "{}", out.stdout);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut r = spawn(&r_dir, &["--listen", &listen], Some(&key));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serve_args = vec!["--listen", listen.as_str()];
+    serve_args.extend_from_slice(&node1);
+    let mut r = spawn(&r_dir, &serve_args, Some(&key));
     let r_base = format!("http://{listen}");
     wait_readyz(&mut r, || Some(r_base.clone())).await;
     assert_eq!(tenant_ids(&r_base, &root).await, tenants_before);
     assert_mcp_works(&r_base, &beta_token).await;
     assert_mcp_works(&r_base, &demo_token).await;
     assert_verifies(&r_base, &root);
+    let listen2 = format!("127.0.0.1:{}", free_port());
+    let peer2 = format!("127.0.0.1:{}", free_port());
+    let mut r2 = spawn(
+        &dir.path().join("restored-2"),
+        &[
+            "--listen",
+            &listen2,
+            "--node-id",
+            "2",
+            "--peer-listen",
+            &peer2,
+            "--insecure-peer",
+            "--join",
+            &peer1,
+        ],
+        Some(&key),
+    );
+    let r2_base = format!("http://{listen2}");
+    wait_readyz(&mut r2, || Some(r2_base.clone())).await;
+    assert_eq!(tenant_ids(&r2_base, &root).await, tenants_before);
+    assert_mcp_works(&r2_base, &beta_token).await;
+    assert_verifies(&r2_base, &root);
+    drop(r2);
     drop(r);
 
     // Export beta from the first node.
@@ -385,6 +411,44 @@ async fn a_backup_restores_into_a_new_cluster_and_a_tenant_moves_with_its_chain(
     assert!(out.ok, "export failed: {}", out.stderr);
     let exported = export_records(&export);
     assert!(exported.len() >= 5, "{} records", exported.len());
+
+    // A principal without the tenant's admin role may take neither.
+    let issued = ctl(
+        &base,
+        &root,
+        &[
+            "--json",
+            "admin-tokens",
+            "issue",
+            "--name",
+            "bob",
+            "--subject",
+            "beta/bob",
+        ],
+    );
+    assert!(issued.ok, "{}", issued.stderr);
+    let bob: Value = serde_json::from_str(&issued.stdout).expect("JSON");
+    let bob = bob["token"].as_str().expect("a secret").to_owned();
+    let denied = ctl(&base, &bob, &["tenants", "export", "beta"]);
+    assert!(!denied.ok, "a principal without a role exported its tenant");
+    assert!(
+        denied.stderr.contains("tenant.users.manage"),
+        "{}",
+        denied.stderr
+    );
+    let denied_out = dir.path().join("denied.backup");
+    let denied = ctl(
+        &base,
+        &bob,
+        &["backup", "--out", denied_out.to_str().expect("utf-8")],
+    );
+    assert!(!denied.ok, "a principal without a role took a backup");
+    assert!(
+        denied.stderr.contains("system.configure"),
+        "{}",
+        denied.stderr
+    );
+    assert!(!denied_out.exists());
 
     // A node under another master key refuses it.
     let mut c = sandbox_node(&dir.path().join("c"), None);
