@@ -277,6 +277,17 @@ async fn a_backup_restores_into_a_new_cluster_and_a_tenant_moves_with_its_chain(
         .to_owned();
     let beta_token = provision_beta(&base, &root).await;
     assert_mcp_works(&base, &beta_token).await;
+    // A tenant named like the import route stays reachable.
+    api(
+        &base,
+        &root,
+        Method::POST,
+        "/tenants",
+        Some(json!({"id": "import", "display_name": "Import"})),
+    )
+    .await;
+    let got = api(&base, &root, Method::GET, "/tenants/import", None).await;
+    assert_eq!(got["id"], "import", "{got}");
     let tenants_before = tenant_ids(&base, &root).await;
     assert!(
         tenants_before.contains(&"beta".to_owned()),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,10 +41,30 @@ pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/backup", get(take_backup))
         .route("/tenants/{tenant}/export", get(export_tenant))
+        // The static path takes precedence over `/tenants/{tenant}`: GET and DELETE go on to
+        // the tenant routes, so a tenant named `import` stays reachable.
         .route(
             "/tenants/import",
-            post(import_tenant).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+            post(import_tenant)
+                .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES))
+                .get(get_tenant_named_import)
+                .delete(delete_tenant_named_import),
         )
+}
+
+/// The tenant id the static `/tenants/import` path shadows.
+const IMPORT_SEGMENT: &str = "import";
+
+async fn get_tenant_named_import(app: Shared, caller: Caller, q: RawQuery) -> ApiResult {
+    super::routes::get_tenant(app, caller, Ok(Path(IMPORT_SEGMENT.to_owned())), q).await
+}
+
+async fn delete_tenant_named_import(
+    app: Shared,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    super::routes::delete_tenant(app, caller, Ok(Path(IMPORT_SEGMENT.to_owned())), body).await
 }
 
 fn audit_read(app: &App, caller: &AdminCaller, tenant: Option<TenantId>, action: &str, what: &str) {

@@ -379,7 +379,7 @@ async fn list_tenants(
     Ok(ok(json!({ "tenants": tenants, "next_after": next })))
 }
 
-async fn get_tenant(
+pub(super) async fn get_tenant(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
@@ -410,7 +410,7 @@ async fn get_tenant(
     found.map(ok).ok_or_else(|| tenant_missing(&tenant))
 }
 
-async fn delete_tenant(
+pub(super) async fn delete_tenant(
     State(app): Shared,
     Extension(caller): Caller,
     p: Result<Path<String>, PathRejection>,
