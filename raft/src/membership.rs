@@ -130,8 +130,23 @@ impl ControlPlane {
             .map(|m| m.addr)
     }
 
+    /// Whether `id` is a voter of the configuration the group is heading to: the last half of
+    /// a joint configuration, or the one configuration when there is no change under way.
+    /// (`members()` reports the voters of both halves; a node being removed is still a voter
+    /// of the outgoing half, but not a member of where the group is going.)
+    pub fn is_settled_voter(&self, id: NodeId) -> bool {
+        let m = self.raft().metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .get_joint_config()
+            .last()
+            .is_some_and(|voters| voters.contains(&id))
+    }
+
     /// Adds `id` as a learner, waits until it has caught up, then makes it a voter. A node
-    /// that is already a voter at the same address is left as it is. Leader only.
+    /// that is already a voter of the configuration the group is heading to, at the same
+    /// address, is left as it is; one that is only a voter of the outgoing half of a joint
+    /// configuration (an interrupted removal) is made a voter again. Leader only.
     pub async fn join(&self, id: NodeId, addr: &str) -> Result<(), MembershipError> {
         if let Some(existing) = self.members().into_iter().find(|m| m.id == id) {
             if existing.addr != addr {
@@ -140,7 +155,7 @@ impl ControlPlane {
                     existing.addr
                 )));
             }
-            if existing.role == MemberRole::Voter {
+            if existing.role == MemberRole::Voter && self.is_settled_voter(id) {
                 return Ok(());
             }
         }
@@ -160,8 +175,17 @@ impl ControlPlane {
     }
 
     /// Removes `id` from the group (voter or learner). Leader only. Refuses to remove the
-    /// last voter.
+    /// last voter, and refuses to remove the leader itself: openraft 0.9 has no leadership
+    /// transfer, and a leader that drives its own removal through a joint configuration
+    /// breaks its engine's invariant (the simulator caught it). Stop the leader instead; the
+    /// new leader then removes it.
     pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
+        if id == self.config().node_id {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is the leader and cannot remove itself; stop it (a new leader is \
+                 elected within a few election timeouts), then remove it through any node"
+            )));
+        }
         let members = self.members();
         let Some(member) = members.iter().find(|m| m.id == id) else {
             return Err(MembershipError::Refused(format!(
