@@ -18,14 +18,24 @@ pub enum Bug {
     /// been sent before it started (`StartOptions::planted_bug_limiters_start_full`): a node
     /// that restarts right after its previous incarnation spent the burst sends another.
     LimiterForgetsState,
+    /// Tool calls are authorized against the node's applied state without confirming it
+    /// current within the revocation bound (no `Freshness::ensure`): a partitioned, paused or
+    /// lagging node keeps honouring a token, role or restriction whose revocation was
+    /// acknowledged elsewhere.
+    AuthzIgnoresStaleness,
+    /// A tool call is answered before its audit record is committed (the record is queued
+    /// and committed afterwards): a crash or partition loses records of acknowledged calls.
+    AuditAfterAnswer,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 5] = [
         Bug::AckBeforeDurable,
         Bug::StaleLocalRead,
         Bug::LimiterForgetsState,
+        Bug::AuthzIgnoresStaleness,
+        Bug::AuditAfterAnswer,
     ];
 
     /// The name used on the command line.
@@ -34,6 +44,8 @@ impl Bug {
             Bug::AckBeforeDurable => "ack-before-durable",
             Bug::StaleLocalRead => "stale-local-read",
             Bug::LimiterForgetsState => "limiter-forgets-state",
+            Bug::AuthzIgnoresStaleness => "authz-ignores-staleness",
+            Bug::AuditAfterAnswer => "audit-after-answer",
         }
     }
 
@@ -48,6 +60,12 @@ impl Bug {
             }
             Bug::LimiterForgetsState => {
                 "the Notion rate limiters start full when a node restarts, forgetting what the previous incarnation sent; caught by: per-integration budget (notion-budget)"
+            }
+            Bug::AuthzIgnoresStaleness => {
+                "tool calls are authorized against the local applied state without the freshness barrier; caught by: no authorization after an acknowledged revocation (no-authz-after-revocation)"
+            }
+            Bug::AuditAfterAnswer => {
+                "tool calls are answered before their audit record commits; caught by: every acknowledged tool call has exactly one audit record (audit-complete)"
             }
         }
     }

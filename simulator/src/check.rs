@@ -65,7 +65,7 @@ impl OpRecord {
     pub fn tenant(&self) -> Option<&str> {
         match &self.op {
             Op::Create { tenant } | Op::CreateInvalid { tenant } => Some(tenant),
-            Op::Read => None,
+            Op::Read | Op::Access(_) => None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! runtime RNG) and the planted bugs of [`bugs`], which only the simulator turns on. Run one
 //! simulation per process ([`run::run`]); sweeps start a child process per seed.
 
+pub mod access;
 pub mod bugs;
 pub mod check;
 pub mod faults;

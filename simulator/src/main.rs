@@ -202,6 +202,15 @@ fn run_one(
             .unwrap_or_else(|| "not reached".into())
     );
     println!(
+        "access: {} authorization decisions ({} refused); {} revocations ({} acknowledged); {} tool calls acknowledged; {} audit records in the converged state",
+        tools.decisions,
+        tools.refused,
+        tools.revocations,
+        tools.revocations_acked,
+        tools.acknowledged,
+        tools.audit_records
+    );
+    println!(
         "simulated {:.1} s in {:.1} s wall: {:.1}x",
         report.simulated.as_secs_f64(),
         wall.as_secs_f64(),

@@ -17,17 +17,27 @@ use quire_actors::call::{CallContext, CallError, IntegrationSpec};
 use quire_actors::notion::client::NotionClientConfig;
 use quire_actors::notion::{NotionRequest, NotionToken};
 use quire_actors::supervisor::{DataPlane, DataPlaneConfig, StartOptions};
+use quire_node::audit_log::AuditLog;
 use quire_node::cluster::Router;
+use quire_node::freshness::Freshness;
 use quire_node::tools::NotionGateway;
+use quire_raft::audit::{AuditEvent, Severity};
+use quire_raft::clock::Clock as _;
 use quire_raft::command::Command;
 use quire_raft::control::{ReadError, WriteError};
+use quire_raft::rbac::{Permission, Role, RoleScope, Subject, authorize};
 use quire_raft::{ApplyError, ControlPlane, ControlPlaneConfig, NodeId, SimDisk, State, TenantId};
+use quire_raft::{PrincipalId, TokenId, WorkspaceId};
 use quire_transport::{
     BoxedPeerIo, DialFuture, Dialer, GrpcNetwork, LinkFaults, PeerServer, TransportConfig,
     TransportSecurity,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use crate::access::{
+    AUDIT_MAX_BATCH, AUDIT_QUEUE, AUTHZ_MAX_STALENESS, AuthzLog, AuthzRecord, binding_of_reason,
+};
 use crate::bugs::Bug;
 use crate::notion::{INTEGRATIONS, TurmoilHttp, base_url, budget};
 use crate::trace::{Trace, sim_now};
@@ -101,8 +111,73 @@ pub enum Op {
         /// The tenant id.
         tenant: String,
     },
-    /// A linearizable read of the set of tenant ids.
+    /// A linearizable read of the set of tenant ids (the access tenant [`SIM_TENANT`] left out).
     Read,
+    /// An access change of a sim admin: the node stamps it with its own wall clock.
+    Access(AccessOp),
+}
+
+/// An access change (or read) of a sim admin, in [`SIM_TENANT`]. Times (`issued_at_ms`,
+/// `granted_at_ms`, `set_at_ms`, expiries) are stamped by the receiving node's skewed clock,
+/// as a production node stamps what its admin API proposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessOp {
+    /// A command without stamps, as it is.
+    Plain(Command),
+    /// `IssueToken` for a principal in a workspace, with scopes to read through MCP.
+    IssueToken {
+        /// Principal.
+        principal: String,
+        /// Workspace.
+        workspace: String,
+        /// New token id.
+        token_id: String,
+        /// `hash_api_token(secret)`.
+        secret_hash: String,
+        /// Lifetime from the node's now, if any.
+        ttl_ms: Option<u64>,
+    },
+    /// `AssignRole` workspace_manager to a principal in a workspace.
+    AssignRole {
+        /// Principal.
+        principal: String,
+        /// Workspace.
+        workspace: String,
+        /// Lifetime from the node's now, if any.
+        ttl_ms: Option<u64>,
+    },
+    /// `RevokeToken`.
+    RevokeToken {
+        /// The token.
+        token_id: String,
+    },
+    /// `RevokeRole`.
+    RevokeRole {
+        /// The binding.
+        binding: u64,
+    },
+    /// `AddRestriction` denying a principal everything in a workspace.
+    Restrict {
+        /// Principal.
+        principal: String,
+        /// Workspace.
+        workspace: String,
+    },
+    /// A linearizable read of every role binding in [`SIM_TENANT`].
+    Bindings,
+}
+
+/// A role binding as a sim admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingInfo {
+    /// Its id.
+    pub id: u64,
+    /// Its principal.
+    pub principal: String,
+    /// The workspace it is bound at (`None`: another scope).
+    pub workspace: Option<String>,
+    /// Its expiry (wall-clock ms), if any.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// How an [`Op`] ended, as its caller saw it.
@@ -117,6 +192,8 @@ pub enum OpResult {
     },
     /// The read's result.
     Read(BTreeSet<String>),
+    /// The role bindings read.
+    Bindings(Vec<BindingInfo>),
     /// The outcome is unknown (timeout, node down or crashed, no leader): a write may or may
     /// not have been committed.
     Failed {
@@ -143,8 +220,23 @@ pub struct ToolRequest {
     pub tool: String,
     /// Its arguments.
     pub arguments: serde_json::Value,
-    /// Where the outcome goes: `Ok(())` or the tool error's code.
-    pub reply: oneshot::Sender<Result<(), String>>,
+    /// The call's unique id (the audit record's `resource`).
+    pub call_id: String,
+    /// The bearer secret of the agent's API token.
+    pub secret: String,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<ToolReply>,
+}
+
+/// How a node answered a tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolReply {
+    /// `Ok(())` or the error's code (`unavailable`, `invalid_token`, `permission_denied`,
+    /// `audit_unavailable`, or the tool's own).
+    pub result: Result<(), String>,
+    /// Whether the node answered the call as done: it ran, and (without planted bugs) its
+    /// audit record committed.
+    pub acknowledged: bool,
 }
 
 /// A membership change an operator asks the leader to make.
@@ -272,6 +364,8 @@ pub struct NodeSetup {
     pub starts: Arc<Mutex<u64>>,
     /// Every node's restarts (node, simulated ms), shared by all nodes.
     pub restarts: RestartLog,
+    /// Every node's authorization decisions.
+    pub authz: AuthzLog,
 }
 
 /// When nodes started again after their first start (node, simulated ms).
@@ -396,6 +490,18 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
             setup.seed ^ (setup.id << 48) ^ (incarnation << 32),
         ),
     };
+    // The access rules confirmed current within the revocation bound, and the audit
+    // group-commit batcher: production's own (`node/src/freshness.rs`, `node/src/audit_log.rs`)
+    // on this node's router.
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let freshness = Freshness::start(router.clone(), AUTHZ_MAX_STALENESS, background.clone());
+    let audit = Arc::new(AuditLog::start(
+        router.clone(),
+        AUDIT_QUEUE,
+        AUDIT_MAX_BATCH,
+        background.clone(),
+    ));
     let data = DataPlane::start_with(
         DataPlaneConfig {
             notion: NotionClientConfig {
@@ -438,7 +544,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
                 let router = router.clone();
                 let bug = setup.bug;
                 tokio::spawn(async move {
-                    let result = execute(&router, bug, request.op).await;
+                    let result = execute(&router, bug, clock, request.op).await;
                     let _ = request.reply.send(result);
                 });
             }
@@ -468,11 +574,17 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
             }
             tool = tool_inbox.recv() => {
                 let Some(tool) = tool else { break Ok(()) };
-                let data = data.clone();
-                tokio::spawn(async move {
-                    let result = run_tool(data, &tool).await;
-                    let _ = tool.reply.send(result);
-                });
+                let front = ToolFront {
+                    id,
+                    data: data.clone(),
+                    router: router.clone(),
+                    freshness: freshness.clone(),
+                    audit: audit.clone(),
+                    clock,
+                    bug: setup.bug,
+                    authz: setup.authz.clone(),
+                };
+                tokio::spawn(front.serve(tool));
             }
             changed = metrics.changed() => {
                 if changed.is_err() {
@@ -489,6 +601,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         }
     };
     setup.registry.remove_incarnation(id, incarnation);
+    background.cancel();
     data.stop().await;
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -532,13 +645,197 @@ async fn run_tool(data: DataPlane, tool: &ToolRequest) -> Result<(), String> {
         .map_err(|e| e.code.to_string())
 }
 
-fn tenant_ids(state: &State) -> BTreeSet<String> {
-    state.tenants().map(|t| t.id.as_str().to_string()).collect()
+/// What a node's tool front needs to serve one call.
+struct ToolFront {
+    id: NodeId,
+    data: DataPlane,
+    router: Router,
+    freshness: Arc<Freshness>,
+    audit: Arc<AuditLog>,
+    clock: SkewedClock,
+    bug: Option<Bug>,
+    authz: AuthzLog,
 }
 
-async fn execute(router: &Router, bug: Option<Bug>, op: Op) -> OpResult {
+/// Who a valid token names, and what was decided for it.
+struct Decided {
+    token_id: String,
+    principal: String,
+    workspace: String,
+    decision: Option<quire_raft::rbac::Decision>,
+    binding_expires_at_ms: Option<u64>,
+}
+
+impl ToolFront {
+    /// One tool call, the way production serves it (`node/src/auth.rs` `require_bearer`,
+    /// then `node/src/mcp.rs` `call_tool`): confirm the access rules current within the
+    /// bound, authenticate the token against the applied state, decide `notion.read` in its
+    /// workspace with `quire_raft::rbac::authorize`, run the tool, commit its audit record
+    /// and only then answer (fail closed).
+    async fn serve(self, tool: ToolRequest) {
+        let received_ms = sim_now().as_millis() as u64;
+        let answer = |result: Result<(), String>, acknowledged: bool| ToolReply {
+            result,
+            acknowledged,
+        };
+        if self.bug != Some(Bug::AuthzIgnoresStaleness)
+            && self.freshness.ensure(&self.router).await.is_err()
+        {
+            let _ = tool.reply.send(answer(Err("unavailable".into()), false));
+            return;
+        }
+        // PLANTED BUG `authz-ignores-staleness` (simulator only) skips the barrier above.
+        let now_ms = self.clock.now_ms();
+        let decided = self
+            .router
+            .control
+            .read_applied(|state| decide(state, &tool.secret, now_ms));
+        let mut record = AuthzRecord {
+            call_id: tool.call_id.clone(),
+            node: self.id,
+            received_ms,
+            node_now_ms: now_ms,
+            token_id: None,
+            principal: None,
+            workspace: None,
+            allowed: false,
+            binding: None,
+            binding_expires_at_ms: None,
+            reason: "unknown, revoked or expired token".into(),
+        };
+        let Some(decided) = decided else {
+            self.authz.push(record);
+            let _ = tool.reply.send(answer(Err("invalid_token".into()), false));
+            return;
+        };
+        record.token_id = Some(decided.token_id.clone());
+        record.principal = Some(decided.principal.clone());
+        record.workspace = Some(decided.workspace.clone());
+        let event =
+            |outcome: String, latency_ms: Option<u64>, justification: Option<String>| AuditEvent {
+                at_ms: self.clock.now_ms(),
+                node: self.id,
+                principal: format!("{SIM_TENANT}/{}", decided.principal),
+                tenant: TenantId::new(SIM_TENANT).ok(),
+                workspace: Some(decided.workspace.clone()),
+                kind: "tool".into(),
+                action: tool.tool.clone(),
+                resource: Some(tool.call_id.clone()),
+                outcome,
+                latency_ms,
+                justification,
+                severity: if latency_ms.is_none() {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                },
+            };
+        match &decided.decision {
+            Some(d) if d.allowed => {
+                record.allowed = true;
+                record.binding = binding_of_reason(&d.reason);
+                record.binding_expires_at_ms = decided.binding_expires_at_ms;
+                record.reason = d.reason.clone();
+                self.authz.push(record);
+            }
+            other => {
+                let reason = other.as_ref().map_or_else(
+                    || "the token lacks the scope notion_workspace_read".to_string(),
+                    |d| d.reason.clone(),
+                );
+                record.reason = reason.clone();
+                self.authz.push(record);
+                // A refusal is audited without waiting (`QuireMcp::audit_denial`).
+                let _ = self
+                    .audit
+                    .record(event("denied".into(), None, Some(reason)));
+                let _ = tool
+                    .reply
+                    .send(answer(Err("permission_denied".into()), false));
+                return;
+            }
+        }
+        let started = sim_now();
+        let result = run_tool(self.data.clone(), &tool).await;
+        let latency = (sim_now() - started).as_millis() as u64;
+        let outcome = match &result {
+            Ok(()) => "ok".to_string(),
+            Err(code) => format!("error:{code}"),
+        };
+        let event = event(outcome, Some(latency), None);
+        if self.bug == Some(Bug::AuditAfterAnswer) {
+            // PLANTED BUG (simulator only): answer first, commit the record afterwards.
+            let _ = tool.reply.send(answer(result, true));
+            let _ = self.audit.commit(event).await;
+            return;
+        }
+        match self.audit.commit(event).await {
+            Ok(()) => {
+                let _ = tool.reply.send(answer(result, true));
+            }
+            Err(_) => {
+                let _ = tool
+                    .reply
+                    .send(answer(Err("audit_unavailable".into()), false));
+            }
+        }
+    }
+}
+
+/// Authenticates an opaque token against `state` (the rule of `App::authenticate_opaque`,
+/// `node/src/app.rs`: known by its hash, valid at the node's `now_ms`, its principal still a
+/// member of its workspace) and decides `notion.read` in its workspace (`None` inside when
+/// the token lacks the scopes, as `node/src/mcp.rs` refuses before deciding).
+fn decide(state: &State, secret: &str, now_ms: u64) -> Option<Decided> {
+    let token = state.token_by_hash(&quire_raft::hash_api_token(secret))?;
+    if !token.is_valid_at(now_ms) {
+        return None;
+    }
+    let principal = state.principal(&token.tenant, &token.principal)?;
+    if !principal.workspaces.contains(&token.workspace_id) {
+        return None;
+    }
+    let scoped = [quire_node::mcp::SCOPE_MCP, quire_node::mcp::SCOPE_READ]
+        .iter()
+        .all(|s| token.scopes.contains(*s));
+    let decision = scoped.then(|| {
+        authorize(
+            state,
+            &Subject::tenant(token.tenant.clone(), token.principal.clone()),
+            Permission::NotionRead,
+            &RoleScope::Workspace {
+                tenant: token.tenant.clone(),
+                workspace: token.workspace_id.clone(),
+            },
+            now_ms,
+        )
+    });
+    let binding_expires_at_ms = decision
+        .as_ref()
+        .and_then(|d| binding_of_reason(&d.reason))
+        .and_then(|b| state.access().binding(b))
+        .and_then(|b| b.expires_at_ms);
+    Some(Decided {
+        binding_expires_at_ms,
+        token_id: token.token_id.as_str().to_string(),
+        principal: token.principal.as_str().to_string(),
+        workspace: token.workspace_id.as_str().to_string(),
+        decision,
+    })
+}
+
+fn tenant_ids(state: &State) -> BTreeSet<String> {
+    state
+        .tenants()
+        .map(|t| t.id.as_str().to_string())
+        .filter(|t| t != SIM_TENANT)
+        .collect()
+}
+
+async fn execute(router: &Router, bug: Option<Bug>, clock: SkewedClock, op: Op) -> OpResult {
     let (tenant, display_name) = match op {
         Op::Read => return read(router, bug).await,
+        Op::Access(access) => return execute_access(router, clock, access).await,
         Op::Create { tenant } => {
             let display_name = format!("Tenant {tenant}");
             (tenant, display_name)
@@ -561,6 +858,132 @@ async fn execute(router: &Router, bug: Option<Bug>, op: Op) -> OpResult {
             why: format!("bad tenant id: {e}"),
         },
     }
+}
+
+fn ids_error(e: impl std::fmt::Display) -> OpResult {
+    OpResult::Failed {
+        why: format!("bad id: {e}"),
+    }
+}
+
+/// Builds an access command, stamped by this node's clock, and writes it; a revocation is
+/// acknowledged only [`AUTHZ_MAX_STALENESS`] after it committed (the rule of `App::write`,
+/// `node/src/app.rs`, with its `is_revocation`).
+async fn execute_access(router: &Router, clock: SkewedClock, op: AccessOp) -> OpResult {
+    let now_ms = clock.now_ms();
+    let Ok(tenant) = TenantId::new(SIM_TENANT) else {
+        return ids_error("tenant");
+    };
+    let scope = |workspace: &str| {
+        WorkspaceId::new(workspace).map(|workspace| RoleScope::Workspace {
+            tenant: tenant.clone(),
+            workspace,
+        })
+    };
+    let subject =
+        |principal: &str| PrincipalId::new(principal).map(|p| Subject::tenant(tenant.clone(), p));
+    let cmd = match op {
+        AccessOp::Plain(cmd) => cmd,
+        AccessOp::Bindings => {
+            let read = router
+                .read(|state| {
+                    state
+                        .access()
+                        .all_bindings()
+                        .filter(|b| b.subject.tenant.as_ref() == Some(&tenant))
+                        .map(|b| BindingInfo {
+                            id: b.id,
+                            principal: b.subject.principal.as_str().to_string(),
+                            workspace: match &b.scope {
+                                RoleScope::Workspace { workspace, .. } => {
+                                    Some(workspace.as_str().to_string())
+                                }
+                                _ => None,
+                            },
+                            expires_at_ms: b.expires_at_ms,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            return match read {
+                Ok(bindings) => OpResult::Bindings(bindings),
+                Err(e) => OpResult::Failed {
+                    why: read_error_kind(&e),
+                },
+            };
+        }
+        AccessOp::IssueToken {
+            principal,
+            workspace,
+            token_id,
+            secret_hash,
+            ttl_ms,
+        } => {
+            let (Ok(principal), Ok(workspace), Ok(token_id)) = (
+                PrincipalId::new(principal),
+                WorkspaceId::new(workspace),
+                TokenId::new(token_id),
+            ) else {
+                return ids_error("token");
+            };
+            Command::IssueToken {
+                tenant,
+                principal,
+                workspace,
+                token_id,
+                secret_hash,
+                scopes: [quire_node::mcp::SCOPE_MCP, quire_node::mcp::SCOPE_READ]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                issued_at_ms: now_ms,
+                expires_at_ms: ttl_ms.map(|t| now_ms + t),
+            }
+        }
+        AccessOp::AssignRole {
+            principal,
+            workspace,
+            ttl_ms,
+        } => {
+            let (Ok(subject), Ok(scope)) = (subject(&principal), scope(&workspace)) else {
+                return ids_error("role");
+            };
+            Command::AssignRole {
+                subject,
+                role: Role::WorkspaceManager,
+                scope,
+                granted_at_ms: now_ms,
+                expires_at_ms: ttl_ms.map(|t| now_ms + t),
+                justification: None,
+            }
+        }
+        AccessOp::RevokeToken { token_id } => match TokenId::new(token_id) {
+            Ok(token_id) => Command::RevokeToken { tenant, token_id },
+            Err(e) => return ids_error(e),
+        },
+        AccessOp::RevokeRole { binding } => Command::RevokeRole { binding },
+        AccessOp::Restrict {
+            principal,
+            workspace,
+        } => {
+            let (Ok(subject), Ok(scope)) = (subject(&principal), scope(&workspace)) else {
+                return ids_error("restriction");
+            };
+            Command::AddRestriction {
+                subject,
+                permission: None,
+                scope,
+                set_at_ms: now_ms,
+                justification: "simulated incident response".into(),
+            }
+        }
+    };
+    let revokes = quire_node::app::is_revocation(&cmd);
+    let result = write(router, cmd).await;
+    if revokes && matches!(result, OpResult::Written) {
+        tokio::time::sleep(AUTHZ_MAX_STALENESS).await;
+    }
+    result
 }
 
 async fn read(router: &Router, bug: Option<Bug>) -> OpResult {
@@ -630,7 +1053,6 @@ pub fn error_kind(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quire_raft::clock::Clock as _;
 
     #[test]
     fn node_clocks_are_skewed_by_the_seed_within_the_bound() {

@@ -13,12 +13,13 @@ use quire_transport::{LinkFaults, LinkRule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::access::{AuthzLog, Credentials, RevocationLog, check_audit, check_revocations};
 use crate::bugs::Bug;
 use crate::check::{
     History, Observer, Violation, check_final, check_history, check_notion, state_digest,
 };
 use crate::faults::{Fault, schedule};
-use crate::node::{NodeSetup, Registry, RestartLog, host_name, peer_addr, run_node};
+use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
 use crate::notion::{
     INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, designated_node,
     run_sandbox,
@@ -144,6 +145,18 @@ pub struct ToolCounts {
     /// Requests sent during a `Retry-After` pause by a node that restarted after the pause
     /// began (a pause is not carried across a restart; see the README).
     pub pauses_forgotten: u64,
+    /// Tool calls the nodes acknowledged (each must have one audit record).
+    pub acknowledged: usize,
+    /// Authorization decisions taken / of which refusals.
+    pub decisions: usize,
+    /// Of which refused (unknown, revoked or expired token; restriction).
+    pub refused: usize,
+    /// Revocations made / acknowledged.
+    pub revocations: usize,
+    /// Of which acknowledged.
+    pub revocations_acked: usize,
+    /// Audit records in the converged state.
+    pub audit_records: usize,
 }
 
 /// Counts of the workload's operations.
@@ -355,6 +368,8 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let sandbox = SandboxHandle::default();
     let notion_log = NotionLog::default();
     let restarts = RestartLog::default();
+    let authz = AuthzLog::default();
+    let revocations = RevocationLog::default();
     let link_faults = Arc::new(LinkFaults::new(setup_rng.random()));
     let members: BTreeMap<NodeId, String> = (1..=nodes).map(|n| (n, peer_addr(n))).collect();
 
@@ -389,6 +404,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             bug: options.bug,
             starts: Arc::new(Mutex::new(0)),
             restarts: restarts.clone(),
+            authz: authz.clone(),
         };
         sim.host(host_name(n), move || run_node(setup.clone()));
     }
@@ -413,6 +429,8 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             tools: tools.clone(),
             tool_liveness: tool_liveness.clone(),
             membership: options.membership,
+            credentials: Credentials::default(),
+            revocations: revocations.clone(),
         }),
     );
     trace.record(
@@ -651,6 +669,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
                     (
                         s.tenants()
                             .map(|t| t.id.as_str().to_string())
+                            .filter(|t| t != SIM_TENANT)
                             .collect::<BTreeSet<_>>(),
                         state_digest(s),
                     )
@@ -659,6 +678,34 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             })
             .collect();
         violation = check_final(&records, &states, ms(end)).err();
+    }
+    // The access invariants, against the converged state (every node holds the same one).
+    let decisions = authz.records();
+    let revocation_records = revocations.records();
+    let tool_records = tools.records();
+    let mut audit_records = 0;
+    if violation.is_none()
+        && let Some((_, node)) = registry.all().into_iter().next()
+    {
+        let (token_expiry, chains) = node.control.read_applied(|s| {
+            let tokens: BTreeMap<String, Option<u64>> = quire_raft::TenantId::new(SIM_TENANT)
+                .map(|t| {
+                    s.tokens(&t)
+                        .map(|k| (k.token_id.as_str().to_string(), k.expires_at_ms))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let chains: Vec<_> = s
+                .audit()
+                .chains()
+                .map(|(name, chain)| (name.clone(), chain.clone()))
+                .collect();
+            (tokens, chains)
+        });
+        audit_records = chains.iter().map(|(_, c)| c.records.len()).sum();
+        violation = check_revocations(&decisions, &revocation_records, &token_expiry, ms(end))
+            .and_then(|()| check_audit(&tool_records, &chains, ms(end)))
+            .err();
     }
     match &violation {
         Some(v) => trace.record(end, "check", format!("FAILED {v}")),
@@ -680,17 +727,19 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             _ => ops.failed += 1,
         }
     }
-    let tool_records = tools.records();
     let tool_counts = ToolCounts {
         invoked: tool_records.len(),
-        ok: tool_records
+        ok: tool_records.iter().filter(|r| r.succeeded()).count(),
+        failed: tool_records.iter().filter(|r| !r.succeeded()).count(),
+        acknowledged: tool_records.iter().filter(|r| r.acknowledged()).count(),
+        decisions: decisions.len(),
+        refused: decisions.iter().filter(|d| !d.allowed).count(),
+        revocations: revocation_records.len(),
+        revocations_acked: revocation_records
             .iter()
-            .filter(|r| matches!(r.completed, Some((_, Ok(())))))
+            .filter(|r| r.acked_ms.is_some())
             .count(),
-        failed: tool_records
-            .iter()
-            .filter(|r| !matches!(r.completed, Some((_, Ok(())))))
-            .count(),
+        audit_records,
         notion_requests: events.len(),
         notion_throttled: events
             .iter()

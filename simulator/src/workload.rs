@@ -18,9 +18,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
+use crate::access::{
+    Credential, Credentials, RevocationLog, RevocationRecord, Revoked, agent_principal,
+};
 use crate::check::{History, OpRecord};
-use crate::node::{MemberChange, MemberRequest, Op, OpResult, Registry, Request, ToolRequest};
-use crate::notion::{INTEGRATIONS, designated_node};
+use crate::node::{
+    AccessOp, BindingInfo, MemberChange, MemberRequest, Op, OpResult, Registry, Request,
+    SIM_TENANT, ToolReply, ToolRequest,
+};
+use crate::notion::{INTEGRATIONS, budget, designated_node};
 use crate::trace::{Trace, sim_now};
 
 /// Admins issuing operations concurrently.
@@ -49,6 +55,9 @@ pub const TOOL_LIVENESS_BOUND: Duration = Duration::from_secs(15);
 pub const AGENT_BUSY_MS: u64 = 2_000;
 /// See [`AGENT_BUSY_MS`].
 pub const AGENT_IDLE_MS: u64 = 2_000;
+/// Tool calls one agent keeps in flight at most (an agent that waits on a slow node still
+/// calls through the others, and calls the slow one again).
+pub const AGENT_PARALLEL_CALLS: usize = 3;
 /// The tools agents call (read-only; each sends one or a few Notion requests).
 pub const AGENT_TOOLS: [&str; 3] = ["notion-get-self", "notion-search", "notion-get-users"];
 
@@ -65,8 +74,23 @@ pub struct ToolRecord {
     pub tool: &'static str,
     /// Simulated time it was invoked, ms.
     pub invoked_ms: u64,
-    /// When it completed and how: `Ok(())` or why it failed.
-    pub completed: Option<(u64, Result<(), String>)>,
+    /// The call's unique id (its audit record's `resource`).
+    pub call_id: String,
+    /// When it completed and how: `Ok(())` or why it failed, and whether the node answered
+    /// it as done ([`crate::node::ToolReply::acknowledged`]).
+    pub completed: Option<(u64, Result<(), String>, bool)>,
+}
+
+impl ToolRecord {
+    /// Whether the node acknowledged the call (answered it as done).
+    pub fn acknowledged(&self) -> bool {
+        matches!(self.completed, Some((_, _, true)))
+    }
+
+    /// Whether it succeeded.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.completed, Some((_, Ok(()), true)))
+    }
 }
 
 /// The agents' tool calls, shared by their tasks.
@@ -74,20 +98,31 @@ pub struct ToolRecord {
 pub struct ToolHistory(Arc<Mutex<Vec<ToolRecord>>>);
 
 impl ToolHistory {
-    fn push(&self, record: ToolRecord) -> usize {
+    /// Records a call and gives it its id (`c<index>`); returns its index.
+    fn push(&self, mut record: ToolRecord) -> usize {
         let mut calls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        record.call_id = format!("c{}", calls.len());
         calls.push(record);
         calls.len() - 1
     }
 
-    fn complete(&self, index: usize, at_ms: u64, result: Result<(), String>) {
+    fn call_id(&self, index: usize) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .map(|c| c.call_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn complete(&self, index: usize, at_ms: u64, result: Result<(), String>, acknowledged: bool) {
         if let Some(call) = self
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(index)
         {
-            call.completed = Some((at_ms, result));
+            call.completed = Some((at_ms, result, acknowledged));
         }
     }
 
@@ -126,6 +161,10 @@ pub struct WorkloadSetup {
     pub tool_liveness: Arc<Mutex<Option<Result<u64, String>>>>,
     /// Whether the operator changes the membership (remove a node, join it back).
     pub membership: bool,
+    /// The agents' API tokens.
+    pub credentials: Credentials,
+    /// The sim admins' revocations.
+    pub revocations: RevocationLog,
 }
 
 fn op_text(op: &Op) -> String {
@@ -133,6 +172,38 @@ fn op_text(op: &Op) -> String {
         Op::Create { tenant } => format!("create {tenant}"),
         Op::CreateInvalid { tenant } => format!("create-invalid {tenant}"),
         Op::Read => "read".into(),
+        Op::Access(access) => access_text(access),
+    }
+}
+
+fn access_text(op: &AccessOp) -> String {
+    match op {
+        AccessOp::Plain(cmd) => cmd.kind().to_string(),
+        AccessOp::IssueToken {
+            principal,
+            workspace,
+            token_id,
+            ttl_ms,
+            ..
+        } => format!(
+            "issue token {token_id} for {principal} in {workspace}{}",
+            ttl_ms.map(|t| format!(" ttl {t} ms")).unwrap_or_default()
+        ),
+        AccessOp::AssignRole {
+            principal,
+            workspace,
+            ttl_ms,
+        } => format!(
+            "assign workspace_manager to {principal} in {workspace}{}",
+            ttl_ms.map(|t| format!(" ttl {t} ms")).unwrap_or_default()
+        ),
+        AccessOp::RevokeToken { token_id } => format!("revoke token {token_id}"),
+        AccessOp::RevokeRole { binding } => format!("revoke role binding #{binding}"),
+        AccessOp::Restrict {
+            principal,
+            workspace,
+        } => format!("restrict {principal} in {workspace}"),
+        AccessOp::Bindings => "read role bindings".into(),
     }
 }
 
@@ -141,6 +212,7 @@ fn result_text(result: &OpResult) -> String {
         OpResult::Written => "ok".into(),
         OpResult::Rejected { kind } => format!("rejected {kind}"),
         OpResult::Read(ids) => format!("read {} tenants", ids.len()),
+        OpResult::Bindings(b) => format!("read {} role bindings", b.len()),
         OpResult::Failed { why } => format!("failed {why}"),
     }
 }
@@ -239,8 +311,9 @@ async fn liveness_probe(w: WorkloadSetup) {
     *w.liveness.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
 }
 
-/// Sends one tool call to the integration's designated node and waits (within the
-/// deadline) for its outcome, recording both ends.
+/// Sends one tool call to the integration's designated node with the agent's token for its
+/// workspace, and waits (within the deadline) for its answer, recording both ends. An agent
+/// without a usable token does not call (`Err("no token")`, not recorded).
 async fn call_tool(
     w: &WorkloadSetup,
     agent: u32,
@@ -248,22 +321,34 @@ async fn call_tool(
     tool: &'static str,
     arguments: serde_json::Value,
 ) -> Result<(), String> {
+    let Some(credential) = w.credentials.get(agent, integration).filter(|c| !c.refused) else {
+        return Err("no token".into());
+    };
     let who = format!("agent{agent}");
     let node = designated_node(integration, w.nodes);
     let name = INTEGRATIONS.get(integration).map_or("?", |(n, _)| *n);
     let invoked = sim_now();
-    w.trace
-        .record(invoked, &who, format!("n{node} <- {tool} {name}"));
     let index = w.tools.push(ToolRecord {
         agent,
         node,
         integration,
         tool,
         invoked_ms: invoked.as_millis() as u64,
+        call_id: String::new(),
         completed: None,
     });
-    let result = match w.registry.get(node) {
-        None => Err("node down".to_string()),
+    let call_id = w.tools.call_id(index);
+    w.trace.record(
+        invoked,
+        &who,
+        format!("n{node} <- {tool} {name} {call_id} {}", credential.token_id),
+    );
+    let refused = |why: &str| ToolReply {
+        result: Err(why.to_string()),
+        acknowledged: false,
+    };
+    let reply = match w.registry.get(node) {
+        None => refused("node down"),
         Some(live) => {
             let (reply, answer) = oneshot::channel();
             let request = ToolRequest {
@@ -271,27 +356,46 @@ async fn call_tool(
                 session: format!("agent{agent}"),
                 tool: tool.to_string(),
                 arguments,
+                call_id: call_id.clone(),
+                secret: credential.secret.clone(),
                 reply,
             };
             match live.tools.try_send(request) {
-                Err(_) => Err("node busy or down".to_string()),
+                Err(_) => refused("node busy or down"),
                 Ok(()) => match tokio::time::timeout(TOOL_DEADLINE, answer).await {
-                    Err(_) => Err("deadline".to_string()),
-                    Ok(Err(_)) => Err("node crashed".to_string()),
-                    Ok(Ok(result)) => result,
+                    Err(_) => refused("deadline"),
+                    Ok(Err(_)) => refused("node crashed"),
+                    Ok(Ok(reply)) => reply,
                 },
             }
         }
     };
     let done = sim_now();
-    let text = match &result {
+    let text = match &reply.result {
         Ok(()) => "ok".to_string(),
         Err(why) => format!("failed {why}"),
     };
-    w.trace.record(done, &who, format!("n{node} -> {text}"));
-    w.tools
-        .complete(index, done.as_millis() as u64, result.clone());
-    result
+    let ack = if reply.acknowledged {
+        ""
+    } else {
+        " (not acknowledged)"
+    };
+    w.trace
+        .record(done, &who, format!("n{node} -> {call_id} {text}{ack}"));
+    if reply.result.as_ref().err().map(String::as_str) == Some("invalid_token") {
+        w.credentials.refused(&credential.token_id);
+    }
+    w.tools.complete(
+        index,
+        done.as_millis() as u64,
+        reply.result.clone(),
+        reply.acknowledged,
+    );
+    if reply.acknowledged {
+        reply.result
+    } else {
+        reply.result.and(Err("not acknowledged".into()))
+    }
 }
 
 async fn agent_loop(w: WorkloadSetup, agent: u32) {
@@ -303,6 +407,7 @@ async fn agent_loop(w: WorkloadSetup, agent: u32) {
     );
     let cycle = AGENT_BUSY_MS + AGENT_IDLE_MS;
     let offset = ChaCha8Rng::seed_from_u64(w.seed ^ 0x0070_6861_7365).random_range(0..cycle);
+    let calls = Arc::new(tokio::sync::Semaphore::new(AGENT_PARALLEL_CALLS));
     while sim_now() < w.stop_at {
         let now_ms = sim_now().as_millis() as u64;
         let in_cycle = (now_ms + offset) % cycle;
@@ -318,12 +423,28 @@ async fn agent_loop(w: WorkloadSetup, agent: u32) {
             "notion-get-users" => serde_json::json!({ "page_size": 10 }),
             _ => serde_json::json!({}),
         };
-        let _ = call_tool(&w, agent, integration, tool, arguments).await;
+        if w.credentials
+            .get(agent, integration)
+            .is_none_or(|c| c.refused)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let Ok(permit) = calls.clone().acquire_owned().await else {
+            return;
+        };
+        let call = w.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = call_tool(&call, agent, integration, tool, arguments).await;
+        });
         tokio::time::sleep(Duration::from_millis(
             rng.random_range(MIN_THINK_MS..=MAX_THINK_MS),
         ))
         .await;
     }
+    // Wait for the calls still running.
+    let _ = calls.acquire_many(AGENT_PARALLEL_CALLS as u32).await;
 }
 
 async fn tool_liveness_probe(w: WorkloadSetup) {
@@ -448,6 +569,7 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
     for agent in 0..AGENTS {
         tasks.push(tokio::spawn(agent_loop(w.clone(), agent)));
     }
+    tasks.push(tokio::spawn(access_admin(w.clone())));
     tasks.push(tokio::spawn(liveness_probe(w.clone())));
     tasks.push(tokio::spawn(tool_liveness_probe(w.clone())));
     if w.membership {
@@ -457,4 +579,331 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
         task.await?;
     }
     Ok(())
+}
+
+/// Sends a sim admin's access change (or read) to `node` and waits (within the deadline)
+/// for its result; traced (the tenant History holds only the tenant admins' operations).
+async fn access_call(w: &WorkloadSetup, node: NodeId, op: AccessOp) -> OpResult {
+    let who = "secadmin";
+    w.trace
+        .record(sim_now(), who, format!("n{node} <- {}", access_text(&op)));
+    let result = match w.registry.get(node) {
+        None => OpResult::Failed {
+            why: "node down".into(),
+        },
+        Some(live) => {
+            let (reply, answer) = oneshot::channel();
+            match live.requests.try_send(Request {
+                op: Op::Access(op),
+                reply,
+            }) {
+                Err(_) => OpResult::Failed {
+                    why: "node busy or down".into(),
+                },
+                Ok(()) => match tokio::time::timeout(OP_DEADLINE, answer).await {
+                    Err(_) => OpResult::Failed {
+                        why: "deadline".into(),
+                    },
+                    Ok(Err(_)) => OpResult::Failed {
+                        why: "node crashed".into(),
+                    },
+                    Ok(Ok(result)) => result,
+                },
+            }
+        }
+    };
+    w.trace.record(
+        sim_now(),
+        who,
+        format!("n{node} -> {}", result_text(&result)),
+    );
+    result
+}
+
+/// Chance, in percent, that a token or a role binding the sim admin gives is short-lived.
+pub const SHORT_LIVED_PERCENT: u32 = 40;
+/// Lifetime of a short-lived token or role binding, ms (near the nodes' clock skew, so
+/// expiry decisions meet it).
+pub const SHORT_TTL_MS: (u64, u64) = (1_500, 6_000);
+/// Most restrictions the sim admin sets in a run (each takes a workspace from an agent).
+pub const MAX_RESTRICTIONS: u32 = 2;
+
+/// The security admin's state: what it issued and assigned.
+struct AccessAdmin {
+    rng: ChaCha8Rng,
+    generation: u64,
+    restrictions: u32,
+}
+
+impl AccessAdmin {
+    fn node(&mut self, w: &WorkloadSetup) -> NodeId {
+        self.rng.random_range(1..=w.nodes)
+    }
+
+    fn ttl(&mut self, agent: u32) -> Option<u64> {
+        // The liveness probe's own token and roles never expire.
+        (agent < AGENTS && self.rng.random_range(0..100) < SHORT_LIVED_PERCENT)
+            .then(|| self.rng.random_range(SHORT_TTL_MS.0..=SHORT_TTL_MS.1))
+    }
+
+    /// Issues a fresh token to `agent` for `integration`'s workspace; true if written.
+    async fn issue(&mut self, w: &WorkloadSetup, agent: u32, integration: usize) -> bool {
+        self.generation += 1;
+        let name = INTEGRATIONS.get(integration).map_or("?", |(n, _)| *n);
+        let token_id = format!("tk-{agent}-{name}-{}", self.generation);
+        let secret = format!("qk_sim_{}_{}", w.seed, self.generation);
+        let op = AccessOp::IssueToken {
+            principal: agent_principal(agent),
+            workspace: format!("ws-{name}"),
+            token_id: token_id.clone(),
+            secret_hash: quire_raft::hash_api_token(&secret),
+            ttl_ms: self.ttl(agent),
+        };
+        let node = self.node(w);
+        if access_call(w, node, op).await == OpResult::Written {
+            w.credentials.set(
+                agent,
+                integration,
+                Credential {
+                    token_id,
+                    secret,
+                    refused: false,
+                },
+            );
+            return true;
+        }
+        false
+    }
+
+    async fn assign(&mut self, w: &WorkloadSetup, agent: u32, integration: usize) -> bool {
+        let name = INTEGRATIONS.get(integration).map_or("?", |(n, _)| *n);
+        let op = AccessOp::AssignRole {
+            principal: agent_principal(agent),
+            workspace: format!("ws-{name}"),
+            ttl_ms: self.ttl(agent),
+        };
+        let node = self.node(w);
+        matches!(access_call(w, node, op).await, OpResult::Written)
+    }
+
+    /// Makes one revocation and records it (acknowledged or not).
+    async fn revoke(&mut self, w: &WorkloadSetup, what: Revoked) {
+        let op = match &what {
+            Revoked::Token(token_id) => AccessOp::RevokeToken {
+                token_id: token_id.clone(),
+            },
+            Revoked::Binding(binding) => AccessOp::RevokeRole { binding: *binding },
+            Revoked::Restriction {
+                principal,
+                workspace,
+            } => AccessOp::Restrict {
+                principal: principal.clone(),
+                workspace: workspace.clone(),
+            },
+        };
+        let node = self.node(w);
+        let invoked_ms = sim_now().as_millis() as u64;
+        let result = access_call(w, node, op).await;
+        let acked_ms = (result == OpResult::Written).then(|| sim_now().as_millis() as u64);
+        if let Some(at) = acked_ms {
+            w.trace.record(
+                sim_now(),
+                "secadmin",
+                format!("{what} acknowledged at {at} ms"),
+            );
+        }
+        w.revocations.push(RevocationRecord {
+            what,
+            node,
+            invoked_ms,
+            acked_ms,
+        });
+    }
+
+    async fn bindings(&mut self, w: &WorkloadSetup) -> Option<Vec<BindingInfo>> {
+        let node = self.node(w);
+        match access_call(w, node, AccessOp::Bindings).await {
+            OpResult::Bindings(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Until `op` is written (or was already), through random nodes.
+async fn until_written(w: &WorkloadSetup, admin: &mut AccessAdmin, op: AccessOp) {
+    loop {
+        let node = admin.node(w);
+        match access_call(w, node, op.clone()).await {
+            OpResult::Written => return,
+            OpResult::Rejected { kind } if kind == "already_exists" => return,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The access setup: the agents' tenant, a workspace per integration, a principal per agent
+/// (the liveness probe's included) that is a member of every workspace with a token for
+/// each, and workspace_manager roles for the agents. Each step is retried until written.
+async fn access_setup(w: &WorkloadSetup, admin: &mut AccessAdmin) {
+    let ids = (
+        quire_raft::TenantId::new(SIM_TENANT),
+        INTEGRATIONS
+            .iter()
+            .map(|(name, _)| {
+                Ok((
+                    quire_raft::IntegrationId::new(*name)?,
+                    quire_raft::WorkspaceId::new(format!("ws-{name}"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, quire_raft::IdError>>(),
+        (0..=AGENTS)
+            .map(|a| quire_raft::PrincipalId::new(agent_principal(a)))
+            .collect::<Result<Vec<_>, _>>(),
+    );
+    let (Ok(tenant), Ok(spaces), Ok(principals)) = ids else {
+        w.trace
+            .record(sim_now(), "secadmin", "access setup: bad ids");
+        return;
+    };
+    let mut steps = vec![quire_raft::Command::CreateTenant {
+        tenant: tenant.clone(),
+        display_name: "Simulated agents".into(),
+    }];
+    // Only its hash matters here: the simulated data planes hold the sandbox tokens.
+    let key = quire_raft::MasterKey::from_bytes([7; 32]);
+    for ((integration, workspace), (name, token)) in spaces.iter().zip(INTEGRATIONS) {
+        let Ok(sealed_token) = key.seal(
+            token.as_bytes(),
+            &quire_raft::seal::integration_aad(SIM_TENANT, name),
+            &mut admin.rng,
+        ) else {
+            return;
+        };
+        steps.push(quire_raft::Command::AddIntegration {
+            tenant: tenant.clone(),
+            integration: integration.clone(),
+            display_name: format!("Sandbox {name}"),
+            sealed_token,
+            budget: quire_raft::Budget {
+                requests_per_second: budget().requests_per_second,
+                burst: budget().burst,
+            },
+        });
+        steps.push(quire_raft::Command::CreateWorkspace {
+            tenant: tenant.clone(),
+            workspace: workspace.clone(),
+            display_name: format!("Workspace {name}"),
+            integration: integration.clone(),
+        });
+    }
+    for principal in &principals {
+        steps.push(quire_raft::Command::CreatePrincipal {
+            tenant: tenant.clone(),
+            principal: principal.clone(),
+            display_name: format!("Agent {}", principal.as_str()),
+        });
+        for (_, workspace) in &spaces {
+            steps.push(quire_raft::Command::GrantWorkspace {
+                tenant: tenant.clone(),
+                principal: principal.clone(),
+                workspace: workspace.clone(),
+            });
+        }
+    }
+    for step in steps {
+        until_written(w, admin, AccessOp::Plain(step)).await;
+    }
+    for agent in 0..=AGENTS {
+        for integration in 0..INTEGRATIONS.len() {
+            while !admin.issue(w, agent, integration).await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for agent in 0..AGENTS {
+        for integration in 0..INTEGRATIONS.len() {
+            while !admin.assign(w, agent, integration).await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    w.trace.record(sim_now(), "secadmin", "access setup done");
+}
+
+/// Security admins revoking at once (each through its own random nodes).
+pub const REVOKERS: u64 = 2;
+
+/// The security admins: one sets up access; then, until the workload stops, [`REVOKERS`]
+/// of them revoke tokens, role bindings and (at most [`MAX_RESTRICTIONS`] times in all)
+/// everything of an agent in a workspace, and assign new roles, while a token desk issues
+/// new tokens to agents whose token a node refused (revoked or expired).
+async fn access_admin(w: WorkloadSetup) {
+    let admin = |n: u64| AccessAdmin {
+        rng: ChaCha8Rng::seed_from_u64(w.seed ^ 0x0073_6563_7572 ^ (n << 40)),
+        generation: n << 32,
+        restrictions: 0,
+    };
+    let mut desk = admin(0);
+    access_setup(&w, &mut desk).await;
+    let mut tasks = Vec::new();
+    for n in 1..=REVOKERS {
+        tasks.push(tokio::spawn(revoker(w.clone(), admin(n))));
+    }
+    while sim_now() < w.stop_at {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (agent, integration) in w.credentials.to_reissue() {
+            desk.issue(&w, agent, integration).await;
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn revoker(w: WorkloadSetup, mut admin: AccessAdmin) {
+    let per_revoker = MAX_RESTRICTIONS.div_ceil(REVOKERS as u32);
+    while sim_now() < w.stop_at {
+        let pause = admin.rng.random_range(200..800);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let agent = admin.rng.random_range(0..AGENTS);
+        let integration = admin.rng.random_range(0..INTEGRATIONS.len());
+        let name = INTEGRATIONS.get(integration).map_or("?", |(n, _)| *n);
+        match admin.rng.random_range(0..100u32) {
+            0..45 => {
+                if let Some(c) = w.credentials.get(agent, integration) {
+                    admin.revoke(&w, Revoked::Token(c.token_id)).await;
+                }
+            }
+            45..75 => {
+                let Some(bindings) = admin.bindings(&w).await else {
+                    continue;
+                };
+                let mine: Vec<u64> = bindings
+                    .iter()
+                    .filter(|b| b.principal != agent_principal(AGENTS))
+                    .map(|b| b.id)
+                    .collect();
+                if !mine.is_empty() {
+                    let binding = mine[admin.rng.random_range(0..mine.len())];
+                    admin.revoke(&w, Revoked::Binding(binding)).await;
+                }
+            }
+            75..95 => {
+                admin.assign(&w, agent, integration).await;
+            }
+            _ if admin.restrictions < per_revoker => {
+                admin.restrictions += 1;
+                admin
+                    .revoke(
+                        &w,
+                        Revoked::Restriction {
+                            principal: agent_principal(agent),
+                            workspace: format!("ws-{name}"),
+                        },
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
 }

@@ -6,6 +6,10 @@ mod common;
 use common::{FAST_DURATION_S, describe, quire_sim, stdout};
 
 fn caught_within(bug: &str, seeds: &str) -> String {
+    caught_within_at(bug, seeds, FAST_DURATION_S)
+}
+
+fn caught_within_at(bug: &str, seeds: &str, duration_s: &str) -> String {
     let out = quire_sim(&[
         "sweep",
         "--seeds",
@@ -13,7 +17,7 @@ fn caught_within(bug: &str, seeds: &str) -> String {
         "--jobs",
         "2",
         "--duration",
-        FAST_DURATION_S,
+        duration_s,
         "--bug",
         bug,
         "--fail-fast",
@@ -66,4 +70,22 @@ fn a_limiter_that_forgets_its_state_on_restart_is_caught() {
     // node while the agents are busy); sweep up to 12, stopping at the first.
     let text = caught_within("limiter-forgets-state", "1..13");
     assert!(text.contains("notion-budget"), "{text}");
+}
+
+#[test]
+fn authorizing_without_the_freshness_barrier_is_caught() {
+    // It needs a node of an integration cut off (or paused) long enough for a revocation to
+    // be acknowledged through the others, and an agent calling it meanwhile: about 1 seed in
+    // 8 at 30 simulated s, 3 in 12 at 60 s (the first at seed 5); sweep up to 12 at 60 s,
+    // stopping at the first.
+    let text = caught_within_at("authz-ignores-staleness", "1..13", "60");
+    assert!(text.contains("no-authz-after-revocation"), "{text}");
+}
+
+#[test]
+fn answering_before_the_audit_commit_is_caught() {
+    // 3 of 12 seeds at 15 simulated s (the first at seed 5): a crash or a partition of the
+    // node between the answer and the commit loses the record.
+    let text = caught_within("audit-after-answer", "1..13");
+    assert!(text.contains("audit-complete"), "{text}");
 }
