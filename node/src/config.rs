@@ -175,6 +175,10 @@ pub struct SecuritySection {
     /// File holding the master key (64 hex characters or base64 of 32 bytes) that seals
     /// Notion tokens. `QUIRE_MASTER_KEY` (the key itself) takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// Files of previous master keys, kept in the key ring during a rotation: they open what
+    /// they sealed, nothing new is sealed under them. Drop one once `quire ctl keys status`
+    /// says it seals nothing.
+    pub previous_master_key_files: Vec<PathBuf>,
     /// The revocation bound: a node authorizes agents only with access rules confirmed
     /// current (through the leader's read index) within this many ms, and a revocation is
     /// acknowledged only this long after it committed, so once acknowledged no node
@@ -214,6 +218,7 @@ impl Default for SecuritySection {
     fn default() -> Self {
         Self {
             master_key_file: None,
+            previous_master_key_files: Vec::new(),
             authz_max_staleness_ms: 1_000,
             jwt_issuer: None,
             jwt_audience: None,
@@ -432,6 +437,14 @@ impl Config {
         }
         if let Some(v) = get("QUIRE_MASTER_KEY_FILE") {
             self.security.master_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("QUIRE_PREVIOUS_MASTER_KEY_FILES") {
+            self.security.previous_master_key_files = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
         }
         if let Some(v) = get("QUIRE_AUDIT_MAX_BATCH") {
             self.limits.audit_max_batch = parse("QUIRE_AUDIT_MAX_BATCH", v)?;

@@ -650,6 +650,15 @@ fn file_problems(
             format!("security.master_key_file: {e:#}"),
         ));
     }
+    for path in &config.security.previous_master_key_files {
+        if let Err(e) = crate::keys::read_key_file(path) {
+            problems.push(lines.problem(
+                at("security", "previous_master_key_files"),
+                ProblemKind::File,
+                format!("security.previous_master_key_files: {e:#}"),
+            ));
+        }
+    }
     if let Some(path) = &config.security.oidc_ca_file
         && let Err(e) = crate::oidc::read_ca_file(path)
     {

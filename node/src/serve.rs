@@ -76,7 +76,14 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The node's key ring: the current master key (see [`current_master_key`]) with the keys of
+/// `security.previous_master_key_files`.
 pub fn master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<MasterKey> {
+    let current = current_master_key(config, options)?;
+    keys::key_ring(current, &config.security.previous_master_key_files)
+}
+
+fn current_master_key(config: &Config, options: &ServeOptions) -> anyhow::Result<MasterKey> {
     if let Some(text) = &options.master_key_env {
         return MasterKey::parse(text).context("QUIRE_MASTER_KEY is not a valid master key");
     }
@@ -122,12 +129,11 @@ pub async fn check_master_key(
         None => linearizable_key_check(router).await?,
     };
     match existing {
-        Some(key_check) => key.verify_key_check(&key_check).map_err(|_| {
-            anyhow::anyhow!(
-                "wrong master key: this cluster's Notion tokens were sealed under another key; \
-                 start the node with the key it was created with"
-            )
-        }),
+        Some(key_check) => {
+            key.verify_key_check(&key_check)
+                .map_err(|e| wrong_key_error(key, &key_check, e))?;
+            check_ring_holds_sealed_secrets(router, key)
+        }
         None => {
             let key_check = key.key_check(&mut StdRng::from_os_rng())?;
             match router
@@ -142,12 +148,9 @@ pub async fn check_master_key(
                 Err(quire_raft::control::WriteError::Rejected(
                     quire_raft::command::ApplyError::Conflict(_),
                 )) => match linearizable_key_check(router).await? {
-                    Some(key_check) => key.verify_key_check(&key_check).map_err(|_| {
-                        anyhow::anyhow!(
-                            "wrong master key: another member initialised this cluster with \
-                             a different key"
-                        )
-                    }),
+                    Some(key_check) => key
+                        .verify_key_check(&key_check)
+                        .map_err(|e| wrong_key_error(key, &key_check, e)),
                     None => Err(anyhow::anyhow!("the cluster's key check vanished")),
                 },
                 Err(e) => Err(anyhow::anyhow!(
@@ -156,6 +159,72 @@ pub async fn check_master_key(
             }
         }
     }
+}
+
+/// The start-up error for a key ring that does not open the cluster's key check.
+fn wrong_key_error(
+    key: &MasterKey,
+    key_check: &quire_raft::seal::SealedSecret,
+    error: quire_raft::seal::SealError,
+) -> anyhow::Error {
+    let ring = ring_description(key);
+    match (&key_check.key_id, error) {
+        (Some(id), quire_raft::seal::SealError::UnknownKey { .. }) => anyhow::anyhow!(
+            "wrong master key: this cluster's key check is sealed under master key {id}, which \
+             is not in this node's key ring ({ring}); add that key to \
+             security.previous_master_key_files (or make it the master key)"
+        ),
+        _ => anyhow::anyhow!(
+            "wrong master key: this cluster's Notion tokens were sealed under another key \
+             (this node's key ring: {ring}); start the node with the key it was created with"
+        ),
+    }
+}
+
+fn ring_description(key: &MasterKey) -> String {
+    let previous: Vec<&str> = key.previous_ids().collect();
+    if previous.is_empty() {
+        format!("current {}", key.id())
+    } else {
+        format!("current {}, previous {}", key.id(), previous.join(", "))
+    }
+}
+
+/// Refuses to start when a secret of this node's state names a master key that is not in its
+/// key ring (a key dropped from the ring before a rotation resealed everything it sealed).
+/// Secrets sealed before keys had ids name none and are not checked here.
+fn check_ring_holds_sealed_secrets(router: &Router, key: &MasterKey) -> anyhow::Result<()> {
+    let missing = router.control.read_applied(|state| {
+        let mut missing: std::collections::BTreeMap<String, (usize, String)> =
+            std::collections::BTreeMap::new();
+        for (place, sealed) in state.sealed_secrets() {
+            if let Some(id) = &sealed.key_id
+                && !key.holds(id)
+            {
+                let entry = missing
+                    .entry(id.clone())
+                    .or_insert_with(|| (0, place.to_string()));
+                entry.0 += 1;
+            }
+        }
+        missing
+    });
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|(id, (n, example))| {
+            format!("master key {id} still seals {n} secret(s), e.g. {example}")
+        })
+        .collect();
+    bail!(
+        "the key ring lacks keys still in use: {}; this node's key ring: {}. Add them to \
+         security.previous_master_key_files until `quire ctl keys rotate` has resealed \
+         everything under the current key",
+        list.join("; "),
+        ring_description(key)
+    )
 }
 
 /// A cluster formed from a static member list has no `quire init` to make its first admin

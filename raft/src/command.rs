@@ -23,7 +23,7 @@ use crate::rbac::{
 use crate::seal::{MAX_PLAINTEXT_BYTES, SealedSecret};
 use crate::state::{
     AdminToken, ApiToken, BUDGET_MAX_BURST, BUDGET_MAX_RPS, Budget, ClusterInfo, GlobalPrincipal,
-    Integration, Principal, State, Tenant, TenantState, Workspace,
+    Integration, Principal, SecretRef, State, Tenant, TenantState, Workspace,
 };
 
 /// Longest display name, in characters.
@@ -56,6 +56,8 @@ pub const MAX_RESTRICTIONS_PER_SUBJECT: usize = 200;
 pub const JUSTIFICATION_MAX_CHARS: usize = 1_000;
 /// Largest audit retention accepted (records per chain).
 pub const MAX_AUDIT_RETENTION: u64 = 10_000_000;
+/// Most secrets resealed by one `ResealSecrets` command.
+pub const MAX_RESEAL_BATCH: usize = 100;
 /// Who the cluster's root is in the audit trail.
 pub const ROOT_PRINCIPAL: &str = "root";
 
@@ -282,6 +284,13 @@ pub enum Command {
         #[serde(default)]
         previous_not_after_ms: Option<u64>,
     },
+    /// Master-key rotation: replaces sealed secrets with the same plaintexts sealed under the
+    /// current master key. Each is replaced only if the state still holds exactly `expected`
+    /// (so a token rotated meanwhile is never overwritten); the others are left as they are.
+    ResealSecrets {
+        /// 1..=[`MAX_RESEAL_BATCH`] secrets, each named once.
+        secrets: Vec<Reseal>,
+    },
     /// Makes an existing, unretired signing key the one that signs.
     SetCurrentJwtKey {
         /// Key id.
@@ -394,6 +403,17 @@ pub enum Command {
     },
 }
 
+/// One secret of a [`Command::ResealSecrets`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reseal {
+    /// Where it lives.
+    pub secret: SecretRef,
+    /// The sealed value it replaces, as read from the state by the proposer.
+    pub expected: SealedSecret,
+    /// The same plaintext sealed under the current master key (same associated data).
+    pub sealed: SealedSecret,
+}
+
 impl Command {
     /// A short name of the command kind, for logs and metrics (never carries secrets).
     pub fn kind(&self) -> &'static str {
@@ -424,6 +444,7 @@ impl Command {
                 "retire_template"
             }
             Command::AddJwtKey { .. } => "add_jwt_key",
+            Command::ResealSecrets { .. } => "reseal_secrets",
             Command::SetCurrentJwtKey { .. } => "set_current_jwt_key",
             Command::RetireJwtKey { .. } => "retire_jwt_key",
             Command::RevokeJwt { .. } => "revoke_jwt",
@@ -527,6 +548,47 @@ fn check_budget(budget: &Budget) -> Result<(), ApplyError> {
         )));
     }
     Ok(())
+}
+
+/// Applies `ResealSecrets`: validates the whole batch first, then replaces each secret whose
+/// state value is still the expected one. `Done` if any was replaced, `Unchanged` if none.
+fn reseal_secrets(state: &mut State, secrets: &[Reseal]) -> Result<CommandOutput, ApplyError> {
+    if secrets.is_empty() || secrets.len() > MAX_RESEAL_BATCH {
+        return Err(ApplyError::Invalid(format!(
+            "a reseal names 1..={MAX_RESEAL_BATCH} secrets, not {}",
+            secrets.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for r in secrets {
+        if !seen.insert(&r.secret) {
+            return Err(ApplyError::Invalid(format!(
+                "{} is named twice in one reseal",
+                r.secret
+            )));
+        }
+        check_sealed(&r.secret.to_string(), &r.sealed)?;
+        if r.sealed.key_id.is_none() {
+            return Err(ApplyError::Invalid(format!(
+                "{} is resealed without the id of the key that sealed it",
+                r.secret
+            )));
+        }
+    }
+    let mut replaced = 0usize;
+    for r in secrets {
+        if let Some(current) = state.sealed_secret_mut(&r.secret)
+            && *current == r.expected
+        {
+            *current = r.sealed.clone();
+            replaced += 1;
+        }
+    }
+    Ok(if replaced == 0 {
+        CommandOutput::Unchanged
+    } else {
+        CommandOutput::Done
+    })
 }
 
 fn check_sealed(what: &str, sealed: &SealedSecret) -> Result<(), ApplyError> {
@@ -851,6 +913,8 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             i.sealed_token = sealed_token.clone();
             Ok(CommandOutput::Done)
         }
+
+        Command::ResealSecrets { secrets } => reseal_secrets(state, secrets),
 
         Command::RemoveIntegration {
             tenant,
@@ -1736,7 +1800,9 @@ pub fn required_permission(
                     .scope,
             )
         }
-        Command::SetSodPolicy { .. } => (Permission::SecurityPolicy, RoleScope::Global),
+        Command::SetSodPolicy { .. } | Command::ResealSecrets { .. } => {
+            (Permission::SecurityPolicy, RoleScope::Global)
+        }
         Command::ApproveRequest { request }
         | Command::RejectRequest { request }
         | Command::BreakGlass { request } => {
@@ -1865,6 +1931,7 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
             (None, None, Some(format!("restriction:{restriction}")))
         }
         Command::SetAuditRetention { .. } => (None, None, Some("audit_retention".into())),
+        Command::ResealSecrets { .. } => (None, None, Some("master_key".into())),
         Command::Template(cmd) => {
             let (tenant, workspace) = cmd.scope();
             (
@@ -2091,5 +2158,268 @@ pub fn error_code(e: &ApplyError) -> &'static str {
         ApplyError::LimitReached(_) => "limit_reached",
         ApplyError::Unauthorized(_) => "unauthorized",
         ApplyError::Forbidden(_) => "forbidden",
+    }
+}
+
+#[cfg(test)]
+mod reseal_tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::seal::{MasterKey, integration_aad};
+
+    fn tid(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+    fn iid(s: &str) -> IntegrationId {
+        IntegrationId::new(s).unwrap()
+    }
+    fn token_ref(tenant: &str, integration: &str) -> SecretRef {
+        SecretRef::IntegrationToken {
+            tenant: tid(tenant),
+            integration: iid(integration),
+        }
+    }
+
+    /// A state with the key check and two integrations sealed under `old`.
+    fn setup(old: &MasterKey, rng: &mut ChaCha20Rng) -> State {
+        let mut state = State::new();
+        apply(
+            &mut state,
+            &Command::InitCluster {
+                cluster_name: "c".into(),
+                key_check: old.key_check(rng).unwrap(),
+            },
+        )
+        .unwrap();
+        apply(
+            &mut state,
+            &Command::CreateTenant {
+                tenant: tid("acme"),
+                display_name: "Acme".into(),
+            },
+        )
+        .unwrap();
+        for name in ["main", "docs"] {
+            apply(
+                &mut state,
+                &Command::AddIntegration {
+                    tenant: tid("acme"),
+                    integration: iid(name),
+                    display_name: name.into(),
+                    sealed_token: old
+                        .seal(
+                            format!("ntn_{name}").as_bytes(),
+                            &integration_aad("acme", name),
+                            rng,
+                        )
+                        .unwrap(),
+                    budget: Budget {
+                        requests_per_second: 3,
+                        burst: 10,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        state
+    }
+
+    fn reseal_of(
+        state: &State,
+        ring: &MasterKey,
+        place: &SecretRef,
+        rng: &mut ChaCha20Rng,
+    ) -> Reseal {
+        let expected = state.sealed_secret(place).unwrap().clone();
+        let sealed = match place {
+            SecretRef::KeyCheck => ring.reseal_key_check(&expected, rng).unwrap(),
+            SecretRef::IntegrationToken {
+                tenant,
+                integration,
+            } => ring
+                .reseal(
+                    &expected,
+                    &integration_aad(tenant.as_str(), integration.as_str()),
+                    rng,
+                )
+                .unwrap(),
+            SecretRef::JwtSigningKey { .. } => unreachable!("no JWT keys here"),
+        };
+        Reseal {
+            secret: place.clone(),
+            expected,
+            sealed,
+        }
+    }
+
+    #[test]
+    fn reseals_every_secret_whose_expected_value_is_current() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let old = MasterKey::generate(&mut rng);
+        let new = MasterKey::generate(&mut rng);
+        let mut state = setup(&old, &mut rng);
+        let ring = new.clone().with_previous([old.clone()]);
+        let places: Vec<SecretRef> = state.sealed_secrets().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(places.len(), 3);
+        assert_eq!(places.last(), Some(&SecretRef::KeyCheck), "key check last");
+        let batch: Vec<Reseal> = places
+            .iter()
+            .map(|p| reseal_of(&state, &ring, p, &mut rng))
+            .collect();
+        let cmd = Command::ResealSecrets { secrets: batch };
+        assert_eq!(apply(&mut state, &cmd), Ok(CommandOutput::Done));
+        for (place, sealed) in state.sealed_secrets() {
+            assert!(ring.is_current(sealed), "{place}");
+        }
+        assert!(
+            new.verify_key_check(&state.cluster().unwrap().key_check)
+                .is_ok()
+        );
+        let token = state.integration(&tid("acme"), &iid("main")).unwrap();
+        assert_eq!(
+            new.unseal(&token.sealed_token, &integration_aad("acme", "main"))
+                .unwrap()
+                .as_slice(),
+            b"ntn_main"
+        );
+        // The same command again replaces nothing: its expected values are gone.
+        assert_eq!(apply(&mut state, &cmd), Ok(CommandOutput::Unchanged));
+    }
+
+    #[test]
+    fn a_stale_expected_value_is_refused_for_that_secret_only() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let old = MasterKey::generate(&mut rng);
+        let new = MasterKey::generate(&mut rng);
+        let mut state = setup(&old, &mut rng);
+        let ring = new.clone().with_previous([old.clone()]);
+        let main = reseal_of(&state, &ring, &token_ref("acme", "main"), &mut rng);
+        let docs = reseal_of(&state, &ring, &token_ref("acme", "docs"), &mut rng);
+        // The token of `main` is rotated after the reseal was prepared.
+        let rotated = ring
+            .seal(b"ntn_rotated", &integration_aad("acme", "main"), &mut rng)
+            .unwrap();
+        apply(
+            &mut state,
+            &Command::RotateIntegrationToken {
+                tenant: tid("acme"),
+                integration: iid("main"),
+                sealed_token: rotated.clone(),
+            },
+        )
+        .unwrap();
+        let out = apply(
+            &mut state,
+            &Command::ResealSecrets {
+                secrets: vec![main, docs.clone()],
+            },
+        );
+        assert_eq!(out, Ok(CommandOutput::Done));
+        assert_eq!(
+            state.sealed_secret(&token_ref("acme", "main")),
+            Some(&rotated),
+            "the rotated token is not overwritten"
+        );
+        assert_eq!(
+            state.sealed_secret(&token_ref("acme", "docs")),
+            Some(&docs.sealed)
+        );
+        // A secret that no longer exists is skipped too.
+        let mut gone = docs.clone();
+        gone.secret = token_ref("acme", "gone");
+        assert_eq!(
+            apply(
+                &mut state,
+                &Command::ResealSecrets {
+                    secrets: vec![gone]
+                }
+            ),
+            Ok(CommandOutput::Unchanged)
+        );
+    }
+
+    #[test]
+    fn the_batch_is_bounded_and_well_formed() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let old = MasterKey::generate(&mut rng);
+        let new = MasterKey::generate(&mut rng);
+        let mut state = setup(&old, &mut rng);
+        let before = state.clone();
+        let ring = new.clone().with_previous([old.clone()]);
+        let one = reseal_of(&state, &ring, &token_ref("acme", "main"), &mut rng);
+
+        let empty = Command::ResealSecrets { secrets: vec![] };
+        assert!(matches!(
+            apply(&mut state, &empty),
+            Err(ApplyError::Invalid(_))
+        ));
+        let too_many = Command::ResealSecrets {
+            secrets: (0..=MAX_RESEAL_BATCH)
+                .map(|i| {
+                    let mut r = one.clone();
+                    r.secret = token_ref("acme", &format!("i{i}"));
+                    r
+                })
+                .collect(),
+        };
+        assert!(matches!(
+            apply(&mut state, &too_many),
+            Err(ApplyError::Invalid(_))
+        ));
+        let twice = Command::ResealSecrets {
+            secrets: vec![one.clone(), one.clone()],
+        };
+        assert!(matches!(
+            apply(&mut state, &twice),
+            Err(ApplyError::Invalid(_))
+        ));
+        let mut truncated = one.clone();
+        truncated.sealed.ciphertext.truncate(4);
+        assert!(matches!(
+            apply(
+                &mut state,
+                &Command::ResealSecrets {
+                    secrets: vec![truncated]
+                }
+            ),
+            Err(ApplyError::Invalid(_))
+        ));
+        let mut no_id = one.clone();
+        no_id.sealed.key_id = None;
+        assert!(matches!(
+            apply(
+                &mut state,
+                &Command::ResealSecrets {
+                    secrets: vec![no_id]
+                }
+            ),
+            Err(ApplyError::Invalid(_))
+        ));
+        assert_eq!(state, before, "a refused batch changes nothing");
+        // Exactly the limit is accepted.
+        let at_limit = Command::ResealSecrets {
+            secrets: (0..MAX_RESEAL_BATCH)
+                .map(|i| {
+                    let mut r = one.clone();
+                    if i > 0 {
+                        r.secret = token_ref("acme", &format!("i{i}"));
+                    }
+                    r
+                })
+                .collect(),
+        };
+        assert_eq!(apply(&mut state, &at_limit), Ok(CommandOutput::Done));
+    }
+
+    #[test]
+    fn an_admin_needs_security_policy_to_reseal() {
+        let state = State::new();
+        let cmd = Command::ResealSecrets { secrets: vec![] };
+        assert_eq!(
+            required_permission(&state, &cmd),
+            Ok((Permission::SecurityPolicy, RoleScope::Global))
+        );
     }
 }

@@ -25,6 +25,39 @@ pub struct ClusterInfo {
     pub key_check: SealedSecret,
 }
 
+/// Where a sealed secret lives in the state (key rotation reseals them one by one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SecretRef {
+    /// The cluster's key check ([`ClusterInfo::key_check`]).
+    KeyCheck,
+    /// An integration's Notion token.
+    IntegrationToken {
+        /// Owning tenant.
+        tenant: TenantId,
+        /// The integration.
+        integration: IntegrationId,
+    },
+    /// The private half of a JWT signing key.
+    JwtSigningKey {
+        /// The key's `kid`.
+        kid: String,
+    },
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::KeyCheck => write!(f, "the key check"),
+            SecretRef::IntegrationToken {
+                tenant,
+                integration,
+            } => write!(f, "integration {tenant}/{integration}"),
+            SecretRef::JwtSigningKey { kid } => write!(f, "JWT signing key {kid}"),
+        }
+    }
+}
+
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -267,6 +300,72 @@ impl State {
     /// Cluster facts, once `InitCluster` was applied.
     pub fn cluster(&self) -> Option<&ClusterInfo> {
         self.cluster.as_ref()
+    }
+
+    /// Every secret sealed under the master key: integration tokens, then JWT private keys,
+    /// then the key check (last, so a rotation that follows this order reseals it last).
+    pub fn sealed_secrets(&self) -> Vec<(SecretRef, &SealedSecret)> {
+        let mut out = Vec::new();
+        for (tenant, t) in &self.tenants {
+            for (integration, i) in &t.integrations {
+                out.push((
+                    SecretRef::IntegrationToken {
+                        tenant: tenant.clone(),
+                        integration: integration.clone(),
+                    },
+                    &i.sealed_token,
+                ));
+            }
+        }
+        for (kid, key) in &self.jwt.keys {
+            out.push((
+                SecretRef::JwtSigningKey { kid: kid.clone() },
+                &key.sealed_private_key,
+            ));
+        }
+        if let Some(cluster) = &self.cluster {
+            out.push((SecretRef::KeyCheck, &cluster.key_check));
+        }
+        out
+    }
+
+    /// The sealed secret at `place`, if it exists.
+    pub fn sealed_secret(&self, place: &SecretRef) -> Option<&SealedSecret> {
+        match place {
+            SecretRef::KeyCheck => self.cluster.as_ref().map(|c| &c.key_check),
+            SecretRef::IntegrationToken {
+                tenant,
+                integration,
+            } => self
+                .tenants
+                .get(tenant)?
+                .integrations
+                .get(integration)
+                .map(|i| &i.sealed_token),
+            SecretRef::JwtSigningKey { kid } => {
+                self.jwt.keys.get(kid).map(|k| &k.sealed_private_key)
+            }
+        }
+    }
+
+    pub(crate) fn sealed_secret_mut(&mut self, place: &SecretRef) -> Option<&mut SealedSecret> {
+        match place {
+            SecretRef::KeyCheck => self.cluster.as_mut().map(|c| &mut c.key_check),
+            SecretRef::IntegrationToken {
+                tenant,
+                integration,
+            } => self
+                .tenants
+                .get_mut(tenant)?
+                .integrations
+                .get_mut(integration)
+                .map(|i| &mut i.sealed_token),
+            SecretRef::JwtSigningKey { kid } => self
+                .jwt
+                .keys
+                .get_mut(kid)
+                .map(|k| &mut k.sealed_private_key),
+        }
     }
 
     /// A tenant.

@@ -40,8 +40,19 @@ fn wrong_key_fails() {
     let key = MasterKey::generate(&mut r);
     let other = MasterKey::generate(&mut r);
     let sealed = key.seal(b"secret", b"a/b", &mut r).unwrap();
+    // The secret names the key that sealed it: another key says which one it lacks.
     assert_eq!(
         other.unseal(&sealed, b"a/b").unwrap_err(),
+        SealError::UnknownKey {
+            id: key.id().to_owned(),
+            current: other.id().to_owned()
+        }
+    );
+    // Without that id (sealed before keys had ids), the other key simply does not open it.
+    let mut legacy = sealed.clone();
+    legacy.key_id = None;
+    assert_eq!(
+        other.unseal(&legacy, b"a/b").unwrap_err(),
         SealError::Unauthentic
     );
     let check = key.key_check(&mut r).unwrap();
