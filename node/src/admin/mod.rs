@@ -21,6 +21,7 @@ mod body;
 mod delegations;
 mod error;
 mod jwt;
+mod keys;
 mod rbac;
 mod routes;
 mod templates;

@@ -106,6 +106,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/audit/export", get(super::audit::export))
         .route("/audit/verify", get(super::audit::verify))
         .merge(super::jwt::routes())
+        .merge(super::keys::routes())
         .merge(super::approvals::routes())
         .merge(super::delegations::routes())
         .merge(super::templates::routes())

@@ -1,6 +1,7 @@
 //! `quire ctl tokens issue` (an opaque `qk_` token, or with `--jwt` a signed JWT of the
-//! built-in issuer), `quire ctl keys jwt rotate|list|retire` (the issuer's signing keys) and
-//! `quire ctl tokens revoke-jwt` (a JWT's id).
+//! built-in issuer), `quire ctl keys jwt rotate|list|retire` (the issuer's signing keys),
+//! `quire ctl keys rotate|status` (the master key ring) and `quire ctl tokens revoke-jwt` (a
+//! JWT's id).
 
 use anyhow::bail;
 use clap::Subcommand;
@@ -17,6 +18,13 @@ pub enum KeysCommand {
         #[command(subcommand)]
         command: JwtKeysCommand,
     },
+    /// Reseal every secret (Notion tokens, JWT private keys, the key check) that a previous
+    /// master key sealed under the current master key of the node it asks, in batches, online.
+    /// Run it once every node runs with the new key as `master_key_file`.
+    Rotate,
+    /// The current master key's id, and how many secrets each key still seals; says which
+    /// previous keys seal nothing and can be dropped from `previous_master_key_files`.
+    Status,
 }
 
 /// `quire ctl keys jwt ...`
@@ -135,6 +143,86 @@ pub async fn revoke(c: &Client, token: String) -> anyhow::Result<(Value, View)> 
     Ok((v, View::Message(msg)))
 }
 
+/// `keys rotate`: one reseal batch per request until nothing is left, progress on stderr.
+async fn rotate_master_key(c: &Client) -> anyhow::Result<(Value, View)> {
+    let mut total: Option<u64> = None;
+    let mut resealed = 0u64;
+    let mut skipped = 0u64;
+    let mut idle = 0;
+    loop {
+        let v = c
+            .call(Method::POST, "/keys/rotate", Some(json!({})))
+            .await?;
+        let now = v["resealed"].as_u64().unwrap_or(0);
+        let remaining = v["remaining"].as_u64().unwrap_or(0);
+        let total = *total.get_or_insert(v["pending_before"].as_u64().unwrap_or(0));
+        resealed += now;
+        skipped += v["skipped"].as_u64().unwrap_or(0);
+        eprintln!("resealed {resealed} of {total}");
+        if remaining == 0 {
+            let msg = format!(
+                "every secret is sealed under master key {}; resealed {resealed}{}. Check with \
+                 `quire ctl keys status`",
+                v["current_key"].as_str().unwrap_or("-"),
+                if skipped > 0 {
+                    format!(" ({skipped} changed meanwhile and were left as they were)")
+                } else {
+                    String::new()
+                }
+            );
+            return Ok((v, View::Message(msg)));
+        }
+        // A batch that reseals nothing twice in a row means something keeps sealing under
+        // another key (a node still running with the old key as its current key).
+        idle = if now == 0 { idle + 1 } else { 0 };
+        if idle >= 2 {
+            bail!(
+                "{remaining} secrets are still not under master key {} and the last batches \
+                 resealed none: is every node running with the new key as master_key_file?",
+                v["current_key"].as_str().unwrap_or("-")
+            );
+        }
+    }
+}
+
+/// The text of `keys status`.
+fn master_key_status(v: &Value) -> String {
+    let mut out = format!(
+        "current master key: {}\n",
+        v["current_key"].as_str().unwrap_or("-")
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<16}  {:<24}  seals {}\n",
+            k["key_id"].as_str().unwrap_or("-"),
+            k["role"].as_str().unwrap_or("-"),
+            k["secrets"].as_u64().unwrap_or(0)
+        ));
+    }
+    let drop: Vec<&str> = v["safe_to_drop"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if drop.is_empty() {
+        let n = v["not_current"].as_u64().unwrap_or(0);
+        if n > 0 {
+            out.push_str(&format!(
+                "{n} secrets are not under the current key: run `quire ctl keys rotate`"
+            ));
+        } else {
+            out.push_str("every secret is sealed under the current key");
+        }
+    } else {
+        out.push_str(&format!(
+            "safe to drop from previous_master_key_files (they seal nothing): {}",
+            drop.join(", ")
+        ));
+    }
+    out
+}
+
 const KEY_COLUMNS: &[(&str, &str)] = &[
     ("KID", "kid"),
     ("ALG", "alg"),
@@ -147,7 +235,15 @@ const KEY_COLUMNS: &[(&str, &str)] = &[
 
 /// `keys ...`
 pub async fn keys(c: &Client, command: KeysCommand) -> anyhow::Result<(Value, View)> {
-    let KeysCommand::Jwt { command } = command;
+    let command = match command {
+        KeysCommand::Jwt { command } => command,
+        KeysCommand::Rotate => return rotate_master_key(c).await,
+        KeysCommand::Status => {
+            let v = c.call(Method::GET, "/keys", None).await?;
+            let msg = master_key_status(&v);
+            return Ok((v, View::Message(msg)));
+        }
+    };
     Ok(match command {
         JwtKeysCommand::List => {
             let v = c.call(Method::GET, "/jwt/keys", None).await?;
