@@ -73,7 +73,7 @@ pub async fn restore(
     let key = serve::master_key(&config, &options)?;
     if key.verify_key_check(&header.key_check).is_err() {
         bail!(
-            "the master key does not open the backup's key check: the backup of cluster {:?} was sealed under another master key. Give the key that cluster ran with (QUIRE_MASTER_KEY or security.master_key_file)",
+            "the master key does not open the backup's key check: the backup of cluster {:?} was sealed under another master key. Give the key that cluster ran with (QUIRE_MASTER_KEY or security.master_key_file, or one of security.previous_master_key_files)",
             header.cluster_name
         );
     }
