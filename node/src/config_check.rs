@@ -1018,6 +1018,32 @@ mod tests {
     }
 
     #[test]
+    fn every_previous_master_key_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("old.key");
+        std::fs::write(&good, "cd".repeat(32)).unwrap();
+        let bad = dir.path().join("older.key");
+        let missing = dir.path().join("oldest.key");
+        std::fs::write(&bad, "not a key").unwrap();
+        let text = format!(
+            "[node]\nid = 1\n[security]\nprevious_master_key_files = [{:?}, {:?}, {:?}]\n",
+            good.display().to_string(),
+            bad.display().to_string(),
+            missing.display().to_string()
+        );
+        let problems = check_str(&text, &CheckOptions::default());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for p in &problems {
+            assert_eq!(p.kind, ProblemKind::File);
+            assert_eq!(at(p).0, 4, "{p:?}");
+            assert!(p.message.contains("previous_master_key_files"), "{p:?}");
+        }
+        assert!(problems[0].message.contains("older.key"), "{problems:?}");
+        assert!(problems[1].message.contains("oldest.key"), "{problems:?}");
+        assert_eq!(check(&text), vec![]);
+    }
+
+    #[test]
     fn the_oidc_ca_file_must_hold_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("idp-ca.pem");
