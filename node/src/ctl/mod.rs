@@ -93,7 +93,7 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: TokensCommand,
     },
-    /// Signing keys of the built-in JWT issuer.
+    /// The master key ring (rotate, status) and the built-in JWT issuer's signing keys.
     Keys {
         #[command(subcommand)]
         command: jwt::KeysCommand,
