@@ -786,6 +786,17 @@ impl Actor for Session {
     }
 }
 
+/// How long Notion asked to wait after a 429/529 (1 s when it did not say).
+fn retry_after_of(err: &NotionError) -> Duration {
+    match err {
+        NotionError::Api {
+            retry_after: Some(d),
+            ..
+        } => *d,
+        _ => Duration::from_secs(1),
+    }
+}
+
 /// One call: permit → Notion → (429/529: pause the integration, wait, again; 5xx: back off,
 /// again under a new permit) → answer. Every request sent holds a permit.
 async fn execute(
@@ -801,25 +812,38 @@ async fn execute(
     loop {
         limiter::acquire(limiter, &ctx.session_id, deadline).await?;
         let now = Instant::now();
-        let sent =
-            tokio::time::timeout_at(deadline, client.send_once(&ctx.integration.token, req)).await;
+        // The request runs in its own task: when the caller's deadline passes first, the
+        // request already on its way is not abandoned but finishes in the background (within
+        // the client's own request timeout), so a 429/529 Notion sends it still pauses the
+        // integration. Dropping it would lose that Retry-After and let the next requests go
+        // out during Notion's pause.
+        let mut sending = tokio::spawn({
+            let client = client.clone();
+            let token = ctx.integration.token.clone();
+            let req = req.clone();
+            async move { client.send_once(&token, &req).await }
+        });
+        let sent = tokio::time::timeout_at(deadline, &mut sending).await;
         let err = match sent {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => e,
+            Ok(Ok(Ok(value))) => return Ok(value),
+            Ok(Ok(Err(e))) => e,
+            Ok(Err(join)) => NotionError::Transport(format!("the request task failed: {join}")),
             Err(_) => {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = sending.await
+                        && client::is_rate_limit(&e)
+                    {
+                        limiter::pause(&limiter, retry_after_of(&e));
+                    }
+                });
                 return Err(CallError::Notion(NotionError::Timeout {
                     timeout_ms: deadline.saturating_duration_since(now).as_millis() as u64,
                 }));
             }
         };
         if client::is_rate_limit(&err) {
-            let wait = match &err {
-                NotionError::Api {
-                    retry_after: Some(d),
-                    ..
-                } => *d,
-                _ => Duration::from_secs(1),
-            };
+            let wait = retry_after_of(&err);
             limiter::pause(limiter, wait);
             if rate_limited < MAX_RATE_LIMIT_RETRIES && Instant::now() + wait < deadline {
                 rate_limited += 1;

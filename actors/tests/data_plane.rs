@@ -327,6 +327,46 @@ async fn in_flight_calls_per_session_are_bounded() {
 }
 
 #[tokio::test]
+async fn a_429_that_arrives_after_the_callers_deadline_still_pauses_the_integration() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let c = ctx("t1", "w1", "s1");
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    // Let the bucket refill, so the next request goes out at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Notion answers 429 (Retry-After 7 s) 400 ms after the request; the caller gives up at
+    // 100 ms. The request is not abandoned: its 429 still pauses the integration.
+    let e = dp
+        .call_with_deadline(
+            &c,
+            NotionRequest::get("/v1/stub/slow_limited"),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::Notion(NotionError::Timeout { .. })),
+        "{e:?}"
+    );
+    let t0 = Instant::now();
+    loop {
+        let snap = dp.limiter_snapshot("t1", "t1-int").await.unwrap();
+        if snap.pause_remaining_ms > 5_000 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the late 429 never paused the integration: {snap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stub.hits("slow_limited"), 1);
+    dp.stop().await;
+}
+
+#[tokio::test]
 async fn a_pause_from_elsewhere_holds_the_integration() {
     let (base, stub) = common::serve_stub().await;
     let dp = start(&base).await;

@@ -135,6 +135,13 @@ async fn special(
             tokio::time::sleep(Duration::from_secs(5)).await;
             axum::Json(json!({"slow": true})).into_response()
         }
+        "slow_limited" => {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut r = error(429, "rate_limited", "You have been rated limited.");
+            r.headers_mut()
+                .insert("retry-after", "7".parse().expect("hv"));
+            r
+        }
         "delay" => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             axum::Json(json!({"delayed": true})).into_response()
