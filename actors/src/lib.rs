@@ -5,7 +5,8 @@
 //! Map: `call` (the types the HTTP front passes in), `notion::client` (HTTP, error objects,
 //! Retry-After, 5xx retries, timeouts, size cap), `notion::pagination` (pure cursor
 //! helpers), `limiter` (token bucket with fair per-session queues, deadlines, pauses after
-//! 429/529, a handoff snapshot), `supervisor` (the actor tree and the [`supervisor::DataPlane`]
+//! 429/529, a handoff snapshot), `stats` (Notion requests by status, permit waits, per data plane),
+//! `supervisor` (the actor tree and the [`supervisor::DataPlane`]
 //! handle). Every request sent to Notion holds a permit from its integration's limiter.
 //! Time is `tokio::time`, randomness a seeded ChaCha; no actor is registered by name.
 //!
@@ -15,4 +16,5 @@
 pub mod call;
 pub mod limiter;
 pub mod notion;
+pub mod stats;
 pub mod supervisor;

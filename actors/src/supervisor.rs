@@ -9,6 +9,7 @@
 //! child's state), and every caller also waits with a deadline, so nothing hangs.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::limiter::{
 };
 use crate::notion::client::{self, NotionClient, NotionClientConfig};
 use crate::notion::{HttpTransport, NotionError, NotionRequest};
+use crate::stats::{self, NotionStats};
 
 /// Workspace sessions one tenant may have at once.
 pub const MAX_WORKSPACES_PER_TENANT: usize = 1024;
@@ -125,6 +127,8 @@ struct CallJob {
     req: NotionRequest,
     deadline: Instant,
     reply: RpcReplyPort<Result<Value, CallError>>,
+    /// Counts the requests this call sends to Notion (retries included), if asked.
+    sent: Option<Arc<AtomicU32>>,
 }
 
 fn unavailable_reply(job: CallJob, why: &str) {
@@ -157,6 +161,7 @@ struct NodeSupervisor;
 
 struct NodeArgs {
     client: NotionClient,
+    stats: Arc<NotionStats>,
     limiter: LimiterConfig,
     limiters_start_full: bool,
     max_in_flight_per_session: usize,
@@ -184,6 +189,7 @@ impl NodeState {
             tenant_id: tenant_id.to_string(),
             limiters_start_full: self.args.limiters_start_full,
             client: self.args.client.clone(),
+            stats: self.args.stats.clone(),
             limiter: self.args.limiter,
             max_in_flight_per_session: self.args.max_in_flight_per_session,
         }
@@ -393,6 +399,7 @@ struct TenantArgs {
     /// a previous incarnation of the node (or of this tenant supervisor) sent just before.
     limiters_start_full: bool,
     client: NotionClient,
+    stats: Arc<NotionStats>,
     limiter: LimiterConfig,
     max_in_flight_per_session: usize,
 }
@@ -433,6 +440,7 @@ impl TenantState {
             tenant_id: self.args.tenant_id.clone(),
             workspace_id: workspace_id.to_string(),
             client: self.args.client.clone(),
+            stats: self.args.stats.clone(),
             max_in_flight: self.args.max_in_flight_per_session,
         }
     }
@@ -681,6 +689,7 @@ struct SessionArgs {
     tenant_id: String,
     workspace_id: String,
     client: NotionClient,
+    stats: Arc<NotionStats>,
     max_in_flight: usize,
 }
 
@@ -701,6 +710,7 @@ impl SessionState {
         lim: ActorRef<LimiterMsg>,
     ) {
         let client = self.args.client.clone();
+        let stats = self.args.stats.clone();
         let me = myself.clone();
         self.in_flight += 1;
         self.tasks.spawn(async move {
@@ -712,8 +722,13 @@ impl SessionState {
                 req,
                 deadline,
                 reply,
+                sent,
             } = *job;
-            let result = execute(&client, &lim, &ctx, &req, deadline).await;
+            let counters = Counters {
+                stats: &stats,
+                sent: sent.as_deref(),
+            };
+            let result = execute(&client, &lim, &ctx, &req, deadline, counters).await;
             let _ = reply.send(result);
         });
     }
@@ -797,6 +812,38 @@ fn retry_after_of(err: &NotionError) -> Duration {
     }
 }
 
+/// Where a call's requests and waits are counted.
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    stats: &'a Arc<NotionStats>,
+    sent: Option<&'a AtomicU32>,
+}
+
+/// Counts a call as waiting for a permit while it lives (dropped: the wait ended).
+struct Waiting<'a> {
+    stats: &'a NotionStats,
+    integration: &'a str,
+    since: Instant,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(stats: &'a NotionStats, integration: &'a str) -> Self {
+        stats.wait_started(integration);
+        Self {
+            stats,
+            integration,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.stats
+            .wait_ended(self.integration, self.since.elapsed());
+    }
+}
+
 /// One call: permit → Notion → (429/529: pause the integration, wait, again; 5xx: back off,
 /// again under a new permit) → answer. Every request sent holds a permit.
 async fn execute(
@@ -805,23 +852,37 @@ async fn execute(
     ctx: &CallContext,
     req: &NotionRequest,
     deadline: Instant,
+    counters: Counters<'_>,
 ) -> Result<Value, CallError> {
     client::validate_request(req)?;
+    let integration = ctx.integration.id.as_str();
     let mut rate_limited = 0u32;
     let mut server_errors = 0u32;
     loop {
-        limiter::acquire(limiter, &ctx.session_id, deadline).await?;
+        {
+            let _waiting = Waiting::start(counters.stats, integration);
+            limiter::acquire(limiter, &ctx.session_id, deadline).await?;
+        }
         let now = Instant::now();
         // The request runs in its own task: when the caller's deadline passes first, the
         // request already on its way is not abandoned but finishes in the background (within
         // the client's own request timeout), so a 429/529 Notion sends it still pauses the
         // integration. Dropping it would lose that Retry-After and let the next requests go
         // out during Notion's pause.
+        if let Some(sent) = counters.sent {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
         let mut sending = tokio::spawn({
             let client = client.clone();
             let token = ctx.integration.token.clone();
             let req = req.clone();
-            async move { client.send_once(&token, &req).await }
+            let stats = counters.stats.clone();
+            let integration = integration.to_owned();
+            async move {
+                let result = client.send_once(&token, &req).await;
+                stats.request_sent(&integration, stats::status_label(&result));
+                result
+            }
         });
         let sent = tokio::time::timeout_at(deadline, &mut sending).await;
         let err = match sent {
@@ -873,6 +934,7 @@ pub struct DataPlane {
     node: ActorRef<NodeMsg>,
     admission: Arc<tokio::sync::Semaphore>,
     call_deadline: Duration,
+    stats: Arc<NotionStats>,
     handle: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -931,11 +993,13 @@ impl DataPlane {
             }
             None => NotionClient::new(config.notion.clone(), config.seed)?,
         };
+        let stats = Arc::new(NotionStats::default());
         let (node, handle) = Actor::spawn(
             None,
             NodeSupervisor,
             NodeArgs {
                 client,
+                stats: stats.clone(),
                 limiter: config.limiter,
                 limiters_start_full: options.planted_bug_limiters_start_full,
                 max_in_flight_per_session: config.max_in_flight_per_session,
@@ -948,6 +1012,7 @@ impl DataPlane {
             node,
             admission: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT_PER_NODE)),
             call_deadline: Duration::from_millis(config.call_deadline_ms),
+            stats,
             handle: Arc::new(Mutex::new(Some(handle))),
         })
     }
@@ -955,6 +1020,23 @@ impl DataPlane {
     /// Calls Notion for `ctx` with the configured deadline.
     pub async fn call(&self, ctx: &CallContext, req: NotionRequest) -> Result<Value, CallError> {
         self.call_with_deadline(ctx, req, self.call_deadline).await
+    }
+
+    /// [`DataPlane::call`], adding to `sent` each request it sends to Notion (retries after
+    /// 429/529 and 5xx included; a call refused by the rate limiter sends none).
+    pub async fn call_counting(
+        &self,
+        ctx: &CallContext,
+        req: NotionRequest,
+        sent: Arc<AtomicU32>,
+    ) -> Result<Value, CallError> {
+        self.call_inner(ctx, req, self.call_deadline, Some(sent))
+            .await
+    }
+
+    /// This data plane's Notion request and rate-limiter counters (for the node's metrics).
+    pub fn notion_stats(&self) -> Arc<NotionStats> {
+        self.stats.clone()
     }
 
     /// Calls Notion for `ctx`, answering by `deadline` from now at the latest (plus a short
@@ -965,6 +1047,16 @@ impl DataPlane {
         ctx: &CallContext,
         req: NotionRequest,
         deadline: Duration,
+    ) -> Result<Value, CallError> {
+        self.call_inner(ctx, req, deadline, None).await
+    }
+
+    async fn call_inner(
+        &self,
+        ctx: &CallContext,
+        req: NotionRequest,
+        deadline: Duration,
+        sent: Option<Arc<AtomicU32>>,
     ) -> Result<Value, CallError> {
         validate_id("tenant_id", &ctx.tenant_id)?;
         validate_id("workspace_id", &ctx.workspace_id)?;
@@ -989,6 +1081,7 @@ impl DataPlane {
                         req,
                         deadline: deadline_at,
                         reply,
+                        sent,
                     }))
                 },
                 Some(deadline + RPC_GRACE),

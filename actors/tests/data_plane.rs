@@ -497,3 +497,43 @@ async fn limiters_start_empty_unless_the_planted_bug_is_on() {
     }
     assert_eq!(stub.hits("me"), 10);
 }
+
+#[tokio::test]
+async fn notion_requests_are_counted_by_integration_and_status_with_retries() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start(&base).await;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // A 429, then the same request again after Retry-After: two requests for one call.
+    dp.call_counting(
+        &ctx("t1", "w1", "s1"),
+        NotionRequest::get("/v1/stub/limited_once"),
+        sent.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(stub.hits("limited_once"), 2);
+    dp.call(
+        &ctx("t1", "w1", "s1"),
+        NotionRequest::get("/v1/stub/missing"),
+    )
+    .await
+    .unwrap_err();
+    let stats = dp.notion_stats().snapshot();
+    let int = &stats["t1-int"];
+    assert_eq!(int.requests_by_status.get("429"), Some(&1));
+    assert_eq!(int.requests_by_status.get("200"), Some(&1));
+    assert_eq!(int.requests_by_status.get("404"), Some(&1));
+    assert_eq!(int.waiting, 0, "nothing waits for a permit any more");
+    assert_eq!(
+        int.wait_seconds.count(),
+        3,
+        "one permit wait per request sent"
+    );
+    assert!(
+        int.wait_seconds.sum() >= 1.0,
+        "the resend waited out Retry-After: {}",
+        int.wait_seconds.sum()
+    );
+    dp.stop().await;
+}
