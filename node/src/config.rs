@@ -19,6 +19,47 @@ pub struct Config {
     pub raft: RaftSection,
     pub peer: PeerSection,
     pub sandbox: SandboxSection,
+    pub metrics: MetricsSection,
+    pub log: LogSection,
+}
+
+/// `GET /metrics` on the HTTP front.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Ask scrapers for an admin token (`Authorization: Bearer`). Off by default: scrape the
+    /// node on a private interface, or put the HTTP front behind a proxy that keeps
+    /// `/metrics` in.
+    pub require_token: bool,
+}
+
+/// Log output on stderr.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (human-readable lines) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?} is neither text nor json")),
+        }
+    }
 }
 
 /// The peer network: gRPC between nodes over mutual TLS. Without `peer.listen` a node runs
@@ -110,7 +151,13 @@ pub struct NodeSection {
     /// Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy,
     /// say). Without it, a node without TLS files listens on loopback only.
     pub allow_plain_http: bool,
+    /// How long a node asked to stop (SIGTERM, Ctrl-C) lets the MCP and admin requests it
+    /// already took finish, answering new ones 503 with `Retry-After`, before it stops.
+    pub shutdown_grace_ms: u64,
 }
+
+/// Largest `node.shutdown_grace_ms` (ten minutes).
+pub const MAX_SHUTDOWN_GRACE_MS: u64 = 600_000;
 
 /// TLS versions `node.tls_min_version` accepts.
 pub const TLS_MIN_VERSIONS: [&str; 2] = ["1.3", "1.2"];
@@ -123,8 +170,13 @@ pub struct McpSection {
     pub allowed_hosts: Vec<String>,
     /// Largest MCP request body accepted (413 above).
     pub max_request_body_bytes: usize,
-    /// An idle MCP session is closed after this long.
+    /// An idle MCP session is closed after this long (and forgotten by the cluster within
+    /// 1.25 times this long).
     pub session_idle_timeout_secs: u64,
+    /// Most open MCP sessions of one tenant, cluster-wide (an `initialize` beyond it gets 503).
+    pub max_sessions_per_tenant: u32,
+    /// Most open MCP sessions in the cluster.
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +320,7 @@ impl Default for NodeSection {
             tls_key_file: None,
             tls_min_version: "1.3".into(),
             allow_plain_http: false,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -278,6 +331,8 @@ impl Default for McpSection {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_request_body_bytes: 4 * 1024 * 1024,
             session_idle_timeout_secs: 300,
+            max_sessions_per_tenant: 1_000,
+            max_sessions: 10_000,
         }
     }
 }
@@ -410,6 +465,9 @@ impl Config {
         if let Some(v) = get("QUIRE_ALLOW_PLAIN_HTTP") {
             self.node.allow_plain_http = parse("QUIRE_ALLOW_PLAIN_HTTP", v)?;
         }
+        if let Some(v) = get("QUIRE_SHUTDOWN_GRACE_MS") {
+            self.node.shutdown_grace_ms = parse("QUIRE_SHUTDOWN_GRACE_MS", v)?;
+        }
         if let Some(v) = get("QUIRE_ALLOWED_HOSTS") {
             self.mcp.allowed_hosts = v
                 .split(',')
@@ -449,6 +507,12 @@ impl Config {
         if let Some(v) = get("QUIRE_AUDIT_MAX_BATCH") {
             self.limits.audit_max_batch = parse("QUIRE_AUDIT_MAX_BATCH", v)?;
         }
+        if let Some(v) = get("QUIRE_METRICS_REQUIRE_TOKEN") {
+            self.metrics.require_token = parse("QUIRE_METRICS_REQUIRE_TOKEN", v)?;
+        }
+        if let Some(v) = get("QUIRE_LOG_FORMAT") {
+            self.log.format = parse("QUIRE_LOG_FORMAT", v)?;
+        }
         if let Some(v) = get("QUIRE_AUTHZ_MAX_STALENESS_MS") {
             self.security.authz_max_staleness_ms = parse("QUIRE_AUTHZ_MAX_STALENESS_MS", v)?;
         }
@@ -478,6 +542,11 @@ impl Config {
             ));
         }
         self.validate_http_front(&mut problems);
+        if self.node.shutdown_grace_ms > MAX_SHUTDOWN_GRACE_MS {
+            problems.push(format!(
+                "node.shutdown_grace_ms must be at most {MAX_SHUTDOWN_GRACE_MS} (ten minutes)"
+            ));
+        }
         if self.mcp.allowed_hosts.is_empty() {
             problems.push("mcp.allowed_hosts must name at least one host".to_owned());
         }
@@ -487,6 +556,18 @@ impl Config {
         }
         if self.mcp.session_idle_timeout_secs == 0 {
             problems.push("mcp.session_idle_timeout_secs must be at least 1".to_owned());
+        }
+        if self.mcp.session_idle_timeout_secs > 7 * 24 * 3600 {
+            problems.push("mcp.session_idle_timeout_secs must be at most 604800 (a week)".to_owned());
+        }
+        if self.mcp.max_sessions_per_tenant == 0
+            || self.mcp.max_sessions_per_tenant > self.mcp.max_sessions
+            || self.mcp.max_sessions > quire_raft::sessions::MAX_SESSIONS_TOTAL
+        {
+            problems.push(format!(
+                "mcp.max_sessions_per_tenant and mcp.max_sessions must satisfy 1 <= max_sessions_per_tenant <= max_sessions <= {}",
+                quire_raft::sessions::MAX_SESSIONS_TOTAL
+            ));
         }
         if !(self.notion.base_url.starts_with("http://")
             || self.notion.base_url.starts_with("https://"))

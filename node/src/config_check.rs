@@ -18,8 +18,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{
-    Config, LimitsSection, McpSection, NodeSection, NotionSection, PeerSection, RaftSection,
-    SandboxSection, SecuritySection, StaticMember,
+    Config, LimitsSection, LogSection, McpSection, MetricsSection, NodeSection, NotionSection,
+    PeerSection, RaftSection, SandboxSection, SecuritySection, StaticMember,
 };
 
 /// Files a config may name in `peer.tls_dir` (what `quire certs node` writes).
@@ -257,6 +257,8 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "raft" => fields_of::<RaftSection>(),
         "peer" => fields_of::<PeerSection>(),
         "sandbox" => fields_of::<SandboxSection>(),
+        "metrics" => fields_of::<MetricsSection>(),
+        "log" => fields_of::<LogSection>(),
         _ => return None,
     })
 }
@@ -846,7 +848,7 @@ mod tests {
 
     #[test]
     fn every_section_has_its_keys() {
-        assert_eq!(sections().len(), 8, "{:?}", sections());
+        assert_eq!(sections().len(), 10, "{:?}", sections());
         for section in sections() {
             let keys = section_keys(section).unwrap_or_else(|| panic!("no keys for {section}"));
             assert!(!keys.is_empty(), "{section}");
@@ -1116,6 +1118,22 @@ mod tests {
             check("[node]\nlisten = \"10.0.0.1:7800\"\nallow_plain_http = true\n"),
             vec![]
         );
+    }
+
+    #[test]
+    fn shutdown_grace_is_bounded_and_reported_at_its_line() {
+        assert_eq!(check("[node]\nshutdown_grace_ms = 30000\n"), vec![]);
+        let problems = check("[node]\nid = 2\nshutdown_grace_ms = 600001\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 3);
+        assert_eq!(problems[0].kind, ProblemKind::Invalid);
+        assert!(
+            problems[0].message.contains("node.shutdown_grace_ms"),
+            "{problems:?}"
+        );
+        let problems = check("[node]\nshutdown_grace_ms = \"10s\"\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::WrongType);
     }
 
     #[test]

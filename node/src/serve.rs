@@ -397,42 +397,82 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         crate::sandbox::provision(&app, sandbox).await?;
     }
 
-    let router = crate::http::router(app.clone());
+    let drain = Drain::default();
+    let router = crate::http::router(app.clone()).layer(axum::middleware::from_fn_with_state(
+        drain.clone(),
+        drain_gate,
+    ));
     app.set_ready(true);
     tracing::info!(url = %format!("{}/mcp", app.config.public_url()), "quire node serving MCP");
     println!("MCP endpoint: {}/mcp", app.config.public_url());
 
-    let server_shutdown = shutdown.clone();
-    let stop = async move {
-        tokio::select! {
-            _ = shutdown_signal() => {},
-            _ = server_shutdown.cancelled() => {},
+    // Asked to stop, the node first drains: `/readyz` and new requests answer 503, the
+    // listener closes, and the requests already taken finish (axum's graceful shutdown waits
+    // for their answers) within `node.shutdown_grace_ms`. Only then do the MCP sessions, the
+    // audit batcher, the peer server and Raft stop, so a call in flight still gets its audit
+    // record committed.
+    let grace = Duration::from_millis(config.node.shutdown_grace_ms);
+    let (signalled, signal_seen) = tokio::sync::oneshot::channel::<()>();
+    let stop = {
+        let shutdown = shutdown.clone();
+        let app = app.clone();
+        let drain = drain.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!(grace_ms = grace.as_millis() as u64, "asked to stop: draining");
+                },
+                _ = shutdown.cancelled() => {},
+            }
+            drain.start();
+            app.set_ready(false);
+            step_down(&app.router);
+            let _ = signalled.send(());
         }
-        // End the MCP sessions (their open SSE streams) now: axum's graceful shutdown
-        // waits for every connection, and an agent's stream would otherwise hold the node
-        // up until it disconnects.
-        server_shutdown.cancel();
     };
-    let served = match &front_tls {
-        Some(tls) => {
-            tls.clone().spawn_reloader(shutdown.clone());
-            axum::serve(tls.listener(listener, local_addr), router)
-                .with_graceful_shutdown(stop)
-                .await
+    let serving = async {
+        match &front_tls {
+            Some(tls) => {
+                tls.clone().spawn_reloader(shutdown.clone());
+                axum::serve(tls.listener(listener, local_addr), router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                crate::https::ignore_sighup(shutdown.clone());
+                // TCP_NODELAY: a streamed (SSE) MCP answer is written in several small
+                // pieces, and with Nagle on each one after the first waits for the client's
+                // delayed ACK (~40 ms per call).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+                    }
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
         }
-        None => {
-            crate::https::ignore_sighup(shutdown.clone());
-            // TCP_NODELAY: a streamed (SSE) MCP answer is written in several small pieces,
-            // and with Nagle on each one after the first waits for the client's delayed ACK
-            // (~40 ms per call).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-                }
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
+    };
+    tokio::pin!(serving);
+    let grace_over = async {
+        if signal_seen.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        served = &mut serving => served,
+        _ = grace_over => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still open when the shutdown grace ended (MCP streams, or calls slower than node.shutdown_grace_ms): ending them"
+            );
+            // Ending the MCP sessions closes their streams; the server then finishes.
+            shutdown.cancel();
+            tokio::time::timeout(FINAL_CLOSE, &mut serving)
                 .await
+                .unwrap_or(Ok(()))
         }
     };
     shutdown.cancel();
@@ -446,6 +486,68 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     served.context("the HTTP server failed")?;
     tracing::info!("quire node stopped");
     Ok(())
+}
+
+/// How long the HTTP server may take to close its connections once the shutdown grace has
+/// ended and the MCP sessions were told to stop.
+const FINAL_CLOSE: Duration = Duration::from_secs(5);
+
+/// Whether the HTTP front still takes new requests.
+#[derive(Clone, Default)]
+struct Drain(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drain {
+    fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// While the node drains, a request that still reaches it (on a connection opened before the
+/// listener closed) answers 503 with `Retry-After`, so its client retries on another node;
+/// `/healthz` and `/readyz` still answer.
+async fn drain_gate(
+    axum::extract::State(drain): axum::extract::State<Drain>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    if !drain.draining() || path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (axum::http::header::RETRY_AFTER, "1"),
+            (axum::http::header::CONNECTION, "close"),
+        ],
+        axum::Json(serde_json::json!({
+            "error": "shutting_down",
+            "message": "this node is stopping; send the request to another node of the cluster",
+        })),
+    )
+        .into_response()
+}
+
+/// A leader asked to stop gives up leadership by the means openraft 0.9 offers. That version
+/// has no leadership transfer (its `Trigger` can elect, heartbeat, snapshot and purge; a
+/// follower's campaign is refused by the others while their leader lease lasts, and a leader
+/// may not remove itself): the leader stops sending heartbeats at once, so the followers'
+/// lease runs out while the node drains, and one of them is elected as soon as no write keeps
+/// the lease alive; the writes still in flight are forwarded to the new leader.
+fn step_down(router: &Router) {
+    let status = router.control.status();
+    if status.is_leader {
+        router.control.raft().runtime_config().heartbeat(false);
+        tracing::info!(
+            term = status.term,
+            "leader asked to stop: heartbeats stopped so the followers elect a successor"
+        );
+    }
 }
 
 /// A node's control plane and, in a cluster, its peer network.
