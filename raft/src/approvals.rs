@@ -349,6 +349,7 @@ impl ApprovalState {
 pub fn classify(state: &State, cmd: &Command) -> Option<SodClass> {
     match cmd {
         Command::CreateTenant { .. }
+        | Command::CreateTenantIn { .. }
         | Command::DeleteTenant { .. }
         | Command::ImportTenant { .. } => Some(SodClass::TenantLifecycle),
         Command::SetSodPolicy { .. } | Command::SetAuditRetention { .. } => {

@@ -218,6 +218,9 @@ pub struct TenantSlice {
     pub revoked_jtis: Vec<RevokedJti>,
     /// Its audit chain: retained records and the retention anchor.
     pub audit: AuditChain,
+    /// Its residency policy (exports written before residency existed carry none: any region).
+    #[serde(default)]
+    pub residency: Option<crate::placement::Residency>,
 }
 
 /// The slice of `state` that tenant `tenant` owns.
@@ -266,6 +269,7 @@ pub fn tenant_slice(state: &State, tenant: &TenantId) -> Option<TenantSlice> {
             .chain(tenant.as_str())
             .cloned()
             .unwrap_or_default(),
+        residency: state.placement.residency.get(tenant).cloned(),
     })
 }
 
@@ -358,6 +362,9 @@ pub(crate) fn restore(state: &mut State, restored: &State) -> Result<CommandOutp
     }
     let mut next = restored.clone();
     next.cluster = Some(cluster);
+    // The nodes are this cluster's: their labels stay; residency and the shard map (with its
+    // epochs, which only ever grow) come from the backup.
+    next.placement.nodes = std::mem::take(&mut state.placement.nodes);
     *state = next;
     Ok(CommandOutput::Done)
 }
@@ -537,6 +544,11 @@ pub(crate) fn import(
     verify_chain(&chain.records, Some((chain.anchor_seq, anchor_hash)))
         .map_err(|e| invalid(format!("the audit chain does not verify: {e}")))?;
 
+    if let Some(r) = &slice.residency {
+        r.check()
+            .map_err(|e| invalid(format!("the residency policy: {e}")))?;
+    }
+
     // All checks passed: install.
     state.tenants.insert(id.clone(), t.clone());
     for tok in &slice.tokens {
@@ -579,6 +591,13 @@ pub(crate) fn import(
     }
     if let Some(provider) = &slice.oidc {
         state.jwt.oidc.insert(id.clone(), provider.clone());
+    }
+    if let Some(r) = slice
+        .residency
+        .as_ref()
+        .filter(|r| !r.allowed_regions.is_empty() || r.preferred_region.is_some())
+    {
+        state.placement.residency.insert(id.clone(), r.clone());
     }
     for r in &slice.revoked_jtis {
         state
@@ -809,6 +828,112 @@ mod tests {
         assert_eq!(fresh, before);
         // Never as an admin command.
         assert!(crate::command::required_permission(&fresh, &cmd).is_err());
+    }
+
+    #[test]
+    fn residency_and_the_shard_map_survive_backup_restore_and_export() {
+        use crate::placement::{NodeLabels, Residency, ShardMove, shard_of, tenant_key};
+        let mut source = cluster("east", true);
+        let acme = TenantId::new("acme").unwrap();
+        let eu = Residency {
+            allowed_regions: ["eu-west".to_owned(), "eu-central".to_owned()].into(),
+            preferred_region: Some("eu-west".into()),
+        };
+        let mut n = 10;
+        run(
+            &mut source,
+            &mut n,
+            Command::SetTenantResidency {
+                tenant: acme.clone(),
+                residency: eu.clone(),
+            },
+        );
+        let labels = NodeLabels {
+            region: "eu-west".into(),
+            zone: None,
+            capacity: 100,
+        };
+        run(
+            &mut source,
+            &mut n,
+            Command::SetNodeLabels {
+                node: 1,
+                labels: labels.clone(),
+            },
+        );
+        let shard = shard_of(&eu, &tenant_key(&acme));
+        run(
+            &mut source,
+            &mut n,
+            Command::ApplyPlacement {
+                moves: vec![ShardMove {
+                    shard: shard.clone(),
+                    from: None,
+                    to: Some(1),
+                    expected_epoch: 0,
+                }],
+            },
+        );
+
+        // A whole backup: residency and the map (with its epochs) come back; the restoring
+        // cluster's own node labels stay.
+        let (_, bytes) = write_backup(&source, 12, 1).unwrap();
+        let (_, decoded) = read_backup(&bytes).unwrap();
+        let mut fresh = cluster("west", false);
+        let mut m = 1;
+        let west_labels = NodeLabels {
+            region: "us-east".into(),
+            zone: Some("a".into()),
+            capacity: 50,
+        };
+        run(
+            &mut fresh,
+            &mut m,
+            Command::SetNodeLabels {
+                node: 7,
+                labels: west_labels.clone(),
+            },
+        );
+        run(
+            &mut fresh,
+            &mut m,
+            Command::RestoreState {
+                state: Box::new(decoded),
+            },
+        );
+        assert_eq!(fresh.placement().residency_of(&acme), eu);
+        assert_eq!(fresh.placement().owner(&shard).epoch, 1);
+        assert_eq!(
+            fresh
+                .placement()
+                .nodes
+                .clone()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![(7, west_labels)]
+        );
+
+        // A tenant export carries the residency.
+        let (_, bytes) = write_tenant_export(&source, &acme, 9, 1).unwrap();
+        let (_, slice) = read_tenant_export(&bytes).unwrap();
+        assert_eq!(slice.residency.as_ref(), Some(&eu));
+        let mut target = cluster("west", false);
+        apply_at(&mut target, 7, &import_cmd(slice)).unwrap();
+        assert_eq!(target.placement().residency_of(&acme), eu);
+    }
+
+    #[test]
+    fn backups_and_exports_from_before_placement_still_load() {
+        let source = cluster("east", true);
+        let acme = TenantId::new("acme").unwrap();
+        let mut state = serde_json::to_value(&source).unwrap();
+        state.as_object_mut().unwrap().remove("placement").unwrap();
+        let old: State = serde_json::from_value(state).unwrap();
+        assert_eq!(old, source);
+        let mut slice = serde_json::to_value(tenant_slice(&source, &acme).unwrap()).unwrap();
+        slice.as_object_mut().unwrap().remove("residency").unwrap();
+        let old: TenantSlice = serde_json::from_value(slice).unwrap();
+        assert_eq!(old.residency, None);
     }
 
     fn import_cmd(slice: TenantSlice) -> Command {

@@ -392,6 +392,39 @@ pub enum Command {
         /// The node that proposed it (for the audit trail).
         node: u64,
     },
+    // ---- placement (`placement.rs`) ----
+    /// Records the placement labels of node `node`. Proposed by the node itself when it
+    /// starts, never as an admin command; the peer transport relays it only from the node its
+    /// certificate names ([`Command::speaks_for_node`]).
+    SetNodeLabels {
+        /// The node.
+        node: u64,
+        /// Its region, zone and capacity.
+        labels: crate::placement::NodeLabels,
+    },
+    /// Creates a tenant with a residency policy, in one entry (so it never exists without it).
+    CreateTenantIn {
+        /// New tenant id.
+        tenant: TenantId,
+        /// Human-readable name.
+        display_name: String,
+        /// Where its shards may live.
+        residency: crate::placement::Residency,
+    },
+    /// Replaces a tenant's residency policy (its shards move to its new residency group).
+    SetTenantResidency {
+        /// The tenant.
+        tenant: TenantId,
+        /// Where its shards may live.
+        residency: crate::placement::Residency,
+    },
+    /// Changes shards' owners: each move takes effect only if the shard still has the owner
+    /// and epoch the planner read (its epoch then goes up by one); the others are stale.
+    /// Proposed by the placement controller, never as an admin command.
+    ApplyPlacement {
+        /// 1..=[`crate::placement::MAX_MOVES_PER_COMMAND`] moves, each shard once.
+        moves: Vec<crate::placement::ShardMove>,
+    },
     /// Applies `command` at most once per `request_id`: a proposer that retries a command
     /// whose first attempt may already have committed (a forwarded write whose answer was
     /// lost) gets the first attempt's result instead of a second application.
@@ -459,7 +492,22 @@ impl Command {
             Command::BreakGlass { .. } => "break_glass",
             Command::RestoreState { .. } => "restore_state",
             Command::ImportTenant { .. } => "import_tenant",
+            Command::SetNodeLabels { .. } => "set_node_labels",
+            Command::CreateTenantIn { .. } => "create_tenant_in",
+            Command::SetTenantResidency { .. } => "set_tenant_residency",
+            Command::ApplyPlacement { .. } => "apply_placement",
             Command::Once { command, .. } => command.kind(),
+        }
+    }
+
+    /// The node a command speaks for, if only that node may propose it (`SetNodeLabels`,
+    /// also inside `Once`): the peer transport checks it against the relaying node's
+    /// certificate.
+    pub fn speaks_for_node(&self) -> Option<u64> {
+        match self {
+            Command::SetNodeLabels { node, .. } => Some(*node),
+            Command::Once { command, .. } => command.speaks_for_node(),
+            _ => None,
         }
     }
 }
@@ -734,6 +782,73 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             Ok(CommandOutput::Done)
         }
 
+        Command::CreateTenantIn {
+            tenant,
+            display_name,
+            residency,
+        } => {
+            residency
+                .check()
+                .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            let created = apply_cmd(
+                state,
+                ctx,
+                &Command::CreateTenant {
+                    tenant: tenant.clone(),
+                    display_name: display_name.clone(),
+                },
+            )?;
+            if *residency != crate::placement::Residency::any() {
+                state
+                    .placement
+                    .residency
+                    .insert(tenant.clone(), residency.clone());
+            }
+            Ok(created)
+        }
+
+        Command::SetTenantResidency { tenant, residency } => {
+            residency
+                .check()
+                .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            tenant_ref(state, tenant)?;
+            if state.placement.residency_of(tenant) == *residency {
+                return Ok(CommandOutput::Unchanged);
+            }
+            if *residency == crate::placement::Residency::any() {
+                state.placement.residency.remove(tenant);
+            } else {
+                state
+                    .placement
+                    .residency
+                    .insert(tenant.clone(), residency.clone());
+            }
+            Ok(CommandOutput::Done)
+        }
+
+        Command::SetNodeLabels { node, labels } => {
+            match state.placement.set_labels(*node, labels) {
+                Ok(true) => Ok(CommandOutput::Done),
+                Ok(false) => Ok(CommandOutput::Unchanged),
+                Err(e) => Err(ApplyError::Invalid(e.to_string())),
+            }
+        }
+
+        Command::ApplyPlacement { moves } => {
+            let mut next = state.placement.clone();
+            let stale = next
+                .apply_moves(moves)
+                .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            if stale.len() == moves.len() {
+                return Err(ApplyError::Conflict(format!(
+                    "every move is stale (the map changed since it was planned): {}",
+                    stale.join("; ")
+                )));
+            }
+            state.placement = next;
+            Ok(CommandOutput::Done)
+        }
+
         Command::CreateTenant {
             tenant,
             display_name,
@@ -772,6 +887,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                 )));
             }
             state.tenants.remove(tenant);
+            state.placement.residency.remove(tenant);
             state.jwt.oidc.remove(tenant);
             state.jwt.revoked.retain(|_, r| &r.tenant != tenant);
             let gone: Vec<TokenId> = state
@@ -1716,9 +1832,12 @@ pub fn required_permission(
         None => (Permission::SystemConfigure, RoleScope::Global),
     };
     Ok(match cmd {
-        Command::CreateTenant { .. } | Command::ImportTenant { .. } => {
-            (Permission::TenantsCreate, RoleScope::Global)
-        }
+        Command::CreateTenant { .. }
+        | Command::CreateTenantIn { .. }
+        | Command::ImportTenant { .. } => (Permission::TenantsCreate, RoleScope::Global),
+        // Where a tenant's data may live is cluster configuration (placement), not the
+        // tenant's own: a tenant admin cannot move its data out of a region.
+        Command::SetTenantResidency { .. } => (Permission::SystemConfigure, RoleScope::Global),
         Command::DeleteTenant { .. } => (Permission::TenantsDelete, RoleScope::Global),
         Command::CreateWorkspace { tenant, .. } => {
             (Permission::TenantWorkspacesConfigure, tenant_scope(tenant))
@@ -1818,6 +1937,8 @@ pub fn required_permission(
         | Command::AsAdmin { .. }
         | Command::Once { .. }
         | Command::RestoreState { .. }
+        | Command::SetNodeLabels { .. }
+        | Command::ApplyPlacement { .. }
         | Command::AppendAudit { .. } => {
             return Err(ApplyError::Invalid(format!(
                 "{} cannot be made as an admin command",
@@ -1830,9 +1951,16 @@ pub fn required_permission(
 /// The tenant an admin command concerns (its audit chain), and what it acts on.
 fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<String>) {
     match cmd {
-        Command::CreateTenant { tenant, .. } | Command::DeleteTenant { tenant } => {
+        Command::CreateTenant { tenant, .. }
+        | Command::CreateTenantIn { tenant, .. }
+        | Command::DeleteTenant { tenant } => {
             (None, None, Some(format!("tenant:{}", tenant.as_str())))
         }
+        Command::SetTenantResidency { tenant, .. } => (
+            Some(tenant.clone()),
+            None,
+            Some(format!("residency:{}", tenant.as_str())),
+        ),
         Command::ImportTenant { slice, .. } => (
             None,
             None,
@@ -1972,6 +2100,8 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         | Command::AsAdmin { .. }
         | Command::Once { .. }
         | Command::RestoreState { .. }
+        | Command::SetNodeLabels { .. }
+        | Command::ApplyPlacement { .. }
         | Command::AppendAudit { .. } => (None, None, None),
     }
 }

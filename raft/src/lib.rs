@@ -27,6 +27,7 @@ pub mod ids;
 pub mod jwt_keys;
 pub mod membership;
 pub mod network;
+pub mod placement;
 pub mod rbac;
 pub mod runtime;
 pub mod seal;

@@ -243,6 +243,9 @@ pub struct State {
     /// The separation-of-duties policy and its approval requests.
     #[serde(default)]
     pub(crate) approvals: ApprovalState,
+    /// Node labels, tenants' residency and the shard map (`placement.rs`).
+    #[serde(default)]
+    pub(crate) placement: crate::placement::PlacementState,
 }
 
 /// How many request results the state remembers; older ones are forgotten first. A retry
@@ -498,6 +501,11 @@ impl State {
     /// The separation-of-duties policy and its approval requests.
     pub fn approvals(&self) -> &ApprovalState {
         &self.approvals
+    }
+
+    /// Node labels, tenants' residency and the shard map.
+    pub fn placement(&self) -> &crate::placement::PlacementState {
+        &self.placement
     }
 
     /// Equal in everything but the audit trail (a refused admin command leaves only an
