@@ -22,6 +22,7 @@ use crate::cluster::Router;
 use crate::config::Config;
 use crate::freshness::Freshness;
 use crate::jwt::{JwtError, JwtSettings};
+use crate::metrics::NodeMetrics;
 use crate::oidc::{OidcCache, OidcSettings};
 
 pub struct App {
@@ -42,6 +43,8 @@ pub struct App {
     pub jwt: JwtSettings,
     /// Tenants' OpenID Connect providers' keys.
     pub oidc: OidcCache,
+    /// This node's counters for `/metrics`.
+    pub metrics: Arc<NodeMetrics>,
     ready: AtomicBool,
 }
 
@@ -72,6 +75,7 @@ impl App {
             clock.clone(),
         );
         Self {
+            metrics: Arc::new(NodeMetrics::default()),
             audit,
             freshness,
             jwt,

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use quire_actors::stats::Histogram;
 use quire_raft::audit::AuditEvent;
 use quire_raft::command::Command;
 
@@ -48,6 +49,39 @@ pub struct AuditStats {
     pub events: AtomicU64,
     /// Events that failed to commit.
     pub failed: AtomicU64,
+    timings: std::sync::Mutex<Timings>,
+}
+
+/// Batch sizes (committed batches) and commit latency (every batch).
+#[derive(Debug)]
+struct Timings {
+    batch_sizes: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            batch_sizes: Histogram::new(&crate::metrics::BATCH_SIZE_BUCKETS),
+            commit_seconds: Histogram::new(&crate::metrics::LATENCY_BUCKETS_SECONDS),
+        }
+    }
+}
+
+impl AuditStats {
+    fn batch_done(&self, events: u64, committed: bool, took: std::time::Duration) {
+        let mut t = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+        if committed {
+            t.batch_sizes.observe(events as f64);
+        }
+        t.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Copies of the batch-size and commit-latency histograms.
+    pub fn histograms(&self) -> (Histogram, Histogram) {
+        let t = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+        (t.batch_sizes.clone(), t.commit_seconds.clone())
+    }
 }
 
 /// The group-commit audit batcher of one node.
@@ -133,11 +167,13 @@ async fn run(
             let (events, waiters): (Vec<AuditEvent>, Vec<_>) =
                 batch.into_iter().map(|p| (p.event, p.done)).unzip();
             let n = events.len() as u64;
+            let started = tokio::time::Instant::now();
             let result = router
                 .write(Command::AppendAudit { events })
                 .await
                 .map(|_| ())
                 .map_err(|e| AuditError::NotCommitted(e.to_string()));
+            stats.batch_done(n, result.is_ok(), started.elapsed());
             match &result {
                 Ok(()) => {
                     stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! The HTTP front: `/mcp` (bearer-authenticated MCP over Streamable HTTP), `/healthz`
-//! (the process answers) and `/readyz` (the node can serve: a Raft leader is known and the
-//! data plane runs).
+//! (the process answers), `/readyz` (the node can serve: a Raft leader is known and the
+//! data plane runs) and `/metrics` (Prometheus text format; an admin token only with
+//! `metrics.require_token`).
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .route(auth::RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             "/.well-known/oauth-protected-resource",
@@ -33,7 +35,13 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(mcp_routes)
         .with_state(app.clone())
         .merge(crate::nodes_api::router(app.clone()))
-        .nest("/admin/v1", crate::admin::router(app))
+        .nest(
+            "/admin/v1",
+            crate::admin::router(app.clone()).layer(axum::middleware::from_fn_with_state(
+                app,
+                crate::metrics::count_admin,
+            )),
+        )
 }
 
 /// A session closed by `DELETE /mcp` answers 204 No Content (rmcp says 202, which clients

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod local_cluster;
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
 pub mod nodes_api;
 pub mod oidc;
 pub mod restore;

@@ -18,6 +18,9 @@ use quire_node::serve::{ServeOptions, serve};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text or json (overrides QUIRE_LOG_FORMAT and log.format).
+    #[arg(long, global = true, value_name = "text|json")]
+    log_format: Option<quire_node::config::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -269,7 +272,18 @@ fn main() -> ExitCode {
         };
         return ExitCode::from(run(file, &options));
     }
-    quire_node::logging::init();
+    let config_file = match &cli.command {
+        Command::Serve(args) => args.node.config.as_deref(),
+        Command::Init(args) | Command::Restore(RestoreArgs { node: args, .. }) => {
+            args.config.as_deref()
+        }
+        _ => None,
+    };
+    quire_node::logging::init(quire_node::logging::format_for(
+        cli.log_format,
+        std::env::var("QUIRE_LOG_FORMAT").ok(),
+        config_file,
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

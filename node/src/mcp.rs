@@ -15,6 +15,7 @@ use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use tracing::Instrument;
 
 use quire_actors::call::CallError;
 use quire_actors::notion::NotionRequest;
@@ -64,11 +65,18 @@ pub fn permission_for(spec: &ToolSpec) -> Permission {
 pub struct QuireMcp {
     app: Arc<App>,
     tools: Arc<Vec<ToolSpec>>,
+    /// Counts the session as open in `/metrics` until its handler is dropped.
+    _open: Arc<crate::metrics::SessionGuard>,
 }
 
 impl QuireMcp {
     pub fn new(app: Arc<App>, tools: Arc<Vec<ToolSpec>>) -> Self {
-        Self { app, tools }
+        let open = Arc::new(app.metrics.session_opened());
+        Self {
+            app,
+            tools,
+            _open: open,
+        }
     }
 }
 
@@ -483,17 +491,77 @@ impl ServerHandler for QuireMcp {
             .unwrap_or_else(|| format!("principal:{}/{}", caller.tenant_id, caller.principal_id));
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
         let name = request.name.to_string();
+        // Logs of the call carry who made it, where, and in which MCP session.
+        let span = tracing::info_span!(
+            "tool_call",
+            node = self.app.config.node.id,
+            tenant = %caller.tenant_id,
+            workspace = %caller.workspace_id,
+            principal = %caller.principal_id,
+            session = %session_id,
+            tool = %name,
+        );
+        let result = self
+            .call_tool_audited(&caller, session_id, name, arguments)
+            .instrument(span)
+            .await;
+        Ok(result.into())
+    }
+}
+
+impl QuireMcp {
+    /// Runs a tool call, commits its audit record, and counts it in the node's metrics.
+    async fn call_tool_audited(
+        &self,
+        caller: &Caller,
+        session_id: String,
+        name: String,
+        arguments: serde_json::Value,
+    ) -> CallToolResult {
+        let started = tokio::time::Instant::now();
+        let tool_label = if self.tools.iter().any(|t| t.name == name) {
+            name.as_str()
+        } else {
+            "unknown"
+        };
+        let result = self
+            .call_tool_inner(caller, session_id, &name, arguments)
+            .await;
+        let took = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code,
+        };
+        self.app.metrics.tool_call(tool_label, outcome, took);
+        tracing::info!(
+            outcome,
+            latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            "tool call"
+        );
+        match result {
+            Ok(output) => success_result(output),
+            Err(error) => error_result(&error),
+        }
+    }
+
+    async fn call_tool_inner(
+        &self,
+        caller: &Caller,
+        session_id: String,
+        name: &str,
+        arguments: serde_json::Value,
+    ) -> Result<ToolOutput, ToolError> {
         let resource = resource_of(&arguments);
         let started = tokio::time::Instant::now();
-        let outcome = self.run_tool(&caller, session_id, &name, arguments).await;
+        let outcome = self.run_tool(caller, session_id, name, arguments).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let denied = matches!(&outcome, Err(e) if e.code == "permission_denied" || e.code == "insufficient_scope" || e.code == "unknown_tool");
         if !denied {
             // Fail closed: the agent gets the result only once its audit record committed.
             let event = self.app.audit_event(
-                &caller,
+                caller,
                 "tool",
-                &name,
+                name,
                 resource,
                 match &outcome {
                     Ok(_) => "ok".to_owned(),
@@ -503,23 +571,18 @@ impl ServerHandler for QuireMcp {
             );
             if let Err(e) = self.app.audit.commit(event).await {
                 tracing::warn!(tool = %name, "tool call withheld: {e}");
-                return Ok(error_result(&ToolError {
+                return Err(ToolError {
                     code: "audit_unavailable",
                     message: format!(
                         "the call's audit record could not be committed, so its result is withheld: {e}"
                     ),
                     retry_after_seconds: Some(1),
-                })
-                .into());
+                });
             }
         }
-        let result = match outcome {
-            Ok(output) => success_result(output),
-            Err(error) => {
-                tracing::debug!(tool = %name, code = error.code, "tool call failed: {}", error.message);
-                error_result(&error)
-            }
-        };
-        Ok(result.into())
+        if let Err(error) = &outcome {
+            tracing::debug!(tool = %name, code = error.code, "tool call failed: {}", error.message);
+        }
+        outcome
     }
 }
