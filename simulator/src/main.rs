@@ -40,9 +40,10 @@ enum Cmd {
         /// Turn on a planted bug (see `quire-sim bugs`).
         #[arg(long)]
         bug: Option<Bug>,
-        /// Add membership changes to the faults (remove a node, join it back).
+        /// Leave membership changes (remove a node, join it back) out of the faults; they
+        /// are in by default.
         #[arg(long)]
-        membership: bool,
+        no_membership: bool,
     },
     /// Run seeds A..B (B excluded; A..=B includes it), one child process per seed, J at a
     /// time. Exits non-zero if any seed failed and lists their replay commands.
@@ -65,9 +66,10 @@ enum Cmd {
         /// Start no more seeds once one has failed (those running finish).
         #[arg(long)]
         fail_fast: bool,
-        /// Add membership changes to the faults (remove a node, join it back).
+        /// Leave membership changes (remove a node, join it back) out of the faults; they
+        /// are in by default.
         #[arg(long)]
-        membership: bool,
+        no_membership: bool,
     },
     /// List the planted bugs.
     Bugs,
@@ -94,14 +96,14 @@ fn main() -> ExitCode {
             trace,
             check_determinism,
             bug,
-            membership,
+            no_membership,
         } => run_one(
             RunOptions {
                 seed,
                 nodes,
                 duration_s: duration,
                 bug,
-                membership,
+                membership: !no_membership,
             },
             trace,
             check_determinism,
@@ -113,8 +115,16 @@ fn main() -> ExitCode {
             duration,
             bug,
             fail_fast,
-            membership,
-        } => sweep(&seeds, jobs, nodes, duration, bug, fail_fast, membership),
+            no_membership,
+        } => sweep(
+            &seeds,
+            jobs,
+            nodes,
+            duration,
+            bug,
+            fail_fast,
+            !no_membership,
+        ),
         Cmd::Bugs => {
             for bug in Bug::ALL {
                 let status = if bug.is_available() {
@@ -167,9 +177,9 @@ fn run_one(
         options.duration_s,
         options.bug.map(|b| format!(" bug {b}")).unwrap_or_default(),
         if options.membership {
-            " membership changes"
-        } else {
             ""
+        } else {
+            " no membership changes"
         }
     );
     println!(
@@ -292,8 +302,8 @@ fn run_args(options: &RunOptions) -> Vec<String> {
         args.push("--bug".into());
         args.push(bug.name().into());
     }
-    if options.membership {
-        args.push("--membership".into());
+    if !options.membership {
+        args.push("--no-membership".into());
     }
     args
 }

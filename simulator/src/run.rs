@@ -61,8 +61,7 @@ pub struct RunOptions {
     /// A planted bug to turn on.
     pub bug: Option<Bug>,
     /// Add membership changes to the faults (an operator removes a node and joins it back);
-    /// off by default until `ControlPlane::join` handles a removal still in flight (see the
-    /// README's findings).
+    /// on unless `--no-membership`.
     pub membership: bool,
 }
 
@@ -93,8 +92,8 @@ impl RunOptions {
         if let Some(bug) = self.bug {
             cmd.push_str(&format!(" --bug {bug}"));
         }
-        if self.membership {
-            cmd.push_str(" --membership");
+        if !self.membership {
+            cmd.push_str(" --no-membership");
         }
         cmd
     }

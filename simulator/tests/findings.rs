@@ -32,14 +32,14 @@ fn reads_after_a_leader_restarts_as_leader_see_acknowledged_writes() {
     }
 }
 
-/// With membership changes (`--membership`), an operator removes a node and a power loss
+/// With membership changes (on by default), an operator removes a node and a power loss
 /// interrupts the change after its joint configuration ([{1,2,3},{2,3}]) is in the log.
 /// `ControlPlane::join` of the removed node answered Ok at once (it counted the node a voter
 /// of the joint configuration), and when the configuration settled the node was out: it
 /// campaigned alone forever and the cluster never converged (`convergence-after-heal`; seed 86
 /// of a release build, about 1 seed in 100). Fixed in `quire_raft::membership`: `join` treats
 /// a node as joined only if it is a voter of the configuration the group is heading to. The
-/// release seed replays with `quire-sim run --seed 86 --duration 30 --membership`; here a few
+/// release seed replays with `quire-sim run --seed 86 --duration 30`; here a few
 /// debug seeds exercise removals and joins, and `QUIRE_SIM_LONG=1` sweeps 100.
 #[test]
 fn a_node_removed_and_joined_again_is_back_in_the_group() {
@@ -51,7 +51,6 @@ fn a_node_removed_and_joined_again_is_back_in_the_group() {
         "2",
         "--duration",
         "20",
-        "--membership",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     if std::env::var_os("QUIRE_SIM_LONG").is_some() {
@@ -63,7 +62,6 @@ fn a_node_removed_and_joined_again_is_back_in_the_group() {
             "2",
             "--duration",
             "30",
-            "--membership",
         ]);
         assert!(out.status.success(), "{}", describe(&out));
     }
