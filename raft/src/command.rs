@@ -326,6 +326,29 @@ pub enum Command {
         /// The tenant.
         tenant: TenantId,
     },
+    // ---- MCP sessions (`sessions.rs`) ----
+    /// Stores an MCP session bound to its principal, or refreshes one bound to the same
+    /// principal; forgets expired sessions first (bounded). Proposed by the node that opened
+    /// or served the session, not an admin command.
+    PutMcpSession {
+        /// The session.
+        session: crate::sessions::McpSession,
+        /// When (stamped by the proposer); expiry is decided against it.
+        at_ms: u64,
+        /// The proposer's limits on the table.
+        limits: crate::sessions::SessionLimits,
+    },
+    /// Forgets an MCP session (only for the principal it is bound to).
+    DeleteMcpSession {
+        /// The session id.
+        id: String,
+        /// The tenant of the principal asking.
+        tenant: TenantId,
+        /// The principal asking.
+        principal: String,
+        /// When (stamped by the proposer).
+        at_ms: u64,
+    },
     // ---- delegation and separation of duties (`delegation.rs`, `approvals.rs`) ----
     /// Lends a permission or a role the admin token's principal holds to another principal
     /// (only as an admin command). Temporary with `expires_at_ms`, permanent without.
@@ -483,6 +506,8 @@ impl Command {
             Command::RevokeJwt { .. } => "revoke_jwt",
             Command::SetOidcProvider { .. } => "set_oidc_provider",
             Command::RemoveOidcProvider { .. } => "remove_oidc_provider",
+            Command::PutMcpSession { .. } => "put_mcp_session",
+            Command::DeleteMcpSession { .. } => "delete_mcp_session",
             Command::Delegate { .. } => "delegate",
             Command::ApproveDelegation { .. } => "approve_delegation",
             Command::RevokeDelegation { .. } => "revoke_delegation",
@@ -902,6 +927,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                 }
             }
             state.templates.remove_tenant(tenant);
+            state.mcp_sessions.remove_tenant(tenant);
             // Its principals' roles and restrictions go with it, and so do roles and
             // restrictions that global principals held inside it; admin tokens of its
             // principals are revoked. Its audit chain stays.
@@ -1697,6 +1723,19 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             Ok(CommandOutput::Done)
         }
 
+        Command::PutMcpSession {
+            session,
+            at_ms,
+            limits,
+        } => crate::sessions::put(state, session, *at_ms, limits),
+
+        Command::DeleteMcpSession {
+            id,
+            tenant,
+            principal,
+            at_ms,
+        } => crate::sessions::delete(state, id, tenant, principal, *at_ms),
+
         Command::SetSodPolicy { policy } => {
             crate::approvals::check_policy(state, policy)?;
             if &state.approvals.policy == policy {
@@ -1939,6 +1978,8 @@ pub fn required_permission(
         | Command::RestoreState { .. }
         | Command::SetNodeLabels { .. }
         | Command::ApplyPlacement { .. }
+        | Command::PutMcpSession { .. }
+        | Command::DeleteMcpSession { .. }
         | Command::AppendAudit { .. } => {
             return Err(ApplyError::Invalid(format!(
                 "{} cannot be made as an admin command",
@@ -2102,6 +2143,8 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         | Command::RestoreState { .. }
         | Command::SetNodeLabels { .. }
         | Command::ApplyPlacement { .. }
+        | Command::PutMcpSession { .. }
+        | Command::DeleteMcpSession { .. }
         | Command::AppendAudit { .. } => (None, None, None),
     }
 }

@@ -31,6 +31,7 @@ pub mod placement;
 pub mod rbac;
 pub mod runtime;
 pub mod seal;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod templates;

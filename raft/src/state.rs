@@ -237,6 +237,9 @@ pub struct State {
     /// JWT signing keys, revoked token ids, OpenID Connect providers.
     #[serde(default)]
     pub(crate) jwt: JwtState,
+    /// MCP sessions, so a session continues on any node (see `sessions.rs`).
+    #[serde(default)]
+    pub(crate) mcp_sessions: crate::sessions::SessionTable,
     /// Delegations of permissions and roles.
     #[serde(default)]
     pub(crate) delegations: DelegationState,
@@ -491,6 +494,11 @@ impl State {
     /// JWT signing keys, revoked token ids and OpenID Connect providers.
     pub fn jwt(&self) -> &JwtState {
         &self.jwt
+    }
+
+    /// The MCP session table.
+    pub fn mcp_sessions(&self) -> &crate::sessions::SessionTable {
+        &self.mcp_sessions
     }
 
     /// Delegations of permissions and roles.
