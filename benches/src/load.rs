@@ -1,4 +1,4 @@
-//! The closed-loop load generator: N writers, each running its own [`Worker`] one operation
+//! The load generators. Closed loop ([`run_closed_loop`]): N writers, each running its own [`Worker`] one operation
 //! after another (the next starts when the previous one finished), for a warm-up and then a
 //! measured window. Every operation that completes inside the measured window counts: its
 //! latency goes into an HDR histogram (microseconds) and it counts as done or failed.
@@ -6,6 +6,14 @@
 //! Operations still in flight when the window closes are abandoned (their futures dropped)
 //! and not counted, so a run takes warm-up + duration and no longer. Scenarios (Raft commits,
 //! MCP calls, ...) only supply the workers.
+//!
+//! Open loop ([`run_open_loop`]): requests start on a fixed schedule (request `i` at
+//! `i / rate` seconds) whatever the answers do, each on an idle worker of a pool whose size
+//! caps the requests outstanding. A request's latency runs from its *intended* start, so
+//! time spent queued behind slow answers (or behind a late scheduler) is counted, not hidden
+//! (no coordinated omission). A request due when every worker is busy is not sent and
+//! counts as dropped. Requests due inside the measured window are counted, including those
+//! answered after it closes (the run waits for them up to the operation timeout).
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,6 +79,8 @@ pub enum LoadError {
     Warmup(Duration),
     #[error("the operation timeout must be between 1 ms and {MAX_WINDOW:?}, not {0:?}")]
     OpTimeout(Duration),
+    #[error("an open-loop rate must be above 0 and at most {MAX_RATE} requests/s, not {0}")]
+    Rate(String),
     #[error("a writer task failed: {0}")]
     Task(String),
 }
@@ -124,6 +134,7 @@ pub struct Percentiles {
     pub p50: u64,
     pub p95: u64,
     pub p99: u64,
+    pub p999: u64,
     pub max: u64,
     pub mean: u64,
 }
@@ -137,6 +148,7 @@ impl Percentiles {
             p50: h.value_at_quantile(0.50),
             p95: h.value_at_quantile(0.95),
             p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: h.mean().round() as u64,
         }
@@ -297,6 +309,198 @@ pub async fn run_closed_loop<W: Worker>(
     })
 }
 
+/// Highest open-loop arrival rate, requests per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// An open-loop run: how fast, how long, and how many requests may be outstanding (the
+/// number of workers passed to [`run_open_loop`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenLoopSpec {
+    /// Requests started per second.
+    pub rate: f64,
+    /// Requests due before this has passed are not counted.
+    pub warmup: Duration,
+    /// The measured window: requests due inside it are counted.
+    pub duration: Duration,
+    /// One request taking longer than this (from its intended start) counts as an error.
+    pub op_timeout: Duration,
+}
+
+impl OpenLoopSpec {
+    pub fn validate(&self) -> Result<(), LoadError> {
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= MAX_RATE) {
+            return Err(LoadError::Rate(self.rate.to_string()));
+        }
+        LoadSpec {
+            warmup: self.warmup,
+            duration: self.duration,
+            op_timeout: self.op_timeout,
+        }
+        .validate()
+    }
+}
+
+/// What one open-loop run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopResult {
+    /// The arrival rate asked for, requests per second.
+    pub target_rate: f64,
+    /// Most requests outstanding at once (the worker pool).
+    pub max_outstanding: usize,
+    /// Length of the measured window, in seconds.
+    pub measured_secs: f64,
+    /// Requests due inside the window (sent or dropped).
+    pub scheduled: u64,
+    /// Requests due inside the window that succeeded.
+    pub ok: u64,
+    /// Requests due inside the window that failed or timed out.
+    pub errors: u64,
+    /// Requests due inside the window that were not sent: every worker was busy.
+    pub dropped: u64,
+    /// `ok` per second of the measured window.
+    pub ok_per_sec: f64,
+    /// Latency of successful requests from their intended start, in microseconds: waiting
+    /// for a late scheduler counts.
+    pub latency_us: Percentiles,
+    /// Latency of successful requests from when they were actually sent: what a
+    /// closed-loop client would have reported.
+    pub service_latency_us: Percentiles,
+    pub error_samples: Vec<String>,
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
+}
+
+/// One open-loop request's outcome: counted (due inside the window), its result, its
+/// latency from the intended start and from when it was sent.
+type Sent = (bool, Result<(), String>, Duration, Duration);
+
+struct OpenTally {
+    histogram: Histogram<u64>,
+    service: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+impl OpenTally {
+    fn new() -> Self {
+        OpenTally {
+            histogram: new_histogram(),
+            service: new_histogram(),
+            ok: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, joined: Result<Sent, tokio::task::JoinError>) -> Result<(), LoadError> {
+        let (counted, outcome, total, served) =
+            joined.map_err(|e| LoadError::Task(e.to_string()))?;
+        if counted {
+            match outcome {
+                Ok(()) => {
+                    self.ok += 1;
+                    self.histogram.saturating_record(micros(total));
+                    self.service.saturating_record(micros(served));
+                }
+                Err(message) => {
+                    self.errors += 1;
+                    keep_sample(&mut self.error_samples, message);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `spec.rate` requests per second on a pool of `workers` (at most that many
+/// outstanding), for `spec.warmup + spec.duration`, then waits (at most `spec.op_timeout`)
+/// for the requests still outstanding.
+pub async fn run_open_loop<W: Worker>(
+    spec: &OpenLoopSpec,
+    workers: Vec<W>,
+) -> Result<OpenLoopResult, LoadError> {
+    spec.validate()?;
+    let pool = workers.len();
+    if pool == 0 || pool > MAX_WRITERS {
+        return Err(LoadError::Writers(pool));
+    }
+    let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<W>();
+    for w in workers {
+        // The receiver lives until the end of this function.
+        let _ = idle_tx.send(w);
+    }
+    let interval = Duration::from_secs_f64(1.0 / spec.rate);
+    let start = Instant::now();
+    let measure_from = start + spec.warmup;
+    let end = measure_from + spec.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tally = OpenTally::new();
+    let (mut scheduled, mut dropped) = (0u64, 0u64);
+    let mut i: u32 = 0;
+    loop {
+        // Multiplying (not adding intervals) keeps the schedule free of drift.
+        let due = start + interval.saturating_mul(i);
+        if due >= end || i == u32::MAX {
+            break;
+        }
+        i += 1;
+        tokio::time::sleep_until(due).await;
+        let counted = due >= measure_from;
+        if counted {
+            scheduled += 1;
+        }
+        // Collect finished requests so the set does not grow with the run.
+        while let Some(joined) = tasks.try_join_next() {
+            tally.record(joined)?;
+        }
+        let Ok(mut worker) = idle_rx.try_recv() else {
+            if counted {
+                dropped += 1;
+            }
+            continue;
+        };
+        let idle_tx = idle_tx.clone();
+        let op_timeout = spec.op_timeout;
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let outcome = tokio::time::timeout_at(due + op_timeout, worker.call()).await;
+            let finished = Instant::now();
+            let _ = worker.take_detail();
+            // Back to the pool; a failed send means the run is over.
+            let _ = idle_tx.send(worker);
+            let outcome = match outcome {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {op_timeout:?}")),
+            };
+            (
+                counted,
+                outcome,
+                finished.duration_since(due),
+                finished.duration_since(sent),
+            )
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        tally.record(joined)?;
+    }
+    let measured_secs = spec.duration.as_secs_f64();
+    Ok(OpenLoopResult {
+        target_rate: spec.rate,
+        max_outstanding: pool,
+        measured_secs,
+        scheduled,
+        ok: tally.ok,
+        errors: tally.errors,
+        dropped,
+        ok_per_sec: tally.ok as f64 / measured_secs,
+        latency_us: Percentiles::of(&tally.histogram),
+        service_latency_us: Percentiles::of(&tally.service),
+        error_samples: tally.error_samples,
+        histogram: tally.histogram,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +644,135 @@ mod tests {
             samples
                 .iter()
                 .all(|s| s.chars().count() <= MAX_ERROR_CHARS + 3)
+        );
+    }
+
+    fn open(rate: f64, warmup_ms: u64, duration_ms: u64) -> OpenLoopSpec {
+        OpenLoopSpec {
+            rate,
+            warmup: Duration::from_millis(warmup_ms),
+            duration: Duration::from_millis(duration_ms),
+            op_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_keeps_its_schedule_and_counts_the_window() {
+        // 100/s for 100 ms of warm-up and 1 s: requests due at 100, 110, ..., 1090 ms count.
+        let r = run_open_loop(&open(100.0, 100, 1000), sleepers(4, 10, 0))
+            .await
+            .unwrap();
+        assert_eq!(r.scheduled, 100);
+        assert_eq!((r.ok, r.errors, r.dropped), (100, 0, 0));
+        assert!((r.ok_per_sec - 100.0).abs() < 1e-9, "{}", r.ok_per_sec);
+        assert!(
+            (9_990..=10_010).contains(&r.latency_us.p50)
+                && (9_990..=10_010).contains(&r.latency_us.p999),
+            "{:?}",
+            r.latency_us
+        );
+        assert_eq!(r.histogram.len(), 100);
+    }
+
+    /// A server that answers one request at a time, each in 20 ms.
+    struct Serial {
+        server: std::sync::Arc<tokio::sync::Mutex<()>>,
+    }
+
+    impl Worker for Serial {
+        fn call(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+            let server = self.server.clone();
+            async move {
+                let _busy = server.lock().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn serial(n: usize) -> Vec<Serial> {
+        let server = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        (0..n)
+            .map(|_| Serial {
+                server: server.clone(),
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_latency_includes_the_queue_a_closed_loop_hides() {
+        // Closed loop, one writer: the server looks like 20 ms per call.
+        let closed = run_closed_loop(&spec(0, 200), serial(1)).await.unwrap();
+        assert!(
+            (19_980..=20_020).contains(&closed.latency_us.p999),
+            "{:?}",
+            closed.latency_us
+        );
+        // Open loop at 100/s against 50/s of capacity: request k (due at 10k ms) is
+        // answered at 20(k+1) ms, so latencies grow 20, 30, ..., 210 ms.
+        let r = run_open_loop(&open(100.0, 0, 200), serial(16))
+            .await
+            .unwrap();
+        assert_eq!((r.scheduled, r.ok, r.dropped), (20, 20, 0));
+        let h = &r.histogram;
+        assert!((19_980..=20_020).contains(&h.min()), "{}", h.min());
+        assert!((209_000..=211_000).contains(&h.max()), "{}", h.max());
+        assert!(
+            (109_000..=121_000).contains(&r.latency_us.p50),
+            "{:?}",
+            r.latency_us
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_pool_drops_requests_and_the_run_waits_for_the_last_answers() {
+        // Two workers, 35 ms per request, one due every 10 ms: due at 0 and 10 are sent,
+        // 20 and 30 find both busy, 40 and 50 are sent, 60 and 70 dropped, 80 and 90 sent.
+        let started = Instant::now();
+        let r = run_open_loop(&open(100.0, 0, 100), sleepers(2, 35, 0))
+            .await
+            .unwrap();
+        assert_eq!((r.scheduled, r.ok, r.errors, r.dropped), (10, 6, 0, 4));
+        assert_eq!(r.max_outstanding, 2);
+        // The request due at 90 ms answered at 125 ms.
+        assert_eq!(Instant::now() - started, Duration::from_millis(125));
+        assert!(
+            (34_900..=35_100).contains(&r.latency_us.max),
+            "{:?}",
+            r.latency_us
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_timeouts_are_errors_counted_from_the_intended_start() {
+        let mut s = open(10.0, 0, 1000);
+        s.op_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let r = run_open_loop(&s, sleepers(100, 10_000, 0)).await.unwrap();
+        // Due at 0, 100, ..., 900 ms; the last gives up at 1200 ms.
+        assert_eq!(Instant::now() - started, Duration::from_millis(1200));
+        assert_eq!((r.scheduled, r.ok, r.errors, r.dropped), (10, 0, 10, 0));
+        assert!(r.error_samples[0].contains("no answer within 300ms"));
+        // Failures are counted too.
+        let r = run_open_loop(&open(100.0, 0, 100), sleepers(1, 1, 2))
+            .await
+            .unwrap();
+        assert_eq!((r.ok, r.errors), (5, 5));
+    }
+
+    #[tokio::test]
+    async fn bad_open_loop_specs_are_refused() {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, MAX_RATE * 2.0] {
+            assert!(matches!(
+                run_open_loop(&open(rate, 0, 10), sleepers(1, 1, 0)).await,
+                Err(LoadError::Rate(_))
+            ));
+        }
+        assert_eq!(
+            run_open_loop(&open(10.0, 0, 10), Vec::<Sleeper>::new())
+                .await
+                .unwrap_err(),
+            LoadError::Writers(0)
         );
     }
 }

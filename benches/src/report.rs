@@ -10,27 +10,32 @@ pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
+/// Columns of the load tables.
+const COLUMNS: usize = 9;
+
 /// The column titles; `ops` names what one operation is ("writes", "calls").
-fn titles(ops: &str) -> [String; 8] {
+fn titles(ops: &str) -> [String; COLUMNS] {
     [
         "writers".to_owned(),
         format!("{ops}/s"),
         "p50 ms".to_owned(),
         "p95 ms".to_owned(),
         "p99 ms".to_owned(),
+        "p99.9 ms".to_owned(),
         "max ms".to_owned(),
         "retries".to_owned(),
         "errors".to_owned(),
     ]
 }
 
-fn cells(r: &LoadResult) -> [String; 8] {
+fn cells(r: &LoadResult) -> [String; COLUMNS] {
     [
         r.writers.to_string(),
         format!("{:.1}", r.ok_per_sec),
         ms(r.latency_us.p50),
         ms(r.latency_us.p95),
         ms(r.latency_us.p99),
+        ms(r.latency_us.p999),
         ms(r.latency_us.max),
         r.retries.to_string(),
         r.errors.to_string(),
@@ -40,8 +45,8 @@ fn cells(r: &LoadResult) -> [String; 8] {
 /// A right-aligned plain-text table, one row per result.
 pub fn text_table(ops: &str, results: &[&LoadResult]) -> String {
     let titles = titles(ops);
-    let rows: Vec<[String; 8]> = results.iter().map(|r| cells(r)).collect();
-    let widths: Vec<usize> = (0..8)
+    let rows: Vec<[String; COLUMNS]> = results.iter().map(|r| cells(r)).collect();
+    let widths: Vec<usize> = (0..COLUMNS)
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].len())
@@ -66,7 +71,7 @@ pub fn text_table(ops: &str, results: &[&LoadResult]) -> String {
 pub fn markdown_table(ops: &str, results: &[&LoadResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", titles(ops).join(" | "));
-    let _ = writeln!(out, "|{}", "---:|".repeat(8));
+    let _ = writeln!(out, "|{}", "---:|".repeat(COLUMNS));
     for r in results {
         let _ = writeln!(out, "| {} |", cells(r).join(" | "));
     }
@@ -161,8 +166,11 @@ mod tests {
         let row: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(row[0], "16");
         assert_eq!(row[1], "1600.0");
-        assert_eq!(row[6], "0");
         assert_eq!(row[7], "0");
+        assert_eq!(row[8], "0");
+        assert!(lines[0].contains("p99.9 ms"));
+        // p99.9 of 10 ms operations (the histogram keeps 3 significant figures).
+        assert!(row[5] == "10.00" || row[5] == "10.01", "{}", row[5]);
         // All rows line up.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
 
