@@ -129,7 +129,7 @@ async fn admin_ok(
 }
 
 /// An integration with the largest budget, a workspace on it, an agent and its token.
-async fn provision(cluster: &LocalCluster) -> Result<String, BenchError> {
+pub async fn provision(cluster: &LocalCluster) -> Result<String, BenchError> {
     admin_ok(
         cluster,
         Method::POST,

@@ -1,15 +1,19 @@
-//! Quire's benchmarks. This crate owns the closed-loop load generator (`load`: N writers,
-//! warm-up, measured window, HDR latency histograms), the description of the machine a run
+//! Quire's benchmarks. This crate owns the load generator (`load`: closed loop with N
+//! writers, or open loop at a fixed arrival rate; warm-up, measured window, HDR latency
+//! histograms), the description of the machine a run
 //! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
 //! scenarios that drive a cluster of real `quire` processes started by
-//! `quire_node::local_cluster` (`raft_commit`, `audit_commit`), and a small MCP client
-//! (`mcp_client`). It must not know Quire's internals: it talks
+//! `quire_node::local_cluster` (`raft_commit`, `audit_commit`), the side-by-side with Notion's own MCP server
+//! (`side_by_side`), a small MCP client (`mcp_client`) and the report's SVG chart (`chart`). It must not know Quire's internals: it talks
 //! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
 //! agent would, so that what it measures is what they see.
 
 pub mod audit_commit;
+pub mod chart;
 pub mod load;
 pub mod machine;
 pub mod mcp_client;
 pub mod raft_commit;
 pub mod report;
+pub mod report_cmd;
+pub mod side_by_side;
