@@ -36,6 +36,7 @@ pub mod state;
 pub mod store;
 pub mod templates;
 pub mod types;
+pub mod usage;
 
 pub use command::{ApplyError, Command, CommandOutput, apply, apply_at};
 pub use control::{
