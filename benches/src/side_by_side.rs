@@ -442,15 +442,16 @@ pub fn install_notion_server(
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .is_some_and(|v| v["version"] == NOTION_VERSION);
-    if installed && cli.is_file() {
-        return Ok(cli);
-    }
-    if !command_exists("node") || !command_exists("npm") {
+    let ready = installed && cli.is_file();
+    if !command_exists("node") || !(ready || command_exists("npm")) {
         return Err(BenchError::Preflight(
             "Notion's MCP server needs Node.js and npm (Debian: `apt-get install nodejs npm`), \
              or leave it out with --sides quire1,quire3"
                 .to_owned(),
         ));
+    }
+    if ready {
+        return Ok(cli);
     }
     std::fs::create_dir_all(npm_dir).map_err(|source| BenchError::WorkDir {
         dir: npm_dir.to_owned(),

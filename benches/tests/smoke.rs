@@ -149,3 +149,150 @@ fn audit_commit_reports_audited_calls_on_both_sides() {
     assert!(stdout.contains("group commit: at 2 clients"), "{stdout}");
     assert!(stdout.contains("command: "), "{stdout}");
 }
+
+/// Why the side-by-side smoke test cannot run here, if it cannot.
+fn notion_server_missing() -> Option<&'static str> {
+    let runs = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !runs("node") {
+        return Some("node is not installed");
+    }
+    // The test installs the server with npm unless a previous run did.
+    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-cache/npm/node_modules/@notionhq/notion-mcp-server/bin/cli.mjs")
+        .is_file();
+    if !installed && !(runs("npm") && runs("npx")) {
+        return Some("npm / npx are not installed");
+    }
+    None
+}
+
+#[test]
+fn mcp_side_by_side_measures_every_side() {
+    if let Some(reason) = notion_server_missing() {
+        eprintln!("skipped: Notion's MCP server cannot run here: {reason}");
+        return;
+    }
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_path = out_dir.path().join("mcp.json");
+    let svg_path = out_dir.path().join("latency.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(["mcp-side-by-side", "--clients", "2", "--ops", "page,search"])
+        .args(["--duration-secs", "1", "--warmup-secs", "0"])
+        .args(["--open-rates", "10", "--open-max-outstanding", "4"])
+        .arg("--npm-dir")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-cache/npm"))
+        .arg("--quire-bin")
+        .arg(&quire)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--svg")
+        .arg(&svg_path)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
+        .expect("the JSON report parses");
+    assert_eq!(report["benchmark"], "mcp-side-by-side");
+    let closed = report["closed"].as_array().expect("closed rows");
+    // 3 sides x 2 operations x 1 level, each with answered calls and no error.
+    assert_eq!(closed.len(), 6, "{report}");
+    for row in closed {
+        assert!(row["ok"].as_u64().unwrap() > 0, "{row}\nstderr:\n{stderr}");
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["latency_us"]["p999"].as_u64().unwrap() > 0, "{row}");
+    }
+    let tools: Vec<&str> = closed.iter().map(|r| r["tool"].as_str().unwrap()).collect();
+    for tool in [
+        "notion-fetch",
+        "notion-search",
+        "API-retrieve-a-page",
+        "API-post-search",
+    ] {
+        assert!(tools.contains(&tool), "{tools:?}");
+    }
+    // The open loop ran on every side at its rate.
+    let open = report["open"].as_array().expect("open rows");
+    assert_eq!(open.len(), 3, "{report}");
+    for row in open {
+        assert_eq!(row["target_rate"], 10.0);
+        assert!(row["scheduled"].as_u64().unwrap() >= 9, "{row}");
+        assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
+    }
+    // Every side's server processes were measured.
+    for side in report["sides"].as_array().unwrap() {
+        assert!(side["peak_rss_kib"].as_u64().unwrap() > 1024, "{side}");
+    }
+    assert_eq!(report["sides"][1]["pids"].as_array().unwrap().len(), 3);
+    assert!(stdout.contains("quire-1-node / notion-mcp-server, retrieve a page at 2 clients"));
+    assert!(stdout.contains("| retrieve a page | `notion-fetch` | `API-retrieve-a-page` |"));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
+}
+
+#[test]
+fn mcp_side_by_side_runs_quire_alone_and_names_what_notion_needs() {
+    // Only the Quire sides: no Node.js needed, and the command still works.
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(["mcp-side-by-side", "--sides", "quire1", "--clients", "1"])
+        .args([
+            "--ops",
+            "query",
+            "--duration-secs",
+            "1",
+            "--warmup-secs",
+            "0",
+        ])
+        .arg("--quire-bin")
+        .arg(&quire)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("| query a data source | quire-1-node | 1 |"),
+        "{stdout}"
+    );
+    // Without Notion's side there is no ratio to print.
+    assert!(!stdout.contains("/ notion-mcp-server"), "{stdout}");
+
+    // Asked for Notion's side where there is no Node.js: a clear error before anything starts.
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args([
+            "mcp-side-by-side",
+            "--sides",
+            "notion",
+            "--duration-secs",
+            "1",
+        ])
+        .arg("--npm-dir")
+        .arg(out_dir.path().join("npm"))
+        .arg("--quire-bin")
+        .arg(&quire)
+        .env("PATH", "")
+        .output()
+        .expect("quire-bench runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("apt-get install nodejs npm"), "{stderr}");
+}
