@@ -175,6 +175,34 @@ fn install_sh_is_valid_bash_and_passes_shellcheck_where_available() {
     }
 }
 
+#[test]
+fn rolling_restart_sh_is_valid_bash_and_passes_shellcheck_where_available() {
+    let script = deploy().join("rolling-restart.sh");
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without hosts it names the problem and changes nothing.
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name the cluster's hosts"));
+    if let Ok(out) = Command::new("shellcheck").arg(&script).output() {
+        assert!(
+            out.status.success(),
+            "shellcheck: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        eprintln!("shellcheck is not installed here");
+    }
+}
+
 /// A node's inputs: a config naming /etc/quire files (HTTPS on its address), its TLS dir and
 /// a master key.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

@@ -25,6 +25,7 @@ mod keys;
 mod rbac;
 mod routes;
 mod templates;
+mod usage;
 
 use std::sync::Arc;
 

@@ -111,6 +111,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .merge(super::delegations::routes())
         .merge(super::templates::routes())
         .merge(super::backup::routes())
+        .merge(super::usage::routes())
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -10,6 +10,7 @@ mod backup;
 mod jwt;
 mod table;
 mod templates;
+mod usage;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,9 @@ pub enum CtlCommand {
     /// Write a consistent backup of the whole control plane (secrets stay sealed) to a file;
     /// `quire restore --from FILE` starts a new cluster from it.
     Backup(backup::BackupArgs),
+    /// Tool calls, errors, refusals and latency percentiles per tenant, workspace or
+    /// principal over a period, from the audit trail.
+    Usage(usage::UsageArgs),
 }
 
 /// `quire ctl nodes ...`
@@ -610,6 +614,7 @@ pub async fn run_to(
     let json_out = args.json;
     let (value, view) = match args.command {
         CtlCommand::Backup(b) => return backup::backup(&client, &b, json_out, out).await,
+        CtlCommand::Usage(u) => return usage::usage(&client, &u, json_out, out).await,
         CtlCommand::Tenants {
             command: TenantsCommand::Export { id, out: file },
         } => return backup::export(&client, &id, file.as_deref(), out).await,
@@ -1321,6 +1326,7 @@ async fn execute(
         CtlCommand::Delegations { command } => approvals::delegations(c, command).await?,
         CtlCommand::Templates { command } => templates::templates(c, command).await?,
         CtlCommand::Backup(_) => bail!("backup is run by run_to"),
+        CtlCommand::Usage(_) => bail!("usage is run by run_to"),
         CtlCommand::Audit { command } => match command {
             AuditCommand::Query {
                 tenant,
