@@ -558,7 +558,8 @@ impl Config {
             problems.push("mcp.session_idle_timeout_secs must be at least 1".to_owned());
         }
         if self.mcp.session_idle_timeout_secs > 7 * 24 * 3600 {
-            problems.push("mcp.session_idle_timeout_secs must be at most 604800 (a week)".to_owned());
+            problems
+                .push("mcp.session_idle_timeout_secs must be at most 604800 (a week)".to_owned());
         }
         if self.mcp.max_sessions_per_tenant == 0
             || self.mcp.max_sessions_per_tenant > self.mcp.max_sessions

@@ -28,3 +28,4 @@ pub mod restore;
 pub mod sandbox;
 pub mod serve;
 pub mod tools;
+pub mod sessions;

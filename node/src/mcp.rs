@@ -80,23 +80,37 @@ impl QuireMcp {
     }
 }
 
-/// Builds the Streamable HTTP service mounted at `/mcp`.
-pub fn service(app: Arc<App>) -> StreamableHttpService<QuireMcp, LocalSessionManager> {
+/// Builds the Streamable HTTP service mounted at `/mcp`: rmcp's sessions in this node's
+/// memory over the cluster's replicated session table (`sessions.rs`), so a session opened on
+/// one node continues on any other, and each request naming a session is checked against
+/// the principal it is bound to.
+pub fn service(app: Arc<App>) -> axum::Router {
     let tools = Arc::new(tools::catalog());
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(Duration::from_secs(
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(Duration::from_secs(
         app.config.mcp.session_idle_timeout_secs,
     ));
+    let manager = Arc::new(manager);
+    let sessions = crate::sessions::McpSessions::new(app.clone(), manager.clone());
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(app.config.mcp.allowed_hosts.clone())
         .with_max_request_body_bytes(app.config.mcp.max_request_body_bytes);
     config.cancellation_token = app.shutdown.child_token();
+    config.session_store = Some(Arc::new(crate::sessions::ClusterSessionStore(
+        sessions.clone(),
+    )));
     let factory_app = app.clone();
-    StreamableHttpService::new(
+    let mcp = StreamableHttpService::new(
         move || Ok(QuireMcp::new(factory_app.clone(), tools.clone())),
-        Arc::new(sessions),
+        manager,
         config,
-    )
+    );
+    axum::Router::new()
+        .fallback_service(mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            crate::sessions::bind_session,
+        ))
 }
 
 /// The MCP `Tool` description of one of our tools.

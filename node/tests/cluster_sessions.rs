@@ -1,0 +1,158 @@
+//! MCP sessions across a cluster of three real `quire` processes, driven by the official MCP
+//! Python SDK (`node/tests/python/mcp_sessions.py`): a session opened on node 1 continues
+//! through nodes 2 and 3, is refused (404) to another principal's token on every node,
+//! survives a `kill -9` and restart of node 1, and once closed is served by no node.
+
+mod cluster_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use cluster_common::{Answer, start};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("node/ has a parent")
+        .to_owned()
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("QUIRE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the MCP SDK: run `bash scripts/test.sh` (it creates .venv with `mcp`), or set QUIRE_TEST_PYTHON"
+    );
+    venv
+}
+
+async fn admin_ok(
+    c: &cluster_common::TestCluster,
+    id: u64,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    match c
+        .request(id, method.clone(), path, body, Duration::from_secs(20))
+        .await
+    {
+        Answer::Status(code, v) if (200..300).contains(&code) => v,
+        other => panic!("{method} {path} on node {id}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survives_a_restart() {
+    let mut c = start(3, false).await;
+    c.wait_leader(1, None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let token = c.cluster.status.mcp_token.clone();
+    // Another principal of the same tenant and workspace, with a valid MCP token.
+    admin_ok(
+        &c,
+        2,
+        Method::POST,
+        "/tenants/demo/principals",
+        Some(json!({"id": "other", "display_name": "Other"})),
+    )
+    .await;
+    admin_ok(
+        &c,
+        2,
+        Method::POST,
+        "/tenants/demo/principals/other/workspaces",
+        Some(json!({"workspace": "demo"})),
+    )
+    .await;
+    let issued = admin_ok(
+        &c,
+        2,
+        Method::POST,
+        "/tenants/demo/tokens",
+        Some(json!({"principal": "other", "workspace": "demo"})),
+    )
+    .await;
+    let other_token = issued["token"].as_str().unwrap().to_owned();
+    // The other token opens sessions of its own: only the binding refuses it below.
+    let (status, body) = cluster_common::mcp_initialize(&c.url(3), &other_token)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let nodes: Vec<String> = [1, 2, 3].iter().map(|&id| c.url(id)).collect();
+    let mut child = tokio::process::Command::new(python())
+        .arg(workspace_root().join("node/tests/python/mcp_sessions.py"))
+        .arg("--nodes")
+        .arg(nodes.join(","))
+        .arg("--token")
+        .arg(&token)
+        .arg("--other-token")
+        .arg(&other_token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python MCP client");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut phases = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("the Python client finishes within its deadline")
+            .expect("read the client's output");
+        let Some(line) = line else { break };
+        let report: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the client prints JSON lines ({e}): {line}"));
+        println!("python: {report}");
+        let phase = report["phase"].as_str().unwrap_or_default().to_owned();
+        if phase == "restart" {
+            let started = tokio::time::Instant::now();
+            c.cluster.kill9(1).unwrap();
+            c.cluster.start_node(1).unwrap();
+            c.cluster
+                .wait_ready(1, Duration::from_secs(60))
+                .await
+                .unwrap();
+            println!("node 1 restarted in {} ms", started.elapsed().as_millis());
+            stdin.write_all(b"go\n").await.unwrap();
+            stdin.flush().await.unwrap();
+        }
+        phases.push((phase, report));
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python MCP client failed: {phases:?}\n{stderr}"
+    );
+    let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "initialized",
+            "continued",
+            "bound",
+            "restart",
+            "restarted",
+            "closed"
+        ]
+    );
+    let (_, continued) = &phases[1];
+    assert_eq!(continued["nodes"], json!([2, 3]));
+    let (_, bound) = &phases[2];
+    assert_eq!(bound["refused"], json!({"1": 404, "2": 404, "3": 404}));
+    let (_, closed) = &phases[5];
+    assert_eq!(closed["gone"], json!({"1": 404, "2": 404, "3": 404}));
+}
