@@ -71,10 +71,8 @@ pub fn render(report: &Value, out: &mut dyn Write) -> std::io::Result<()> {
             .map(|k| cell(&r[*k])),
         );
     }
+    // An empty table says "(none)".
     table.write(out)?;
-    if rows.is_empty() {
-        writeln!(out, "(no tool calls in the period)")?;
-    }
     if report["capped"] == Value::Bool(true) {
         writeln!(
             out,
