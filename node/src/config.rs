@@ -21,7 +21,36 @@ pub struct Config {
     pub sandbox: SandboxSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
+    pub placement: PlacementSection,
 }
+
+/// The placement controller (on the leader) and its shard moves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSection {
+    /// How often the leader plans and proposes a round of shard moves.
+    pub interval_ms: u64,
+    /// Most shard moves one round proposes.
+    pub max_moves_per_round: usize,
+    /// A member that has not answered for this long receives no new shards.
+    pub suspect_after_ms: u64,
+    /// A member that has not answered for this long loses its shards (its grace period).
+    pub grace_ms: u64,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        Self {
+            interval_ms: 2_000,
+            max_moves_per_round: 64,
+            suspect_after_ms: 6_000,
+            grace_ms: 30_000,
+        }
+    }
+}
+
+/// Largest `placement.grace_ms` and `placement.interval_ms` (one hour).
+pub const MAX_PLACEMENT_MS: u64 = 3_600_000;
 
 /// `GET /metrics` on the HTTP front.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -154,6 +183,14 @@ pub struct NodeSection {
     /// How long a node asked to stop (SIGTERM, Ctrl-C) lets the MCP and admin requests it
     /// already took finish, answering new ones 503 with `Retry-After`, before it stops.
     pub shutdown_grace_ms: u64,
+    /// The region this node runs in (1-63 of a-z, 0-9, '-'): tenants' residency policies
+    /// name regions.
+    pub region: String,
+    /// The zone inside the region, if any (same spelling).
+    pub zone: Option<String>,
+    /// This node's weight in shard placement (1..=10000): twice the capacity, about twice
+    /// the shards.
+    pub capacity: u32,
 }
 
 /// Largest `node.shutdown_grace_ms` (ten minutes).
@@ -321,6 +358,9 @@ impl Default for NodeSection {
             tls_min_version: "1.3".into(),
             allow_plain_http: false,
             shutdown_grace_ms: 10_000,
+            region: quire_raft::placement::DEFAULT_REGION.into(),
+            zone: None,
+            capacity: quire_raft::placement::DEFAULT_CAPACITY,
         }
     }
 }
@@ -464,6 +504,12 @@ impl Config {
         }
         if let Some(v) = get("QUIRE_ALLOW_PLAIN_HTTP") {
             self.node.allow_plain_http = parse("QUIRE_ALLOW_PLAIN_HTTP", v)?;
+        }
+        if let Some(v) = get("QUIRE_REGION") {
+            self.node.region = v;
+        }
+        if let Some(v) = get("QUIRE_ZONE") {
+            self.node.zone = Some(v).filter(|z| !z.is_empty());
         }
         if let Some(v) = get("QUIRE_SHUTDOWN_GRACE_MS") {
             self.node.shutdown_grace_ms = parse("QUIRE_SHUTDOWN_GRACE_MS", v)?;
@@ -635,10 +681,54 @@ impl Config {
             problems.push("raft.snapshot_every_logs must be at least 1".to_owned());
         }
         self.validate_peer(&mut problems);
+        self.validate_placement(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The node's labels as the placement state records them.
+    pub fn node_labels(&self) -> quire_raft::placement::NodeLabels {
+        quire_raft::placement::NodeLabels {
+            region: self.node.region.clone(),
+            zone: self.node.zone.clone(),
+            capacity: self.node.capacity,
+        }
+    }
+
+    fn validate_placement(&self, problems: &mut Vec<String>) {
+        use quire_raft::placement::{MAX_CAPACITY, MAX_MOVES_PER_COMMAND, check_label};
+        if let Err(e) = check_label("node.region", &self.node.region) {
+            problems.push(e.to_string());
+        }
+        if let Some(zone) = &self.node.zone
+            && let Err(e) = check_label("node.zone", zone)
+        {
+            problems.push(e.to_string());
+        }
+        if !(1..=MAX_CAPACITY).contains(&self.node.capacity) {
+            problems.push(format!("node.capacity must be in 1..={MAX_CAPACITY}"));
+        }
+        let p = &self.placement;
+        if !(100..=MAX_PLACEMENT_MS).contains(&p.interval_ms) {
+            problems.push(format!(
+                "placement.interval_ms must be in 100..={MAX_PLACEMENT_MS}"
+            ));
+        }
+        if !(1..=MAX_MOVES_PER_COMMAND).contains(&p.max_moves_per_round) {
+            problems.push(format!(
+                "placement.max_moves_per_round must be in 1..={MAX_MOVES_PER_COMMAND}"
+            ));
+        }
+        if p.suspect_after_ms == 0
+            || p.suspect_after_ms > p.grace_ms
+            || p.grace_ms > MAX_PLACEMENT_MS
+        {
+            problems.push(format!(
+                "placement timings must satisfy 0 < suspect_after_ms <= grace_ms <= {MAX_PLACEMENT_MS}"
+            ));
         }
     }
 

@@ -259,6 +259,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "sandbox" => fields_of::<SandboxSection>(),
         "metrics" => fields_of::<MetricsSection>(),
         "log" => fields_of::<LogSection>(),
+        "placement" => fields_of::<crate::config::PlacementSection>(),
         _ => return None,
     })
 }
@@ -848,7 +849,7 @@ mod tests {
 
     #[test]
     fn every_section_has_its_keys() {
-        assert_eq!(sections().len(), 10, "{:?}", sections());
+        assert_eq!(sections().len(), 11, "{:?}", sections());
         for section in sections() {
             let keys = section_keys(section).unwrap_or_else(|| panic!("no keys for {section}"));
             assert!(!keys.is_empty(), "{section}");
@@ -857,6 +858,7 @@ mod tests {
         let keys = known_keys();
         for key in [
             "node.public_url",
+            "node.zone",
             "peer.tls_dir",
             "security.master_key_file",
         ] {
@@ -1118,6 +1120,23 @@ mod tests {
             check("[node]\nlisten = \"10.0.0.1:7800\"\nallow_plain_http = true\n"),
             vec![]
         );
+    }
+
+    #[test]
+    fn placement_labels_and_timings_are_checked_at_their_lines() {
+        let ok = "[node]\nregion = \"eu-west\"\nzone = \"eu-west-1a\"\ncapacity = 200\n[placement]\ngrace_ms = 60000\n";
+        assert_eq!(check(ok), vec![]);
+        let problems = check("[node]\nid = 2\nregion = \"EU West\"\ncapacity = 0\n");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(at(&problems[0]).0, 3, "{problems:?}");
+        assert!(problems[0].message.contains("node.region"), "{problems:?}");
+        assert_eq!(at(&problems[1]).0, 4, "{problems:?}");
+        let problems = check("[placement]\nsuspect_after_ms = 9000\ngrace_ms = 5000\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Invalid);
+        let problems = check("[placement]\nmax_moves = 3\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::UnknownKey, "{problems:?}");
     }
 
     #[test]

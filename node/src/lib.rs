@@ -24,6 +24,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod nodes_api;
 pub mod oidc;
+pub mod placement;
 pub mod restore;
 pub mod sandbox;
 pub mod serve;

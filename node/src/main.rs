@@ -173,6 +173,12 @@ struct NodeArgs {
     /// PEM key of --tls-cert-file (overrides node.tls_key_file).
     #[arg(long)]
     tls_key_file: Option<PathBuf>,
+    /// The region this node runs in (overrides node.region; tenants' residency names regions).
+    #[arg(long)]
+    region: Option<String>,
+    /// The zone inside the region (overrides node.zone).
+    #[arg(long)]
+    zone: Option<String>,
 }
 
 impl NodeArgs {
@@ -208,6 +214,12 @@ impl NodeArgs {
         }
         if let Some(path) = &self.tls_key_file {
             config.node.tls_key_file = Some(path.clone());
+        }
+        if let Some(region) = &self.region {
+            config.node.region = region.clone();
+        }
+        if let Some(zone) = &self.zone {
+            config.node.zone = Some(zone.clone());
         }
         Ok(config)
     }

@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
 pub async fn members_json(app: &App) -> Value {
     let status = app.control.status();
     let members = app.control.members();
+    let labels = app.control.read_applied(|s| s.placement().nodes.clone());
     let mut out = Vec::new();
     for member in members {
         let role = if Some(member.id) == status.leader {
@@ -87,6 +88,9 @@ pub async fn members_json(app: &App) -> Value {
             "reachable": true,
             "last_log_index": Value::Null,
             "applied_index": Value::Null,
+            "region": labels.get(&member.id).map(|l| l.region.clone()),
+            "zone": labels.get(&member.id).and_then(|l| l.zone.clone()),
+            "capacity": labels.get(&member.id).map(|l| l.capacity),
         });
         if member.id == status.node_id {
             entry["last_log_index"] = json!(status.last_log_index);

@@ -402,6 +402,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         drain.clone(),
         drain_gate,
     ));
+    crate::placement::spawn(app.clone());
     app.set_ready(true);
     tracing::info!(url = %format!("{}/mcp", app.config.public_url()), "quire node serving MCP");
     println!("MCP endpoint: {}/mcp", app.config.public_url());

@@ -481,6 +481,11 @@ impl proto::peer_server::Peer for PeerService {
         use proto::forward_write_reply::Result as R;
         let _permit = self.admit().await?;
         let cmd: Command = decode("Command", &request.get_ref().command)?;
+        // A command only one node may propose (its own placement labels) is relayed only by
+        // that node.
+        if let Some(node) = cmd.speaks_for_node() {
+            self.check_sender(&request, node, cmd.kind())?;
+        }
         let limit = self.config.request_timeout();
         let result = match self.control.write_with_timeout(cmd, limit).await {
             Ok(output) => R::Response(reply_bytes(

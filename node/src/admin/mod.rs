@@ -22,6 +22,7 @@ mod delegations;
 mod error;
 mod jwt;
 mod keys;
+mod placement;
 mod rbac;
 mod routes;
 mod templates;

@@ -111,6 +111,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .merge(super::delegations::routes())
         .merge(super::templates::routes())
         .merge(super::backup::routes())
+        .merge(super::placement::routes())
         .merge(super::usage::routes())
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
@@ -313,24 +314,39 @@ async fn create_tenant(
     Extension(caller): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut b = Body::parse(&bytes(body)?, &["id", "display_name", "justification"])?;
+    let mut b = Body::parse(
+        &bytes(body)?,
+        &[
+            "id",
+            "display_name",
+            "justification",
+            "regions",
+            "preferred_region",
+        ],
+    )?;
     let tenant = id("id", b.string("id")?, TenantId::new)?;
     let name = b.string("display_name")?;
     display_name("tenant", &name)?;
+    let residency = super::placement::residency(&mut b)?;
     let why = justification(&mut b)?;
-    write(
-        &app,
-        &caller,
+    let cmd = if residency == quire_raft::placement::Residency::any() {
         Command::CreateTenant {
             tenant: tenant.clone(),
             display_name: name.clone(),
-        },
-        why,
-    )
-    .await?;
-    Ok(created(
-        json!({"id": tenant.as_str(), "display_name": name}),
-    ))
+        }
+    } else {
+        Command::CreateTenantIn {
+            tenant: tenant.clone(),
+            display_name: name.clone(),
+            residency: residency.clone(),
+        }
+    };
+    write(&app, &caller, cmd, why).await?;
+    Ok(created(json!({
+        "id": tenant.as_str(),
+        "display_name": name,
+        "residency": super::placement::residency_json(&residency),
+    })))
 }
 
 fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
@@ -342,6 +358,7 @@ fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
         "integrations": state.integrations(tenant).count(),
         "principals": state.principals(tenant).count(),
         "tokens": state.tokens(tenant).filter(|t| !t.revoked).count(),
+        "residency": super::placement::residency_json(&state.placement().residency_of(tenant)),
     }))
 }
 

@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod backup;
 mod jwt;
+mod placement;
 mod table;
 mod templates;
 mod usage;
@@ -134,6 +135,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// The shard map: which node owns which tenants' shards.
+    Placement {
+        #[command(subcommand)]
+        command: placement::PlacementCommand,
+    },
     /// Write a consistent backup of the whole control plane (secrets stay sealed) to a file;
     /// `quire restore --from FILE` starts a new cluster from it.
     Backup(backup::BackupArgs),
@@ -193,6 +199,16 @@ pub enum TenantsCommand {
         /// Human-readable name (defaults to the id).
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        residency: placement::ResidencyArgs,
+    },
+    /// Set where a tenant's data may live (needs system.configure); its shards move to nodes
+    /// of those regions.
+    SetResidency {
+        /// Tenant id.
+        id: String,
+        #[command(flatten)]
+        residency: placement::ResidencyArgs,
     },
     /// List tenants with their counts.
     List(ListOpts),
@@ -833,6 +849,8 @@ const NODE_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("ADDR", "addr"),
     ("ROLE", "role"),
+    ("REGION", "region"),
+    ("ZONE", "zone"),
     ("LAST LOG", "last_log_index"),
     ("APPLIED", "applied_index"),
     ("REACHABLE", "reachable"),
@@ -944,11 +962,24 @@ async fn execute(
             }
         },
         CtlCommand::Tenants { command } => match command {
-            TenantsCommand::Create { id, name } => {
-                let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
+            TenantsCommand::Create {
+                id,
+                name,
+                residency,
+            } => {
+                let mut body = residency.json();
+                body["display_name"] = json!(name.unwrap_or_else(|| id.clone()));
+                body["id"] = json!(id);
                 let v = c.call(Method::POST, "/tenants", Some(body)).await?;
-                let msg = format!("created tenant {}", cell(&v["id"]));
+                let msg = format!(
+                    "created tenant {} ({})",
+                    cell(&v["id"]),
+                    placement::residency_text(&v["residency"])
+                );
                 (v, View::Message(msg))
+            }
+            TenantsCommand::SetResidency { id, residency } => {
+                placement::set_residency(c, &id, &residency).await?
             }
             TenantsCommand::List(list) => {
                 let v = c
@@ -1325,6 +1356,7 @@ async fn execute(
         CtlCommand::Approvals { command } => approvals::approvals(c, command).await?,
         CtlCommand::Delegations { command } => approvals::delegations(c, command).await?,
         CtlCommand::Templates { command } => templates::templates(c, command).await?,
+        CtlCommand::Placement { command } => placement::placement(c, command).await?,
         CtlCommand::Backup(_) => bail!("backup is run by run_to"),
         CtlCommand::Usage(_) => bail!("usage is run by run_to"),
         CtlCommand::Audit { command } => match command {

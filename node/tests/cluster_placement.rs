@@ -1,0 +1,345 @@
+//! Placement on three real `quire` processes in two regions (nodes 1 and 2 in `region-a`,
+//! node 3 in `region-b`, set by `QUIRE_REGION`): every occupied shard gets an owner, a tenant
+//! pinned to `region-b` lives on node 3 (and stays there, unplaceable, while node 3 is down),
+//! and a stopped node keeps its shards through the grace period, then loses them within a
+//! bound. Also drives `quire ctl placement show|rebalance` and `tenants set-residency`.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quire_node::local_cluster::{LocalCluster, Spec};
+use quire_raft::TenantId;
+use quire_raft::placement::{Residency, shard_of, tenant_key};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const INTERVAL_MS: u64 = 300;
+const SUSPECT_MS: u64 = 1_000;
+const GRACE_MS: u64 = 3_000;
+/// How long after a node stops its shards must have moved: the grace period, an election if
+/// it led, a few rounds.
+const MOVE_BOUND: Duration = Duration::from_secs(20);
+
+fn pinned_residency() -> Residency {
+    Residency {
+        allowed_regions: ["region-b".to_owned()].into(),
+        preferred_region: None,
+    }
+}
+
+async fn placement(c: &LocalCluster, node: u64) -> Value {
+    let (status, v) = c
+        .admin(node, Method::GET, "/placement", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "GET /placement on node {node}: {v}");
+    v
+}
+
+/// Owner of every occupied shard (`None` if unassigned).
+fn owners(v: &Value) -> BTreeMap<String, Option<u64>> {
+    v["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["occupied"] == Value::Bool(true))
+        .map(|s| (s["shard"].as_str().unwrap().to_owned(), s["owner"].as_u64()))
+        .collect()
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<Value>,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ctl(c: &LocalCluster, node: u64, args: &[&str]) -> String {
+    let out = std::process::Command::new(&c.spec.binary)
+        .args(["ctl", "--url", &c.node(node).unwrap().http, "--token"])
+        .arg(&c.status.admin_token)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "quire ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_follow_regions_and_leave_a_stopped_node_after_the_grace_period() {
+    let dir = tempfile::Builder::new()
+        .prefix("quire-placement-")
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("placement.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[placement]\ninterval_ms = {INTERVAL_MS}\nsuspect_after_ms = {SUSPECT_MS}\ngrace_ms = {GRACE_MS}\n"
+        ),
+    )
+    .unwrap();
+    let spec = Spec {
+        dir: dir.path().join("cluster"),
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
+        nodes: 3,
+        tls: true,
+        fault_injection: false,
+        env: vec![
+            ("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned()),
+            ("QUIRE_REGION".into(), "region-a".into()),
+        ],
+        sandbox_args: Vec::new(),
+    };
+    let mut c = LocalCluster::up(spec).await.unwrap();
+    // Node 3 moves to region-b: restarted with another QUIRE_REGION, it records new labels.
+    c.kill9(3).unwrap();
+    c.spec.env.push(("QUIRE_REGION".into(), "region-b".into()));
+    c.start_node(3).unwrap();
+    c.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+
+    // Tenants: eight anywhere, one pinned to region-b (created with its residency in one
+    // command), one pinned later with set-residency.
+    for i in 0..8 {
+        let (status, v) = c
+            .admin(
+                1,
+                Method::POST,
+                "/tenants",
+                Some(json!({"id": format!("any-{i}"), "display_name": "Any"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{v}");
+    }
+    let out = ctl(
+        &c,
+        2,
+        &["tenants", "create", "pinned", "--regions", "region-b"],
+    );
+    assert!(out.contains("regions region-b"), "{out}");
+    let (status, v) = c
+        .admin(
+            1,
+            Method::POST,
+            "/tenants",
+            Some(json!({"id": "later", "display_name": "Later"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{v}");
+    let out = ctl(
+        &c,
+        1,
+        &["tenants", "set-residency", "later", "--regions", "region-b"],
+    );
+    assert!(out.contains("regions region-b"), "{out}");
+    let (_, got) = c
+        .admin(3, Method::GET, "/tenants/later", None)
+        .await
+        .unwrap();
+    assert_eq!(got["residency"]["regions"], json!(["region-b"]), "{got}");
+    // A bad residency is refused with the reason, and changes nothing.
+    let (status, v) = c
+        .admin(
+            1,
+            Method::PUT,
+            "/tenants/later/residency",
+            Some(json!({"regions": ["region-b"], "preferred_region": "region-a"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{v}");
+
+    let pinned = shard_of(
+        &pinned_residency(),
+        &tenant_key(&TenantId::new("pinned").unwrap()),
+    )
+    .to_string();
+    let later = shard_of(
+        &pinned_residency(),
+        &tenant_key(&TenantId::new("later").unwrap()),
+    )
+    .to_string();
+
+    // Every occupied shard gets an owner; the pinned ones live on node 3.
+    let settled = wait_for(
+        "every shard assigned",
+        Duration::from_secs(30),
+        async || {
+            let v = placement(&c, 1).await;
+            let o = owners(&v);
+            let labelled = v["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().filter(|n| n["region"].is_string()).count() == 3);
+            (labelled
+                && !o.is_empty()
+                && o.values().all(Option::is_some)
+                && v["pending_moves"].as_array().is_some_and(Vec::is_empty)
+                && o.get(&pinned) == Some(&Some(3))
+                && o.get(&later) == Some(&Some(3)))
+            .then_some(v)
+        },
+    )
+    .await;
+    let o = owners(&settled);
+    println!("placement settled: {o:?}");
+    for (shard, owner) in &o {
+        if shard.starts_with("region-b#") {
+            assert_eq!(*owner, Some(3), "{shard} outside region-b");
+        }
+    }
+    let regions: BTreeMap<u64, String> = settled["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_u64().unwrap(),
+                n["region"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        regions,
+        BTreeMap::from([
+            (1, "region-a".to_owned()),
+            (2, "region-a".to_owned()),
+            (3, "region-b".to_owned())
+        ])
+    );
+    let nodes = ctl(&c, 2, &["nodes", "list"]);
+    assert!(
+        nodes.contains("REGION") && nodes.contains("region-b"),
+        "{nodes}"
+    );
+    let shown = ctl(&c, 3, &["placement", "show"]);
+    assert!(
+        shown.contains("region-b") && shown.contains("0 unassigned"),
+        "{shown}"
+    );
+    let again = ctl(&c, 1, &["placement", "rebalance"]);
+    assert!(again.contains("no moves"), "{again}");
+
+    let any_on_3 = o
+        .iter()
+        .filter(|(s, n)| !s.starts_with("region-b#") && **n == Some(3))
+        .count();
+    assert!(
+        any_on_3 > 0,
+        "node 3 owns none of the unpinned shards: {o:?}"
+    );
+
+    // Node 3 stops: the pinned shards have nowhere to go and stay, reported unplaceable.
+    c.kill9(3).unwrap();
+    let stopped = Instant::now();
+    let v = wait_for("pinned shards unplaceable", MOVE_BOUND, async || {
+        let v = placement(&c, 1).await;
+        let unplaceable: Vec<&str> = v["unplaceable"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (unplaceable.contains(&pinned.as_str()) && unplaceable.contains(&later.as_str()))
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(owners(&v).get(&pinned), Some(&Some(3)));
+    // Past the grace period the controller moves node 3's other shards away, and still
+    // leaves the pinned ones on node 3.
+    let v = wait_for("node 3's other shards moved", MOVE_BOUND, async || {
+        let v = placement(&c, 1).await;
+        owners(&v)
+            .iter()
+            .all(|(s, o)| s.starts_with("region-b#") || o.is_some_and(|n| n != 3))
+            .then_some(v)
+    })
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(GRACE_MS / 2),
+        "node 3's shards moved {} ms after it stopped, inside the grace period",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(owners(&v).get(&pinned), Some(&Some(3)), "{v}");
+    assert_eq!(owners(&v).get(&later), Some(&Some(3)), "{v}");
+    c.start_node(3).unwrap();
+    c.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+
+    // Node 2 stops: its shards stay through the grace period, then move; no other shard
+    // moves (rendezvous hashing).
+    let before = wait_for(
+        "node 3 back in the placement",
+        Duration::from_secs(30),
+        async || {
+            let v = placement(&c, 1).await;
+            let healthy = v["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().all(|n| n["health"] == "live"));
+            (healthy && v["pending_moves"].as_array().is_some_and(Vec::is_empty)).then_some(v)
+        },
+    )
+    .await;
+    let before = owners(&before);
+    let on_2: Vec<String> = before
+        .iter()
+        .filter(|(_, o)| **o == Some(2))
+        .map(|(s, _)| s.clone())
+        .collect();
+    assert!(!on_2.is_empty(), "node 2 owns no shard: {before:?}");
+    c.kill9(2).unwrap();
+    let stopped = Instant::now();
+    let mut last_seen_on_2 = Duration::ZERO;
+    let after = wait_for("node 2's shards moved", MOVE_BOUND, async || {
+        let v = placement(&c, 1).await;
+        let o = owners(&v);
+        if o.values().any(|n| *n == Some(2)) {
+            last_seen_on_2 = stopped.elapsed();
+            return None;
+        }
+        o.values().all(Option::is_some).then_some(v)
+    })
+    .await;
+    let moved_in = stopped.elapsed();
+    println!(
+        "node 2's {} shard(s) held for {} ms, moved within {} ms of the stop",
+        on_2.len(),
+        last_seen_on_2.as_millis(),
+        moved_in.as_millis()
+    );
+    // Silent for longer than suspect_after_ms, node 2 kept its shards: they move only once
+    // the grace period since its last answer (shortly before the stop) is over. Half the
+    // grace period leaves room for a loaded machine's late probes.
+    assert!(
+        last_seen_on_2 >= Duration::from_millis(GRACE_MS / 2),
+        "shards left node 2 {} ms after it stopped, inside the grace period",
+        last_seen_on_2.as_millis()
+    );
+    let o = owners(&after);
+    for (shard, owner) in &before {
+        if on_2.contains(shard) {
+            assert!(matches!(o[shard], Some(1 | 3)), "{shard} on {:?}", o[shard]);
+        } else {
+            assert_eq!(
+                o[shard], *owner,
+                "{shard} moved though node 2 did not own it"
+            );
+        }
+    }
+    assert_eq!(o.get(&pinned), Some(&Some(3)));
+}
