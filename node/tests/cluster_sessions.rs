@@ -156,3 +156,124 @@ async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survi
     let (_, closed) = &phases[5];
     assert_eq!(closed["gone"], json!({"1": 404, "2": 404, "3": 404}));
 }
+
+/// A `quire serve --sandbox` node on loopback whose session table holds at most two sessions
+/// per tenant; killed when dropped.
+struct SandboxNode(std::process::Child);
+
+impl Drop for SandboxNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn sandbox_with_session_limits(dir: &Path) -> (SandboxNode, String, String) {
+    let config = dir.join("quire.toml");
+    std::fs::write(
+        &config,
+        "[mcp]\nmax_sessions_per_tenant = 2\nmax_sessions = 3\n",
+    )
+    .expect("write the config");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("QUIRE_LOG", "warn")
+        .env_remove("QUIRE_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start quire");
+    let mut node = SandboxNode(child);
+    let client_json = dir.join("data").join("client.json");
+    let http = cluster_common::client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not become ready within 60 s"
+        );
+        if let Ok(Some(status)) = node.0.try_wait() {
+            panic!("quire exited early with {status}");
+        }
+        if let Ok(text) = std::fs::read_to_string(&client_json)
+            && let Ok(client) = serde_json::from_str::<Value>(&text)
+        {
+            let url = client["mcp_url"].as_str().unwrap_or_default().to_owned();
+            let base = url.trim_end_matches("/mcp").to_owned();
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+                && r.status() == 200
+            {
+                let token = client["token"].as_str().expect("a token").to_owned();
+                return (node, base, token);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An `initialize` on `base`: its status, its session id, and its body.
+async fn initialize(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> (u16, Option<String>, String) {
+    let r = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .timeout(Duration::from_secs(10))
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "limit-test", "version": "0"}}
+        }))
+        .send()
+        .await
+        .expect("POST /mcp");
+    let status = r.status().as_u16();
+    let id = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, id, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_table_refuses_initialize_until_a_session_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, base, token) = sandbox_with_session_limits(dir.path()).await;
+    let http = cluster_common::client();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, id, body) = initialize(&http, &base, &token).await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(id.expect("a session id"));
+    }
+    // The tenant holds two sessions, its limit: the next initialize is refused, names the
+    // setting, and hands out no session.
+    let (status, id, body) = initialize(&http, &base, &token).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(id.is_none(), "a refused initialize opens no session");
+    assert!(
+        body.contains("mcp.max_sessions_per_tenant"),
+        "the refusal names the setting: {body}"
+    );
+    // Closing a session makes room.
+    let r = http
+        .delete(format!("{base}/mcp"))
+        .bearer_auth(&token)
+        .header("mcp-session-id", &ids[0])
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "DELETE: {}", r.status());
+    let (status, id, body) = initialize(&http, &base, &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(id.is_some());
+}
