@@ -1156,6 +1156,21 @@ mod tests {
     }
 
     #[test]
+    fn log_format_and_metrics_token_are_checked() {
+        assert_eq!(
+            check("[log]\nformat = \"json\"\n[metrics]\nrequire_token = true\n"),
+            vec![]
+        );
+        let problems = check("[log]\nformat = \"xml\"\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::WrongType);
+        assert_eq!(at(&problems[0]).0, 2);
+        let problems = check("[metrics]\nrequire_tokens = true\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::UnknownKey);
+    }
+
+    #[test]
     fn with_env_the_environment_overrides_the_file() {
         let text = "[peer]\ninsecure = true\njoin = \"10.0.0.1:7900\"\n";
         let env = |pairs: &[(&str, &str)]| CheckOptions {
