@@ -342,11 +342,11 @@ async fn create_tenant(
         }
     };
     write(&app, &caller, cmd, why).await?;
-    Ok(created(json!({
-        "id": tenant.as_str(),
-        "display_name": name,
-        "residency": super::placement::residency_json(&residency),
-    })))
+    let mut out = json!({"id": tenant.as_str(), "display_name": name});
+    if residency != quire_raft::placement::Residency::any() {
+        out["residency"] = super::placement::residency_json(&residency);
+    }
+    Ok(created(out))
 }
 
 fn tenant_summary(state: &ControlState, tenant: &TenantId) -> Option<Value> {
