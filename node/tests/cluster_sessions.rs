@@ -155,10 +155,43 @@ async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survi
     assert_eq!(bound["refused"], json!({"1": 404, "2": 404, "3": 404}));
     let (_, closed) = &phases[5];
     assert_eq!(closed["gone"], json!({"1": 404, "2": 404, "3": 404}));
+
+    // Each refusal is in the tenant's audit trail, naming the other principal and only the
+    // start of the session id.
+    let session_id = phases[0].1["session_id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = admin_ok(
+            &c,
+            3,
+            Method::GET,
+            "/audit/records?tenant=demo&kind=session&outcome=denied&limit=1000",
+            None,
+        )
+        .await;
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let text = page.to_string();
+        assert!(
+            !text.contains(&session_id),
+            "the audit trail holds a whole session id: {text}"
+        );
+        if records.len() >= 3 {
+            assert!(text.contains("demo/other"), "{text}");
+            assert!(
+                text.contains(&format!("mcp_session:{}", &session_id[..8])),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three refusals were not audited: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
-/// A `quire serve --sandbox` node on loopback whose session table holds at most two sessions
-/// per tenant; killed when dropped.
+/// A `quire serve --sandbox` node on loopback; killed when dropped.
 struct SandboxNode(std::process::Child);
 
 impl Drop for SandboxNode {
@@ -168,13 +201,11 @@ impl Drop for SandboxNode {
     }
 }
 
-async fn sandbox_with_session_limits(dir: &Path) -> (SandboxNode, String, String) {
+/// Starts a sandbox node with the configuration `toml`; returns it, its base URL and the
+/// demo token.
+async fn sandbox_with(dir: &Path, toml: &str) -> (SandboxNode, String, String) {
     let config = dir.join("quire.toml");
-    std::fs::write(
-        &config,
-        "[mcp]\nmax_sessions_per_tenant = 2\nmax_sessions = 3\n",
-    )
-    .expect("write the config");
+    std::fs::write(&config, toml).expect("write the config");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_quire"))
         .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -246,7 +277,11 @@ async fn initialize(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_session_table_refuses_initialize_until_a_session_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_node, base, token) = sandbox_with_session_limits(dir.path()).await;
+    let (_node, base, token) = sandbox_with(
+        dir.path(),
+        "[mcp]\nmax_sessions_per_tenant = 2\nmax_sessions = 3\n",
+    )
+    .await;
     let http = cluster_common::client();
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -276,4 +311,61 @@ async fn a_full_session_table_refuses_initialize_until_a_session_closes() {
     let (status, id, body) = initialize(&http, &base, &token).await;
     assert_eq!(status, 200, "{body}");
     assert!(id.is_some());
+}
+
+/// A JSON-RPC message to `base`'s MCP endpoint in session `id`; the status.
+async fn in_session(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    message: Value,
+) -> u16 {
+    http.post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .header("mcp-session-id", id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .timeout(Duration::from_secs(10))
+        .json(&message)
+        .send()
+        .await
+        .expect("POST /mcp")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_use_is_refreshed_and_an_idle_one_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unrefreshed, an entry lives 1.25 x 4 s = 5 s.
+    let (_node, base, token) =
+        sandbox_with(dir.path(), "[mcp]\nsession_idle_timeout_secs = 4\n").await;
+    let http = cluster_common::client();
+    let (status, id, body) = initialize(&http, &base, &token).await;
+    assert_eq!(status, 200, "{body}");
+    let id = id.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        in_session(&http, &base, &token, &id, initialized).await,
+        202
+    );
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    // In use every 1.5 s for 9 s: the requests refresh it, so it outlives 5 s.
+    let started = tokio::time::Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let status = in_session(&http, &base, &token, &id, list.clone()).await;
+        assert_eq!(
+            status,
+            200,
+            "the session in use was lost after {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    // Idle for longer than 1.25 x the timeout: forgotten by the table (the node's memory
+    // closed it after 4 s; a restore would have found the entry had it still been there).
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    assert_eq!(in_session(&http, &base, &token, &id, list).await, 404);
 }

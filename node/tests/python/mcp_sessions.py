@@ -111,7 +111,7 @@ async def run(nodes: list[str], token: str, other_token: str) -> None:
             any(n == 1 and m == "POST" and s == 200 for n, m, s in router.sent),
             f"the initialize was not answered by node 1: {router.sent}",
         )
-        emit({"phase": "initialized", "node": 1})
+        emit({"phase": "initialized", "node": 1, "session_id": session_id})
 
         # The same SDK session, through node 2, then node 3.
         served = []
