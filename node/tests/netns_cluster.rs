@@ -21,6 +21,10 @@
 //! It prints the figures (calls served, retried, failed; writes acknowledged, lost; the longest
 //! gap without a successful call). It needs root and `ip` (iproute2): without them it skips
 //! with the reason, unless `QUIRE_REQUIRE_NETNS=1`, when it fails.
+//!
+//! A second test, on loopback and without root, looks at one node's drain closely: a call in
+//! flight at SIGTERM gets its answer, a new request is not taken, and an open MCP stream holds
+//! the node until `node.shutdown_grace_ms`, no longer.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -256,6 +260,126 @@ fn print_logs(dir: &Path) {
             lines[lines.len().saturating_sub(40)..].join("\n")
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The drain of one node (loopback; needs no root)
+
+/// One node on loopback whose Notion answers in 1.5 s: a call is in flight and an agent holds
+/// an MCP stream open when the node gets SIGTERM. The call finishes with its result, a new
+/// request is refused (listener closed) or answered 503, and the node leaves once the grace
+/// ends (the open stream holds the drain that long), not before the call's answer and not
+/// long after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_finishes_calls_in_flight_and_leaves_within_its_grace() {
+    const GRACE: Duration = Duration::from_millis(4_000);
+    let dir = tempfile::Builder::new()
+        .prefix("quire-drain-")
+        .tempdir()
+        .unwrap();
+    let mut cluster =
+        quire_node::local_cluster::LocalCluster::up(quire_node::local_cluster::Spec {
+            dir: dir.path().to_owned(),
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
+            nodes: 1,
+            tls: false,
+            fault_injection: false,
+            env: vec![(
+                "QUIRE_SHUTDOWN_GRACE_MS".into(),
+                GRACE.as_millis().to_string(),
+            )],
+            sandbox_args: ["--rate-limit", "off", "--latency-ms", "1500..1500"]
+                .map(String::from)
+                .to_vec(),
+        })
+        .await
+        .unwrap();
+    let base = cluster.node(1).unwrap().http.clone();
+    let pid = cluster.node(1).unwrap().pid;
+    let token = cluster.status.mcp_token.clone();
+    let http = cluster_common::client();
+    let session = open_session(&http, &base, &token).await.unwrap();
+
+    // An agent's standalone stream, left open.
+    let stream = http
+        .get(format!("{base}/mcp"))
+        .bearer_auth(&token)
+        .header("Accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200, "GET /mcp opens a stream");
+
+    // A call in flight (Notion takes 1.5 s).
+    let call = {
+        let (http, base, token, session) =
+            (http.clone(), base.clone(), token.clone(), session.clone());
+        tokio::spawn(async move {
+            let r = call_tool(&http, &base, &token, &session, 7).await;
+            (r, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new request (on a new connection) is not taken.
+    let fresh = cluster_common::client();
+    match fresh
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&token)
+        .header("Accept", "application/json, text/event-stream")
+        .timeout(Duration::from_secs(5))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+    {
+        Err(e) => assert!(e.is_connect(), "a new request while draining: {e}"),
+        Ok(r) => {
+            assert_eq!(r.status(), 503, "a new request while draining");
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+
+    // The call in flight finishes with its result.
+    let (result, answered) = call.await.unwrap();
+    assert!(result.is_ok(), "the call in flight: {result:?}");
+    let answered = answered - signalled;
+
+    // The node leaves once the grace ends, not before.
+    let deadline = Instant::now() + GRACE + Duration::from_secs(10);
+    while cluster.is_running(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not leave within its grace"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = signalled.elapsed();
+    drop(stream);
+    println!(
+        "[drain] the call in flight answered {} ms after SIGTERM; the node left {} ms after it (grace {} ms, an MCP stream open)",
+        answered.as_millis(),
+        left.as_millis(),
+        GRACE.as_millis()
+    );
+    assert!(
+        left >= answered,
+        "the node left before the call in flight answered"
+    );
+    assert!(
+        left + Duration::from_millis(250) >= GRACE,
+        "the node left after {left:?}, before its grace of {GRACE:?} while a stream was open"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
