@@ -388,6 +388,37 @@ async fn foreign_certificates_and_impostors_are_refused() {
     assert_eq!(n1.control.status().term, term);
     assert_eq!(n1.control.status().voters, vec![1]);
 
+    // Node 9's certificate records node 9's placement labels, never another node's (not
+    // even wrapped in a request id).
+    let labels = |node| Command::SetNodeLabels {
+        node,
+        labels: quire_raft::placement::NodeLabels {
+            region: "eu-west".into(),
+            zone: None,
+            capacity: 100,
+        },
+    };
+    for cmd in [
+        labels(1),
+        Command::Once {
+            request_id: "r-labels".into(),
+            command: Box::new(labels(1)),
+        },
+    ] {
+        let err = good.forward_write(&n1.addr, &cmd).await.unwrap_err();
+        assert!(
+            matches!(&err, TransportError::Remote { code: tonic::Code::PermissionDenied, message } if message.contains("node 9")),
+            "{err}"
+        );
+    }
+    assert!(n1.control.read_applied(|s| s.placement().nodes.is_empty()));
+    let own = good.forward_write(&n1.addr, &labels(9)).await.unwrap();
+    assert!(own.0.is_ok(), "{own:?}");
+    assert!(
+        n1.control
+            .read_applied(|s| s.placement().nodes.keys().eq([&9]))
+    );
+
     // The good client still works afterwards.
     assert_eq!(good.status(&n1.addr).await.unwrap().node_id, 1);
     n1.stop().await;
