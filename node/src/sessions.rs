@@ -413,3 +413,40 @@ fn refuse_foreign(app: &App, caller: &Caller, id: &str) {
         tracing::warn!("session refusal not audited: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(edit: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        edit(&mut config);
+        match config.validate() {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn session_settings_are_validated() {
+        assert!(!problems(|_| {}).contains("mcp."), "defaults are valid");
+        for edit in [
+            (|c: &mut Config| c.mcp.max_sessions_per_tenant = 0) as fn(&mut Config),
+            |c| c.mcp.max_sessions_per_tenant = c.mcp.max_sessions + 1,
+            |c| {
+                c.mcp.max_sessions = quire_raft::sessions::MAX_SESSIONS_TOTAL + 1;
+                c.mcp.max_sessions_per_tenant = 1;
+            },
+        ] {
+            let found = problems(edit);
+            assert!(
+                found.contains("mcp.max_sessions_per_tenant and mcp.max_sessions"),
+                "{found}"
+            );
+        }
+        assert!(
+            problems(|c| c.mcp.session_idle_timeout_secs = 8 * 24 * 3600)
+                .contains("mcp.session_idle_timeout_secs must be at most")
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Quire's control plane: the replicated state model (tenants, workspaces, Notion
 //! integrations with sealed tokens, principals and their hashed API tokens, JWT signing keys
 //! and OpenID Connect providers, role bindings, delegations, the separation-of-duties policy
-//! and its approval requests), the commands
+//! and its approval requests, node labels, tenants' residency and the shard map with its pure
+//! placement planner in [`placement`]), the commands
 //! that change it through a pure, deterministic `apply`, sealing of secrets under the master
 //! key, the openraft type configuration and its seedable async runtime ([`runtime`]), the log
 //! and state-machine stores written against a storage-engine trait ([`engine`]: sled in
