@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 import httpx2
@@ -104,21 +105,30 @@ async def run(nodes: list[str], token: str, other_token: str) -> None:
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT_S, transport=router
     )
+    opened = time.perf_counter()
     async with Client(streamable_http_client(f"{nodes[0]}/mcp", http_client=http), mode="legacy") as client:
+        initialize_ms = round((time.perf_counter() - opened) * 1000, 1)
         session_id = router.session_id
         check(session_id is not None, "the initialize on node 1 returned no Mcp-Session-Id")
         check(
             any(n == 1 and m == "POST" and s == 200 for n, m, s in router.sent),
             f"the initialize was not answered by node 1: {router.sent}",
         )
-        emit({"phase": "initialized", "node": 1, "session_id": session_id})
+        emit({"phase": "initialized", "node": 1, "session_id": session_id, "initialize_ms": initialize_ms})
 
         # The same SDK session, through node 2, then node 3.
         served = []
+        timings = {}
         for index in (1, 2):
             router.current = index
             before = len(router.sent)
+            # The first call restores the session on this node; the next finds it in memory.
+            started = time.perf_counter()
             await call_ok(client, "notion-get-self", {})
+            first_ms = round((time.perf_counter() - started) * 1000, 1)
+            started = time.perf_counter()
+            await call_ok(client, "notion-get-self", {})
+            timings[index + 1] = {"first_call_ms": first_ms, "next_call_ms": round((time.perf_counter() - started) * 1000, 1)}
             result = await call_ok(client, "notion-search", {"query": ""})
             check(text_of(result) != "", f"notion-search through node {index + 1} said nothing")
             posts = [s for n, m, s in router.sent[before:] if m == "POST"]
@@ -127,7 +137,7 @@ async def run(nodes: list[str], token: str, other_token: str) -> None:
                 f"calls did not go through node {index + 1}: {router.sent[before:]}",
             )
             served.append(index + 1)
-        emit({"phase": "continued", "nodes": served})
+        emit({"phase": "continued", "nodes": served, "timings": timings})
 
         # Another principal's valid token with this session id: refused on every node, the
         # same 404 as an id that does not exist.
