@@ -360,3 +360,106 @@ pub fn round_json(r: &Round) -> Value {
         "held": shard_list(&r.plan.held),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_raft::placement::{NodeLabels, Residency};
+    use quire_raft::{TenantId, apply};
+
+    const CFG: PlanConfig = PlanConfig {
+        max_moves_per_round: 100,
+        suspect_after_ms: 1_000,
+        grace_ms: 5_000,
+    };
+
+    fn members(ids: &[NodeId]) -> BTreeMap<NodeId, String> {
+        ids.iter()
+            .map(|id| (*id, format!("127.0.0.1:{id}")))
+            .collect()
+    }
+
+    #[test]
+    fn the_controller_remembers_when_each_member_last_answered() {
+        let mut seen = Seen::default();
+        seen.take_over(4, &members(&[1, 2, 3]), 1_000);
+        assert_eq!(seen.term, Some(4));
+        // Node 3 does not answer; node 4 joined and answers.
+        seen.update(&members(&[1, 2, 3, 4]), &BTreeSet::from([1, 2, 4]), 3_000);
+        let l = seen.liveness();
+        assert_eq!(l.last_seen_ms[&3], 1_000, "counted from the takeover");
+        assert_eq!(l.last_seen_ms[&4], 3_000);
+        assert_eq!(l.health(3, 3_000, &CFG), NodeHealth::Suspect);
+        assert_eq!(l.health(3, 6_001, &CFG), NodeHealth::Dead);
+        // Node 2 left the group: it is forgotten, and counts as dead.
+        seen.update(&members(&[1, 3, 4]), &BTreeSet::from([1, 4]), 4_000);
+        assert!(!seen.last_seen_ms.contains_key(&2));
+        assert_eq!(seen.liveness().health(2, 4_000, &CFG), NodeHealth::Dead);
+    }
+
+    #[test]
+    fn the_placement_view_shows_nodes_shards_and_what_a_round_would_do() {
+        let mut s = State::new();
+        for (node, region) in [(1, "eu"), (2, "us")] {
+            apply(
+                &mut s,
+                &Command::SetNodeLabels {
+                    node,
+                    labels: NodeLabels {
+                        region: region.into(),
+                        zone: None,
+                        capacity: 100,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        apply(
+            &mut s,
+            &Command::CreateTenantIn {
+                tenant: TenantId::new("acme").unwrap(),
+                display_name: "Acme".into(),
+                residency: Residency {
+                    allowed_regions: ["eu".to_owned()].into(),
+                    preferred_region: None,
+                },
+            },
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            &Command::CreateTenant {
+                tenant: TenantId::new("free").unwrap(),
+                display_name: "Free".into(),
+            },
+        )
+        .unwrap();
+        // Node 1 (the only eu node) is silent past the grace period; node 2 answers.
+        let liveness = Liveness {
+            last_seen_ms: [(1, 0), (2, 10_000)].into(),
+        };
+        let v = placement_json(&s, &members(&[1, 2]), &liveness, 10_000, &CFG);
+        assert_eq!(v["occupied"], 2);
+        assert_eq!(v["unassigned"], 2);
+        assert_eq!(v["unplaceable"], json!(["eu#".to_owned() + &acme_index()]));
+        let pending = v["pending_moves"].as_array().unwrap();
+        assert_eq!(pending.len(), 1, "{v}");
+        assert_eq!(pending[0]["to"], 2);
+        let health: Vec<(u64, String)> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_u64().unwrap(),
+                    n["health"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(health, vec![(1, "dead".into()), (2, "live".into())]);
+    }
+
+    fn acme_index() -> String {
+        quire_raft::placement::shard_index("tenant:acme").to_string()
+    }
+}
