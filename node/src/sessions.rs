@@ -61,8 +61,8 @@ struct RequestScope {
     principal: String,
     /// The session entry the layer found for this request's session id.
     found: Option<McpSession>,
-    /// Why storing a new session failed: its id and the reason.
-    store_failed: Mutex<Option<(String, String)>>,
+    /// Why storing a new session failed: its id and the error.
+    store_failed: Mutex<Option<(String, SessionError)>>,
 }
 
 /// The node's MCP sessions: its in-memory sessions (rmcp's manager) over the replicated
@@ -182,14 +182,21 @@ impl McpSessions {
         let scope = REQUEST
             .try_with(Arc::clone)
             .map_err(|_| SessionError::NoCaller)?;
-        let result = self.put(&scope, id, state).await;
-        if let Err(e) = &result {
-            *scope
-                .store_failed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some((id.to_owned(), e.to_string()));
+        match self.put(&scope, id, state).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // rmcp only logs a failed store; the layer answers for it.
+                let reported = match &e {
+                    SessionError::Full(m) => SessionError::Full(m.clone()),
+                    other => SessionError::Write(other.to_string()),
+                };
+                *scope
+                    .store_failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((id.to_owned(), reported));
+                Err(e)
+            }
         }
-        result
     }
 
     async fn put(
@@ -306,8 +313,14 @@ fn session_not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
 }
 
+/// 503 with a JSON-RPC error and `Retry-After: 1` (a passing condition).
 fn unavailable(message: String) -> Response {
-    let mut response = (
+    with_retry(refused(message))
+}
+
+/// 503 with a JSON-RPC error.
+fn refused(message: String) -> Response {
+    (
         StatusCode::SERVICE_UNAVAILABLE,
         axum::Json(serde_json::json!({
             "jsonrpc": "2.0",
@@ -315,7 +328,10 @@ fn unavailable(message: String) -> Response {
             "error": {"code": -32000, "message": message},
         })),
     )
-        .into_response();
+        .into_response()
+}
+
+fn with_retry(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -383,11 +399,16 @@ pub async fn bind_session(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
-    if let Some((id, reason)) = failed {
+    if let Some((id, error)) = failed {
         // A session only this node knows would break on the next node: close it and say why.
         let _ = sessions.manager.close_session(&id.into()).await;
-        tracing::warn!("MCP session not opened: {reason}");
-        return unavailable(format!("the MCP session could not be opened: {reason}"));
+        tracing::warn!("MCP session not opened: {error}");
+        let message = format!("the MCP session could not be opened: {error}");
+        // A full table stays full until sessions close or expire; a failed write may pass.
+        return match error {
+            SessionError::Full(_) => refused(message),
+            _ => unavailable(message),
+        };
     }
     response
 }

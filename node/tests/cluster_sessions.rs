@@ -298,6 +298,22 @@ async fn a_full_session_table_refuses_initialize_until_a_session_closes() {
         body.contains("mcp.max_sessions_per_tenant"),
         "the refusal names the setting: {body}"
     );
+    // A full table stays full until sessions close or expire: no Retry-After.
+    let r = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "limit-test", "version": "0"}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(!r.headers().contains_key("retry-after"));
     // Closing a session makes room.
     let r = http
         .delete(format!("{base}/mcp"))
