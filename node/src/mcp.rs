@@ -3,6 +3,7 @@
 //! integration's rate limiter, the Notion client).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -151,11 +152,16 @@ fn success_result(output: ToolOutput) -> CallToolResult {
 struct CallerGateway<'a> {
     app: &'a App,
     ctx: quire_actors::call::CallContext,
+    /// Requests sent to Notion for the call so far, retries included.
+    sent: Arc<AtomicU32>,
 }
 
 impl NotionGateway for CallerGateway<'_> {
     async fn call(&self, req: NotionRequest) -> Result<serde_json::Value, CallError> {
-        self.app.data.call(&self.ctx, req).await
+        self.app
+            .data
+            .call_counting(&self.ctx, req, self.sent.clone())
+            .await
     }
 }
 
@@ -166,6 +172,7 @@ impl QuireMcp {
         session_id: String,
         name: &str,
         arguments: serde_json::Value,
+        sent: Arc<AtomicU32>,
     ) -> Result<ToolOutput, ToolError> {
         let Some(spec) = self.tools.iter().find(|t| t.name == name) else {
             return Err(ToolError {
@@ -219,6 +226,7 @@ impl QuireMcp {
                 session_id,
                 integration,
             },
+            sent,
         };
         tools::call_tool(&gateway, name, arguments).await
     }
@@ -337,6 +345,7 @@ impl App {
             resource,
             outcome,
             latency_ms,
+            notion_requests: None,
             justification: None,
             severity: Severity::Info,
         }
@@ -567,12 +576,15 @@ impl QuireMcp {
     ) -> Result<ToolOutput, ToolError> {
         let resource = resource_of(&arguments);
         let started = tokio::time::Instant::now();
-        let outcome = self.run_tool(caller, session_id, name, arguments).await;
+        let sent = Arc::new(AtomicU32::new(0));
+        let outcome = self
+            .run_tool(caller, session_id, name, arguments, sent.clone())
+            .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let denied = matches!(&outcome, Err(e) if e.code == "permission_denied" || e.code == "insufficient_scope" || e.code == "unknown_tool");
         if !denied {
             // Fail closed: the agent gets the result only once its audit record committed.
-            let event = self.app.audit_event(
+            let mut event = self.app.audit_event(
                 caller,
                 "tool",
                 name,
@@ -583,6 +595,7 @@ impl QuireMcp {
                 },
                 Some(latency_ms),
             );
+            event.notion_requests = Some(sent.load(Ordering::Relaxed));
             if let Err(e) = self.app.audit.commit(event).await {
                 tracing::warn!(tool = %name, "tool call withheld: {e}");
                 return Err(ToolError {

@@ -1,6 +1,7 @@
 //! Usage reports (`GET /admin/v1/usage`, `quire ctl usage`) against the real `quire` binary
-//! (`serve --sandbox`): two principals call tools, the report counts each one's calls and
-//! errors, and a workspace manager sees its own workspace and is refused another.
+//! (`serve --sandbox`): two principals call tools, the report counts each one's calls,
+//! errors and Notion requests, and a workspace manager sees its own workspace and is refused
+//! another.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -291,6 +292,9 @@ async fn usage_counts_each_principals_calls_and_stays_in_the_managers_workspace(
     let b = row(&report, "demo/bob").unwrap_or_else(|| panic!("{report}"));
     assert_eq!(b["calls"], 2, "{report}");
     assert_eq!(b["errors"], 0, "{report}");
+    // Each of bob's calls sent one request to Notion; demo-user's failed fetch sent at least one.
+    assert_eq!(b["notion_requests"], 2, "{report}");
+    assert!(user["notion_requests"].as_u64().unwrap() >= 3, "{report}");
     assert_eq!(report["capped"], false);
 
     // Filtered to one principal, by workspace.

@@ -589,6 +589,7 @@ fn execute(
             Err(e) => format!("error:{}", error_code(e)),
         },
         latency_ms: None,
+        notion_requests: None,
         justification: Some(
             why.chars()
                 .take(crate::audit::MAX_AUDIT_TEXT_CHARS)

@@ -63,6 +63,11 @@ pub struct AuditEvent {
     pub outcome: String,
     /// How long it took, for tool calls.
     pub latency_ms: Option<u64>,
+    /// Requests a tool call sent to Notion, retries included. Absent from records written
+    /// before it existed (and from every other kind), and then left out of the hashed form,
+    /// so those records hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notion_requests: Option<u32>,
     /// The justification given, or the reason of the decision.
     pub justification: Option<String>,
     /// How serious.
@@ -293,9 +298,31 @@ mod tests {
             resource: Some(format!("page-{n}")),
             outcome: "ok".into(),
             latency_ms: Some(12),
+            notion_requests: None,
             justification: None,
             severity: Severity::Info,
         }
+    }
+
+    /// A record written before `notion_requests` existed, with the hash it got then.
+    const OLD_RECORD: &str = r#"{"chain":"acme","seq":1,"log_index":11,"at_ms":1001,"node":1,"principal":"acme/alice","tenant":"acme","workspace":"docs","kind":"tool","action":"notion-fetch","resource":"page-1","outcome":"ok","latency_ms":12,"justification":null,"severity":"info","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"3845a73ebc22fd5bc33738d442e0807ee22369c58dab2532757c384a7bb068d2"}"#;
+
+    #[test]
+    fn records_without_notion_requests_hash_as_before() {
+        let old: AuditRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(old.event.notion_requests, None);
+        assert_eq!(record_hash(&old), old.hash);
+        assert_eq!(serde_json::to_string(&old).unwrap(), OLD_RECORD);
+        // The same event appended now gets the same hash.
+        let s = chain(1);
+        assert_eq!(s.chain("acme").unwrap().records[0].hash, old.hash);
+        // A count is part of what is hashed.
+        let mut counted = old.clone();
+        counted.event.notion_requests = Some(2);
+        assert_ne!(record_hash(&counted), old.hash);
+        let text = serde_json::to_string(&counted).unwrap();
+        assert!(text.contains("\"notion_requests\":2"), "{text}");
+        assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), counted);
     }
 
     fn chain(n: u64) -> AuditState {

@@ -622,6 +622,7 @@ pub(crate) fn import(
             resource: Some(format!("tenant:{}", id.as_str())),
             outcome: "ok".into(),
             latency_ms: None,
+            notion_requests: None,
             justification: None,
             severity: Severity::Info,
         },
@@ -737,6 +738,7 @@ mod tests {
                 resource: None,
                 outcome: "ok".into(),
                 latency_ms: Some(5),
+                notion_requests: None,
                 justification: None,
                 severity: Severity::Info,
             })

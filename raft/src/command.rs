@@ -2227,6 +2227,7 @@ fn as_admin(
         resource,
         outcome: String::new(),
         latency_ms: None,
+        notion_requests: None,
         justification: justification.cloned(),
         severity: Severity::Info,
     };

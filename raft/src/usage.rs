@@ -1,5 +1,5 @@
-//! Usage reports from the audit trail: tool calls, errors, refusals and latency percentiles
-//! per tenant, workspace or principal over a period `[since, until)`.
+//! Usage reports from the audit trail: tool calls, errors, refusals, latency percentiles and
+//! Notion requests sent per tenant, workspace or principal over a period `[since, until)`.
 //!
 //! Every tool call leaves one record (`kind: tool`; `outcome` `ok`, `error:<code>` or
 //! `denied`) with its latency, so the report is computed from the replicated records alone
@@ -72,6 +72,9 @@ pub struct UsageRow {
     pub errors: u64,
     /// Calls refused by a scope or role check.
     pub denied: u64,
+    /// Requests the calls sent to Notion, retries included (the integration's budget they
+    /// used). Records from before the count was kept add nothing.
+    pub notion_requests: u64,
     /// Latency percentiles (ms) of the calls that carry one (nearest rank).
     pub p50_ms: Option<u64>,
     pub p95_ms: Option<u64>,
@@ -98,6 +101,7 @@ struct Acc {
     calls: u64,
     errors: u64,
     denied: u64,
+    notion_requests: u64,
     latencies: Vec<u64>,
 }
 
@@ -164,6 +168,7 @@ pub fn report(
             } else if r.event.outcome.starts_with("error:") {
                 acc.errors += 1;
             }
+            acc.notion_requests += u64::from(r.event.notion_requests.unwrap_or(0));
             if let Some(ms) = r.event.latency_ms {
                 acc.latencies.push(ms);
             }
@@ -178,6 +183,7 @@ pub fn report(
                 calls: acc.calls,
                 errors: acc.errors,
                 denied: acc.denied,
+                notion_requests: acc.notion_requests,
                 p50_ms: percentile(&acc.latencies, 50),
                 p95_ms: percentile(&acc.latencies, 95),
                 p99_ms: percentile(&acc.latencies, 99),
@@ -219,6 +225,8 @@ mod tests {
             resource: None,
             outcome: outcome.to_owned(),
             latency_ms,
+            // One request per call that ran (refused calls send none).
+            notion_requests: latency_ms.map(|_| 1),
             justification: None,
             severity: Severity::Info,
         }
@@ -286,11 +294,13 @@ mod tests {
         assert_eq!(rows.len(), 3, "{rows:?}");
         let alice = rows["acme/alice"];
         assert_eq!((alice.calls, alice.errors, alice.denied), (101, 1, 0));
+        assert_eq!(alice.notion_requests, 101);
         assert_eq!(alice.p50_ms, Some(51));
         assert_eq!(alice.p95_ms, Some(96));
         assert_eq!(alice.p99_ms, Some(100));
         let bob = rows["acme/bob"];
         assert_eq!((bob.calls, bob.errors, bob.denied), (2, 0, 1));
+        assert_eq!(bob.notion_requests, 1);
         assert_eq!(bob.p50_ms, Some(7));
         assert_eq!(rows["beta/carol"].calls, 1);
     }

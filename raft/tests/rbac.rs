@@ -612,6 +612,7 @@ fn audit_batches_chain_per_tenant_and_verify() {
         resource: Some(format!("page-{n}")),
         outcome: "ok".into(),
         latency_ms: Some(n),
+        notion_requests: None,
         justification: None,
         severity: Severity::Info,
     };

@@ -481,6 +481,7 @@ mod tests {
                 resource: Some((*c).into()),
                 outcome: "ok".into(),
                 latency_ms: Some(3),
+                notion_requests: None,
                 justification: None,
                 severity: quire_raft::audit::Severity::Info,
             })

@@ -723,6 +723,7 @@ impl ToolFront {
                 resource: Some(tool.call_id.clone()),
                 outcome,
                 latency_ms,
+                notion_requests: None,
                 justification,
                 severity: if latency_ms.is_none() {
                     Severity::Warning

@@ -289,6 +289,7 @@ pub fn refuse(app: &App, caller: &AdminCaller, denial: Denial, resource: &str) -
         resource: Some(truncate(resource, 200)),
         outcome: "denied".to_owned(),
         latency_ms: None,
+        notion_requests: None,
         justification: Some(truncate(&reason, 900)),
         severity: Severity::Warning,
     };

@@ -79,6 +79,7 @@ fn audit_read(app: &App, caller: &AdminCaller, tenant: Option<TenantId>, action:
         resource: Some(what.to_owned()),
         outcome: "ok".to_owned(),
         latency_ms: None,
+        notion_requests: None,
         justification: None,
         severity: Severity::Info,
     };

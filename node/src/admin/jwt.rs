@@ -194,6 +194,7 @@ fn audit_issue(
         resource: Some(format!("jwt:{jti} for {}", principal.as_str())),
         outcome: "ok".to_owned(),
         latency_ms: None,
+        notion_requests: None,
         justification,
         severity: Severity::Info,
     };

@@ -1,7 +1,7 @@
 //! `GET /usage?tenant=&workspace=&principal=&since=&until=&group_by=tenant|workspace|principal`:
-//! tool calls, errors, refusals and latency percentiles over `[since, until)` (ms since the
-//! Unix epoch; the last 24 hours by default), computed from the audit trail this node has
-//! applied (`quire_raft::usage`).
+//! tool calls, errors, refusals, Notion requests and latency percentiles over
+//! `[since, until)` (ms since the Unix epoch; the last 24 hours by default), computed from the
+//! audit trail this node has applied (`quire_raft::usage`).
 //!
 //! Who sees what: `reports.enterprise` (globally) every tenant; `tenant.usage.read` on a
 //! tenant all of it; `workspace.analytics.read` on a workspace that workspace. A request that

@@ -318,6 +318,7 @@ mod tests {
                     resource: Some(format!("workspace:w{seq}")),
                     outcome: "ok".into(),
                     latency_ms: None,
+                    notion_requests: None,
                     justification: None,
                     severity: Severity::Info,
                 },

@@ -1,5 +1,6 @@
-//! `quire ctl usage`: tool calls, errors, refusals and latency percentiles per tenant,
-//! workspace or principal over a period (`GET /admin/v1/usage`), as a table or `--json`.
+//! `quire ctl usage`: tool calls, errors, refusals, Notion requests and latency percentiles
+//! per tenant, workspace or principal over a period (`GET /admin/v1/usage`), as a table or
+//! `--json`.
 
 use std::io::Write;
 
@@ -59,13 +60,27 @@ pub fn render(report: &Value, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "usage from {since} to {until}")?;
     let group = report["group_by"].as_str().unwrap_or("group");
     let mut table = Table::new([
-        group, "calls", "errors", "denied", "p50 ms", "p95 ms", "p99 ms",
+        group,
+        "calls",
+        "errors",
+        "denied",
+        "notion reqs",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
     ]);
     let rows = report["rows"].as_array().map_or(&[][..], Vec::as_slice);
     for r in rows {
         table.row(
             [
-                "group", "calls", "errors", "denied", "p50_ms", "p95_ms", "p99_ms",
+                "group",
+                "calls",
+                "errors",
+                "denied",
+                "notion_requests",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
             ]
             .iter()
             .map(|k| cell(&r[*k])),
