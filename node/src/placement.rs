@@ -71,7 +71,7 @@ async fn run(app: Arc<App>) {
         let now_ms = app.clock.now_ms();
         seen.update(&members(&app), &live, now_ms);
         match round(&app, &seen.liveness(), now_ms).await {
-            Ok(r) if !r.plan.moves.is_empty() => tracing::info!(
+            Ok(r) if r.applied => tracing::info!(
                 moved = r.plan.moves.len(),
                 pending = r.plan.pending.len(),
                 unplaceable = r.plan.unplaceable.len(),
@@ -104,7 +104,12 @@ async fn record_labels(app: &App) {
             .await
         {
             Ok(_) => {
-                tracing::info!(region = %labels.region, zone = ?labels.zone, capacity = labels.capacity, "node labels recorded");
+                tracing::info!(
+                    region = %labels.region,
+                    zone = ?labels.zone,
+                    capacity = labels.capacity,
+                    "node labels recorded"
+                );
                 return;
             }
             Err(WriteError::Rejected(e)) => {
