@@ -113,7 +113,7 @@ impl Worker for ToolCaller {
     }
 }
 
-async fn admin_ok(
+pub async fn admin_ok(
     cluster: &LocalCluster,
     method: Method,
     path: &str,

@@ -110,7 +110,7 @@ struct ReportArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     clients: Vec<usize>,
     /// Open-loop arrival rates (calls/s) of the latency-against-load sweep.
-    #[arg(long, value_delimiter = ',', default_value = "50,100,200,400,800")]
+    #[arg(long, value_delimiter = ',', default_value = "100,200,400,800,1200")]
     open_rates: Vec<f64>,
     /// Raft commit writers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]

@@ -165,7 +165,7 @@ fn notion_server_missing() -> Option<&'static str> {
     let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/bench-cache/npm/node_modules/@notionhq/notion-mcp-server/bin/cli.mjs")
         .is_file();
-    if !installed && !(runs("npm") && runs("npx")) {
+    if !(installed || (runs("npm") && runs("npx"))) {
         return Some("npm / npx are not installed");
     }
     None
