@@ -542,7 +542,7 @@ async fn drain_gate(
 /// the lease alive; the writes still in flight are forwarded to the new leader.
 fn step_down(router: &Router) {
     let status = router.control.status();
-    if status.is_leader {
+    if status.is_leader && status.voters.len() > 1 {
         router.control.raft().runtime_config().heartbeat(false);
         tracing::info!(
             term = status.term,
