@@ -351,6 +351,23 @@ impl PlacementState {
                     m.shard
                 )));
             }
+            // A shard's name must read back: a valid residency and an index in range.
+            m.shard
+                .residency
+                .check()
+                .map_err(|e| PlacementError(format!("shard {}: {e}", m.shard)))?;
+            if m.shard.index >= SHARD_COUNT {
+                return Err(PlacementError(format!(
+                    "shard {}: index must be below {SHARD_COUNT}",
+                    m.shard
+                )));
+            }
+            if m.from == m.to {
+                return Err(PlacementError(format!(
+                    "shard {} is moved to its own owner",
+                    m.shard
+                )));
+            }
             if let Some(to) = m.to {
                 let labels = self.nodes.get(&to).ok_or_else(|| {
                     PlacementError(format!("node {to} has no labels; it cannot own shards"))
@@ -540,7 +557,7 @@ pub struct Plan {
 /// members' `liveness` at `now_ms`, as moves against `map`'s current owners and epochs.
 ///
 /// Urgent moves come first (a shard with no owner, on a dead node, or on a node outside its
-/// residency), then rebalancing moves (a live owner that is no longer the rendezvous choice),
+/// residency — released if no allowed node can take it), then rebalancing moves (a live owner that is no longer the rendezvous choice),
 /// then releases of shards nothing occupies any more.
 pub fn plan(
     map: &PlacementState,
@@ -557,8 +574,23 @@ pub fn plan(
     for shard in occupied {
         let current = map.owner(shard);
         let cands = candidates(shard, &map.nodes, |n| health(n) == NodeHealth::Live);
+        let inside = |owner: NodeId| {
+            map.nodes
+                .get(&owner)
+                .is_some_and(|l| shard.residency.allows(&l.region))
+        };
         let Some(target) = rendezvous(shard, &cands, &map.nodes) else {
             out.unplaceable.push(shard.clone());
+            // Its owner moved out of the residency (relabelled): better no owner than one in
+            // a forbidden region.
+            if let Some(owner) = current.node.filter(|o| !inside(*o)) {
+                urgent.push(ShardMove {
+                    shard: shard.clone(),
+                    from: Some(owner),
+                    to: None,
+                    expected_epoch: current.epoch,
+                });
+            }
             continue;
         };
         let mv = ShardMove {
@@ -570,18 +602,12 @@ pub fn plan(
         match current.node {
             None => urgent.push(mv),
             Some(owner) if owner == target => {}
-            Some(owner) => {
-                let inside = map
-                    .nodes
-                    .get(&owner)
-                    .is_some_and(|l| shard.residency.allows(&l.region));
-                match health(owner) {
-                    _ if !inside => urgent.push(mv),
-                    NodeHealth::Dead => urgent.push(mv),
-                    NodeHealth::Suspect => out.held.push(shard.clone()),
-                    NodeHealth::Live => rebalance.push(mv),
-                }
-            }
+            Some(owner) => match health(owner) {
+                _ if !inside(owner) => urgent.push(mv),
+                NodeHealth::Dead => urgent.push(mv),
+                NodeHealth::Suspect => out.held.push(shard.clone()),
+                NodeHealth::Live => rebalance.push(mv),
+            },
         }
     }
     for (shard, owner) in &map.shards {
@@ -867,6 +893,39 @@ mod tests {
         };
         assert!(map.apply_moves(&[mv(1)]).is_err());
         assert!(map.apply_moves(&[mv(9)]).is_err());
+        // A shard whose name would not read back, or a move that changes nothing, is refused
+        // too (found by the random command test: a release of a shard of an invalid region).
+        let bad_region = ShardMove {
+            shard: ShardId {
+                residency: Residency {
+                    allowed_regions: ["BAD".into()].into(),
+                    preferred_region: None,
+                },
+                index: 1,
+            },
+            from: None,
+            to: None,
+            expected_epoch: 0,
+        };
+        assert!(map.apply_moves(&[bad_region]).is_err());
+        let out_of_range = ShardMove {
+            shard: ShardId {
+                residency: Residency::any(),
+                index: SHARD_COUNT,
+            },
+            from: None,
+            to: Some(1),
+            expected_epoch: 0,
+        };
+        map.nodes.insert(1, labels("eu", 100));
+        assert!(map.apply_moves(&[out_of_range]).is_err());
+        let same = ShardMove {
+            shard: shard.clone(),
+            from: None,
+            to: None,
+            expected_epoch: 0,
+        };
+        assert!(map.apply_moves(&[same]).is_err());
         assert!(map.shards.is_empty());
     }
 
@@ -958,6 +1017,38 @@ mod tests {
         assert!(p.moves.is_empty());
         assert_eq!(p.unplaceable, vec![shard.clone()]);
         assert_eq!(map.owner(&shard).node, Some(1));
+    }
+
+    #[test]
+    fn a_shard_whose_owner_left_its_residency_moves_or_is_released() {
+        let mut map = PlacementState::default();
+        map.nodes.insert(1, labels("eu", 100));
+        let eu = Residency {
+            allowed_regions: ["eu".into()].into(),
+            preferred_region: None,
+        };
+        let shard = shard_of(&eu, "tenant:pinned");
+        let occupied: BTreeSet<ShardId> = [shard.clone()].into();
+        settle_all(&mut map, &occupied);
+        assert_eq!(map.owner(&shard).node, Some(1));
+        // Node 1 restarts in another region: the shard may not stay there.
+        map.nodes.insert(1, labels("us", 100));
+        let live = live_all(&map.nodes, 0);
+        let p = plan(&map, &occupied, &live, 0, &CFG);
+        assert_eq!(p.unplaceable, vec![shard.clone()]);
+        settle(&mut map, &occupied, &live, 0, &CFG);
+        assert_eq!(
+            map.owner(&shard),
+            ShardOwner {
+                node: None,
+                epoch: 2
+            }
+        );
+        // An eu node appears: the shard goes there.
+        map.nodes.insert(2, labels("eu", 100));
+        settle_all(&mut map, &occupied);
+        assert_eq!(map.owner(&shard).node, Some(2));
+        assert_eq!(map.owner(&shard).epoch, 3);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use quire_raft::command::{Command, apply};
+use quire_raft::placement::{NodeLabels, Residency, ShardMove, shard_of, tenant_key};
 use quire_raft::seal::{MasterKey, SealedSecret, hash_api_token, integration_aad};
 use quire_raft::{Budget, IntegrationId, PrincipalId, State, TenantId, TokenId, WorkspaceId};
 use rand::{Rng, SeedableRng};
@@ -27,11 +28,27 @@ fn sealed(key: &MasterKey, rng: &mut ChaCha20Rng, tenant: &str, integration: &st
         .unwrap()
 }
 
+/// `BAD` is not a valid region: labels and policies naming it are refused.
+const REGIONS: &[&str] = &["r1", "r2", "BAD"];
+
+fn random_residency(rng: &mut ChaCha20Rng) -> Residency {
+    let allowed: BTreeSet<String> = REGIONS
+        .iter()
+        .filter(|_| rng.random_bool(0.3))
+        .map(|r| (*r).to_owned())
+        .collect();
+    let preferred_region = rng.random_bool(0.3).then(|| pick(rng, REGIONS).to_owned());
+    Residency {
+        allowed_regions: allowed,
+        preferred_region,
+    }
+}
+
 fn random_command(rng: &mut ChaCha20Rng, key: &MasterKey) -> Command {
     let tenant = pick(rng, TENANTS);
     let name = pick(rng, NAMES);
     let tid = TenantId::new(tenant).unwrap();
-    match rng.random_range(0..11) {
+    match rng.random_range(0..15) {
         0 => Command::CreateTenant {
             tenant: tid,
             display_name: format!("Tenant {tenant}"),
@@ -87,6 +104,34 @@ fn random_command(rng: &mut ChaCha20Rng, key: &MasterKey) -> Command {
                     .then(|| issued_at_ms + rng.random_range(0..100)),
             }
         }
+        11 => Command::SetNodeLabels {
+            node: rng.random_range(1..4),
+            labels: NodeLabels {
+                region: pick(rng, REGIONS).to_owned(),
+                zone: None,
+                capacity: rng.random_range(0..3) * 100,
+            },
+        },
+        12 => Command::CreateTenantIn {
+            tenant: tid,
+            display_name: format!("Tenant {tenant}"),
+            residency: random_residency(rng),
+        },
+        13 => Command::SetTenantResidency {
+            tenant: tid,
+            residency: random_residency(rng),
+        },
+        14 => {
+            let node = |rng: &mut ChaCha20Rng| rng.random_bool(0.7).then(|| rng.random_range(1..4));
+            Command::ApplyPlacement {
+                moves: vec![ShardMove {
+                    shard: shard_of(&random_residency(rng), &tenant_key(&tid)),
+                    from: node(rng),
+                    to: node(rng),
+                    expected_epoch: rng.random_range(0..3),
+                }],
+            }
+        }
         _ => Command::RevokeToken {
             tenant: tid,
             token_id: TokenId::new(format!("t{}", rng.random_range(0..20))).unwrap(),
@@ -96,6 +141,27 @@ fn random_command(rng: &mut ChaCha20Rng, key: &MasterKey) -> Command {
 
 /// Cross-references that must hold in every reachable state.
 fn check_invariants(state: &State, seed: u64) {
+    let placement = state.placement();
+    for tenant in placement.residency.keys() {
+        assert!(
+            state.tenant(tenant).is_some(),
+            "seed {seed}: residency of a missing tenant"
+        );
+    }
+    for (shard, owner) in &placement.shards {
+        assert!(
+            owner.epoch >= 1,
+            "seed {seed}: {shard} in the map at epoch 0"
+        );
+        // (A node may change region after it was given a shard: the planner then moves the
+        // shard; what `apply` guarantees is checked on each accepted move.)
+        if let Some(node) = owner.node {
+            assert!(
+                placement.nodes.contains_key(&node),
+                "seed {seed}: {shard} on unlabelled node {node}"
+            );
+        }
+    }
     for tenant in state.tenants() {
         for ws in state.workspaces(&tenant.id) {
             assert!(
@@ -153,6 +219,18 @@ fn random_sequences_keep_rejections_side_effect_free_and_replay_deterministicall
                 accepted += 1;
                 kinds_accepted.insert(cmd.kind());
             }
+            if let (Ok(_), Command::ApplyPlacement { moves }) = (&result, cmd) {
+                for m in moves {
+                    if let Some(node) = state.placement().owner(&m.shard).node {
+                        let region = &state.placement().nodes[&node].region;
+                        assert!(
+                            m.shard.residency.allows(region),
+                            "seed {seed}: {} moved to node {node} in {region}",
+                            m.shard
+                        );
+                    }
+                }
+            }
             check_invariants(&state, seed);
             results.push(result);
         }
@@ -176,7 +254,7 @@ fn random_sequences_keep_rejections_side_effect_free_and_replay_deterministicall
     // The generator reaches every command's success path somewhere.
     assert_eq!(
         kinds_accepted.len(),
-        10,
+        14,
         "accepted kinds: {kinds_accepted:?}"
     );
 }
