@@ -28,5 +28,5 @@ pub mod placement;
 pub mod restore;
 pub mod sandbox;
 pub mod serve;
-pub mod tools;
 pub mod sessions;
+pub mod tools;
