@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_check;
 pub mod ctl;
 pub mod data_dir;
+pub mod drain;
 pub mod freshness;
 pub mod http;
 pub mod https;

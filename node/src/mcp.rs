@@ -418,6 +418,7 @@ impl ServerHandler for QuireMcp {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        let _in_flight = self.app.metrics.call_started();
         let caller = caller_of(&context)?;
         let name = request.name.clone();
         let action = format!("run:{name}");
@@ -499,6 +500,7 @@ impl ServerHandler for QuireMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let _in_flight = self.app.metrics.call_started();
         let parts = context.extensions.get::<http::request::Parts>();
         let Some(caller) = parts.and_then(|p| p.extensions.get::<Caller>()).cloned() else {
             // The HTTP layer authenticates every request before it reaches rmcp.

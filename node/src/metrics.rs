@@ -52,6 +52,7 @@ struct Counters {
 pub struct NodeMetrics {
     counters: Mutex<Counters>,
     open_sessions: AtomicI64,
+    calls_in_flight: AtomicI64,
 }
 
 impl NodeMetrics {
@@ -82,6 +83,28 @@ impl NodeMetrics {
     /// MCP sessions open on this node now.
     pub fn open_sessions(&self) -> i64 {
         self.open_sessions.load(Ordering::Relaxed)
+    }
+
+    /// A tool call or workflow run started; it counts as in flight until the returned guard
+    /// is dropped (a stopping node waits for these before it ends its MCP sessions).
+    pub fn call_started(self: &std::sync::Arc<Self>) -> CallGuard {
+        self.calls_in_flight.fetch_add(1, Ordering::SeqCst);
+        CallGuard(self.clone())
+    }
+
+    /// Tool calls and workflow runs in flight on this node now.
+    pub fn calls_in_flight(&self) -> i64 {
+        self.calls_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one tool call or workflow run as in flight while it lives.
+#[derive(Debug)]
+pub struct CallGuard(std::sync::Arc<NodeMetrics>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -165,6 +188,16 @@ pub fn render(app: &App) -> String {
         "quire_mcp_sessions_open",
         &[],
         app.metrics.open_sessions() as f64,
+    );
+    out.family(
+        "quire_tool_calls_in_flight",
+        "gauge",
+        "Tool calls and workflow runs in progress on this node.",
+    );
+    out.sample(
+        "quire_tool_calls_in_flight",
+        &[],
+        app.metrics.calls_in_flight() as f64,
     );
     out.text
 }

@@ -397,10 +397,10 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         crate::sandbox::provision(&app, sandbox).await?;
     }
 
-    let drain = Drain::default();
+    let drain = crate::drain::Drain::default();
     let router = crate::http::router(app.clone()).layer(axum::middleware::from_fn_with_state(
         drain.clone(),
-        drain_gate,
+        crate::drain::gate,
     ));
     crate::placement::spawn(app.clone());
     app.set_ready(true);
@@ -408,10 +408,10 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     println!("MCP endpoint: {}/mcp", app.config.public_url());
 
     // Asked to stop, the node first drains: `/readyz` and new requests answer 503, the
-    // listener closes, and the requests already taken finish (axum's graceful shutdown waits
-    // for their answers) within `node.shutdown_grace_ms`. Only then do the MCP sessions, the
-    // audit batcher, the peer server and Raft stop, so a call in flight still gets its audit
-    // record committed.
+    // listener closes, and the requests already taken finish (`crate::drain` counts each
+    // until its answer has been sent; a tool call also until its audit record committed)
+    // within `node.shutdown_grace_ms`. Then the MCP sessions end (closing agents' standalone
+    // streams), and only after that do the audit batcher, the peer server and Raft stop.
     let grace = Duration::from_millis(config.node.shutdown_grace_ms);
     let (signalled, signal_seen) = tokio::sync::oneshot::channel::<()>();
     let stop = {
@@ -456,19 +456,37 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         }
     };
     tokio::pin!(serving);
-    let grace_over = async {
-        if signal_seen.await.is_err() {
-            std::future::pending::<()>().await;
+    let drained = {
+        let drain = drain.clone();
+        let app = app.clone();
+        async move {
+            if signal_seen.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let deadline = tokio::time::Instant::now() + grace;
+            loop {
+                if drain.in_flight() == 0 && app.metrics.calls_in_flight() == 0 {
+                    return true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
         }
-        tokio::time::sleep(grace).await;
     };
     let served = tokio::select! {
         served = &mut serving => served,
-        _ = grace_over => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "requests still open when the shutdown grace ended (MCP streams, or calls slower than node.shutdown_grace_ms): ending them"
-            );
+        idle = drained => {
+            if idle {
+                tracing::info!("drained: every request taken has been answered; ending the MCP sessions");
+            } else {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    requests = drain.in_flight(),
+                    "requests still open when the shutdown grace ended (calls slower than node.shutdown_grace_ms): ending them"
+                );
+            }
             // Ending the MCP sessions closes their streams; the server then finishes.
             shutdown.cancel();
             tokio::time::timeout(FINAL_CLOSE, &mut serving)
@@ -493,46 +511,8 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
 /// ended and the MCP sessions were told to stop.
 const FINAL_CLOSE: Duration = Duration::from_secs(5);
 
-/// Whether the HTTP front still takes new requests.
-#[derive(Clone, Default)]
-struct Drain(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drain {
-    fn start(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn draining(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// While the node drains, a request that still reaches it (on a connection opened before the
-/// listener closed) answers 503 with `Retry-After`, so its client retries on another node;
-/// `/healthz` and `/readyz` still answer.
-async fn drain_gate(
-    axum::extract::State(drain): axum::extract::State<Drain>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let path = request.uri().path();
-    if !drain.draining() || path == "/healthz" || path == "/readyz" {
-        return next.run(request).await;
-    }
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (axum::http::header::RETRY_AFTER, "1"),
-            (axum::http::header::CONNECTION, "close"),
-        ],
-        axum::Json(serde_json::json!({
-            "error": "shutting_down",
-            "message": "this node is stopping; send the request to another node of the cluster",
-        })),
-    )
-        .into_response()
-}
+/// How often a draining node checks whether every request it took has been answered.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// A leader asked to stop gives up leadership by the means openraft 0.9 offers. That version
 /// has no leadership transfer (its `Trigger` can elect, heartbeat, snapshot and purge; a
