@@ -161,6 +161,17 @@ pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
     for line in lines {
         let _ = writeln!(md, "- {line}");
     }
+    for s in &mcp.sides {
+        let _ = writeln!(
+            md,
+            "- {}: peak memory {:.0} MiB after the closed loop, {:.0} MiB after the open-loop sweep \
+             ({} process(es), VmHWM summed)",
+            s.side.label(),
+            s.peak_rss_closed_kib as f64 / 1024.0,
+            s.peak_rss_kib as f64 / 1024.0,
+            s.pids.len()
+        );
+    }
     let best = raft
         .levels
         .iter()

@@ -218,8 +218,11 @@ pub struct SideFacts {
     pub server: String,
     /// The server processes measured.
     pub pids: Vec<u32>,
-    /// Peak resident memory (`VmHWM`) summed over the server processes, in KiB.
+    /// Peak resident memory (`VmHWM`) summed over the server processes, in KiB, at the end
+    /// of the side (after the open-loop sweep, if any).
     pub peak_rss_kib: u64,
+    /// The same when the closed-loop levels were done (before the open-loop sweep).
+    pub peak_rss_closed_kib: u64,
     /// Notion requests one call of each operation made (measured on the sandbox).
     pub notion_requests_per_call: Vec<(Op, u64)>,
 }
@@ -779,6 +782,7 @@ pub async fn run(
                 });
             }
         }
+        let peak_rss_closed_kib = running.pids.iter().map(|&p| peak_rss_kib(p)).sum();
         let op = spec.open_op;
         let args = op.arguments(side, &fixtures);
         for &rate in &spec.open_rates {
@@ -813,6 +817,7 @@ pub async fn run(
             server: running.server.clone(),
             pids: running.pids.clone(),
             peak_rss_kib,
+            peak_rss_closed_kib,
             notion_requests_per_call: per_call,
         });
         drop(pool);
@@ -992,8 +997,9 @@ impl SideBySideReport {
         )];
         for s in &self.sides {
             lines.push(format!(
-                "{}: peak RSS {:.1} MiB ({} process(es), VmHWM summed); {}",
+                "{}: peak RSS {:.1} MiB after the closed loop, {:.1} MiB at the end ({} process(es), VmHWM summed); {}",
                 s.side.label(),
+                s.peak_rss_closed_kib as f64 / 1024.0,
                 s.peak_rss_kib as f64 / 1024.0,
                 s.pids.len(),
                 s.server
