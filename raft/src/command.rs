@@ -441,6 +441,15 @@ pub enum Command {
         /// Where its shards may live.
         residency: crate::placement::Residency,
     },
+    /// Marks node `node` as draining (it receives no shards, and the placement controller
+    /// moves every shard it owns elsewhere, residency permitting) or clears the mark. An
+    /// admin command (`system.configure`).
+    SetNodeDraining {
+        /// The node.
+        node: u64,
+        /// `true` to drain it, `false` to undrain it.
+        draining: bool,
+    },
     /// Changes shards' owners: each move takes effect only if the shard still has the owner
     /// and epoch the planner read (its epoch then goes up by one); the others are stale.
     /// Proposed by the placement controller, never as an admin command.
@@ -520,6 +529,7 @@ impl Command {
             Command::SetNodeLabels { .. } => "set_node_labels",
             Command::CreateTenantIn { .. } => "create_tenant_in",
             Command::SetTenantResidency { .. } => "set_tenant_residency",
+            Command::SetNodeDraining { .. } => "set_node_draining",
             Command::ApplyPlacement { .. } => "apply_placement",
             Command::Once { command, .. } => command.kind(),
         }
@@ -856,6 +866,14 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                 Ok(true) => Ok(CommandOutput::Done),
                 Ok(false) => Ok(CommandOutput::Unchanged),
                 Err(e) => Err(ApplyError::Invalid(e.to_string())),
+            }
+        }
+
+        Command::SetNodeDraining { node, draining } => {
+            match state.placement.set_draining(*node, *draining) {
+                Ok(true) => Ok(CommandOutput::Done),
+                Ok(false) => Ok(CommandOutput::Unchanged),
+                Err(e) => Err(ApplyError::NotFound(e.to_string())),
             }
         }
 
@@ -1877,6 +1895,8 @@ pub fn required_permission(
         // Where a tenant's data may live is cluster configuration (placement), not the
         // tenant's own: a tenant admin cannot move its data out of a region.
         Command::SetTenantResidency { .. } => (Permission::SystemConfigure, RoleScope::Global),
+        // Draining a node is cluster configuration, as removing one is.
+        Command::SetNodeDraining { .. } => (Permission::SystemConfigure, RoleScope::Global),
         Command::DeleteTenant { .. } => (Permission::TenantsDelete, RoleScope::Global),
         Command::CreateWorkspace { tenant, .. } => {
             (Permission::TenantWorkspacesConfigure, tenant_scope(tenant))
@@ -1997,6 +2017,7 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         | Command::DeleteTenant { tenant } => {
             (None, None, Some(format!("tenant:{}", tenant.as_str())))
         }
+        Command::SetNodeDraining { node, .. } => (None, None, Some(format!("node:{node}"))),
         Command::SetTenantResidency { tenant, .. } => (
             Some(tenant.clone()),
             None,

@@ -295,6 +295,10 @@ pub struct PlacementState {
     /// The shard map.
     #[serde(default)]
     pub shards: BTreeMap<ShardId, ShardOwner>,
+    /// Nodes an operator is draining (`SetNodeDraining`): they receive no shard, and the
+    /// planner moves every shard they own elsewhere.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub draining: BTreeSet<NodeId>,
 }
 
 impl PlacementState {
@@ -328,6 +332,29 @@ impl PlacementState {
         }
         self.nodes.insert(node, labels.clone());
         Ok(true)
+    }
+
+    /// Whether `node` is being drained.
+    pub fn is_draining(&self, node: NodeId) -> bool {
+        self.draining.contains(&node)
+    }
+
+    /// Applies `SetNodeDraining`: `Ok(false)` if the flag was already so. Only a node with
+    /// labels (one that has started as a member) can be drained.
+    pub(crate) fn set_draining(
+        &mut self,
+        node: NodeId,
+        draining: bool,
+    ) -> Result<bool, PlacementError> {
+        if !draining {
+            return Ok(self.draining.remove(&node));
+        }
+        if !self.nodes.contains_key(&node) {
+            return Err(PlacementError(format!(
+                "node {node} has no labels (it never started as a member); there is nothing to drain"
+            )));
+        }
+        Ok(self.draining.insert(node))
     }
 
     /// Applies `ApplyPlacement`: every move whose shard still has the expected owner and
@@ -376,6 +403,11 @@ impl PlacementState {
                     return Err(PlacementError(format!(
                         "node {to} is in region {:?}, outside the residency of shard {}",
                         labels.region, m.shard
+                    )));
+                }
+                if self.draining.contains(&to) {
+                    return Err(PlacementError(format!(
+                        "node {to} is draining; it receives no shards"
                     )));
                 }
             }
@@ -551,14 +583,18 @@ pub struct Plan {
     pub unplaceable: Vec<ShardId>,
     /// Shards kept on a node inside its grace period.
     pub held: Vec<ShardId>,
+    /// Shards on a draining node that no other allowed live node can take (their residency
+    /// names no other live region's node): they stay, and the drain cannot finish.
+    pub drain_blocked: Vec<ShardId>,
 }
 
 /// One round of placement over `occupied` shards: where each should live given the
 /// members' `liveness` at `now_ms`, as moves against `map`'s current owners and epochs.
 ///
 /// Urgent moves come first (a shard with no owner, on a dead node, or on a node outside its
-/// residency — released if no allowed node can take it), then rebalancing moves (a live owner that is no longer the rendezvous choice),
-/// then releases of shards nothing occupies any more.
+/// residency — released if no allowed node can take it), then moves off draining nodes, then
+/// rebalancing moves (a live owner that is no longer the rendezvous choice), then releases of
+/// shards nothing occupies any more. A draining node is never a target.
 pub fn plan(
     map: &PlacementState,
     occupied: &BTreeSet<ShardId>,
@@ -568,18 +604,29 @@ pub fn plan(
 ) -> Plan {
     let health = |n: NodeId| liveness.health(n, now_ms, cfg);
     let mut urgent = Vec::new();
+    let mut drain = Vec::new();
     let mut rebalance = Vec::new();
     let mut release = Vec::new();
     let mut out = Plan::default();
     for shard in occupied {
         let current = map.owner(shard);
-        let cands = candidates(shard, &map.nodes, |n| health(n) == NodeHealth::Live);
+        let cands = candidates(shard, &map.nodes, |n| {
+            health(n) == NodeHealth::Live && !map.is_draining(n)
+        });
         let inside = |owner: NodeId| {
             map.nodes
                 .get(&owner)
                 .is_some_and(|l| shard.residency.allows(&l.region))
         };
         let Some(target) = rendezvous(shard, &cands, &map.nodes) else {
+            if current
+                .node
+                .is_some_and(|o| map.is_draining(o) && inside(o))
+            {
+                // Its only allowed home is the node being drained: it stays there.
+                out.drain_blocked.push(shard.clone());
+                continue;
+            }
             out.unplaceable.push(shard.clone());
             // Its owner moved out of the residency (relabelled): better no owner than one in
             // a forbidden region.
@@ -606,6 +653,7 @@ pub fn plan(
                 _ if !inside(owner) => urgent.push(mv),
                 NodeHealth::Dead => urgent.push(mv),
                 NodeHealth::Suspect => out.held.push(shard.clone()),
+                NodeHealth::Live if map.is_draining(owner) => drain.push(mv),
                 NodeHealth::Live => rebalance.push(mv),
             },
         }
@@ -621,6 +669,7 @@ pub fn plan(
         }
     }
     let mut all = urgent;
+    all.extend(drain);
     all.extend(rebalance);
     all.extend(release);
     let cut = all.len().min(cfg.max_moves_per_round);
@@ -1083,5 +1132,119 @@ mod tests {
         );
         settle(&mut map, &[shard.clone()].into(), &live, 0, &CFG);
         assert_eq!(map.owner(&shard).epoch, 3);
+    }
+
+    #[test]
+    fn a_drain_moves_every_shard_off_the_node_within_the_move_limit_and_undrain_brings_them_back() {
+        let mut map = PlacementState::default();
+        for id in 1..=3 {
+            map.nodes.insert(id, labels("a", 100));
+        }
+        let occupied = any_shards();
+        settle_all(&mut map, &occupied);
+        let before = map.shards.clone();
+        let on_2 = occupied
+            .iter()
+            .filter(|s| map.owner(s).node == Some(2))
+            .count();
+        assert!(on_2 > 40, "{on_2}");
+        assert_eq!(map.set_draining(2, true), Ok(true));
+        assert_eq!(map.set_draining(2, true), Ok(false));
+        let live = live_all(&map.nodes, 0);
+        let cfg = PlanConfig {
+            max_moves_per_round: 9,
+            ..CFG
+        };
+        let mut rounds = 0;
+        loop {
+            let p = plan(&map, &occupied, &live, 0, &cfg);
+            assert!(p.drain_blocked.is_empty() && p.unplaceable.is_empty());
+            if p.moves.is_empty() {
+                break;
+            }
+            assert!(p.moves.len() <= 9);
+            for m in &p.moves {
+                assert_eq!(m.from, Some(2), "only the drained node's shards move");
+                assert_ne!(m.to, Some(2));
+            }
+            assert!(map.apply_moves(&p.moves).unwrap().is_empty());
+            rounds += 1;
+        }
+        assert_eq!(rounds, on_2.div_ceil(9));
+        for s in &occupied {
+            let o = map.owner(s);
+            assert_ne!(o.node, Some(2), "{s} still on the drained node");
+            if before[s].node != Some(2) {
+                assert_eq!(o, before[s], "{s} moved though its owner was not drained");
+            }
+        }
+        // Undrained, a rebalance gives it back exactly its rendezvous share.
+        assert_eq!(map.set_draining(2, false), Ok(true));
+        assert_eq!(map.set_draining(2, false), Ok(false));
+        let moved = settle_all(&mut map, &occupied);
+        assert_eq!(moved, on_2);
+        for s in &occupied {
+            assert_eq!(map.owner(s).node, before[s].node);
+        }
+    }
+
+    #[test]
+    fn a_draining_node_receives_no_shard() {
+        let mut map = PlacementState::default();
+        map.nodes.insert(1, labels("a", 100));
+        map.nodes.insert(2, labels("a", 100));
+        assert!(map.set_draining(2, true).unwrap());
+        let occupied = any_shards();
+        settle_all(&mut map, &occupied);
+        assert!(occupied.iter().all(|s| map.owner(s).node == Some(1)));
+        // Node 1 dies: the shards have nowhere to go but the draining node, so they stay.
+        let only_2 = Liveness {
+            last_seen_ms: [(2, 100_000)].into(),
+        };
+        let p = plan(&map, &occupied, &only_2, 100_000, &CFG);
+        assert!(p.moves.is_empty());
+        assert_eq!(p.unplaceable.len(), occupied.len());
+        // The state machine refuses a move to it too.
+        let s = occupied.iter().next().unwrap().clone();
+        let to_2 = ShardMove {
+            shard: s.clone(),
+            from: Some(1),
+            to: Some(2),
+            expected_epoch: map.owner(&s).epoch,
+        };
+        assert!(map.apply_moves(&[to_2]).is_err());
+        // Only a labelled node can be drained.
+        assert!(map.set_draining(7, true).is_err());
+        assert_eq!(map.set_draining(7, false), Ok(false));
+    }
+
+    #[test]
+    fn a_shard_pinned_to_the_drained_nodes_region_blocks_the_drain_and_stays() {
+        let mut map = PlacementState::default();
+        map.nodes.insert(1, labels("eu", 100));
+        map.nodes.insert(2, labels("us", 100));
+        map.nodes.insert(3, labels("us", 100));
+        let eu = Residency {
+            allowed_regions: ["eu".into()].into(),
+            preferred_region: None,
+        };
+        let pinned = shard_of(&eu, "tenant:pinned");
+        let mut occupied = any_shards();
+        occupied.insert(pinned.clone());
+        settle_all(&mut map, &occupied);
+        assert_eq!(map.owner(&pinned).node, Some(1));
+        map.set_draining(1, true).unwrap();
+        let live = live_all(&map.nodes, 0);
+        settle(&mut map, &occupied, &live, 0, &CFG);
+        let p = plan(&map, &occupied, &live, 0, &CFG);
+        assert_eq!(p.drain_blocked, vec![pinned.clone()]);
+        assert!(p.unplaceable.is_empty());
+        assert_eq!(map.owner(&pinned).node, Some(1), "never moved out of eu");
+        assert_eq!(map.owner(&pinned).epoch, 1);
+        let left: Vec<&ShardId> = occupied
+            .iter()
+            .filter(|s| map.owner(s).node == Some(1))
+            .collect();
+        assert_eq!(left, vec![&pinned], "every other shard left node 1");
     }
 }
