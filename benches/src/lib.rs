@@ -10,6 +10,7 @@
 
 pub mod audit_commit;
 pub mod chart;
+pub mod etcd;
 pub mod load;
 pub mod machine;
 pub mod mcp_client;

@@ -182,6 +182,10 @@ struct RaftCommitArgs {
     /// Put it on the disk you want to measure: fsync on tmpfs costs nothing.
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Then run the same levels against a 3-member etcd cluster on loopback (Debian's
+    /// `etcd-server`) in the same run, and print the ratios.
+    #[arg(long)]
+    with_etcd: bool,
 }
 
 /// `quire` next to this executable.
@@ -222,6 +226,7 @@ async fn raft_commit(args: RaftCommitArgs, command: String) -> anyhow::Result<()
         duration: Duration::from_secs(args.duration_secs),
         target: args.target,
         work_dir: args.work_dir,
+        with_etcd: args.with_etcd,
     };
     let report =
         raft_commit::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;

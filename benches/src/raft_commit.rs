@@ -65,6 +65,8 @@ pub struct RaftCommitSpec {
     pub target: Target,
     /// Where the cluster's temporary directory is made (default: the system temp dir).
     pub work_dir: Option<PathBuf>,
+    /// Also run the same levels against a 3-member etcd cluster in the same run.
+    pub with_etcd: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,10 @@ pub struct RaftCommitReport {
     pub warmup_secs: f64,
     pub duration_secs: f64,
     pub levels: Vec<Level>,
+    /// `etcd --version` of the etcd side, when it ran.
+    pub etcd_version: Option<String>,
+    /// The same levels against etcd (empty without `--with-etcd`).
+    pub etcd: Vec<Level>,
 }
 
 /// A writer that creates a tenant, deletes it, creates the next, ... through the admin API.
@@ -304,10 +310,13 @@ impl RaftCommitSpec {
         if !self.quire_bin.is_file() {
             return Err(BenchError::MissingBinary(self.quire_bin.clone()));
         }
+        if self.with_etcd && crate::etcd::version().is_none() {
+            return Err(BenchError::Preflight(crate::etcd::INSTALL_HINT.to_owned()));
+        }
         Ok(())
     }
 
-    fn load_spec(&self) -> LoadSpec {
+    pub(crate) fn load_spec(&self) -> LoadSpec {
         LoadSpec {
             warmup: self.warmup,
             duration: self.duration,
@@ -424,6 +433,14 @@ pub async fn run(
         });
     }
     drop(cluster);
+    let (etcd_version, etcd) = if spec.with_etcd {
+        (
+            crate::etcd::version(),
+            crate::etcd::run(spec, dir.path(), progress).await?,
+        )
+    } else {
+        (None, Vec::new())
+    };
 
     Ok(RaftCommitReport {
         benchmark: "raft-commit",
@@ -444,6 +461,8 @@ pub async fn run(
         warmup_secs: spec.warmup.as_secs_f64(),
         duration_secs: spec.duration.as_secs_f64(),
         levels,
+        etcd_version,
+        etcd,
     })
 }
 
@@ -459,6 +478,38 @@ impl RaftCommitReport {
              (create or delete a tenant), {}s warm-up + {}s measured per level",
             self.nodes, self.data_filesystem, self.target, self.warmup_secs, self.duration_secs
         )
+    }
+
+    /// Quire's writes/s over etcd's at each level both ran.
+    pub fn etcd_ratios(&self) -> Vec<(usize, f64)> {
+        self.levels
+            .iter()
+            .filter_map(|q| {
+                let e = self
+                    .etcd
+                    .iter()
+                    .find(|e| e.result.writers == q.result.writers)?;
+                (e.result.ok_per_sec > 0.0)
+                    .then(|| (q.result.writers, q.result.ok_per_sec / e.result.ok_per_sec))
+            })
+            .collect()
+    }
+
+    fn etcd_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "etcd: {} members on loopback ({}), plain HTTP between peers, WAL fsynced before each ack \
+             (etcd's default); one write = one put or delete of a small key through etcd's JSON gateway \
+             (/v3/kv/put, /v3/kv/deleterange) on the leader",
+            NODES,
+            self.etcd_version.as_deref().unwrap_or("version unknown")
+        )];
+        for (writers, ratio) in self.etcd_ratios() {
+            lines.push(format!(
+                "Quire / etcd at {writers} writers: {}x the committed writes/s",
+                report::ratio(ratio)
+            ));
+        }
+        lines
     }
 
     fn retry_note(&self) -> String {
@@ -479,6 +530,14 @@ impl RaftCommitReport {
         }
         for line in report::error_lines(&self.results()) {
             let _ = writeln!(out, "error: {line}");
+        }
+        if !self.etcd.is_empty() {
+            let etcd: Vec<&LoadResult> = self.etcd.iter().map(|l| &l.result).collect();
+            let _ = writeln!(out, "etcd, same levels, same run:");
+            out.push_str(&report::text_table("writes", &etcd));
+            for line in self.etcd_lines() {
+                let _ = writeln!(out, "{line}");
+            }
         }
         let _ = writeln!(out, "setup:   {}", self.setup());
         let _ = writeln!(out, "retries: {}", self.retry_note());
@@ -518,6 +577,15 @@ impl RaftCommitReport {
                 let _ = writeln!(out, "- `{line}`");
             }
         }
+        if !self.etcd.is_empty() {
+            let etcd: Vec<&LoadResult> = self.etcd.iter().map(|l| &l.result).collect();
+            let _ = writeln!(out, "\netcd, the same levels in the same run:\n");
+            out.push_str(&report::markdown_table("writes", &etcd));
+            let _ = writeln!(out);
+            for line in self.etcd_lines() {
+                let _ = writeln!(out, "- {line}");
+            }
+        }
         let _ = writeln!(out, "\n- setup: {}", self.setup());
         let _ = writeln!(out, "- retries: {}", self.retry_note());
         let _ = writeln!(out, "- machine: {}", self.machine.summary());
@@ -550,6 +618,7 @@ mod tests {
             duration: Duration::from_secs(1),
             target: Target::Leader,
             work_dir: None,
+            with_etcd: false,
         }
     }
 

@@ -5,6 +5,16 @@ use std::fmt::Write as _;
 
 use crate::load::LoadResult;
 
+/// A ratio with two decimals, or two significant figures below 0.1 (`0.0019` -> `"0.0019"`).
+pub fn ratio(r: f64) -> String {
+    if r > 0.0 && r < 0.1 {
+        let digits = (-r.log10()).floor() as usize + 2;
+        format!("{r:.digits$}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
 /// `1234` µs -> `"1.23"` (milliseconds, two decimals).
 pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
@@ -191,6 +201,10 @@ mod tests {
     fn milliseconds_and_quoting() {
         assert_eq!(ms(1234), "1.23");
         assert_eq!(ms(0), "0.00");
+        assert_eq!(ratio(1.234), "1.23");
+        assert_eq!(ratio(0.0019), "0.0019");
+        assert_eq!(ratio(0.05), "0.050");
+        assert_eq!(ratio(0.0), "0.00");
         assert_eq!(Percentiles::default().p99, 0);
         assert_eq!(shell_quote("--writers"), "--writers");
         assert_eq!(shell_quote("1,16,256"), "1,16,256");

@@ -296,3 +296,49 @@ fn mcp_side_by_side_runs_quire_alone_and_names_what_notion_needs() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("apt-get install nodejs npm"), "{stderr}");
 }
+
+#[test]
+fn raft_commit_with_etcd_runs_both_sides() {
+    let has_etcd = Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_etcd {
+        eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+        return;
+    }
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_path = out_dir.path().join("raft.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(["raft-commit", "--writers", "2", "--duration-secs", "1"])
+        .args(["--warmup-secs", "0", "--with-etcd", "--quire-bin"])
+        .arg(&quire)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
+        .expect("the JSON report parses");
+    let etcd = &report["etcd"][0];
+    assert_eq!(etcd["writers"], 2, "{report}");
+    assert!(etcd["ok"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(etcd["errors"], 0, "{report}");
+    assert!(report["etcd_version"].as_str().unwrap().contains("3."));
+    assert!(stdout.contains("Quire / etcd at 2 writers"), "{stdout}");
+    // The etcd members are gone with the run's directory.
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
