@@ -179,6 +179,7 @@ pub fn render(app: &App) -> String {
     render_notion(&mut out, app);
     render_raft(&mut out, app);
     render_audit(&mut out, app);
+    render_placement(&mut out, app);
     out.family(
         "quire_mcp_sessions_open",
         "gauge",
@@ -403,6 +404,52 @@ fn render_audit(out: &mut Page, app: &App) {
         "Time to commit one audit batch through Raft (committed or not).",
     );
     out.histogram("quire_audit_commit_seconds", &[], &latency);
+}
+
+/// The shard map as this node applied it: what this node owns, whether it is draining, and
+/// how far the map has moved (no per-shard or per-tenant labels).
+fn render_placement(out: &mut Page, app: &App) {
+    let me = app.config.node.id;
+    let (owned, draining, nodes_draining, epoch_max, moves) = app.control.read_applied(|s| {
+        let p = s.placement();
+        (
+            crate::placement::shards_owned(s, me),
+            p.is_draining(me),
+            p.draining.len(),
+            p.shards.values().map(|o| o.epoch).max().unwrap_or(0),
+            p.shards.values().map(|o| o.epoch).sum::<u64>(),
+        )
+    });
+    out.family(
+        "quire_shards_owned",
+        "gauge",
+        "Shards this node owns in the applied shard map.",
+    );
+    out.sample("quire_shards_owned", &[], owned as f64);
+    out.family(
+        "quire_node_draining",
+        "gauge",
+        "1 while this node is being drained (it receives no shards), else 0.",
+    );
+    out.sample("quire_node_draining", &[], if draining { 1.0 } else { 0.0 });
+    out.family(
+        "quire_placement_nodes_draining",
+        "gauge",
+        "Nodes of the cluster being drained.",
+    );
+    out.sample("quire_placement_nodes_draining", &[], nodes_draining as f64);
+    out.family(
+        "quire_placement_epoch_max",
+        "gauge",
+        "Highest shard epoch in the applied shard map.",
+    );
+    out.sample("quire_placement_epoch_max", &[], epoch_max as f64);
+    out.family(
+        "quire_placement_moves_total",
+        "counter",
+        "Changes of a shard's owner the applied shard map has recorded (the sum of the shards' epochs).",
+    );
+    out.sample("quire_placement_moves_total", &[], moves as f64);
 }
 
 /// A page of the text exposition format being written.

@@ -71,7 +71,9 @@ pub fn router(app: Arc<App>) -> Router {
 pub async fn members_json(app: &App) -> Value {
     let status = app.control.status();
     let members = app.control.members();
-    let labels = app.control.read_applied(|s| s.placement().nodes.clone());
+    let (labels, draining) = app
+        .control
+        .read_applied(|s| (s.placement().nodes.clone(), s.placement().draining.clone()));
     let mut out = Vec::new();
     for member in members {
         let role = if Some(member.id) == status.leader {
@@ -91,6 +93,7 @@ pub async fn members_json(app: &App) -> Value {
             "region": labels.get(&member.id).map(|l| l.region.clone()),
             "zone": labels.get(&member.id).and_then(|l| l.zone.clone()),
             "capacity": labels.get(&member.id).map(|l| l.capacity),
+            "draining": draining.contains(&member.id),
         });
         if member.id == status.node_id {
             entry["last_log_index"] = json!(status.last_log_index);

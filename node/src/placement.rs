@@ -75,6 +75,7 @@ async fn run(app: Arc<App>) {
                 moved = r.plan.moves.len(),
                 pending = r.plan.pending.len(),
                 unplaceable = r.plan.unplaceable.len(),
+                drain_blocked = r.plan.drain_blocked.len(),
                 "placement round applied"
             ),
             Ok(_) => {}
@@ -259,6 +260,16 @@ pub async fn rebalance(app: &App) -> Result<Round, WriteError> {
     round(app, &liveness, now_ms).await
 }
 
+/// How many shards `node` owns in `state`'s map.
+pub fn shards_owned(state: &State, node: NodeId) -> usize {
+    state
+        .placement()
+        .shards
+        .values()
+        .filter(|o| o.node == Some(node))
+        .count()
+}
+
 fn shard_list(shards: &[ShardId]) -> Vec<String> {
     shards.iter().map(ToString::to_string).collect()
 }
@@ -317,13 +328,21 @@ pub fn placement_json(
                 NodeHealth::Dead if members.contains_key(&id) => "dead",
                 NodeHealth::Dead => "not a member",
             };
+            let blocked: Vec<String> = p
+                .drain_blocked
+                .iter()
+                .filter(|s| placement.owner(s).node == Some(id))
+                .map(ToString::to_string)
+                .collect();
             json!({
                 "id": id,
                 "region": labels.map(|l| l.region.clone()),
                 "zone": labels.and_then(|l| l.zone.clone()),
                 "capacity": labels.map(|l| l.capacity),
                 "health": health,
+                "draining": placement.is_draining(id),
                 "shards": per_node.get(&id).copied().unwrap_or(0),
+                "drain_blocked": blocked,
             })
         })
         .collect();
@@ -339,6 +358,7 @@ pub fn placement_json(
         "shards": shards,
         "unplaceable": shard_list(&p.unplaceable),
         "held": shard_list(&p.held),
+        "drain_blocked": shard_list(&p.drain_blocked),
         "pending_moves": moves_json(&p.moves.iter().chain(&p.pending).cloned().collect::<Vec<_>>()),
     })
 }
@@ -363,6 +383,7 @@ pub fn round_json(r: &Round) -> Value {
         "pending_moves": r.plan.pending.len(),
         "unplaceable": shard_list(&r.plan.unplaceable),
         "held": shard_list(&r.plan.held),
+        "drain_blocked": shard_list(&r.plan.drain_blocked),
     })
 }
 

@@ -3,6 +3,11 @@
 //! pinned to `region-b` lives on node 3 (and stays there, unplaceable, while node 3 is down),
 //! and a stopped node keeps its shards through the grace period, then loses them within a
 //! bound. Also drives `quire ctl placement show|rebalance` and `tenants set-residency`.
+//!
+//! A second cluster drains nodes with `quire ctl nodes drain`: a drained node ends owning no
+//! shard (its draining flag in `nodes list`, `placement show` and `/metrics`), gets shards
+//! again once undrained, and a node holding a shard pinned to its single-node region cannot
+//! be drained: the command fails naming the shard, which stays.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -64,6 +69,21 @@ async fn wait_for(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs `quire ctl` against node `node`: (success, stdout, stderr).
+fn ctl_output(c: &LocalCluster, node: u64, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(&c.spec.binary)
+        .args(["ctl", "--url", &c.node(node).unwrap().http, "--token"])
+        .arg(&c.status.admin_token)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn ctl(c: &LocalCluster, node: u64, args: &[&str]) -> String {
@@ -342,4 +362,221 @@ async fn shards_follow_regions_and_leave_a_stopped_node_after_the_grace_period()
         }
     }
     assert_eq!(o.get(&pinned), Some(&Some(3)));
+}
+
+/// A sample of node `node`'s `/metrics` page.
+async fn metric(c: &LocalCluster, node: u64, name: &str) -> f64 {
+    let url = format!("{}/metrics", c.node(node).unwrap().http);
+    let text = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&c.status.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parsed = quire_node::metrics::parse(&text).unwrap();
+    parsed
+        .value(name, &[])
+        .unwrap_or_else(|| panic!("{name} missing from {url}"))
+}
+
+/// The entry of node `id` in a `GET /placement` answer.
+fn node_entry(v: &Value, id: u64) -> Value {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain() {
+    let dir = tempfile::Builder::new()
+        .prefix("quire-drain-")
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("placement.toml");
+    // Few moves per round, so the drain takes several rounds and shows its progress.
+    std::fs::write(
+        &config,
+        format!(
+            "[placement]\ninterval_ms = {INTERVAL_MS}\nsuspect_after_ms = {SUSPECT_MS}\ngrace_ms = {GRACE_MS}\nmax_moves_per_round = 2\n"
+        ),
+    )
+    .unwrap();
+    let spec = Spec {
+        dir: dir.path().join("cluster"),
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
+        nodes: 3,
+        tls: true,
+        fault_injection: false,
+        env: vec![
+            ("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned()),
+            ("QUIRE_REGION".into(), "region-a".into()),
+        ],
+        sandbox_args: Vec::new(),
+    };
+    let mut c = LocalCluster::up(spec).await.unwrap();
+    c.kill9(3).unwrap();
+    c.spec.env.push(("QUIRE_REGION".into(), "region-b".into()));
+    c.start_node(3).unwrap();
+    c.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+    for i in 0..12 {
+        let (status, v) = c
+            .admin(
+                1,
+                Method::POST,
+                "/tenants",
+                Some(json!({"id": format!("any-{i}"), "display_name": "Any"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{v}");
+    }
+    ctl(
+        &c,
+        1,
+        &["tenants", "create", "pinned", "--regions", "region-b"],
+    );
+    let pinned = shard_of(
+        &pinned_residency(),
+        &tenant_key(&TenantId::new("pinned").unwrap()),
+    )
+    .to_string();
+    let mut expected: std::collections::BTreeSet<String> = (0..12)
+        .map(|i| {
+            let t = TenantId::new(format!("any-{i}")).unwrap();
+            shard_of(&Residency::any(), &tenant_key(&t)).to_string()
+        })
+        .collect();
+    expected.insert(pinned.clone());
+    // (The cluster's demo tenant and its integration occupy shards too.)
+    let settled = wait_for(
+        "every shard assigned",
+        Duration::from_secs(30),
+        async || {
+            let v = placement(&c, 1).await;
+            let o = owners(&v);
+            let labelled = v["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().filter(|n| n["region"].is_string()).count() == 3);
+            (labelled
+                && expected.iter().all(|s| o.contains_key(s))
+                && o.values().all(Option::is_some)
+                && v["pending_moves"].as_array().is_some_and(Vec::is_empty)
+                && o.get(&pinned) == Some(&Some(3)))
+            .then_some(v)
+        },
+    )
+    .await;
+    let before = owners(&settled);
+    let on_2 = before.values().filter(|o| **o == Some(2)).count();
+    assert!(on_2 >= 2, "node 2 owns {on_2} shard(s): {before:?}");
+    assert_eq!(metric(&c, 2, "quire_shards_owned").await, on_2 as f64);
+    assert_eq!(metric(&c, 2, "quire_node_draining").await, 0.0);
+
+    // Drain node 2: it ends owning no shard; only its shards moved, to node 1 or 3.
+    let started = Instant::now();
+    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "2", "--timeout", "60s"]);
+    assert!(ok, "drain failed: {out} {err}");
+    println!(
+        "node 2 drained ({on_2} shards) in {} ms:\n{err}",
+        started.elapsed().as_millis()
+    );
+    assert!(out.contains("node 2 is drained"), "{out}");
+    assert!(
+        err.contains(&format!("node 2: {on_2} of {on_2} shards moved")),
+        "{err}"
+    );
+    let v = placement(&c, 3).await;
+    let after = owners(&v);
+    for (shard, owner) in &before {
+        if *owner == Some(2) {
+            assert!(
+                matches!(after[shard], Some(1 | 3)),
+                "{shard} on {:?}",
+                after[shard]
+            );
+        } else {
+            assert_eq!(
+                after[shard], *owner,
+                "{shard} moved though node 2 did not own it"
+            );
+        }
+    }
+    assert_eq!(node_entry(&v, 2)["draining"], true);
+    assert_eq!(node_entry(&v, 2)["shards"], 0);
+    // The flag is replicated: every node's list shows it.
+    let listed = ctl(&c, 3, &["nodes", "list"]);
+    assert!(listed.contains("DRAINING"), "{listed}");
+    let shown = ctl(&c, 2, &["placement", "show"]);
+    assert!(shown.contains("DRAINING"), "{shown}");
+    let (_, members) = c.admin(3, Method::GET, "/nodes", None).await.unwrap();
+    let drained: Vec<u64> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["draining"] == true)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(drained, vec![2], "{members}");
+    wait_for("node 2's metrics", Duration::from_secs(10), async || {
+        (metric(&c, 2, "quire_node_draining").await == 1.0
+            && metric(&c, 2, "quire_shards_owned").await == 0.0)
+            .then_some(Value::Null)
+    })
+    .await;
+    assert!(metric(&c, 1, "quire_placement_epoch_max").await >= 2.0);
+    // Stays drained: the controller does not move shards back.
+    tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
+    assert_eq!(node_entry(&placement(&c, 1).await, 2)["shards"], 0);
+
+    // Undrain: node 2 receives its rendezvous share again from the next rounds.
+    let out = ctl(&c, 2, &["nodes", "undrain", "2"]);
+    assert!(out.contains("no longer draining"), "{out}");
+    let back = wait_for("node 2 owns shards again", MOVE_BOUND, async || {
+        // A round on request as well as the controller's (either may lose to the other).
+        let _ = c.admin(1, Method::POST, "/placement/rebalance", None).await;
+        let v = placement(&c, 1).await;
+        (v["pending_moves"].as_array().is_some_and(Vec::is_empty)
+            && node_entry(&v, 2)["shards"].as_u64() > Some(0))
+        .then_some(v)
+    })
+    .await;
+    assert_eq!(node_entry(&back, 2)["draining"], false);
+    assert_eq!(
+        owners(&back),
+        before,
+        "undrained, every shard is back where it was"
+    );
+
+    // Node 3 is the only region-b node: the pinned shard cannot leave it.
+    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "3", "--timeout", "60s"]);
+    assert!(!ok, "draining the only region-b node succeeded: {out}");
+    assert!(
+        err.contains("cannot be drained") && err.contains(&pinned),
+        "{err}"
+    );
+    let v = placement(&c, 1).await;
+    let o = owners(&v);
+    assert_eq!(
+        o.get(&pinned),
+        Some(&Some(3)),
+        "the pinned shard left region-b"
+    );
+    let left_on_3: Vec<&String> = o
+        .iter()
+        .filter(|(_, n)| **n == Some(3))
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(left_on_3, vec![&pinned], "{o:?}");
+    assert_eq!(v["drain_blocked"], json!([pinned]));
+    ctl(&c, 1, &["nodes", "undrain", "3"]);
+    // A node that never started as a member cannot be drained.
+    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "9", "--no-wait"]);
+    assert!(!ok && err.contains("node 9"), "{out} {err}");
 }

@@ -7,6 +7,10 @@
 //!   proposes its moves (`ApplyPlacement`, fenced by the shards' epochs, so it never races the
 //!   leader's controller into two owners). Members that do not answer the probe keep their
 //!   shards: moving shards off a dead node is the controller's, after the grace period.
+//! - `POST /nodes/{id}/drain` and `DELETE /nodes/{id}/drain`: propose `SetNodeDraining`
+//!   (`system.configure`, audited like any admin command). A draining node receives no shards
+//!   and the controller moves the ones it owns elsewhere, `placement.max_moves_per_round` per
+//!   round; the answer gives how many it owns now (`GET /placement` shows the progress).
 //! - `PUT /tenants/{t}/residency` (body `{"regions": [...], "preferred_region": ...}`):
 //!   proposes `SetTenantResidency`, which `apply` authorises with `system.configure` — where a
 //!   tenant's data may live is cluster configuration, so a tenant admin cannot move it.
@@ -27,7 +31,9 @@ use quire_raft::placement::Residency;
 use super::access;
 use super::body::Body;
 use super::error::AdminError;
-use super::routes::{ApiResult, Caller, Shared, bytes, id, justification, ok, path, write};
+use super::routes::{
+    ApiResult, Caller, Shared, bytes, id, justification, justification_only, ok, path, write,
+};
 use crate::app::App;
 
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -35,6 +41,54 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/placement", get(show))
         .route("/placement/rebalance", post(rebalance))
         .route("/tenants/{tenant}/residency", put(set_residency))
+        .route("/nodes/{node}/drain", post(drain).delete(undrain))
+}
+
+async fn drain(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    set_draining(&app, &caller, path(p)?, body, true).await
+}
+
+async fn undrain(
+    State(app): Shared,
+    Extension(caller): Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    set_draining(&app, &caller, path(p)?, body, false).await
+}
+
+async fn set_draining(
+    app: &App,
+    caller: &super::AdminCaller,
+    node: String,
+    body: Result<Bytes, BytesRejection>,
+    draining: bool,
+) -> ApiResult {
+    let node: u64 = node
+        .parse()
+        .map_err(|_| AdminError::invalid("node", format!("node id {node:?} is not a number")))?;
+    let why = justification_only(body)?;
+    let changed = write(
+        app,
+        caller,
+        Command::SetNodeDraining { node, draining },
+        why,
+    )
+    .await?;
+    let owned = app
+        .control
+        .read_applied(|s| crate::placement::shards_owned(s, node));
+    Ok(ok(json!({
+        "node": node,
+        "draining": draining,
+        "changed": changed,
+        "shards": owned,
+    })))
 }
 
 async fn show(State(app): Shared, Extension(caller): Caller) -> ApiResult {

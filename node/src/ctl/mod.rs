@@ -158,6 +158,24 @@ pub enum NodesCommand {
         /// Node id.
         id: u64,
     },
+    /// Mark a node draining (needs system.configure): it receives no shards and the placement
+    /// controller moves the ones it owns elsewhere. Shows the progress on stderr and ends when
+    /// it owns no shard; fails naming shards whose residency allows no other live node.
+    Drain {
+        /// Node id.
+        id: u64,
+        /// Return once the node is marked, without waiting for its shards to move.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the node to own no shard (e.g. 90s, 10m, 1h).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Clear a node's draining mark: it receives shards again from the next rounds.
+    Undrain {
+        /// Node id.
+        id: u64,
+    },
 }
 
 /// `quire ctl cluster ...`
@@ -851,6 +869,7 @@ const NODE_COLUMNS: &[(&str, &str)] = &[
     ("ROLE", "role"),
     ("REGION", "region"),
     ("ZONE", "zone"),
+    ("DRAINING", "draining"),
     ("LAST LOG", "last_log_index"),
     ("APPLIED", "applied_index"),
     ("REACHABLE", "reachable"),
@@ -960,6 +979,15 @@ async fn execute(
                     .await?;
                 (v, View::Message(format!("removed node {id}")))
             }
+            NodesCommand::Drain {
+                id,
+                no_wait,
+                timeout,
+            } => {
+                let secs = jwt::parse_duration_secs(&timeout)?;
+                placement::drain(c, id, no_wait, secs).await?
+            }
+            NodesCommand::Undrain { id } => placement::undrain(c, id).await?,
         },
         CtlCommand::Tenants { command } => match command {
             TenantsCommand::Create {

@@ -1,5 +1,8 @@
-//! `quire ctl placement show|rebalance` and `quire ctl tenants set-residency`: the shard map,
-//! one placement round on request, and where a tenant's data may live.
+//! `quire ctl placement show|rebalance`, `quire ctl nodes drain|undrain` and `quire ctl
+//! tenants set-residency`: the shard map, one placement round on request, moving every shard
+//! off a node, and where a tenant's data may live.
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -110,6 +113,97 @@ pub async fn placement(c: &Client, command: PlacementCommand) -> anyhow::Result<
     })
 }
 
+/// How often `nodes drain` reads the placement while it waits.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+
+/// `nodes drain ID [--no-wait] [--timeout 10m]`: marks the node draining, then (unless
+/// `no_wait`) reads `GET /placement` every second, printing a line on stderr each time the
+/// count changes, until the node owns no shard. Fails naming the shards that cannot leave it
+/// (residency), or at `timeout_secs`.
+pub async fn drain(
+    c: &Client,
+    node: u64,
+    no_wait: bool,
+    timeout_secs: u64,
+) -> anyhow::Result<(Value, View)> {
+    let v = c
+        .call(Method::POST, &format!("/nodes/{node}/drain"), None)
+        .await?;
+    let mut total = v["shards"].as_u64().unwrap_or(0);
+    if no_wait {
+        let msg = format!(
+            "node {node} is draining: it owns {total} shard(s); `quire ctl placement show` shows the progress"
+        );
+        return Ok((v, View::Message(msg)));
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(timeout_secs);
+    let mut last: Option<u64> = None;
+    loop {
+        let p = c.call(Method::GET, "/placement", None).await?;
+        let entry = p["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"].as_u64() == Some(node))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if entry["draining"] != Value::Bool(true) {
+            anyhow::bail!("node {node} is no longer draining (undrained meanwhile?)");
+        }
+        let owned = entry["shards"].as_u64().unwrap_or(0);
+        total = total.max(owned);
+        if last != Some(owned) {
+            eprintln!(
+                "node {node}: {} of {total} shards moved",
+                total.saturating_sub(owned)
+            );
+            last = Some(owned);
+        }
+        if owned == 0 {
+            let msg = format!(
+                "node {node} is drained: it owns no shard ({total} moved in {}s)",
+                started.elapsed().as_secs()
+            );
+            return Ok((p, View::Message(msg)));
+        }
+        let blocked: Vec<String> = entry["drain_blocked"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect();
+        if !blocked.is_empty() && blocked.len() as u64 >= owned {
+            anyhow::bail!(
+                "node {node} cannot be drained: {} shard(s) have no other allowed live node (residency) and stay on it: {}",
+                blocked.len(),
+                blocked.join(", ")
+            );
+        }
+        if tokio::time::Instant::now() + DRAIN_POLL > deadline {
+            anyhow::bail!(
+                "node {node} still owns {owned} of {total} shard(s) after {timeout_secs}s; it stays draining (`quire ctl nodes undrain {node}` to cancel)"
+            );
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// `nodes undrain ID`.
+pub async fn undrain(c: &Client, node: u64) -> anyhow::Result<(Value, View)> {
+    let v = c
+        .call(Method::DELETE, &format!("/nodes/{node}/drain"), None)
+        .await?;
+    let msg = if v["changed"] == Value::Bool(true) {
+        format!(
+            "node {node} is no longer draining; it receives shards again on the next placement rounds"
+        )
+    } else {
+        format!("node {node} was not draining")
+    };
+    Ok((v, View::Message(msg)))
+}
+
 fn list_line(what: &str, list: &Value) -> String {
     match list.as_array() {
         Some(items) if !items.is_empty() => format!("\n{what}: {}", cell(list)),
@@ -118,7 +212,9 @@ fn list_line(what: &str, list: &Value) -> String {
 }
 
 fn show_text(v: &Value) -> anyhow::Result<String> {
-    let mut table = Table::new(["NODE", "REGION", "ZONE", "CAPACITY", "HEALTH", "SHARDS"]);
+    let mut table = Table::new([
+        "NODE", "REGION", "ZONE", "CAPACITY", "HEALTH", "DRAINING", "SHARDS",
+    ]);
     for n in v["nodes"].as_array().into_iter().flatten() {
         table.row([
             cell(&n["id"]),
@@ -126,6 +222,7 @@ fn show_text(v: &Value) -> anyhow::Result<String> {
             cell(&n["zone"]),
             cell(&n["capacity"]),
             cell(&n["health"]),
+            cell(&n["draining"]),
             cell(&n["shards"]),
         ]);
     }
@@ -147,6 +244,10 @@ fn show_text(v: &Value) -> anyhow::Result<String> {
     text.push_str(&list_line(
         "held (owner within its grace period)",
         &v["held"],
+    ));
+    text.push_str(&list_line(
+        "blocking a drain (no other allowed node is up)",
+        &v["drain_blocked"],
     ));
     Ok(text)
 }
