@@ -3,131 +3,44 @@
 //! revoked, bad input and bad credentials refused with clear errors and no change, and the
 //! Notion token never showing up in a response or in the node's log.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod cluster_common;
 
+use std::path::Path;
+use std::process::Command;
+
+use cluster_common::ctl::{Ctl, CtlOut};
+use cluster_common::mcp::send_initialize;
+use cluster_common::process::{self, Node, start_sandbox};
 use serde_json::{Value, json};
 
 /// A Notion token no response or log line may ever contain.
 const NOTION_SECRET: &str = "ntn_QUIRETESTSECRET_7c1e5a";
 const NOTION_SECRET_ROTATED: &str = "ntn_QUIRETESTROTATED_93b2d0";
 
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
+/// A sandbox node logging at info: the admin API's own log lines are written, so the leak
+/// check below means something.
 fn start_node(dir: &Path) -> Node {
-    let data_dir = dir.join("data");
-    let stderr_path = dir.join("node.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        // info: the admin API's own log lines are written, so the leak check below means something.
-        .env("QUIRE_LOG", "info")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("start quire");
-    Node {
-        child,
-        data_dir,
-        stderr_path,
-    }
+    start_sandbox(dir, "info")
 }
 
 /// The node's base URL, admin token and MCP token, once it wrote client.json (with a base URL
 /// other than `previous`, after a restart) and answers /readyz.
 async fn wait_ready(node: &mut Node, previous: Option<&str>) -> (String, String, String) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            node.stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", node.stderr());
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-            && let Some(admin) = client["admin_token"].as_str()
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default();
-            let base = url.trim_end_matches("/mcp").to_owned();
-            if previous != Some(base.as_str())
-                && let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                let mcp_token = client["token"].as_str().unwrap_or_default().to_owned();
-                return (base, admin.to_owned(), mcp_token);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = process::wait_ready(node, &reqwest::Client::new(), previous).await;
+    (ready.base, ready.admin_token, ready.token)
 }
 
 /// Everything any client saw, to check for leaked secrets at the end.
 #[derive(Default)]
 struct Seen(String);
 
-struct CtlOut {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl CtlOut {
-    fn json(&self) -> Value {
-        assert!(self.ok, "ctl failed: {}", self.stderr);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("ctl --json printed no JSON ({e}): {}", self.stdout))
-    }
-}
-
 fn ctl(seen: &mut Seen, base: &str, token: &str, env: &[(&str, &str)], args: &[&str]) -> CtlOut {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
-    command
-        .arg("ctl")
-        .args(["--url", base, "--token", token, "--timeout-secs", "20"])
-        .args(args)
-        .env_remove("QUIRE_ADMIN_TOKEN")
-        .env_remove("QUIRE_URL")
-        .env_remove("QUIRE_NOTION_TOKEN");
+    let mut ctl = Ctl::new(Some(base), Some(token), 20);
+    ctl.command.env_remove("QUIRE_NOTION_TOKEN");
     for (k, v) in env {
-        command.env(k, v);
+        ctl.command.env(k, v);
     }
-    let out = command.output().expect("run quire ctl");
-    let result = CtlOut {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let result = ctl.run(args);
     seen.0.push_str(&result.stdout);
     seen.0.push_str(&result.stderr);
     result
@@ -160,16 +73,7 @@ async fn call(
 }
 
 async fn initialize(http: &reqwest::Client, base: &str, token: &str) -> u16 {
-    http.post(format!("{base}/mcp"))
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .bearer_auth(token)
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "admin-test", "version": "0"}}
-        }))
-        .send()
+    send_initialize(http, base, token, "admin-test", None)
         .await
         .expect("POST /mcp")
         .status()

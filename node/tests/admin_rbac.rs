@@ -5,208 +5,16 @@
 //! queries never cross a tenant, denials are audited, and an exported chain verifies offline
 //! until one record is changed, removed or moved.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod cluster_common;
+
+use std::process::Stdio;
 use std::time::Duration;
 
+use cluster_common::admin::Api;
+use cluster_common::ctl::{admin_token_for, ctl};
+use cluster_common::process::{start_sandbox, wait_ready};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path) -> Node {
-    let data_dir = dir.join("data");
-    let stderr_path = dir.join("node.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("start quire");
-    Node {
-        child,
-        data_dir,
-        stderr_path,
-    }
-}
-
-/// The node's base URL and root admin token, once it answers /readyz.
-async fn wait_ready(node: &mut Node) -> (String, String) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let stderr = || std::fs::read_to_string(&node.stderr_path).unwrap_or_default();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", stderr());
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-            && let Some(admin) = client["admin_token"].as_str()
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default();
-            let base = url.trim_end_matches("/mcp").to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                return (base, admin.to_owned());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin API request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("admin API body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(token, method.clone(), path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path} answered {status}: {v}"
-        );
-        v
-    }
-
-    /// Asserts a 403 `forbidden` whose message names `permission` and `scope`.
-    async fn forbidden(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        permission: &str,
-        scope: &str,
-    ) {
-        let (status, v) = self.call(token, method.clone(), path, body).await;
-        assert_eq!(status, 403, "{method} {path}: {v}");
-        assert_eq!(v["error"], "forbidden", "{v}");
-        let message = v["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(permission) && message.contains(scope),
-            "{method} {path}: the refusal should name {permission} and {scope}: {message}"
-        );
-    }
-}
-
-struct CtlOut {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl CtlOut {
-    fn json(&self) -> Value {
-        assert!(self.ok, "ctl failed: {}", self.stderr);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("ctl --json printed no JSON ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs `quire ctl` (with `--url` and `--token` when given).
-fn ctl(base: Option<&str>, token: Option<&str>, args: &[&str]) -> CtlOut {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
-    command.arg("ctl");
-    if let Some(base) = base {
-        command.args(["--url", base, "--timeout-secs", "20"]);
-    }
-    if let Some(token) = token {
-        command.args(["--token", token]);
-    }
-    let out = command
-        .args(args)
-        .env_remove("QUIRE_ADMIN_TOKEN")
-        .env_remove("QUIRE_URL")
-        .output()
-        .expect("run quire ctl");
-    CtlOut {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Polls a query of the audit trail (as root) until a record matches `pred`.
-async fn wait_for_record(
-    api: &Api,
-    root: &str,
-    query: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let page = api
-            .ok(
-                root,
-                Method::GET,
-                &format!("/audit/records?{query}&limit=1000"),
-                None,
-            )
-            .await;
-        if let Some(r) = page["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| pred(r))
-        {
-            return r.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audit record for {query} matched within 15 s: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn provision(api: &Api, root: &str) {
     for tenant in ["acme", "globex"] {
@@ -250,31 +58,12 @@ async fn provision(api: &Api, root: &str) {
     }
 }
 
-/// Issues an admin token acting as `subject` through `quire ctl`; returns its secret.
-fn admin_token_for(base: &str, root: &str, subject: &str) -> String {
-    let issued = ctl(
-        Some(base),
-        Some(root),
-        &[
-            "--json",
-            "admin-tokens",
-            "issue",
-            "--name",
-            subject,
-            "--subject",
-            subject,
-        ],
-    )
-    .json();
-    assert_eq!(issued["subject"], subject, "{issued}");
-    issued["token"].as_str().expect("a secret").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_scope_what_admin_tokens_see_and_change() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start_node(dir.path());
-    let (base, root) = wait_ready(&mut node).await;
+    let mut node = start_sandbox(dir.path(), "warn");
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, root) = (ready.base, ready.admin_token);
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -631,28 +420,32 @@ async fn roles_scope_what_admin_tokens_see_and_change() {
 
     // Denials are in the audit trail: a read in the target tenant's chain, a change
     // (decided by apply) in the chain of what it concerned.
-    let denied_read = wait_for_record(&api, &root, "tenant=globex&kind=authorize", |r| {
-        r["principal"] == "acme/alice" && r["action"] == "tenant.read"
-    })
-    .await;
+    let denied_read = api
+        .wait_for_record(&root, "tenant=globex&kind=authorize", |r| {
+            r["principal"] == "acme/alice" && r["action"] == "tenant.read"
+        })
+        .await;
     assert_eq!(denied_read["outcome"], "denied");
-    let denied_write = wait_for_record(&api, &root, "tenant=_cluster&outcome=denied", |r| {
-        r["principal"] == "acme/alice" && r["action"] == "create_tenant"
-    })
-    .await;
+    let denied_write = api
+        .wait_for_record(&root, "tenant=_cluster&outcome=denied", |r| {
+            r["principal"] == "acme/alice" && r["action"] == "create_tenant"
+        })
+        .await;
     assert_eq!(denied_write["kind"], "admin");
-    let justified = wait_for_record(&api, &root, "tenant=acme&action=create_workspace", |r| {
-        r["principal"] == "acme/alice" && r["resource"] == "workspace:wiki"
-    })
-    .await;
+    let justified = api
+        .wait_for_record(&root, "tenant=acme&action=create_workspace", |r| {
+            r["principal"] == "acme/alice" && r["resource"] == "workspace:wiki"
+        })
+        .await;
     assert_eq!(justified["justification"], "a wiki for the handbook");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start_node(dir.path());
-    let (base, root) = wait_ready(&mut node).await;
+    let mut node = start_sandbox(dir.path(), "warn");
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, root) = (ready.base, ready.admin_token);
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -770,7 +563,7 @@ async fn audit_queries_stay_in_their_tenant_and_exports_verify_offline() {
     );
     assert_eq!(filtered["more"], true, "{filtered}");
     // A denial aimed at no tenant is kept in the caller's own chain.
-    wait_for_record(&api, &root, "tenant=acme&kind=authorize", |r| {
+    api.wait_for_record(&root, "tenant=acme&kind=authorize", |r| {
         r["principal"] == "acme/alice" && r["action"] == "reports.enterprise"
     })
     .await;

@@ -11,228 +11,14 @@
 
 mod cluster_common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cluster_common::admin::Api;
+use cluster_common::ctl::{admin_token_for, ctl};
+use cluster_common::mcp::{CLUSTER_DEADLINES, Session, message_of};
+use cluster_common::process::{start_sandbox, wait_ready};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path) -> Node {
-    let data_dir = dir.join("data");
-    let stderr_path = dir.join("node.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("start quire");
-    Node {
-        child,
-        data_dir,
-        stderr_path,
-    }
-}
-
-/// The node's base URL and root admin token, once it answers /readyz.
-async fn wait_ready(node: &mut Node) -> (String, String) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let stderr = || std::fs::read_to_string(&node.stderr_path).unwrap_or_default();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", stderr());
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-            && let Some(admin) = client["admin_token"].as_str()
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default();
-            let base = url.trim_end_matches("/mcp").to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                return (base, admin.to_owned());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin API request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("admin API body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(token, method.clone(), path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path} answered {status}: {v}"
-        );
-        v
-    }
-
-    /// Asserts a 403 `forbidden` whose message names `permission` and `scope`.
-    async fn forbidden(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        permission: &str,
-        scope: &str,
-    ) {
-        let (status, v) = self.call(token, method.clone(), path, body).await;
-        assert_eq!(status, 403, "{method} {path}: {v}");
-        assert_eq!(v["error"], "forbidden", "{v}");
-        let message = v["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(permission) && message.contains(scope),
-            "{method} {path}: the refusal should name {permission} and {scope}: {message}"
-        );
-    }
-}
-
-struct CtlOut {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl CtlOut {
-    fn json(&self) -> Value {
-        assert!(self.ok, "ctl failed: {}", self.stderr);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("ctl --json printed no JSON ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs `quire ctl` (with `--url` and `--token` when given).
-fn ctl(base: Option<&str>, token: Option<&str>, args: &[&str]) -> CtlOut {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
-    command.arg("ctl");
-    if let Some(base) = base {
-        command.args(["--url", base, "--timeout-secs", "20"]);
-    }
-    if let Some(token) = token {
-        command.args(["--token", token]);
-    }
-    let out = command
-        .args(args)
-        .env_remove("QUIRE_ADMIN_TOKEN")
-        .env_remove("QUIRE_URL")
-        .output()
-        .expect("run quire ctl");
-    CtlOut {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Polls a query of the audit trail (as root) until a record matches `pred`.
-async fn wait_for_record(
-    api: &Api,
-    root: &str,
-    query: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let page = api
-            .ok(
-                root,
-                Method::GET,
-                &format!("/audit/records?{query}&limit=1000"),
-                None,
-            )
-            .await;
-        if let Some(r) = page["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| pred(r))
-        {
-            return r.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audit record for {query} matched within 15 s: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Issues an admin token acting as `subject` through `quire ctl`; returns its secret.
-fn admin_token_for(base: &str, root: &str, subject: &str) -> String {
-    let issued = ctl(
-        Some(base),
-        Some(root),
-        &[
-            "--json",
-            "admin-tokens",
-            "issue",
-            "--name",
-            subject,
-            "--subject",
-            subject,
-        ],
-    )
-    .json();
-    assert_eq!(issued["subject"], subject, "{issued}");
-    issued["token"].as_str().expect("a secret").to_owned()
-}
 
 /// Tenant `acme` (workspaces docs and eng), its principals alice (tenant admin), mgr
 /// (workspace manager of docs), carol and dave; global ea1, ea2 (enterprise admins), sec1
@@ -314,8 +100,9 @@ async fn provision(api: &Api, root: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_changes_wait_for_distinct_approvers_and_break_glass_is_audited_high() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start_node(dir.path());
-    let (base, root) = wait_ready(&mut node).await;
+    let mut node = start_sandbox(dir.path(), "warn");
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, root) = (ready.base, ready.admin_token);
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -519,10 +306,11 @@ async fn critical_changes_wait_for_distinct_approvers_and_break_glass_is_audited
     assert!(broke.stdout.contains("executed"), "{}", broke.stdout);
     let (status, _) = api.call(&root, Method::GET, "/tenants/beta", None).await;
     assert_eq!(status, 404, "deleted by the break-glass");
-    let high = wait_for_record(&api, &root, "tenant=_cluster&action=break_glass", |r| {
-        r["severity"] == "high"
-    })
-    .await;
+    let high = api
+        .wait_for_record(&root, "tenant=_cluster&action=break_glass", |r| {
+            r["severity"] == "high"
+        })
+        .await;
     assert_eq!(high["principal"], "ea2", "{high}");
     assert!(
         high["justification"]
@@ -531,10 +319,11 @@ async fn critical_changes_wait_for_distinct_approvers_and_break_glass_is_audited
             .contains("incident 42"),
         "{high}"
     );
-    let executed = wait_for_record(&api, &root, "tenant=_cluster&action=delete_tenant", |r| {
-        r["outcome"] == "ok"
-    })
-    .await;
+    let executed = api
+        .wait_for_record(&root, "tenant=_cluster&action=delete_tenant", |r| {
+            r["outcome"] == "ok"
+        })
+        .await;
     assert_eq!(executed["severity"], "high", "{executed}");
 
     // Rejected requests cannot be approved afterwards.
@@ -642,8 +431,9 @@ async fn wait_status(api: &Api, token: &str, path: &str, want: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegations_expire_end_with_the_delegators_role_and_permanent_ones_wait_for_approval() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = start_node(dir.path());
-    let (base, root) = wait_ready(&mut node).await;
+    let mut node = start_sandbox(dir.path(), "warn");
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, root) = (ready.base, ready.admin_token);
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -999,87 +789,6 @@ async fn on_three_nodes_a_request_made_on_one_is_approved_on_the_others_and_exec
     }
 }
 
-/// A minimal MCP session over Streamable HTTP (protocol 2025-06-18) on one node.
-struct Session {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-    id: String,
-    next: u64,
-}
-
-/// The JSON-RPC message in a Streamable HTTP answer (plain JSON or an SSE `data:` line).
-fn message_of(body: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        return Some(v);
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("id").is_some())
-}
-
-impl Session {
-    async fn open(base: &str, token: &str) -> anyhow::Result<Session> {
-        let http = reqwest::Client::new();
-        let url = format!("{base}/mcp");
-        let r = http
-            .post(&url)
-            .bearer_auth(token)
-            .header("Accept", "application/json, text/event-stream")
-            .json(&json!({
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "delegation-test", "version": "0"}}
-            }))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "initialize: {}", r.status());
-        let id = r
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no mcp-session-id"))?;
-        let _ = r.text().await;
-        let s = Session {
-            http,
-            url,
-            token: token.to_owned(),
-            id,
-            next: 1,
-        };
-        let r = s
-            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
-        anyhow::ensure!(r.0 == 202 || r.0 == 200, "initialized: {}", r.0);
-        Ok(s)
-    }
-
-    async fn post(&self, message: Value) -> anyhow::Result<(u16, String)> {
-        let r = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("Accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&message)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await.unwrap_or_default()))
-    }
-
-    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<(u16, String)> {
-        self.next += 1;
-        self.post(json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}))
-            .await
-    }
-}
-
 /// What a `tools/call` answered: `Some(code)` of a tool error, `None` for a result, or
 /// `Some("http-<status>")` when the request itself failed.
 async fn call_code(s: &mut Session) -> Option<String> {
@@ -1169,7 +878,15 @@ async fn a_revoked_or_expired_delegation_stops_tool_calls_on_every_node() {
     let jwt = jwt["token"].as_str().expect("a JWT").to_owned();
     let mut sessions = Vec::new();
     for &id in &ids {
-        let mut s = Session::open(&c.url(id), &jwt).await.unwrap();
+        let mut s = Session::open(
+            &reqwest::Client::new(),
+            &c.url(id),
+            &jwt,
+            "delegation-test",
+            Some(CLUSTER_DEADLINES),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             call_code(&mut s).await.as_deref(),
             Some(DENIED),

@@ -7,42 +7,24 @@ mod cluster_common;
 
 use std::time::Duration;
 
-use cluster_common::{Answer, start};
+use cluster_common::mcp::send_initialize;
+use cluster_common::start;
 use reqwest::Method;
-use serde_json::{Value, json};
-
-async fn admin_ok(
-    c: &cluster_common::TestCluster,
-    id: u64,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    match c
-        .request(id, method.clone(), path, body, Duration::from_secs(20))
-        .await
-    {
-        Answer::Status(code, v) if (200..300).contains(&code) => v,
-        other => panic!("{method} {path} on node {id}: {other:?}"),
-    }
-}
+use serde_json::json;
 
 /// The status of an MCP `initialize` with `token` at node `base`.
 async fn initialize(http: &reqwest::Client, base: &str, token: &str) -> u16 {
-    http.post(format!("{base}/mcp"))
-        .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "cluster-jwt-test", "version": "0"}}
-        }))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .expect("POST /mcp")
-        .status()
-        .as_u16()
+    send_initialize(
+        http,
+        base,
+        token,
+        "cluster-jwt-test",
+        Some(Duration::from_secs(20)),
+    )
+    .await
+    .expect("POST /mcp")
+    .status()
+    .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,18 +38,18 @@ async fn a_jwt_issued_on_one_node_works_on_every_node_until_revoked_on_another()
     let http = reqwest::Client::new();
 
     // `quire init` gave the cluster its signing key; every node lists the same one.
-    let keys = admin_ok(&c, ids[1], Method::GET, "/jwt/keys", None).await;
+    let keys = c.admin_ok(ids[1], Method::GET, "/jwt/keys", None).await;
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
     let issuer = keys["issuer"].clone();
 
-    let issued = admin_ok(
-        &c,
-        ids[0],
-        Method::POST,
-        "/tenants/demo/jwt",
-        Some(json!({"principal": "demo-user", "workspace": "demo", "ttl_secs": 600})),
-    )
-    .await;
+    let issued = c
+        .admin_ok(
+            ids[0],
+            Method::POST,
+            "/tenants/demo/jwt",
+            Some(json!({"principal": "demo-user", "workspace": "demo", "ttl_secs": 600})),
+        )
+        .await;
     assert_eq!(issued["issuer"], issuer);
     let token = issued["token"].as_str().expect("a token").to_owned();
     for &id in &ids {
@@ -79,14 +61,14 @@ async fn a_jwt_issued_on_one_node_works_on_every_node_until_revoked_on_another()
     }
 
     // Revoked through the third node: once acknowledged, refused everywhere.
-    let revoked = admin_ok(
-        &c,
-        ids[2],
-        Method::POST,
-        "/jwt/revocations",
-        Some(json!({"token": token})),
-    )
-    .await;
+    let revoked = c
+        .admin_ok(
+            ids[2],
+            Method::POST,
+            "/jwt/revocations",
+            Some(json!({"token": token})),
+        )
+        .await;
     assert_eq!(revoked["tenant"], "demo");
     for &id in &ids {
         assert_eq!(
@@ -97,25 +79,25 @@ async fn a_jwt_issued_on_one_node_works_on_every_node_until_revoked_on_another()
     }
 
     // A rotation on the second node: the first node signs with the new key, all accept it.
-    let rotated = admin_ok(
-        &c,
-        ids[1],
-        Method::POST,
-        "/jwt/keys/rotate",
-        Some(json!({"alg": "ES256"})),
-    )
-    .await;
+    let rotated = c
+        .admin_ok(
+            ids[1],
+            Method::POST,
+            "/jwt/keys/rotate",
+            Some(json!({"alg": "ES256"})),
+        )
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let token = loop {
         // Node 1 signs with the key it has applied; wait until that is the new one.
-        let issued = admin_ok(
-            &c,
-            ids[0],
-            Method::POST,
-            "/tenants/demo/jwt",
-            Some(json!({"principal": "demo-user", "workspace": "demo"})),
-        )
-        .await;
+        let issued = c
+            .admin_ok(
+                ids[0],
+                Method::POST,
+                "/tenants/demo/jwt",
+                Some(json!({"principal": "demo-user", "workspace": "demo"})),
+            )
+            .await;
         if issued["kid"] == rotated["kid"] {
             break issued["token"].as_str().expect("a token").to_owned();
         }

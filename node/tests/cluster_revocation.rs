@@ -9,107 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cluster_common::{Answer, start};
+use cluster_common::mcp::{CLUSTER_DEADLINES, Session, message_of};
+use cluster_common::start;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
-
-/// A minimal MCP session over Streamable HTTP (protocol 2025-06-18) on one node.
-struct Session {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-    id: String,
-    next: u64,
-}
-
-/// The JSON-RPC message in a Streamable HTTP answer (plain JSON or an SSE `data:` line).
-fn message_of(body: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        return Some(v);
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("id").is_some())
-}
-
-impl Session {
-    async fn open(base: &str, token: &str) -> anyhow::Result<Session> {
-        let http = reqwest::Client::new();
-        let url = format!("{base}/mcp");
-        let r = http
-            .post(&url)
-            .bearer_auth(token)
-            .header("Accept", "application/json, text/event-stream")
-            .json(&json!({
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "revocation-test", "version": "0"}}
-            }))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "initialize: {}", r.status());
-        let id = r
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no mcp-session-id"))?;
-        let _ = r.text().await;
-        let s = Session {
-            http,
-            url,
-            token: token.to_owned(),
-            id,
-            next: 1,
-        };
-        let r = s
-            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
-        anyhow::ensure!(r.0 == 202 || r.0 == 200, "initialized: {}", r.0);
-        Ok(s)
-    }
-
-    async fn post(&self, message: Value) -> anyhow::Result<(u16, String)> {
-        let r = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("Accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&message)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await.unwrap_or_default()))
-    }
-
-    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<(u16, String)> {
-        self.next += 1;
-        self.post(json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}))
-            .await
-    }
-}
-
-async fn admin_ok(
-    c: &cluster_common::TestCluster,
-    id: u64,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    match c
-        .request(id, method.clone(), path, body, Duration::from_secs(20))
-        .await
-    {
-        Answer::Status(code, v) if (200..300).contains(&code) => v,
-        other => panic!("{method} {path} on node {id}: {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_refused_on_every_node_once_acknowledged() {
@@ -120,21 +24,29 @@ async fn a_revoked_token_is_refused_on_every_node_once_acknowledged() {
         .await
         .unwrap();
     // A token of its own, so the cluster's demo token stays usable for other checks.
-    let issued = admin_ok(
-        &c,
-        1,
-        Method::POST,
-        "/tenants/demo/tokens",
-        Some(json!({"principal": "demo-user", "workspace": "demo"})),
-    )
-    .await;
+    let issued = c
+        .admin_ok(
+            1,
+            Method::POST,
+            "/tenants/demo/tokens",
+            Some(json!({"principal": "demo-user", "workspace": "demo"})),
+        )
+        .await;
     let token = issued["token"].as_str().unwrap().to_owned();
     let token_id = issued["token_id"].as_str().unwrap().to_owned();
 
     // Sessions on every node; a tool call works on each.
     let mut sessions = Vec::new();
     for &id in &ids {
-        let mut s = Session::open(&c.url(id), &token).await.unwrap();
+        let mut s = Session::open(
+            &reqwest::Client::new(),
+            &c.url(id),
+            &token,
+            "revocation-test",
+            Some(CLUSTER_DEADLINES),
+        )
+        .await
+        .unwrap();
         let (status, body) = s
             .request(
                 "tools/call",
@@ -171,8 +83,7 @@ async fn a_revoked_token_is_refused_on_every_node_once_acknowledged() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
-    admin_ok(
-        &c,
+    c.admin_ok(
         revoking_node,
         Method::DELETE,
         &format!("/tenants/demo/tokens/{token_id}"),

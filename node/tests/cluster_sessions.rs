@@ -5,49 +5,16 @@
 
 mod cluster_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cluster_common::{Answer, start};
+use cluster_common::mcp::send_initialize;
+use cluster_common::process::{Node, SandboxCommand, python, wait_ready, workspace_root};
+use cluster_common::start;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("node/ has a parent")
-        .to_owned()
-}
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("QUIRE_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = workspace_root().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the MCP SDK: run `bash scripts/test.sh` (it creates .venv with `mcp`), or set QUIRE_TEST_PYTHON"
-    );
-    venv
-}
-
-async fn admin_ok(
-    c: &cluster_common::TestCluster,
-    id: u64,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    match c
-        .request(id, method.clone(), path, body, Duration::from_secs(20))
-        .await
-    {
-        Answer::Status(code, v) if (200..300).contains(&code) => v,
-        other => panic!("{method} {path} on node {id}: {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survives_a_restart() {
@@ -57,30 +24,28 @@ async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survi
         .unwrap();
     let token = c.cluster.status.mcp_token.clone();
     // Another principal of the same tenant and workspace, with a valid MCP token.
-    admin_ok(
-        &c,
+    c.admin_ok(
         2,
         Method::POST,
         "/tenants/demo/principals",
         Some(json!({"id": "other", "display_name": "Other"})),
     )
     .await;
-    admin_ok(
-        &c,
+    c.admin_ok(
         2,
         Method::POST,
         "/tenants/demo/principals/other/workspaces",
         Some(json!({"workspace": "demo"})),
     )
     .await;
-    let issued = admin_ok(
-        &c,
-        2,
-        Method::POST,
-        "/tenants/demo/tokens",
-        Some(json!({"principal": "other", "workspace": "demo"})),
-    )
-    .await;
+    let issued = c
+        .admin_ok(
+            2,
+            Method::POST,
+            "/tenants/demo/tokens",
+            Some(json!({"principal": "other", "workspace": "demo"})),
+        )
+        .await;
     let other_token = issued["token"].as_str().unwrap().to_owned();
     // The other token opens sessions of its own: only the binding refuses it below.
     let (status, body) = cluster_common::mcp_initialize(&c.url(3), &other_token)
@@ -161,14 +126,14 @@ async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survi
     let session_id = phases[0].1["session_id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let page = admin_ok(
-            &c,
-            3,
-            Method::GET,
-            "/audit/records?tenant=demo&kind=session&outcome=denied&limit=1000",
-            None,
-        )
-        .await;
+        let page = c
+            .admin_ok(
+                3,
+                Method::GET,
+                "/audit/records?tenant=demo&kind=session&outcome=denied&limit=1000",
+                None,
+            )
+            .await;
         let records = page["records"].as_array().cloned().unwrap_or_default();
         let text = page.to_string();
         assert!(
@@ -191,58 +156,17 @@ async fn an_mcp_session_continues_on_every_node_for_its_principal_only_and_survi
     }
 }
 
-/// A `quire serve --sandbox` node on loopback; killed when dropped.
-struct SandboxNode(std::process::Child);
-
-impl Drop for SandboxNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a sandbox node with the configuration `toml`; returns it, its base URL and the
-/// demo token.
-async fn sandbox_with(dir: &Path, toml: &str) -> (SandboxNode, String, String) {
+/// Starts a sandbox node with the configuration `toml` (its stderr the test's own); returns
+/// it, its base URL and the demo token.
+async fn sandbox_with(dir: &Path, toml: &str) -> (Node, String, String) {
     let config = dir.join("quire.toml");
     std::fs::write(&config, toml).expect("write the config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start quire");
-    let mut node = SandboxNode(child);
-    let client_json = dir.join("data").join("client.json");
-    let http = cluster_common::client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s"
-        );
-        if let Ok(Some(status)) = node.0.try_wait() {
-            panic!("quire exited early with {status}");
-        }
-        if let Ok(text) = std::fs::read_to_string(&client_json)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default().to_owned();
-            let base = url.trim_end_matches("/mcp").to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                let token = client["token"].as_str().expect("a token").to_owned();
-                return (node, base, token);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut command = SandboxCommand::new(&dir.join("data"), None, "warn");
+    command.command.arg("--config").arg(&config);
+    let mut node = command.spawn();
+    let ready = wait_ready(&mut node, &cluster_common::client(), None).await;
+    let token = ready.client["token"].as_str().expect("a token").to_owned();
+    (node, ready.base, token)
 }
 
 /// An `initialize` on `base`: its status, its session id, and its body.
@@ -251,20 +175,15 @@ async fn initialize(
     base: &str,
     token: &str,
 ) -> (u16, Option<String>, String) {
-    let r = http
-        .post(format!("{base}/mcp"))
-        .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .timeout(Duration::from_secs(10))
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "limit-test", "version": "0"}}
-        }))
-        .send()
-        .await
-        .expect("POST /mcp");
+    let r = send_initialize(
+        http,
+        base,
+        token,
+        "limit-test",
+        Some(Duration::from_secs(10)),
+    )
+    .await
+    .expect("POST /mcp");
     let status = r.status().as_u16();
     let id = r
         .headers()

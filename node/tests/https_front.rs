@@ -6,25 +6,17 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod cluster_common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_common::process::{Node, SandboxCommand, python, wait_ready};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-
-struct Node {
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn quire(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_quire"))
@@ -115,33 +107,6 @@ fn https_client(ca_pem: &Path) -> reqwest::Client {
         .unwrap()
 }
 
-/// Waits until the node wrote client.json and answers /readyz over HTTPS.
-async fn wait_ready(node: &mut Node, data_dir: &Path, http: &reqwest::Client) -> Value {
-    let path = data_dir.join("client.json");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s"
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}");
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default().to_owned();
-            let base = url.trim_end_matches("/mcp");
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                return client;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -164,27 +129,19 @@ fn setup() -> Setup {
     }
 }
 
-fn start_tls_node(s: &Setup, data_dir: &Path) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+/// A sandbox node on `data_dir` serving HTTPS with the setup's certificate, its stderr the
+/// test's own; `min_version` is `QUIRE_TLS_MIN_VERSION` (unset with `None`).
+fn start_tls_node(s: &Setup, data_dir: &Path, min_version: Option<&str>) -> Node {
+    let mut node = SandboxCommand::new(data_dir, None, "warn");
+    node.command
         .env("QUIRE_TLS_CERT_FILE", s.tls.join("http.pem"))
         .env("QUIRE_TLS_KEY_FILE", s.tls.join("http.key"))
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
-        .env_remove("QUIRE_TLS_MIN_VERSION")
-        .env_remove("QUIRE_ALLOW_PLAIN_HTTP")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start quire");
-    Node { child }
+        .env_remove("QUIRE_ALLOW_PLAIN_HTTP");
+    match min_version {
+        Some(v) => node.command.env("QUIRE_TLS_MIN_VERSION", v),
+        None => node.command.env_remove("QUIRE_TLS_MIN_VERSION"),
+    };
+    node.spawn()
 }
 
 fn hup(node: &Node) {
@@ -217,9 +174,9 @@ async fn https_front_serves_mcp_refuses_tls12_and_rotates_its_certificate_on_sig
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let s = setup();
     let data_dir = s.root.join("data");
-    let mut node = start_tls_node(&s, &data_dir);
+    let mut node = start_tls_node(&s, &data_dir, None);
     let http = https_client(&s.ca_pem);
-    let client = wait_ready(&mut node, &data_dir, &http).await;
+    let client = wait_ready(&mut node, &http, None).await.client;
     let url = client["mcp_url"].as_str().unwrap().to_owned();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let base = url.trim_end_matches("/mcp").to_owned();
@@ -375,26 +332,10 @@ async fn tls12_is_served_only_when_allowed() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let s = setup();
     let data_dir = s.root.join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("QUIRE_TLS_CERT_FILE", s.tls.join("http.pem"))
-        .env("QUIRE_TLS_KEY_FILE", s.tls.join("http.key"))
-        .env("QUIRE_TLS_MIN_VERSION", "1.2")
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut node = Node { child };
-    let client = wait_ready(&mut node, &data_dir, &https_client(&s.ca_pem)).await;
+    let mut node = start_tls_node(&s, &data_dir, Some("1.2"));
+    let client = wait_ready(&mut node, &https_client(&s.ca_pem), None)
+        .await
+        .client;
     let addr = client["mcp_url"]
         .as_str()
         .unwrap()
@@ -468,24 +409,11 @@ async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let start = |log: &Path| {
-        let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-            .args([
-                "serve",
-                "--sandbox",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env("QUIRE_LOG", "info")
+        let mut node = SandboxCommand::new(&data, Some(log), "info");
+        node.command
             .env_remove("QUIRE_TLS_CERT_FILE")
-            .env_remove("QUIRE_TLS_KEY_FILE")
-            .env_remove("QUIRE_MASTER_KEY")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Node { child }
+            .env_remove("QUIRE_TLS_KEY_FILE");
+        node.spawn()
     };
     let stop = |mut node: Node| {
         let _ = Command::new("kill")
@@ -500,7 +428,7 @@ async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() 
     // A new data dir records the current format.
     let first_log = dir.path().join("first.log");
     let mut node = start(&first_log);
-    wait_ready(&mut node, &data, &http).await;
+    wait_ready(&mut node, &http, None).await;
     stop(node);
     assert_eq!(
         std::fs::read_to_string(&format).unwrap(),
@@ -517,7 +445,7 @@ async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() 
     std::fs::remove_file(data.join("client.json")).unwrap();
     let second_log = dir.path().join("second.log");
     let mut node = start(&second_log);
-    wait_ready(&mut node, &data, &http).await;
+    wait_ready(&mut node, &http, None).await;
     stop(node);
     assert_eq!(
         std::fs::read_to_string(&format).unwrap(),
@@ -531,7 +459,7 @@ async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() 
     let third_log = dir.path().join("third.log");
     std::fs::remove_file(data.join("client.json")).unwrap();
     let mut node = start(&third_log);
-    wait_ready(&mut node, &data, &http).await;
+    wait_ready(&mut node, &http, None).await;
     stop(node);
     let log = std::fs::read_to_string(&third_log).unwrap();
     assert!(!log.contains("migrat"), "{log}");
@@ -573,25 +501,13 @@ async fn a_data_dir_without_a_format_is_migrated_once_and_a_newer_one_refused() 
     assert_eq!(before, after);
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("QUIRE_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the MCP SDK: run `bash scripts/test.sh` (it creates .venv with `mcp`), or set QUIRE_TEST_PYTHON"
-    );
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_mcp_sdk_works_over_https_trusting_the_ca() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let s = setup();
     let data_dir = s.root.join("data");
-    let mut node = start_tls_node(&s, &data_dir);
-    wait_ready(&mut node, &data_dir, &https_client(&s.ca_pem)).await;
+    let mut node = start_tls_node(&s, &data_dir, None);
+    wait_ready(&mut node, &https_client(&s.ca_pem), None).await;
     let output = Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_https.py"))
         .arg(data_dir.join("client.json"))

@@ -5,93 +5,36 @@
 //! rotated mid-test: Quire refetches on the unknown kid and accepts the new key's tokens,
 //! refuses the removed key's, and a flood of bogus kids does not make it hammer the provider.
 
+mod cluster_common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cluster_common::mcp::{ACCEPT, PROTOCOL_VERSION, initialize_request, message_of};
+use cluster_common::process::{self, Node, sandbox_in};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 /// Least time between two fetches of the provider's keys, as configured below.
 const REFETCH_INTERVAL_MS: u64 = 1_500;
 
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
+/// A sandbox node logging at info with the configuration file `config`.
 fn start_node(dir: &Path, config: &Path) -> Node {
-    let data_dir = dir.join("data");
-    let stderr_path = dir.join("node.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("QUIRE_LOG", "info")
-        .env_remove("QUIRE_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("start quire");
-    Node {
-        child,
-        data_dir,
-        stderr_path,
-    }
+    let mut node = sandbox_in(dir, "info");
+    node.command.arg("--config").arg(config);
+    node.spawn()
 }
 
 /// The node's base URL and admin token once it wrote client.json and answers /readyz.
 async fn wait_ready(node: &mut Node) -> (String, String) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            node.stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", node.stderr());
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-            && let Some(admin) = client["admin_token"].as_str()
-        {
-            let base = client["mcp_url"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_end_matches("/mcp")
-                .to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                return (base, admin.to_owned());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = process::wait_ready(node, &reqwest::Client::new(), None).await;
+    (ready.base, ready.admin_token)
 }
 
 async fn admin(
@@ -113,17 +56,6 @@ async fn admin(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The JSON-RPC message in a Streamable HTTP answer (plain JSON or an SSE `data:` line).
-fn message_of(body: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        return Some(v);
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("id").is_some())
-}
-
 async fn mcp(
     http: &reqwest::Client,
     base: &str,
@@ -134,8 +66,8 @@ async fn mcp(
     let mut request = http
         .post(format!("{base}/mcp"))
         .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
+        .header("Accept", ACCEPT)
+        .header("mcp-protocol-version", PROTOCOL_VERSION)
         .json(&message)
         .timeout(Duration::from_secs(30));
     if let Some(id) = session {
@@ -163,11 +95,7 @@ async fn mcp(
 }
 
 fn initialize() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "jwt-test", "version": "0"}}
-    })
+    initialize_request(1, "jwt-test")
 }
 
 /// Opens a session and calls `notion-get-self` once; the tool's JSON-RPC result.

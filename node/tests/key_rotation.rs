@@ -6,101 +6,43 @@
 //! alone it refuses, naming B. Started with B alone before the rotation, it refuses too,
 //! naming A.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod cluster_common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use cluster_common::ctl::{Ctl, CtlOut};
+use cluster_common::mcp::{Session, message_of};
+use cluster_common::process::{Node, SandboxCommand, wait_ready};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
-/// A sandbox node on `dir/data`, with `QUIRE_MASTER_KEY_FILE` = `key` (none: the sandbox's
-/// own `data/master.key`) and `previous` as `QUIRE_PREVIOUS_MASTER_KEY_FILES`.
+/// A sandbox node on `dir/data`, its stderr in `dir/<run>.stderr`, with
+/// `QUIRE_MASTER_KEY_FILE` = `key` (none: the sandbox's own `data/master.key`) and `previous`
+/// as `QUIRE_PREVIOUS_MASTER_KEY_FILES`.
 fn sandbox(dir: &Path, run: &str, key: Option<&Path>, previous: &[&Path]) -> Node {
     std::fs::create_dir_all(dir).expect("create the node dir");
-    let data_dir = dir.join("data");
     let stderr_path = dir.join(format!("{run}.stderr"));
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
-    command
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_MASTER_KEY")
+    let mut node = SandboxCommand::new(&dir.join("data"), Some(&stderr_path), "warn");
+    node.command
         .env_remove("QUIRE_MASTER_KEY_FILE")
-        .env_remove("QUIRE_PREVIOUS_MASTER_KEY_FILES")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr));
+        .env_remove("QUIRE_PREVIOUS_MASTER_KEY_FILES");
     if let Some(key) = key {
-        command.env("QUIRE_MASTER_KEY_FILE", key);
+        node.command.env("QUIRE_MASTER_KEY_FILE", key);
     }
     if !previous.is_empty() {
         let list: Vec<String> = previous.iter().map(|p| p.display().to_string()).collect();
-        command.env("QUIRE_PREVIOUS_MASTER_KEY_FILES", list.join(","));
+        node.command
+            .env("QUIRE_PREVIOUS_MASTER_KEY_FILES", list.join(","));
     }
-    Node {
-        child: command.spawn().expect("start quire"),
-        data_dir,
-        stderr_path,
-    }
+    node.spawn()
 }
 
 /// The node's base URL and client file once it is ready.
-async fn wait_ready(node: &mut Node) -> (String, Value) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            node.stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", node.stderr());
-        }
-        let client = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .filter(|c| c["admin_token"].is_string());
-        if let Some(client) = client {
-            let base = client["mcp_url"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_end_matches("/mcp")
-                .to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                return (base, client);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn ready(node: &mut Node) -> (String, Value) {
+    let ready = wait_ready(node, &reqwest::Client::new(), None).await;
+    (ready.base, ready.client)
 }
 
 /// Waits for a node that must refuse to start to exit; its stderr.
@@ -124,61 +66,24 @@ fn stop(node: Node) {
     drop(node);
 }
 
-/// The JSON-RPC message in a Streamable HTTP answer (plain JSON or an SSE `data:` line).
-fn message_of(body: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        return Some(v);
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("id").is_some())
-}
-
 /// Opens an MCP session with the client file's token and calls `notion-get-self`, which needs
 /// the integration's Notion token unsealed; the tool's result.
 async fn tool_call(base: &str, client: &Value) -> Value {
-    let http = reqwest::Client::new();
-    let url = format!("{base}/mcp");
     let token = client["token"].as_str().expect("an API token");
-    let r = http
-        .post(&url)
-        .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "key-rotation-test", "version": "0"}}
-        }))
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(r.status(), 200, "initialize");
-    let session = r
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("mcp-session-id")
-        .to_owned();
-    let post = |message: Value| {
-        http.post(&url)
-            .bearer_auth(token)
-            .header("Accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&message)
-            .send()
-    };
-    let r = post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await
-        .expect("initialized");
-    assert!(r.status() == 202 || r.status() == 200, "initialized");
-    let r = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                        "params": {"name": "notion-get-self", "arguments": {}}}))
+    let session = Session::open(
+        &reqwest::Client::new(),
+        base,
+        token,
+        "key-rotation-test",
+        None,
+    )
     .await
-    .expect("tools/call");
-    assert_eq!(r.status(), 200, "tools/call");
-    let body = r.text().await.expect("tools/call body");
+    .expect("open an MCP session");
+    let (status, body) = session
+        .call_tool(1, "notion-get-self", &json!({}))
+        .await
+        .expect("tools/call");
+    assert_eq!(status, 200, "tools/call");
     let msg = message_of(&body).expect("a JSON-RPC answer");
     assert_ne!(
         msg["result"]["isError"],
@@ -188,35 +93,11 @@ async fn tool_call(base: &str, client: &Value) -> Value {
     msg["result"].clone()
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(base: &str, client: &Value, args: &[&str]) -> Out {
+fn ctl(base: &str, client: &Value, args: &[&str]) -> CtlOut {
     let token = client["admin_token"].as_str().expect("an admin token");
-    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
-        .args([
-            "ctl",
-            "--url",
-            base,
-            "--token",
-            token,
-            "--timeout-secs",
-            "30",
-        ])
-        .args(args)
-        .env("QUIRE_LOG", "warn")
-        .env_remove("QUIRE_ADMIN_TOKEN")
-        .env_remove("QUIRE_URL")
-        .output()
-        .expect("run quire ctl");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut ctl = Ctl::new(Some(base), Some(token), 30);
+    ctl.command.env("QUIRE_LOG", "warn");
+    ctl.run(args)
 }
 
 async fn admin_get(base: &str, client: &Value, path: &str) -> Value {
@@ -249,7 +130,7 @@ async fn rotation_reseals_every_secret_online_and_retires_the_old_key() {
 
     // 1. A sandbox node with its own key (A) serves a tool call.
     let mut node = sandbox(&dir, "first", None, &[]);
-    let (base, client) = wait_ready(&mut node).await;
+    let (base, client) = ready(&mut node).await;
     tool_call(&base, &client).await;
     let status = admin_get(&base, &client, "/keys").await;
     let key_a = status["current_key"].as_str().expect("a key id").to_owned();
@@ -267,7 +148,7 @@ async fn rotation_reseals_every_secret_online_and_retires_the_old_key() {
 
     // 3. B current, A previous: everything still opens.
     let mut node = sandbox(&dir, "ring", Some(&new_key), &[&old_key]);
-    let (base, client) = wait_ready(&mut node).await;
+    let (base, client) = ready(&mut node).await;
     tool_call(&base, &client).await;
     let status = admin_get(&base, &client, "/keys").await;
     let key_b = status["current_key"].as_str().expect("a key id").to_owned();
@@ -310,7 +191,7 @@ async fn rotation_reseals_every_secret_online_and_retires_the_old_key() {
 
     // 5. B alone: still serves.
     let mut node = sandbox(&dir, "b-alone", Some(&new_key), &[]);
-    let (base, client) = wait_ready(&mut node).await;
+    let (base, client) = ready(&mut node).await;
     tool_call(&base, &client).await;
     let status = admin_get(&base, &client, "/keys").await;
     assert_eq!(status["current_key"], key_b.as_str());

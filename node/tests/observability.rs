@@ -3,137 +3,43 @@
 //! family the README lists, and its counters moved; the call's JSON log line names the node,
 //! tenant, workspace, principal and MCP session.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod cluster_common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use cluster_common::mcp::Session;
+use cluster_common::process::{Node, sandbox_in, wait_ready};
 use quire_node::metrics::{Parsed, parse};
 use serde_json::{Value, json};
 
-struct Node {
-    child: Child,
-    data_dir: PathBuf,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
+/// A sandbox node logging at info, with the log format and the metrics token setting unset
+/// unless `extra_env` sets them.
 fn start_node(dir: &Path, extra_env: &[(&str, &str)]) -> Node {
-    let data_dir = dir.join("data");
-    let stderr_path = dir.join("node.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quire"));
-    command
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("QUIRE_LOG", "info")
-        .env_remove("QUIRE_MASTER_KEY")
+    let mut node = sandbox_in(dir, "info");
+    node.command
         .env_remove("QUIRE_LOG_FORMAT")
-        .env_remove("QUIRE_METRICS_REQUIRE_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr));
+        .env_remove("QUIRE_METRICS_REQUIRE_TOKEN");
     for (k, v) in extra_env {
-        command.env(k, v);
+        node.command.env(k, v);
     }
-    let child = command.spawn().expect("start quire");
-    Node {
-        child,
-        data_dir,
-        stderr_path,
-    }
-}
-
-/// Base URL, admin token and MCP token once the node is ready.
-async fn wait_ready(node: &mut Node) -> (String, String, String) {
-    let path = node.data_dir.join("client.json");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not become ready within 60 s:\n{}",
-            node.stderr()
-        );
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("quire exited early with {status}:\n{}", node.stderr());
-        }
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(client) = serde_json::from_str::<Value>(&text)
-            && let Some(admin) = client["admin_token"].as_str()
-        {
-            let url = client["mcp_url"].as_str().unwrap_or_default();
-            let base = url.trim_end_matches("/mcp").to_owned();
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-                && r.status() == 200
-            {
-                let token = client["token"].as_str().unwrap_or_default().to_owned();
-                return (base, admin.to_owned(), token);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node.spawn()
 }
 
 /// Opens an MCP session and calls `tool`; returns the session id.
 async fn call_tool(http: &reqwest::Client, base: &str, token: &str, tool: &str) -> String {
-    let url = format!("{base}/mcp");
-    let r = http
-        .post(&url)
-        .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "observability-test", "version": "0"}}
-        }))
-        .send()
+    let session = Session::initialize(http, base, token, "observability-test", None)
         .await
         .expect("initialize");
-    assert_eq!(r.status(), 200, "initialize");
-    let session = r
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("mcp-session-id")
-        .to_owned();
-    let post = |message: Value| {
-        http.post(&url)
-            .bearer_auth(token)
-            .header("Accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&message)
-            .send()
-    };
-    let r = post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    let status = session.initialized().await.expect("initialized");
+    assert!((200..300).contains(&status), "initialized");
+    let (status, body) = session
+        .call_tool(1, tool, &json!({}))
         .await
-        .expect("initialized");
-    assert!(r.status().is_success(), "initialized");
-    let r = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                        "params": {"name": tool, "arguments": {}}}))
-    .await
-    .expect("tools/call");
-    assert_eq!(r.status(), 200, "tools/call");
-    let body = r.text().await.expect("tools/call body");
+        .expect("tools/call");
+    assert_eq!(status, 200, "tools/call");
     assert!(body.contains("\"result\""), "{body}");
-    session
+    session.id
 }
 
 async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> reqwest::Response {
@@ -181,7 +87,8 @@ const FAMILIES: [(&str, &str); 18] = [
 async fn metrics_move_after_a_tool_call_and_its_json_log_line_names_who_and_where() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_node(dir.path(), &[("QUIRE_LOG_FORMAT", "json")]);
-    let (base, admin, token) = wait_ready(&mut node).await;
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, admin, token) = (ready.base, ready.admin_token, ready.token);
     let http = reqwest::Client::new();
 
     let before = metrics(&http, &base).await;
@@ -310,7 +217,8 @@ async fn metrics_move_after_a_tool_call_and_its_json_log_line_names_who_and_wher
 async fn metrics_can_require_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_node(dir.path(), &[("QUIRE_METRICS_REQUIRE_TOKEN", "true")]);
-    let (base, admin, token) = wait_ready(&mut node).await;
+    let ready = wait_ready(&mut node, &reqwest::Client::new(), None).await;
+    let (base, admin, token) = (ready.base, ready.admin_token, ready.token);
     let http = reqwest::Client::new();
     assert_eq!(scrape(&http, &base, None).await.status(), 401);
     assert_eq!(scrape(&http, &base, Some(&token)).await.status(), 401);

@@ -4,9 +4,19 @@
 //! reads of each node's applied state, convergence checks with deadlines, link cuts, and the
 //! node logs printed when a test fails.
 //!
+//! Its submodules serve the tests that drive one node or talk to nodes as clients:
+//! `process` starts a single `quire serve --sandbox` and waits until it is ready, `admin` is
+//! a client of one node's admin API, `ctl` runs `quire ctl`, and `mcp` opens MCP sessions
+//! over Streamable HTTP.
+//!
 //! Every wait here has a deadline; nothing sleeps to synchronise.
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod admin;
+pub mod ctl;
+pub mod mcp;
+pub mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -23,6 +33,8 @@ use tokio::time::Instant;
 
 /// How long one write of the background writer may take before it counts as failed.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(8);
+/// How long an admin request of a test's own scenario (not the background writer) may take.
+pub const ADMIN_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a read of one node's state may take.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// Tenants asked for per page when listing (the admin API's maximum).
@@ -219,6 +231,24 @@ impl TestCluster {
             deadline,
         )
         .await
+    }
+
+    /// An admin request to node `id` that must be answered 2xx within `ADMIN_DEADLINE`; the
+    /// answer. Panics otherwise.
+    pub async fn admin_ok(
+        &self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        match self
+            .request(id, method.clone(), path, body, ADMIN_DEADLINE)
+            .await
+        {
+            Answer::Status(code, v) if (200..300).contains(&code) => v,
+            other => panic!("{method} {path} on node {id}: {other:?}"),
+        }
     }
 
     /// Creates tenant `tenant` through node `id`.
@@ -684,20 +714,15 @@ pub fn duplicate_applies(records: &[WriteRecord]) -> Vec<&WriteRecord> {
 
 /// An MCP `initialize` POST to node base URL `base` with `token`; returns the status and body.
 pub async fn mcp_initialize(base: &str, token: &str) -> anyhow::Result<(u16, String)> {
-    let response = client()
-        .post(format!("{base}/mcp"))
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(10))
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "cluster-test", "version": "0"}}
-        }))
-        .send()
-        .await
-        .with_context(|| format!("POST {base}/mcp"))?;
+    let response = mcp::send_initialize(
+        &client(),
+        base,
+        token,
+        "cluster-test",
+        Some(Duration::from_secs(10)),
+    )
+    .await
+    .with_context(|| format!("POST {base}/mcp"))?;
     let status = response.status().as_u16();
     let body = response.text().await.context("the initialize body")?;
     Ok((status, body))
