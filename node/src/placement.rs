@@ -485,6 +485,60 @@ mod tests {
         assert_eq!(health, vec![(1, "dead".into()), (2, "live".into())]);
     }
 
+    #[test]
+    fn the_placement_view_shows_a_drain_and_the_shards_blocking_it() {
+        let mut s = State::new();
+        for (node, region) in [(1, "eu"), (2, "us")] {
+            apply(
+                &mut s,
+                &Command::SetNodeLabels {
+                    node,
+                    labels: NodeLabels {
+                        region: region.into(),
+                        zone: None,
+                        capacity: 100,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        apply(
+            &mut s,
+            &Command::CreateTenantIn {
+                tenant: TenantId::new("acme").unwrap(),
+                display_name: "Acme".into(),
+                residency: Residency {
+                    allowed_regions: ["eu".to_owned()].into(),
+                    preferred_region: None,
+                },
+            },
+        )
+        .unwrap();
+        let liveness = Liveness {
+            last_seen_ms: [(1, 0), (2, 0)].into(),
+        };
+        let p = plan(s.placement(), &occupied_shards(&s), &liveness, 0, &CFG);
+        apply(&mut s, &Command::ApplyPlacement { moves: p.moves }).unwrap();
+        assert_eq!(shards_owned(&s, 1), 1);
+        apply(
+            &mut s,
+            &Command::SetNodeDraining {
+                node: 1,
+                draining: true,
+            },
+        )
+        .unwrap();
+        let v = placement_json(&s, &members(&[1, 2]), &liveness, 0, &CFG);
+        let blocked = json!(["eu#".to_owned() + &acme_index()]);
+        assert_eq!(v["drain_blocked"], blocked, "{v}");
+        assert_eq!(v["nodes"][0]["draining"], true);
+        assert_eq!(v["nodes"][0]["shards"], 1);
+        assert_eq!(v["nodes"][0]["drain_blocked"], blocked);
+        assert_eq!(v["nodes"][1]["draining"], false);
+        assert_eq!(v["nodes"][1]["drain_blocked"], json!([]));
+        assert_eq!(v["pending_moves"], json!([]), "never moved out of eu");
+    }
+
     fn acme_index() -> String {
         quire_raft::placement::shard_index("tenant:acme").to_string()
     }

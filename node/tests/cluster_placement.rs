@@ -524,6 +524,28 @@ async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain()
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert_eq!(drained, vec![2], "{members}");
+    // The drain is an admin change in the cluster's audit chain.
+    wait_for(
+        "the drain's audit record",
+        Duration::from_secs(10),
+        async || {
+            let (_, page) = c
+                .admin(
+                    3,
+                    Method::GET,
+                    "/audit/records?tenant=_cluster&kind=admin&limit=1000",
+                    None,
+                )
+                .await
+                .unwrap();
+            page["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["action"] == "set_node_draining" && r["outcome"] == "ok")
+                .cloned()
+        },
+    )
+    .await;
     wait_for("node 2's metrics", Duration::from_secs(10), async || {
         (metric(&c, 2, "quire_node_draining").await == 1.0
             && metric(&c, 2, "quire_shards_owned").await == 0.0)

@@ -1247,4 +1247,42 @@ mod tests {
             .collect();
         assert_eq!(left, vec![&pinned], "every other shard left node 1");
     }
+
+    #[test]
+    fn set_node_draining_through_apply_needs_system_configure_and_is_idempotent() {
+        use crate::command::{Command, CommandOutput, apply, required_permission};
+        let mut s = crate::State::new();
+        let drain = |draining| Command::SetNodeDraining { node: 2, draining };
+        assert!(apply(&mut s, &drain(true)).is_err(), "an unlabelled node");
+        apply(
+            &mut s,
+            &Command::SetNodeLabels {
+                node: 2,
+                labels: labels("a", 100),
+            },
+        )
+        .unwrap();
+        assert_eq!(apply(&mut s, &drain(true)).unwrap(), CommandOutput::Done);
+        assert_eq!(
+            apply(&mut s, &drain(true)).unwrap(),
+            CommandOutput::Unchanged
+        );
+        assert!(s.placement().is_draining(2));
+        assert_eq!(apply(&mut s, &drain(false)).unwrap(), CommandOutput::Done);
+        assert_eq!(
+            apply(&mut s, &drain(false)).unwrap(),
+            CommandOutput::Unchanged
+        );
+        assert!(!s.placement().is_draining(2));
+        assert_eq!(
+            required_permission(&s, &drain(true)).unwrap(),
+            (crate::Permission::SystemConfigure, crate::RoleScope::Global)
+        );
+        // A state written before drains existed reads back with no node draining, and one
+        // without drains serialises as it did.
+        let text = serde_json::to_string(s.placement()).unwrap();
+        assert!(!text.contains("draining"), "{text}");
+        let back: PlacementState = serde_json::from_str(&text).unwrap();
+        assert!(back.draining.is_empty());
+    }
 }

@@ -129,6 +129,19 @@ pub async fn drain(
     let v = c
         .call(Method::POST, &format!("/nodes/{node}/drain"), None)
         .await?;
+    if v["draining"] != Value::Bool(true) {
+        // Held for approval (202): nothing to follow until it is approved; running the
+        // command again then shows the progress.
+        let msg = v["message"].as_str().map_or_else(
+            || format!("node {node}: the drain was not applied: {v}"),
+            |m| {
+                format!(
+                    "{m}\nonce it is approved, `quire ctl nodes drain {node}` follows the progress"
+                )
+            },
+        );
+        return Ok((v, View::Message(msg)));
+    }
     let mut total = v["shards"].as_u64().unwrap_or(0);
     if no_wait {
         let msg = format!(
