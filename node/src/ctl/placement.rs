@@ -187,10 +187,19 @@ pub async fn drain(
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
         if !blocked.is_empty() && blocked.len() as u64 >= owned {
+            const SHOWN: usize = 20;
+            let mut names = blocked
+                .iter()
+                .take(SHOWN)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if blocked.len() > SHOWN {
+                names.push_str(&format!(" and {} more", blocked.len() - SHOWN));
+            }
             anyhow::bail!(
-                "node {node} cannot be drained: {} shard(s) have no other allowed live node (residency) and stay on it: {}",
-                blocked.len(),
-                blocked.join(", ")
+                "node {node} cannot be drained: {} shard(s) have no other allowed live node (residency) and stay on it: {names}",
+                blocked.len()
             );
         }
         if tokio::time::Instant::now() + DRAIN_POLL > deadline {
