@@ -17,7 +17,9 @@
 //! shard's residency allows (only its preferred region's, while one of those is live); at most
 //! `max_moves_per_round` moves; a shard stays on a node that has looked dead for less than
 //! the grace period; a shard no allowed live node can take stays where it is and is reported
-//! unplaceable.
+//! unplaceable. A node marked draining (`SetNodeDraining`) is never a target, and its shards
+//! move to the others; one whose residency allows no other live node stays and is reported
+//! as blocking the drain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
