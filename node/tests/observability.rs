@@ -62,7 +62,7 @@ async fn metrics(http: &reqwest::Client, base: &str) -> Parsed {
 }
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 18] = [
+const FAMILIES: [(&str, &str); 24] = [
     ("quire_tool_calls_total", "counter"),
     ("quire_tool_call_duration_seconds", "histogram"),
     ("quire_admin_requests_total", "counter"),
@@ -81,6 +81,12 @@ const FAMILIES: [(&str, &str); 18] = [
     ("quire_audit_batch_size", "histogram"),
     ("quire_audit_commit_seconds", "histogram"),
     ("quire_mcp_sessions_open", "gauge"),
+    ("quire_tool_calls_in_flight", "gauge"),
+    ("quire_shards_owned", "gauge"),
+    ("quire_node_draining", "gauge"),
+    ("quire_placement_nodes_draining", "gauge"),
+    ("quire_placement_epoch_max", "gauge"),
+    ("quire_placement_moves_total", "counter"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,7 +48,7 @@ fn random_command(rng: &mut ChaCha20Rng, key: &MasterKey) -> Command {
     let tenant = pick(rng, TENANTS);
     let name = pick(rng, NAMES);
     let tid = TenantId::new(tenant).unwrap();
-    match rng.random_range(0..15) {
+    match rng.random_range(0..16) {
         0 => Command::CreateTenant {
             tenant: tid,
             display_name: format!("Tenant {tenant}"),
@@ -132,6 +132,10 @@ fn random_command(rng: &mut ChaCha20Rng, key: &MasterKey) -> Command {
                 }],
             }
         }
+        15 => Command::SetNodeDraining {
+            node: rng.random_range(1..4),
+            draining: rng.random_bool(0.5),
+        },
         _ => Command::RevokeToken {
             tenant: tid,
             token_id: TokenId::new(format!("t{}", rng.random_range(0..20))).unwrap(),
@@ -221,6 +225,13 @@ fn random_sequences_keep_rejections_side_effect_free_and_replay_deterministicall
             }
             if let (Ok(_), Command::ApplyPlacement { moves }) = (&result, cmd) {
                 for m in moves {
+                    if let Some(to) = m.to {
+                        assert!(
+                            !before.placement().is_draining(to),
+                            "seed {seed}: {} moved to node {to}, which was draining",
+                            m.shard
+                        );
+                    }
                     if let Some(node) = state.placement().owner(&m.shard).node {
                         let region = &state.placement().nodes[&node].region;
                         assert!(
@@ -254,7 +265,7 @@ fn random_sequences_keep_rejections_side_effect_free_and_replay_deterministicall
     // The generator reaches every command's success path somewhere.
     assert_eq!(
         kinds_accepted.len(),
-        14,
+        15,
         "accepted kinds: {kinds_accepted:?}"
     );
 }
