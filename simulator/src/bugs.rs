@@ -26,16 +26,21 @@ pub enum Bug {
     /// A tool call is answered before its audit record is committed (the record is queued
     /// and committed afterwards): a crash or partition loses records of acknowledged calls.
     AuditAfterAnswer,
+    /// The simulated leader's placement rounds plan from the shard map without its drain
+    /// marks (`quire_raft::placement::plan` given a map whose `draining` is empty): a drained
+    /// node keeps its shards, and a round that picks it as a target is refused by `apply`.
+    PlacementIgnoresDrains,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::AckBeforeDurable,
         Bug::StaleLocalRead,
         Bug::LimiterForgetsState,
         Bug::AuthzIgnoresStaleness,
         Bug::AuditAfterAnswer,
+        Bug::PlacementIgnoresDrains,
     ];
 
     /// The name used on the command line.
@@ -46,6 +51,7 @@ impl Bug {
             Bug::LimiterForgetsState => "limiter-forgets-state",
             Bug::AuthzIgnoresStaleness => "authz-ignores-staleness",
             Bug::AuditAfterAnswer => "audit-after-answer",
+            Bug::PlacementIgnoresDrains => "placement-ignores-drains",
         }
     }
 
@@ -66,6 +72,9 @@ impl Bug {
             }
             Bug::AuditAfterAnswer => {
                 "tool calls are answered before their audit record commits; caught by: every acknowledged tool call has exactly one audit record (audit-complete)"
+            }
+            Bug::PlacementIgnoresDrains => {
+                "placement rounds plan from the shard map without its drain marks; caught by: drain completes (drain-completes)"
             }
         }
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::ServerState;
 use quire_raft::NodeId;
+use quire_raft::placement::{PlacementState, ShardId, candidates};
 use sha2::{Digest, Sha256};
 
 use crate::node::{Op, OpResult, Registry};
@@ -64,7 +65,9 @@ impl OpRecord {
     /// The tenant a write creates.
     pub fn tenant(&self) -> Option<&str> {
         match &self.op {
-            Op::Create { tenant } | Op::CreateInvalid { tenant } => Some(tenant),
+            Op::Create { tenant } | Op::CreateIn { tenant, .. } | Op::CreateInvalid { tenant } => {
+                Some(tenant)
+            }
             Op::Read | Op::Access(_) => None,
         }
     }
@@ -74,8 +77,8 @@ impl OpRecord {
     /// so an earlier forwarding attempt of this very write got in first.
     pub fn acked_at(&self) -> Option<u64> {
         match (&self.op, &self.completed) {
-            (Op::Create { .. }, Some((at, OpResult::Written))) => Some(*at),
-            (Op::Create { .. }, Some((at, OpResult::Rejected { kind })))
+            (Op::Create { .. } | Op::CreateIn { .. }, Some((at, OpResult::Written))) => Some(*at),
+            (Op::Create { .. } | Op::CreateIn { .. }, Some((at, OpResult::Rejected { kind })))
                 if kind == "already_exists" =>
             {
                 Some(*at)
@@ -142,6 +145,139 @@ pub struct Observer {
     digested: BTreeSet<(NodeId, u64, u64)>,
     /// Digests taken (for the report).
     pub digests_taken: u64,
+    /// The placement invariants, on every digested state.
+    pub placement: PlacementWatch,
+}
+
+/// The placement invariants on every applied state observed: **one owner per shard per
+/// epoch** — across all nodes, incarnations and states, a (shard, epoch) pair never names two
+/// owners (a release, no owner, counts as one), and a shard's epoch never goes down within a
+/// node's incarnation (a restarted node replays its log from an older state); **residency
+/// respected** — a shard's owner, when set, has labels in the same state, in a region its
+/// residency group allows.
+#[derive(Default)]
+pub struct PlacementWatch {
+    /// (shard, epoch) → (the owner it named, the node that showed it, when).
+    owners: BTreeMap<(ShardId, u64), (Option<NodeId>, NodeId, u64)>,
+    /// (node, incarnation, shard) → highest epoch seen.
+    epochs: BTreeMap<(NodeId, u64, ShardId), u64>,
+}
+
+fn owner_name(owner: Option<NodeId>) -> String {
+    owner.map_or_else(|| "no owner".to_string(), |n| format!("node {n}"))
+}
+
+impl PlacementWatch {
+    /// Checks `state`, the placement node `node` (incarnation `incarnation`) has applied.
+    pub fn observe(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        state: &PlacementState,
+        now_ms: u64,
+    ) -> Result<(), Violation> {
+        for (shard, owner) in &state.shards {
+            match self.owners.get(&(shard.clone(), owner.epoch)) {
+                Some((named, by, when)) if *named != owner.node => {
+                    return Err(Violation {
+                        invariant: "one-owner-per-shard-epoch",
+                        at_ms: now_ms,
+                        detail: format!(
+                            "shard {shard} at epoch {} is owned by {} on node {node} (incarnation {incarnation}), but by {} on node {by} at {when} ms",
+                            owner.epoch,
+                            owner_name(owner.node),
+                            owner_name(*named)
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.owners
+                        .insert((shard.clone(), owner.epoch), (owner.node, node, now_ms));
+                }
+            }
+            let highest = self
+                .epochs
+                .entry((node, incarnation, shard.clone()))
+                .or_insert(owner.epoch);
+            if owner.epoch < *highest {
+                return Err(Violation {
+                    invariant: "one-owner-per-shard-epoch",
+                    at_ms: now_ms,
+                    detail: format!(
+                        "shard {shard} is at epoch {} on node {node} (incarnation {incarnation}), which had shown epoch {}: an epoch went down",
+                        owner.epoch, *highest
+                    ),
+                });
+            }
+            *highest = owner.epoch;
+            if let Some(n) = owner.node {
+                let allowed = state
+                    .nodes
+                    .get(&n)
+                    .map(|l| (shard.residency.allows(&l.region), l.region.clone()));
+                match allowed {
+                    Some((true, _)) => {}
+                    Some((false, region)) => {
+                        return Err(Violation {
+                            invariant: "residency-respected",
+                            at_ms: now_ms,
+                            detail: format!(
+                                "on node {node}, shard {shard} (epoch {}) is owned by node {n} in region {region}, outside its residency",
+                                owner.epoch
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(Violation {
+                            invariant: "residency-respected",
+                            at_ms: now_ms,
+                            detail: format!(
+                                "on node {node}, shard {shard} (epoch {}) is owned by node {n}, which has no labels",
+                                owner.epoch
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (shard, epoch) pairs seen (for the report).
+    pub fn epochs_seen(&self) -> usize {
+        self.owners.len()
+    }
+}
+
+/// **Drain completes**: in `state`, no node marked draining owns a shard that another live
+/// node — labelled, not draining, in a region the shard's residency allows — could take
+/// (`quire_raft::placement::candidates`, the planner's own rule). Checked
+/// [`crate::run::DRAIN_BOUND`] after the final heal.
+pub fn check_drains(
+    state: &PlacementState,
+    live: &BTreeSet<NodeId>,
+    at_ms: u64,
+) -> Result<(), Violation> {
+    for (shard, owner) in &state.shards {
+        let Some(n) = owner.node.filter(|n| state.is_draining(*n)) else {
+            continue;
+        };
+        let others = candidates(shard, &state.nodes, |m| {
+            m != n && live.contains(&m) && !state.is_draining(m)
+        });
+        if !others.is_empty() {
+            return Err(Violation {
+                invariant: "drain-completes",
+                at_ms,
+                detail: format!(
+                    "node {n} is draining but still owns shard {shard} (epoch {}), which live node(s) {others:?} could take",
+                    owner.epoch
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Observer {
@@ -227,7 +363,14 @@ impl Observer {
             if !quiet || !self.digested.insert((id, node.incarnation, index)) {
                 continue;
             }
-            let digest = node.control.read_applied(state_digest);
+            let placement = &mut self.placement;
+            let (digest, placed) = node.control.read_applied(|s| {
+                (
+                    state_digest(s),
+                    placement.observe(id, node.incarnation, s.placement(), now_ms),
+                )
+            });
+            placed?;
             self.digests_taken += 1;
             trace.record(
                 at,
@@ -681,5 +824,101 @@ mod tests {
         assert_eq!(v.invariant, "notion-retry-after");
         // After a restart of the integration's node, the early request is counted apart.
         assert_eq!(check_notion(&events, &budgets, |_, _, _| true), Ok(1));
+    }
+
+    fn placement() -> PlacementState {
+        let mut p = PlacementState::default();
+        p.nodes.insert(1, crate::placement::labels("eu"));
+        p.nodes.insert(2, crate::placement::labels("eu"));
+        p.nodes.insert(3, crate::placement::labels("us"));
+        p
+    }
+
+    fn shard(group: &str) -> ShardId {
+        format!("{group}#7").parse().unwrap()
+    }
+
+    fn own(p: &mut PlacementState, s: &ShardId, node: Option<NodeId>, epoch: u64) {
+        p.shards
+            .insert(s.clone(), quire_raft::placement::ShardOwner { node, epoch });
+    }
+
+    #[test]
+    fn a_shard_epoch_naming_two_owners_is_caught_across_nodes() {
+        let s = shard("*");
+        let mut watch = PlacementWatch::default();
+        let mut a = placement();
+        own(&mut a, &s, Some(1), 1);
+        watch.observe(1, 1, &a, 10).unwrap();
+        // The same state on another node, and the next epoch: fine.
+        watch.observe(2, 1, &a, 11).unwrap();
+        own(&mut a, &s, Some(2), 2);
+        watch.observe(1, 1, &a, 12).unwrap();
+        // A release is an owner too: epoch 3 with no owner, then epoch 3 on node 3.
+        own(&mut a, &s, None, 3);
+        watch.observe(1, 1, &a, 13).unwrap();
+        let mut b = placement();
+        own(&mut b, &s, Some(3), 3);
+        let v = watch.observe(3, 1, &b, 14).unwrap_err();
+        assert_eq!(v.invariant, "one-owner-per-shard-epoch");
+        assert!(v.detail.contains("epoch 3"), "{v}");
+        assert_eq!(watch.epochs_seen(), 3);
+    }
+
+    #[test]
+    fn an_epoch_going_down_within_an_incarnation_is_caught_but_not_across_a_restart() {
+        let s = shard("*");
+        let mut watch = PlacementWatch::default();
+        let mut p = placement();
+        own(&mut p, &s, Some(1), 1);
+        let mut later = p.clone();
+        own(&mut later, &s, Some(2), 2);
+        watch.observe(1, 1, &later, 10).unwrap();
+        // Incarnation 2 replays its log from an older state: allowed.
+        watch.observe(1, 2, &p, 20).unwrap();
+        let v = watch.observe(1, 1, &p, 21).unwrap_err();
+        assert_eq!(v.invariant, "one-owner-per-shard-epoch");
+        assert!(v.detail.contains("went down"), "{v}");
+    }
+
+    #[test]
+    fn an_owner_outside_the_residency_is_caught() {
+        let eu = shard("eu");
+        let mut p = placement();
+        own(&mut p, &eu, Some(2), 1);
+        PlacementWatch::default().observe(1, 1, &p, 5).unwrap();
+        own(&mut p, &eu, Some(3), 2);
+        let v = PlacementWatch::default().observe(1, 1, &p, 6).unwrap_err();
+        assert_eq!(v.invariant, "residency-respected");
+        assert!(v.detail.contains("region us"), "{v}");
+        // An owner without labels cannot be checked: caught too.
+        own(&mut p, &eu, Some(9), 3);
+        let v = PlacementWatch::default().observe(1, 1, &p, 7).unwrap_err();
+        assert_eq!(v.invariant, "residency-respected");
+    }
+
+    #[test]
+    fn a_drain_is_complete_unless_a_movable_shard_stays_on_the_node() {
+        let any = shard("*");
+        let us = shard("us");
+        let mut p = placement();
+        own(&mut p, &any, Some(2), 1);
+        own(&mut p, &us, Some(3), 1);
+        let live: BTreeSet<NodeId> = [1, 2, 3].into();
+        check_drains(&p, &live, 0).unwrap();
+        // Node 3 drained: its us shard has nowhere else to go, so the drain is done.
+        p.draining.insert(3);
+        check_drains(&p, &live, 0).unwrap();
+        // Node 2 drained: its shard could go to node 1 (eu) or node 3 (not draining now).
+        p.draining.clear();
+        p.draining.insert(2);
+        let v = check_drains(&p, &live, 0).unwrap_err();
+        assert_eq!(v.invariant, "drain-completes");
+        assert!(v.detail.contains("*#7"), "{v}");
+        // ... unless no other allowed node is live.
+        check_drains(&p, &[2].into(), 0).unwrap();
+        // Moved off: done.
+        own(&mut p, &any, Some(1), 2);
+        check_drains(&p, &live, 0).unwrap();
     }
 }

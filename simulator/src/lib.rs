@@ -17,6 +17,7 @@ pub mod check;
 pub mod faults;
 pub mod node;
 pub mod notion;
+pub mod placement;
 pub mod run;
 pub mod trace;
 pub mod workload;

@@ -106,6 +106,13 @@ pub enum Op {
         /// The tenant id.
         tenant: String,
     },
+    /// `CreateTenantIn` with a fresh, unique id and a residency policy: applies.
+    CreateIn {
+        /// The tenant id.
+        tenant: String,
+        /// Where its shards may live.
+        residency: quire_raft::placement::Residency,
+    },
     /// `CreateTenant` with a blank display name: `apply` rejects it; it must never show.
     CreateInvalid {
         /// The tenant id.
@@ -366,6 +373,8 @@ pub struct NodeSetup {
     pub restarts: RestartLog,
     /// Every node's authorization decisions.
     pub authz: AuthzLog,
+    /// Its region (its placement labels; [`crate::placement::regions`]).
+    pub region: String,
 }
 
 /// When nodes started again after their first start (node, simulated ms).
@@ -502,6 +511,18 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         AUDIT_MAX_BATCH,
         background.clone(),
     ));
+    // Placement: the node's labels, then the leader's rounds (`simulator/src/placement.rs`).
+    if let Some(peers) = router.peers.clone() {
+        let task = crate::placement::PlacementTask {
+            id,
+            labels: crate::placement::labels(&setup.region),
+            router: router.clone(),
+            peers,
+            trace: setup.trace.clone(),
+            bug: setup.bug,
+        };
+        tokio::spawn(crate::placement::run(task, background.clone()));
+    }
     let data = DataPlane::start_with(
         DataPlaneConfig {
             notion: NotionClientConfig {
@@ -836,6 +857,21 @@ fn tenant_ids(state: &State) -> BTreeSet<String> {
 async fn execute(router: &Router, bug: Option<Bug>, clock: SkewedClock, op: Op) -> OpResult {
     let (tenant, display_name) = match op {
         Op::Read => return read(router, bug).await,
+        Op::CreateIn { tenant, residency } => {
+            return match TenantId::new(&tenant) {
+                Ok(id) => {
+                    let cmd = Command::CreateTenantIn {
+                        tenant: id,
+                        display_name: format!("Tenant {tenant}"),
+                        residency,
+                    };
+                    write(router, cmd).await
+                }
+                Err(e) => OpResult::Failed {
+                    why: format!("bad tenant id: {e}"),
+                },
+            };
+        }
         Op::Access(access) => return execute_access(router, clock, access).await,
         Op::Create { tenant } => {
             let display_name = format!("Tenant {tenant}");

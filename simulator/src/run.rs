@@ -16,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::access::{AuthzLog, Credentials, RevocationLog, check_audit, check_revocations};
 use crate::bugs::Bug;
 use crate::check::{
-    History, Observer, Violation, check_final, check_history, check_notion, state_digest,
+    History, Observer, Violation, check_drains, check_final, check_history, check_notion,
+    state_digest,
 };
 use crate::faults::{Fault, schedule};
 use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
@@ -42,6 +43,9 @@ pub const QUIET_S: u64 = 10;
 /// After the workload ends, the cluster must converge (every node up, same applied index
 /// and state) within this bound.
 pub const CONVERGE_BOUND: Duration = Duration::from_secs(15);
+/// After the final heal, a draining node owns no shard another allowed live node could take
+/// within this bound (checked once, on the most advanced live node's applied state).
+pub const DRAIN_BOUND: Duration = Duration::from_secs(8);
 /// Observe the nodes every this many steps (ms at a 1 ms tick).
 const OBSERVE_EVERY_STEPS: u64 = 5;
 /// turmoil's tick.
@@ -371,6 +375,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let revocations = RevocationLog::default();
     let link_faults = Arc::new(LinkFaults::new(setup_rng.random()));
     let members: BTreeMap<NodeId, String> = (1..=nodes).map(|n| (n, peer_addr(n))).collect();
+    let regions = crate::placement::regions(seed, nodes);
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -404,6 +409,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             starts: Arc::new(Mutex::new(0)),
             restarts: restarts.clone(),
             authz: authz.clone(),
+            region: regions.get(&n).cloned().unwrap_or_default(),
         };
         sim.host(host_name(n), move || run_node(setup.clone()));
     }
@@ -444,6 +450,19 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         } else {
             ""
         },
+    );
+
+    trace.record(
+        Duration::ZERO,
+        "sim",
+        format!(
+            "regions {}",
+            regions
+                .iter()
+                .map(|(n, r)| format!("n{n} {r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     );
 
     // A panic in a node (openraft asserts its own invariants) ends the run as a violation;
@@ -498,6 +517,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let mut workload_done = false;
     let mut converged = false;
     let mut done_at = Duration::ZERO;
+    let mut drains_checked = false;
 
     while violation.is_none() {
         let now = sim.elapsed();
@@ -566,6 +586,13 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             if let Err(v) = observer.observe(ms(sim.elapsed()), &registry, &trace) {
                 violation = Some(v);
                 break;
+            }
+            if !drains_checked && sim.elapsed() >= heal_at + DRAIN_BOUND {
+                drains_checked = true;
+                if let Err(v) = check_drains_now(&registry, ms(sim.elapsed()), &trace) {
+                    violation = Some(v);
+                    break;
+                }
             }
             if workload_done {
                 if cluster_converged(&registry, nodes) {
@@ -767,6 +794,37 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         tools: tool_counts,
         tool_liveness_ms: tool_liveness.and_then(|l| l.ok()),
     })
+}
+
+/// The drain check on the live node with the highest applied index: live nodes are those
+/// up and members of the group it sees.
+fn check_drains_now(registry: &Registry, now_ms: u64, trace: &Trace) -> Result<(), Violation> {
+    let all = registry.all();
+    let Some((_, node)) = all.iter().max_by_key(|(id, node)| {
+        let applied = node.control.status().applied_index;
+        (applied, std::cmp::Reverse(*id))
+    }) else {
+        return Ok(());
+    };
+    let members: BTreeSet<NodeId> = node.control.members().into_iter().map(|m| m.id).collect();
+    let live: BTreeSet<NodeId> = all
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| members.contains(id))
+        .collect();
+    let (draining, result) = node.control.read_applied(|s| {
+        let p = s.placement();
+        (p.draining.clone(), check_drains(p, &live, now_ms))
+    });
+    if result.is_ok() && !draining.is_empty() {
+        let list: Vec<String> = draining.iter().map(|n| format!("n{n}")).collect();
+        trace.record(
+            Duration::from_millis(now_ms),
+            "check",
+            format!("drain of {} complete", list.join(" ")),
+        );
+    }
+    result
 }
 
 fn cluster_converged(registry: &Registry, nodes: u64) -> bool {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quire_raft::NodeId;
+use quire_raft::placement::Residency;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
@@ -170,6 +171,9 @@ pub struct WorkloadSetup {
 fn op_text(op: &Op) -> String {
     match op {
         Op::Create { tenant } => format!("create {tenant}"),
+        Op::CreateIn { tenant, residency } => {
+            format!("create {tenant} in {}", residency.group())
+        }
         Op::CreateInvalid { tenant } => format!("create-invalid {tenant}"),
         Op::Read => "read".into(),
         Op::Access(access) => access_text(access),
@@ -178,6 +182,9 @@ fn op_text(op: &Op) -> String {
 
 fn access_text(op: &AccessOp) -> String {
     match op {
+        AccessOp::Plain(quire_raft::Command::SetNodeDraining { node, draining }) => {
+            format!("{} n{node}", if *draining { "drain" } else { "undrain" })
+        }
         AccessOp::Plain(cmd) => cmd.kind().to_string(),
         AccessOp::IssueToken {
             principal,
@@ -267,8 +274,12 @@ async fn admin_loop(w: WorkloadSetup, admin: u32) {
         n += 1;
         let node = rng.random_range(1..=w.nodes);
         let op = match rng.random_range(0..100u32) {
-            0..55 => Op::Create {
+            0..40 => Op::Create {
                 tenant: format!("t{admin}-{n}"),
+            },
+            40..55 => Op::CreateIn {
+                tenant: format!("t{admin}-{n}"),
+                residency: residency(&mut rng),
             },
             55..65 => Op::CreateInvalid {
                 tenant: format!("bad{admin}-{n}"),
@@ -280,6 +291,24 @@ async fn admin_loop(w: WorkloadSetup, admin: u32) {
             rng.random_range(MIN_THINK_MS..=MAX_THINK_MS),
         ))
         .await;
+    }
+}
+
+/// A residency policy drawn for a tenant the admins create: pinned to one region, or both
+/// regions with a preferred one.
+fn residency(rng: &mut ChaCha8Rng) -> Residency {
+    let [a, b] = crate::placement::REGIONS;
+    let (one, other) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
+    if rng.random_bool(0.5) {
+        Residency {
+            allowed_regions: [one.to_string()].into(),
+            preferred_region: None,
+        }
+    } else {
+        Residency {
+            allowed_regions: [one.to_string(), other.to_string()].into(),
+            preferred_region: Some(one.to_string()),
+        }
     }
 }
 
@@ -559,6 +588,61 @@ async fn operator(w: WorkloadSetup) {
     }
 }
 
+/// Drains start no earlier than this, ms (the nodes record their labels first).
+pub const FIRST_DRAIN_MS: u64 = 2_000;
+/// How long a node stays drained before the operator undrains it, ms.
+pub const DRAIN_HOLD_MS: (u64, u64) = (1_500, 5_000);
+
+/// Marks `node` draining (or not) through random nodes until written, refused, or `until`.
+async fn set_draining(
+    w: &WorkloadSetup,
+    rng: &mut ChaCha8Rng,
+    node: NodeId,
+    draining: bool,
+    until: Duration,
+) -> bool {
+    let cmd = quire_raft::Command::SetNodeDraining { node, draining };
+    while sim_now() < until {
+        let via = rng.random_range(1..=w.nodes);
+        match access_call_as(w, "operator", via, AccessOp::Plain(cmd.clone())).await {
+            OpResult::Written => return true,
+            OpResult::Rejected { .. } => return false,
+            OpResult::Failed { .. } => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Drains as an operator makes them: now and then a node is marked draining
+/// (`SetNodeDraining`, what `quire ctl nodes drain` proposes) and undrained a few seconds
+/// later; in half the seeds the last drain is left on through the end of the run, so the
+/// drain must complete after the final heal. Only drains before the heal.
+async fn drainer(w: WorkloadSetup) {
+    let mut rng = ChaCha8Rng::seed_from_u64(w.seed ^ 0x0064_7261_696e);
+    let keep_last = rng.random_bool(0.5);
+    let last_start = w.heal_at.saturating_sub(Duration::from_millis(500));
+    let mut next = Duration::from_millis(FIRST_DRAIN_MS + rng.random_range(0..2_000));
+    while next < last_start {
+        tokio::time::sleep(next.saturating_sub(sim_now())).await;
+        let n = rng.random_range(1..=w.nodes);
+        if !set_draining(&w, &mut rng, n, true, w.heal_at).await {
+            next = sim_now() + Duration::from_millis(rng.random_range(500..2_000));
+            continue;
+        }
+        let hold = Duration::from_millis(rng.random_range(DRAIN_HOLD_MS.0..DRAIN_HOLD_MS.1));
+        if keep_last && sim_now() + hold >= last_start {
+            w.trace
+                .record(sim_now(), "operator", format!("n{n} stays drained"));
+            return;
+        }
+        tokio::time::sleep(hold).await;
+        // Undrained even after the heal: the mark must not outlive the operator's intent.
+        set_draining(&w, &mut rng, n, false, w.stop_at).await;
+        next = sim_now() + Duration::from_millis(rng.random_range(500..3_000));
+    }
+}
+
 /// The client host's software: the admins, the agents, the operator and the liveness
 /// probes; ends when all are done.
 pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
@@ -575,6 +659,7 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
     if w.membership {
         tasks.push(tokio::spawn(operator(w.clone())));
     }
+    tasks.push(tokio::spawn(drainer(w.clone())));
     for task in tasks {
         task.await?;
     }
@@ -584,7 +669,11 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
 /// Sends a sim admin's access change (or read) to `node` and waits (within the deadline)
 /// for its result; traced (the tenant History holds only the tenant admins' operations).
 async fn access_call(w: &WorkloadSetup, node: NodeId, op: AccessOp) -> OpResult {
-    let who = "secadmin";
+    access_call_as(w, "secadmin", node, op).await
+}
+
+/// [`access_call`] traced as `who`.
+async fn access_call_as(w: &WorkloadSetup, who: &str, node: NodeId, op: AccessOp) -> OpResult {
     w.trace
         .record(sim_now(), who, format!("n{node} <- {}", access_text(&op)));
     let result = match w.registry.get(node) {

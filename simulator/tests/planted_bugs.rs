@@ -90,3 +90,11 @@ fn answering_before_the_audit_commit_is_caught() {
     let text = caught_within("audit-after-answer", "1..13");
     assert!(text.contains("audit-complete"), "{text}");
 }
+
+#[test]
+fn placement_rounds_that_ignore_drains_are_caught() {
+    // The operator leaves its last drain on through the end in half the seeds; with the bug
+    // that node keeps its shards past the bound (seeds 1 and 3 of 1..=4 at 15 simulated s).
+    let text = caught_within("placement-ignores-drains", "1..7");
+    assert!(text.contains("drain-completes"), "{text}");
+}
