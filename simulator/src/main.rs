@@ -221,6 +221,10 @@ fn run_one(
         tools.audit_records
     );
     println!(
+        "placement: {} rounds applied ({} shard moves); {} (shard, epoch) pairs checked",
+        report.placement.rounds, report.placement.moves, report.placement.epochs
+    );
+    println!(
         "simulated {:.1} s in {:.1} s wall: {:.1}x",
         report.simulated.as_secs_f64(),
         wall.as_secs_f64(),

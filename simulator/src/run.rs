@@ -128,6 +128,38 @@ pub struct RunReport {
     pub tools: ToolCounts,
     /// When a tool call for every integration had succeeded, ms after the final heal.
     pub tool_liveness_ms: Option<u64>,
+    /// Placement rounds and what the checkers saw of them.
+    pub placement: PlacementCounts,
+}
+
+/// Placement in a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementCounts {
+    /// Rounds whose `ApplyPlacement` committed.
+    pub rounds: usize,
+    /// Moves in those rounds.
+    pub moves: usize,
+    /// (shard, epoch) pairs the one-owner checker saw.
+    pub epochs: usize,
+}
+
+/// Counts the applied rounds (`placement round: N moves`) in a trace's text.
+pub fn placement_rounds(trace_text: &str) -> (usize, usize) {
+    let mut rounds = 0;
+    let mut moves = 0;
+    for line in trace_text.lines() {
+        let Some((_, rest)) = line.split_once("placement round: ") else {
+            continue;
+        };
+        if let Some(n) = rest
+            .strip_suffix(" moves")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            rounds += 1;
+            moves += n;
+        }
+    }
+    (rounds, moves)
 }
 
 /// Counts of the agents' tool calls and of what Notion received.
@@ -561,6 +593,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
                     liveness_ms: None,
                     tools: ToolCounts::default(),
                     tool_liveness_ms: None,
+                    placement: PlacementCounts::default(),
                 });
             }
         };
@@ -777,6 +810,12 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             .count(),
         pauses_forgotten,
     };
+    let (rounds, moves) = placement_rounds(&trace.text());
+    let placement = PlacementCounts {
+        rounds,
+        moves,
+        epochs: observer.placement.epochs_seen(),
+    };
     // Drop the nodes' handles before the runtimes go (with the sim).
     for (id, _) in registry.all() {
         registry.remove(id);
@@ -793,6 +832,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         liveness_ms: liveness.and_then(|l| l.ok()),
         tools: tool_counts,
         tool_liveness_ms: tool_liveness.and_then(|l| l.ok()),
+        placement,
     })
 }
 
@@ -864,4 +904,19 @@ fn describe_nodes(registry: &Registry, nodes: u64) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_applied_rounds_are_counted() {
+        let text = "  146 n3       placement round: 4 moves\n\
+                    1151 n3       placement round: 25 moves, all stale\n\
+                    2000 n1       placement round: 3 moves refused: node is draining\n\
+                    2614 n3       placement round: 22 moves\n\
+                    3000 n3       placement round: 2 moves, outcome unknown\n";
+        assert_eq!(placement_rounds(text), (2, 26));
+    }
 }
