@@ -8,12 +8,16 @@
 //! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
 //! agent would, so that what it measures is what they see.
 
+pub mod admin_writes;
 pub mod audit_commit;
+pub mod budget_share;
 pub mod chart;
 pub mod etcd;
+pub mod failover;
 pub mod load;
 pub mod machine;
 pub mod mcp_client;
+pub mod memory;
 pub mod raft_commit;
 pub mod report;
 pub mod report_cmd;

@@ -31,6 +31,15 @@ enum Command {
     /// run: tool calls/s and latency at equal concurrency for equivalent operations, an
     /// optional open-loop sweep, and peak memory.
     McpSideBySide(SideBySideArgs),
+    /// Kills the leader of a 3-process cluster with `kill -9` several times while writes
+    /// go to the followers: time to the first acknowledged write and to a new leader.
+    Failover(quire_bench::failover::FailoverArgs),
+    /// Share of one integration's Notion budget used, and Notion's 429s, with MCP clients on
+    /// every node of a 3-node cluster asking for far more than the budget.
+    BudgetShare(quire_bench::budget_share::BudgetShareArgs),
+    /// Resident memory of one node idle, after creating tenants and after opening MCP
+    /// sessions; per tenant and per session.
+    Memory(quire_bench::memory::MemoryArgs),
     /// Runs the side-by-side (with its open-loop sweep) and the Raft commit benchmark with
     /// modest durations and writes benches/REPORT.md, the JSON and a latency chart (SVG).
     Report(ReportArgs),
@@ -347,6 +356,9 @@ async fn main() -> std::process::ExitCode {
         Command::AuditCommit(args) => audit_commit(args, command).await,
         Command::McpSideBySide(args) => mcp_side_by_side(args, command).await,
         Command::Report(args) => report(args, command).await,
+        Command::Failover(args) => quire_bench::failover::main(args, command).await,
+        Command::BudgetShare(args) => quire_bench::budget_share::main(args, command).await,
+        Command::Memory(args) => quire_bench::memory::main(args, command).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,10 +2,12 @@
 //! latency at several concurrency levels, on a 3-process loopback cluster started with
 //! [`quire_node::local_cluster`] (mTLS between peers, sled with fsync before every ack).
 //!
-//! One write is one admin API request that commits one Raft entry: each writer creates tenant
-//! `b-<level>-<writer>-<n>`, then deletes it, then creates the next, so the state machine never
-//! holds more than one bench tenant per writer (far below its tenant limit) and every request
-//! counted is a real committed write.
+//! One write is one admin API request that commits one Raft entry: each writer edits its own
+//! workflow template against the version its last edit returned
+//! ([`crate::admin_writes::TemplateWriter`]), so every request counted is a real committed
+//! change of the state that does not revoke anything (a revocation's acknowledgement waits
+//! out the revocation bound, which would measure that bound, not commits). The revocation
+//! acknowledgement is measured apart, on a few tenant deletions ([`Revocations`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::admin_writes::{self, Revocations};
 use crate::load::{self, LoadError, LoadResult, LoadSpec, MAX_WRITERS, OpDetail, Worker};
 use crate::machine::Machine;
 use crate::report;
@@ -24,6 +27,8 @@ use crate::report;
 pub const NODES: usize = 3;
 /// Most concurrency levels in one run.
 pub const MAX_LEVELS: usize = 16;
+/// Tenant deletions (revocations) timed one after another after the levels.
+pub const REVOCATION_PROBES: usize = 3;
 /// One admin request taking longer than this counts as an error.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the cluster to report a leader.
@@ -135,6 +140,8 @@ pub struct RaftCommitReport {
     pub etcd_version: Option<String>,
     /// The same levels against etcd (empty without `--with-etcd`).
     pub etcd: Vec<Level>,
+    /// The revocation acknowledgement, measured after the levels.
+    pub revocations: Revocations,
 }
 
 /// A writer that creates a tenant, deletes it, creates the next, ... through the admin API.
@@ -376,18 +383,15 @@ pub async fn run(
     let token = cluster.status.admin_token.clone();
 
     let first = leader(&cluster).await?;
-    let mut preflight = TenantWriter::new(
-        http.clone(),
-        &cluster.node(first).map_err(BenchError::Cluster)?.http,
-        &token,
-        "b-preflight".to_owned(),
-    );
-    for _ in 0..2 {
-        preflight.call().await.map_err(BenchError::Preflight)?;
-    }
+    let first_http = cluster
+        .node(first)
+        .map_err(BenchError::Cluster)?
+        .http
+        .clone();
+    admin_writes::create_bench_tenant(&http, &first_http, &token).await?;
 
     let mut levels = Vec::with_capacity(spec.writers.len());
-    for &writers in &spec.writers {
+    for (level, &writers) in spec.writers.iter().enumerate() {
         let leader = leader(&cluster).await?;
         let ids: Vec<u64> = cluster.status.nodes.iter().map(|n| n.id).collect();
         let follower = ids
@@ -400,21 +404,25 @@ pub async fn run(
             Target::Follower => follower,
             Target::All => ids[w % ids.len()],
         };
-        let mut workers = Vec::with_capacity(writers);
-        let mut target_nodes = Vec::new();
-        for w in 0..writers {
-            let node = target_of(w);
-            if !target_nodes.contains(&node) {
-                target_nodes.push(node);
-            }
-            workers.push(TenantWriter::new(
-                http.clone(),
-                &cluster.node(node).map_err(BenchError::Cluster)?.http,
-                &token,
-                format!("b-{writers}-{w}"),
-            ));
-        }
+        let mut target_nodes: Vec<u64> = (0..writers).map(target_of).collect();
         target_nodes.sort_unstable();
+        target_nodes.dedup();
+        let mut urls = std::collections::BTreeMap::new();
+        for &id in &ids {
+            urls.insert(
+                id,
+                cluster.node(id).map_err(BenchError::Cluster)?.http.clone(),
+            );
+        }
+        let leader_http = urls.get(&leader).cloned().unwrap_or_default();
+        let url_of = |w: usize| urls.get(&target_of(w)).cloned().unwrap_or_default();
+        let mut workers =
+            admin_writes::template_writers(&http, &leader_http, &token, level, writers, &url_of)
+                .await?;
+        // One write first, so a broken setup fails loudly instead of measuring errors.
+        if let Some(w) = workers.first_mut() {
+            w.write().await.map_err(BenchError::Preflight)?;
+        }
         progress(&format!(
             "{writers} writers -> node(s) {target_nodes:?} (leader {leader}): {:?} warm-up + {:?}",
             spec.warmup, spec.duration
@@ -432,6 +440,21 @@ pub async fn run(
             result,
         });
     }
+    let revocation_node = leader(&cluster).await?;
+    progress(&format!(
+        "revocation acknowledgement: {REVOCATION_PROBES} tenant deletions on node {revocation_node}"
+    ));
+    let revocations = admin_writes::measure_revocations(
+        &http,
+        &cluster
+            .node(revocation_node)
+            .map_err(BenchError::Cluster)?
+            .http,
+        &token,
+        REVOCATION_PROBES,
+    )
+    .await?;
+    progress(&revocations.summary());
     drop(cluster);
     let (etcd_version, etcd) = if spec.with_etcd {
         (
@@ -463,6 +486,7 @@ pub async fn run(
         levels,
         etcd_version,
         etcd,
+        revocations,
     })
 }
 
@@ -475,7 +499,8 @@ impl RaftCommitReport {
         format!(
             "{} quire processes on loopback (mTLS between peers, sled fsync before each ack, data on {}), \
              writers -> {}, closed loop, one write = one committed admin request \
-             (create or delete a tenant), {}s warm-up + {}s measured per level",
+             (an edit of the writer's own workflow template against its version: not a revocation), \
+             {}s warm-up + {}s measured per level",
             self.nodes, self.data_filesystem, self.target, self.warmup_secs, self.duration_secs
         )
     }
@@ -539,6 +564,7 @@ impl RaftCommitReport {
                 let _ = writeln!(out, "{line}");
             }
         }
+        let _ = writeln!(out, "{}", self.revocations.summary());
         let _ = writeln!(out, "setup:   {}", self.setup());
         let _ = writeln!(out, "retries: {}", self.retry_note());
         let _ = writeln!(out, "machine: {}", self.machine.summary());
@@ -586,7 +612,8 @@ impl RaftCommitReport {
                 let _ = writeln!(out, "- {line}");
             }
         }
-        let _ = writeln!(out, "\n- setup: {}", self.setup());
+        let _ = writeln!(out, "\n- {}", self.revocations.summary());
+        let _ = writeln!(out, "- setup: {}", self.setup());
         let _ = writeln!(out, "- retries: {}", self.retry_note());
         let _ = writeln!(out, "- machine: {}", self.machine.summary());
         let _ = writeln!(

@@ -78,6 +78,18 @@ fn raft_commit_reports_nonzero_committed_writes() {
     assert!(level["latency_us"]["p50"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(level["errors"], 0, "{report}");
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    // The template edits commit without waiting out the revocation bound; the tenant
+    // deletions measured apart do wait it out (1000 ms by default).
+    assert!(
+        level["latency_us"]["p50"].as_u64().unwrap() < 500_000,
+        "{report}"
+    );
+    let deletes = report["revocations"]["delete_ms"].as_array().unwrap();
+    assert_eq!(deletes.len(), 3, "{report}");
+    for d in deletes {
+        assert!(d.as_f64().unwrap() >= 1000.0, "{report}");
+    }
+    assert!(stdout.contains("revocation acknowledgement"), "{stdout}");
 
     // The cluster's processes are gone and its directory removed.
     let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
@@ -341,4 +353,112 @@ fn raft_commit_with_etcd_runs_both_sides() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+/// Runs `quire-bench ARGS --quire-bin <debug quire> --json FILE --work-dir DIR`, asserts it
+/// succeeded and that it left no cluster directory behind; returns the JSON and stdout.
+fn run_bench(args: &[&str]) -> (Value, String) {
+    let quire = debug_quire();
+    let out_dir = tempfile::tempdir().expect("a temporary directory");
+    let json_path = out_dir.path().join("result.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+        .args(args)
+        .arg("--quire-bin")
+        .arg(&quire)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(out_dir.path())
+        .output()
+        .expect("quire-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report"))
+            .expect("the JSON report parses");
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
+        .expect("the work directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert!(stdout.contains("command: "), "{stdout}");
+    (report, stdout)
+}
+
+#[test]
+fn failover_measures_a_new_leader_and_a_write_after_the_kill() {
+    let (report, stdout) = run_bench(&["failover", "--kills", "1", "--settle-secs", "1"]);
+    assert_eq!(report["benchmark"], "failover");
+    let kill = &report["kills"][0];
+    let killed = kill["killed"].as_u64().unwrap();
+    let new_leader = kill["new_leader"].as_u64().expect("a new leader was named");
+    assert_ne!(killed, new_leader, "{report}");
+    // Nothing can be acknowledged sooner than a new leader can be elected, and the
+    // cluster must recover well within the give-up time.
+    let first_write = kill["first_write_ms"]
+        .as_f64()
+        .expect("a write after the kill");
+    assert!(first_write > 100.0 && first_write < 30_000.0, "{report}");
+    assert!(
+        kill["new_leader_ms"].as_f64().unwrap() < 30_000.0,
+        "{report}"
+    );
+    assert!(stdout.contains("| kill | killed leader |"), "{stdout}");
+    assert!(
+        stdout.contains("first acknowledged write after kill -9"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn budget_share_reads_the_sandbox_counters() {
+    let (report, stdout) = run_bench(&[
+        "budget-share",
+        "--duration-secs",
+        "2",
+        "--warmup-secs",
+        "1",
+        "--clients-per-node",
+        "1",
+    ]);
+    assert_eq!(report["benchmark"], "budget-share");
+    assert_eq!(report["budget"], 3);
+    let served = report["sandbox"]["requests"].as_u64().unwrap();
+    assert!(served > 0, "{report}");
+    // The sandbox at 3/s, burst 10, admits at most 10 + 3 x 2 s (and a little slack for
+    // the window's edges) in the measured window.
+    assert!(served <= 19, "{report}");
+    assert!(report["sandbox"]["max_per_second"].as_u64().unwrap() >= 1);
+    assert!(report["share_of_budget"].as_f64().unwrap() > 0.0);
+    assert!(report["calls"]["ok"].as_u64().unwrap() > 0, "{report}");
+    assert!(stdout.contains("of the budget used"), "{stdout}");
+}
+
+#[test]
+fn memory_reads_the_node_rss_at_each_step() {
+    let (report, stdout) = run_bench(&["memory", "--tenants", "40", "--sessions", "10"]);
+    assert_eq!(report["benchmark"], "memory");
+    for field in [
+        "rss_idle_kib",
+        "rss_tenants_kib",
+        "rss_sessions_kib",
+        "peak_kib",
+    ] {
+        assert!(report[field].as_u64().unwrap() > 1024, "{field}: {report}");
+    }
+    assert!(
+        report["peak_kib"].as_u64().unwrap() >= report["rss_sessions_kib"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(report["tenants"], 40);
+    assert_eq!(report["sessions"], 10);
+    assert!(
+        stdout.contains("KiB / tenant") && stdout.contains("KiB / session"),
+        "{stdout}"
+    );
 }
