@@ -21,4 +21,5 @@ pub mod memory;
 pub mod raft_commit;
 pub mod report;
 pub mod report_cmd;
+pub mod report_scenarios;
 pub mod side_by_side;

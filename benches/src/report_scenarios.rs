@@ -1,0 +1,144 @@
+//! The failover, budget-share and memory benchmarks as `quire-bench report` runs them: short
+//! runs, each written as JSON next to the report, their headline lines and their Markdown.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::admin_writes::write_file;
+use crate::budget_share::{self, BudgetShareArgs};
+use crate::failover::{self, FailoverArgs};
+use crate::memory::{self, MemoryArgs};
+
+/// What the report runs.
+#[derive(Debug, Clone)]
+pub struct ScenarioSpec {
+    pub quire_bin: PathBuf,
+    pub work_dir: Option<PathBuf>,
+    /// Where the JSON goes.
+    pub out_dir: PathBuf,
+    /// Leader kills of the failover run.
+    pub kills: usize,
+    /// Measured seconds of the budget-share run (after 3 s of warm-up).
+    pub budget_duration: Duration,
+    pub tenants: usize,
+    pub sessions: usize,
+}
+
+/// Headline lines (Markdown, one item each) and the figures' Markdown.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioOutput {
+    pub headline: Vec<String>,
+    pub markdown: String,
+    /// The JSON files written, relative to the output directory.
+    pub json_files: Vec<String>,
+}
+
+/// Runs failover, budget-share and memory in turn and writes `failover.json`,
+/// `budget-share.json` and `memory.json` to the output directory.
+pub async fn run(
+    spec: &ScenarioSpec,
+    command: &str,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<ScenarioOutput> {
+    let mut out = ScenarioOutput::default();
+    let json = |name: &str| spec.out_dir.join(name);
+
+    let f = failover::run(
+        &FailoverArgs {
+            kills: spec.kills,
+            probe_interval_ms: 20,
+            probe_timeout_secs: 5,
+            settle_secs: 2,
+            give_up_secs: 30,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: spec.work_dir.clone(),
+        },
+        spec.quire_bin.clone(),
+        command.to_owned(),
+        progress,
+    )
+    .await?;
+    save(&json("failover.json"), &f)?;
+    let (median, max, never) = f.first_write_summary();
+    out.headline.push(format!(
+        "Failover (kill -9 of the leader, {} times): first acknowledged write after **{median:.0} ms** median, \
+         **{max:.0} ms** max{} (goal under {} ms)",
+        f.kills.len(),
+        if never > 0 {
+            format!(", {never} kill(s) without one")
+        } else {
+            String::new()
+        },
+        failover::GOAL.as_millis()
+    ));
+    out.markdown.push_str(&f.to_markdown());
+    out.markdown.push('\n');
+
+    let b = budget_share::run(
+        &BudgetShareArgs {
+            budget: 3,
+            burst: 5,
+            clients_per_node: 4,
+            sandbox_rate_limit: "3".into(),
+            sandbox_burst: 10,
+            duration_secs: spec.budget_duration.as_secs().max(1),
+            warmup_secs: 3,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: spec.work_dir.clone(),
+        },
+        spec.quire_bin.clone(),
+        command.to_owned(),
+        progress,
+    )
+    .await?;
+    save(&json("budget-share.json"), &b)?;
+    out.headline.push(format!(
+        "Budget share (one integration at 3/s, MCP clients on all 3 nodes): **{:.0}%** of the budget used, \
+         **{}** answered 429 by Notion's limit (goals: at least 95% and 0)",
+        b.share_of_budget * 100.0,
+        b.sandbox.rate_limited
+    ));
+    out.markdown.push_str(&b.to_markdown());
+    out.markdown.push('\n');
+
+    let m = memory::run(
+        &MemoryArgs {
+            tenants: spec.tenants,
+            sessions: spec.sessions,
+            concurrency: 32,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: spec.work_dir.clone(),
+        },
+        spec.quire_bin.clone(),
+        command.to_owned(),
+        progress,
+    )
+    .await?;
+    save(&json("memory.json"), &m)?;
+    out.headline.push(format!(
+        "Memory of one node: {:.0} MiB idle, **{:.1} KiB per tenant** ({} tenants), **{:.1} KiB per open MCP \
+         session** ({} sessions)",
+        m.rss_idle_kib as f64 / 1024.0,
+        m.per_tenant_kib(),
+        m.tenants,
+        m.per_session_kib(),
+        m.sessions
+    ));
+    out.markdown.push_str(&m.to_markdown());
+    out.json_files = vec![
+        "failover.json".into(),
+        "budget-share.json".into(),
+        "memory.json".into(),
+    ];
+    Ok(out)
+}
+
+fn save<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_file(path, &serde_json::to_string_pretty(value)?)
+}
