@@ -3,7 +3,9 @@
 //! histograms), the description of the machine a run
 //! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
 //! scenarios that drive a cluster of real `quire` processes started by
-//! `quire_node::local_cluster` (`raft_commit`, `audit_commit`), the side-by-side with Notion's own MCP server
+//! `quire_node::local_cluster` (`raft_commit`, `audit_commit`, `failover`, `budget_share`,
+//! `memory`, with their shared admin writes in `admin_writes` and the report's short runs in
+//! `report_scenarios`), the side-by-side with Notion's own MCP server
 //! (`side_by_side`), a small MCP client (`mcp_client`) and the report's SVG chart (`chart`). It must not know Quire's internals: it talks
 //! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
 //! agent would, so that what it measures is what they see.
