@@ -592,6 +592,8 @@ async fn operator(w: WorkloadSetup) {
 pub const FIRST_DRAIN_MS: u64 = 2_000;
 /// How long a node stays drained before the operator undrains it, ms.
 pub const DRAIN_HOLD_MS: (u64, u64) = (1_500, 5_000);
+/// Time between an undrain and the next drain, ms.
+pub const DRAIN_GAP_MS: (u64, u64) = (500, 3_000);
 
 /// Marks `node` draining (or not) through random nodes until written, refused, or `until`.
 async fn set_draining(
@@ -631,7 +633,9 @@ async fn drainer(w: WorkloadSetup) {
             continue;
         }
         let hold = Duration::from_millis(rng.random_range(DRAIN_HOLD_MS.0..DRAIN_HOLD_MS.1));
-        if keep_last && sim_now() + hold >= last_start {
+        // The last drain: undrained, it would leave no room for another before the heal.
+        let last = sim_now() + hold + Duration::from_millis(DRAIN_GAP_MS.1) >= last_start;
+        if keep_last && last {
             w.trace
                 .record(sim_now(), "operator", format!("n{n} stays drained"));
             return;
@@ -639,7 +643,7 @@ async fn drainer(w: WorkloadSetup) {
         tokio::time::sleep(hold).await;
         // Undrained even after the heal: the mark must not outlive the operator's intent.
         set_draining(&w, &mut rng, n, false, w.stop_at).await;
-        next = sim_now() + Duration::from_millis(rng.random_range(500..3_000));
+        next = sim_now() + Duration::from_millis(rng.random_range(DRAIN_GAP_MS.0..DRAIN_GAP_MS.1));
     }
 }
 
