@@ -61,6 +61,20 @@ pub enum Fault {
     },
     /// Undo [`Fault::NotionRateLimited`] / [`Fault::NotionServerErrors`].
     NotionOk,
+    /// Crash every node of a region at once (a region lost).
+    RegionLoss {
+        /// The region.
+        region: String,
+        /// Its nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// Undo [`Fault::RegionLoss`]: restart its nodes.
+    RegionBack {
+        /// The region.
+        region: String,
+        /// Its nodes.
+        nodes: Vec<NodeId>,
+    },
     /// Heal everything (start of the quiet period).
     HealAll,
 }
@@ -100,9 +114,65 @@ impl fmt::Display for Fault {
                 write!(f, "notion 5xx burst {}", list.join("/"))
             }
             Fault::NotionOk => write!(f, "notion ok"),
+            Fault::RegionLoss { region, nodes } => {
+                write!(f, "region {region} lost (crash {})", node_list(nodes))
+            }
+            Fault::RegionBack { region, nodes } => {
+                write!(f, "region {region} back (restart {})", node_list(nodes))
+            }
             Fault::HealAll => write!(f, "heal all"),
         }
     }
+}
+
+fn node_list(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("n{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Chance, in percent, that a run loses a region (once).
+pub const REGION_LOSS_PERCENT: u32 = 50;
+/// How long a lost region stays down, ms.
+pub const REGION_LOSS_MS: (u64, u64) = (1_000, 4_000);
+
+/// The region loss of the run of `seed`, if any (its own stream, so the other faults do not
+/// change with the regions): every node of one region crashes at once between
+/// [`FIRST_FAULT_MS`] and the heal, and restarts 1-4 s later (by the heal at the latest).
+pub fn region_loss(
+    seed: u64,
+    regions: &std::collections::BTreeMap<NodeId, String>,
+    heal_at_ms: u64,
+) -> Vec<(u64, Fault)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0072_6567_6c6f_7373);
+    let names: std::collections::BTreeSet<&String> = regions.values().collect();
+    if names.is_empty()
+        || heal_at_ms <= FIRST_FAULT_MS
+        || rng.random_range(0..100) >= REGION_LOSS_PERCENT
+    {
+        return Vec::new();
+    }
+    let names: Vec<&String> = names.into_iter().collect();
+    let region = names[rng.random_range(0..names.len())].clone();
+    let nodes: Vec<NodeId> = regions
+        .iter()
+        .filter(|(_, r)| **r == region)
+        .map(|(n, _)| *n)
+        .collect();
+    let at = rng.random_range(FIRST_FAULT_MS..heal_at_ms);
+    let back = (at + rng.random_range(REGION_LOSS_MS.0..REGION_LOSS_MS.1)).min(heal_at_ms);
+    vec![
+        (
+            at,
+            Fault::RegionLoss {
+                region: region.clone(),
+                nodes: nodes.clone(),
+            },
+        ),
+        (back, Fault::RegionBack { region, nodes }),
+    ]
 }
 
 /// Faults start no earlier than this (the cluster forms first).
@@ -229,5 +299,38 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn a_region_loss_follows_the_seed_takes_a_whole_region_and_ends_by_the_heal() {
+        let regions: std::collections::BTreeMap<NodeId, String> = [
+            (1, "eu".to_string()),
+            (2, "us".to_string()),
+            (3, "eu".to_string()),
+        ]
+        .into();
+        let mut lost = 0;
+        for seed in 0..40 {
+            let r = region_loss(seed, &regions, 20_000);
+            assert_eq!(r, region_loss(seed, &regions, 20_000));
+            match r.as_slice() {
+                [] => {}
+                [
+                    (at, Fault::RegionLoss { region, nodes }),
+                    (back, Fault::RegionBack { .. }),
+                ] => {
+                    lost += 1;
+                    assert!(FIRST_FAULT_MS <= *at && at <= back && *back <= 20_000);
+                    let expected: Vec<NodeId> = regions
+                        .iter()
+                        .filter(|(_, r)| *r == region)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    assert_eq!(nodes, &expected);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!((10..=30).contains(&lost), "{lost} of 40");
     }
 }

@@ -19,7 +19,7 @@ use crate::check::{
     History, Observer, Violation, check_drains, check_final, check_history, check_notion,
     state_digest,
 };
-use crate::faults::{Fault, schedule};
+use crate::faults::{Fault, region_loss, schedule};
 use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
 use crate::notion::{
     INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, designated_node,
@@ -321,6 +321,16 @@ impl Driver {
                     self.crash(sim, n);
                 }
             }
+            Fault::RegionLoss { nodes, .. } => {
+                for n in nodes {
+                    self.crash(sim, *n);
+                }
+            }
+            Fault::RegionBack { nodes, .. } => {
+                for n in nodes {
+                    self.restart(sim, *n);
+                }
+            }
             Fault::PowerRestore => {
                 for n in 1..=self.nodes {
                     self.restart(sim, n);
@@ -528,7 +538,10 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             }
         }));
     }
-    let plan = schedule(seed, nodes, ms(heal_at));
+    let mut plan = schedule(seed, nodes, ms(heal_at));
+    plan.extend(region_loss(seed, &regions, ms(heal_at)));
+    // Stable: the region loss goes after the other faults of the same millisecond.
+    plan.sort_by_key(|(at, _)| *at);
     let mut driver = Driver {
         sandbox: sandbox.clone(),
         sim_faults_torn: torn_writes,
