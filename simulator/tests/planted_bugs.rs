@@ -94,7 +94,8 @@ fn answering_before_the_audit_commit_is_caught() {
 #[test]
 fn placement_rounds_that_ignore_drains_are_caught() {
     // The operator leaves its last drain on through the end in half the seeds; with the bug
-    // that node keeps its shards past the bound (seeds 1 and 3 of 1..=4 at 15 simulated s).
+    // that node keeps its shards past the bound: 10 of seeds 1..=20 at 15 simulated s (1, 3,
+    // 5, 7, 8, 9, 12, 14, 19, 20); sweep up to 6, stopping at the first.
     let text = caught_within("placement-ignores-drains", "1..7");
     assert!(text.contains("drain-completes"), "{text}");
 }
