@@ -40,8 +40,9 @@ enum Command {
     /// Resident memory of one node idle, after creating tenants and after opening MCP
     /// sessions; per tenant and per session.
     Memory(quire_bench::memory::MemoryArgs),
-    /// Runs the side-by-side (with its open-loop sweep) and the Raft commit benchmark with
-    /// modest durations and writes benches/REPORT.md, the JSON and a latency chart (SVG).
+    /// Runs the side-by-side (with its open-loop sweep), the Raft commit benchmark,
+    /// failover, budget-share and memory with modest durations and writes
+    /// benches/REPORT.md, the JSON and a latency chart (SVG).
     Report(ReportArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `quire-bench report`: runs the side-by-side with Notion's MCP server (closed loop and an
-//! open-loop sweep) and the Raft commit benchmark with modest durations, and writes
+//! open-loop sweep), the Raft commit benchmark and the failover, budget-share and memory
+//! scenarios (`report_scenarios`) with modest durations, and writes
 //! `benches/REPORT.md`, the JSON of each run and the latency-against-load charts (SVG) to
 //! `benches/report/`.
 
@@ -147,6 +148,21 @@ pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
         &serde_json::to_string_pretty(&raft)?,
     )?;
 
+    let scenarios = crate::report_scenarios::run(
+        &crate::report_scenarios::ScenarioSpec {
+            quire_bin: spec.quire_bin.clone(),
+            work_dir: spec.work_dir.clone(),
+            out_dir: spec.out_dir.clone(),
+            kills: 3,
+            budget_duration: spec.duration * 2,
+            tenants: crate::memory::MAX_TENANTS - 1,
+            sessions: crate::memory::MAX_SESSIONS,
+        },
+        &command,
+        &mut progress,
+    )
+    .await?;
+
     let chart_dir = relative(&spec.out_dir, &spec.markdown);
     let mut md = String::from("# Quire benchmark report\n\n");
     md.push_str(
@@ -197,6 +213,9 @@ pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
             crate::report::ratio(ratio)
         );
     }
+    for line in &scenarios.headline {
+        let _ = writeln!(md, "- {line}");
+    }
     let _ = writeln!(
         md,
         "- goals (issue 7): at least 10x the calls/s of Notion's server at equal concurrency with a lower p99; \
@@ -245,9 +264,17 @@ pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
     md.push_str(&mcp.to_markdown());
     md.push('\n');
     md.push_str(&raft.to_markdown());
+    md.push('\n');
+    md.push_str(&scenarios.markdown);
     let _ = writeln!(
         md,
-        "\nJSON: `{chart_dir}/mcp-side-by-side.json`, `{chart_dir}/raft-commit.json`."
+        "\nJSON: `{chart_dir}/mcp-side-by-side.json`, `{chart_dir}/raft-commit.json`, {}.",
+        scenarios
+            .json_files
+            .iter()
+            .map(|f| format!("`{chart_dir}/{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     write(&spec.markdown, &md)?;
     print!("{md}");
