@@ -482,6 +482,34 @@ pub fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The `quire` binary a benchmark starts: the one given, else [`default_quire_bin`].
+pub fn quire_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => default_quire_bin(),
+    }
+}
+
+/// Prints a benchmark's figures: the text table on stdout, then the Markdown (to
+/// `markdown_file` when given, else stdout), and the JSON to `json_file` when given.
+pub fn emit<R: serde::Serialize>(
+    text: &str,
+    markdown: &str,
+    report: &R,
+    markdown_file: Option<&Path>,
+    json_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    print!("{text}");
+    match markdown_file {
+        Some(path) => write_file(path, markdown)?,
+        None => print!("\n{markdown}"),
+    }
+    if let Some(path) = json_file {
+        write_file(path, &serde_json::to_string_pretty(report)?)?;
+    }
+    Ok(())
+}
+
 /// `quire` next to this executable.
 pub fn default_quire_bin() -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;

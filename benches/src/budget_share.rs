@@ -411,23 +411,18 @@ pub async fn main(args: BudgetShareArgs, command: String) -> anyhow::Result<()> 
     if args.duration_secs == 0 || args.budget == 0 {
         bail!("--duration-secs and --budget must be at least 1");
     }
-    let quire_bin = match &args.quire_bin {
-        Some(p) => p.clone(),
-        None => admin_writes::default_quire_bin()?,
-    };
+    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
     let report = run(&args, quire_bin, command, &mut |l| {
         eprintln!("quire-bench: {l}")
     })
     .await?;
-    print!("{}", report.to_text());
-    match &args.markdown {
-        Some(path) => admin_writes::write_file(path, &report.to_markdown())?,
-        None => print!("\n{}", report.to_markdown()),
-    }
-    if let Some(path) = &args.json {
-        admin_writes::write_file(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(())
+    admin_writes::emit(
+        &report.to_text(),
+        &report.to_markdown(),
+        &report,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use quire_bench::admin_writes::{emit, quire_bin, write_file};
 use quire_bench::audit_commit::{self, AuditCommitSpec};
 use quire_bench::raft_commit::{self, RaftCommitSpec, Target};
 use quire_bench::side_by_side::{self, Op, Side, SideBySideSpec};
@@ -198,15 +199,6 @@ struct RaftCommitArgs {
     with_etcd: bool,
 }
 
-/// `quire` next to this executable.
-fn default_quire_bin() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("cannot find this executable's path")?;
-    let dir = me
-        .parent()
-        .context("this executable's path has no directory")?;
-    Ok(dir.join(format!("quire{}", std::env::consts::EXE_SUFFIX)))
-}
-
 /// `target/bench-cache/npm`, from this executable's place in `target/<profile>/`.
 fn default_npm_dir() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("cannot find this executable's path")?;
@@ -217,15 +209,8 @@ fn default_npm_dir() -> anyhow::Result<PathBuf> {
     Ok(target.join("bench-cache").join("npm"))
 }
 
-fn write_file(path: &PathBuf, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
 async fn raft_commit(args: RaftCommitArgs, command: String) -> anyhow::Result<()> {
-    let quire_bin = match args.quire_bin {
-        Some(path) => path,
-        None => default_quire_bin()?,
-    };
+    let quire_bin = quire_bin(args.quire_bin)?;
     if args.duration_secs == 0 {
         bail!("--duration-secs must be at least 1");
     }
@@ -240,23 +225,17 @@ async fn raft_commit(args: RaftCommitArgs, command: String) -> anyhow::Result<()
     };
     let report =
         raft_commit::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;
-    print!("{}", report.to_text());
-    let markdown = report.to_markdown();
-    match &args.markdown {
-        Some(path) => write_file(path, &markdown)?,
-        None => print!("\n{markdown}"),
-    }
-    if let Some(path) = &args.json {
-        write_file(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(())
+    emit(
+        &report.to_text(),
+        &report.to_markdown(),
+        &report,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+    )
 }
 
 async fn audit_commit(args: AuditCommitArgs, command: String) -> anyhow::Result<()> {
-    let quire_bin = match args.quire_bin {
-        Some(path) => path,
-        None => default_quire_bin()?,
-    };
+    let quire_bin = quire_bin(args.quire_bin)?;
     if args.duration_secs == 0 {
         bail!("--duration-secs must be at least 1");
     }
@@ -270,16 +249,13 @@ async fn audit_commit(args: AuditCommitArgs, command: String) -> anyhow::Result<
     };
     let report =
         audit_commit::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;
-    print!("{}", report.to_text());
-    let markdown = report.to_markdown();
-    match &args.markdown {
-        Some(path) => write_file(path, &markdown)?,
-        None => print!("\n{markdown}"),
-    }
-    if let Some(path) = &args.json {
-        write_file(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(())
+    emit(
+        &report.to_text(),
+        &report.to_markdown(),
+        &report,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+    )
 }
 
 async fn mcp_side_by_side(args: SideBySideArgs, command: String) -> anyhow::Result<()> {
@@ -287,10 +263,7 @@ async fn mcp_side_by_side(args: SideBySideArgs, command: String) -> anyhow::Resu
         bail!("--duration-secs must be at least 1");
     }
     let spec = SideBySideSpec {
-        quire_bin: match args.quire_bin {
-            Some(path) => path,
-            None => default_quire_bin()?,
-        },
+        quire_bin: quire_bin(args.quire_bin)?,
         npm_dir: match args.npm_dir {
             Some(path) => path,
             None => default_npm_dir()?,
@@ -329,10 +302,7 @@ fn report_spec(args: ReportArgs) -> anyhow::Result<quire_bench::report_cmd::Repo
         bail!("--duration-secs must be at least 1");
     }
     Ok(quire_bench::report_cmd::ReportSpec {
-        quire_bin: match args.quire_bin {
-            Some(path) => path,
-            None => default_quire_bin()?,
-        },
+        quire_bin: quire_bin(args.quire_bin)?,
         npm_dir: match args.npm_dir {
             Some(path) => path,
             None => default_npm_dir()?,
