@@ -47,6 +47,8 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Slack on a caller's RPC beyond the call's deadline: the actors answer by the deadline;
 /// this only catches an actor that died holding the call.
 const RPC_GRACE: Duration = Duration::from_secs(2);
+/// A stopping supervisor waits this long, at most, for its children to stop.
+const STOP_CHILDREN_WITHIN: Duration = Duration::from_secs(5);
 
 /// How the data plane runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,15 +253,20 @@ impl Actor for NodeSupervisor {
 
     async fn post_stop(
         &self,
-        myself: ActorRef<NodeMsg>,
-        _state: &mut NodeState,
+        _myself: ActorRef<NodeMsg>,
+        state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        myself
-            .stop_children_and_wait(
-                Some("node supervisor stopped".into()),
-                Some(Duration::from_secs(5)),
-            )
-            .await;
+        // Tenants stop in tenant-id order, not in ractor's child-table order (a `HashMap`,
+        // which differs between processes): the calls they fail are answered in the same
+        // order on every run, which the simulator's replay relies on.
+        for tenant in state.tenants.values() {
+            tenant.stop(Some("node supervisor stopped".into()));
+        }
+        let deadline = tokio::time::Instant::now() + STOP_CHILDREN_WITHIN;
+        for tenant in state.tenants.values() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tenant.wait(Some(left)).await;
+        }
         Ok(())
     }
 
@@ -562,6 +569,27 @@ impl Actor for TenantSupervisor {
             children: BTreeMap::new(),
             restarts: 0,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TenantMsg>,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Sessions (by workspace id), then limiters (by integration id), one after the
+        // other: the calls in flight are failed in that order on every run. ractor would
+        // otherwise kill the children in the order of its child table, a `HashMap`.
+        let deadline = tokio::time::Instant::now() + STOP_CHILDREN_WITHIN;
+        let cells = state
+            .sessions
+            .values()
+            .map(ActorRef::get_cell)
+            .chain(state.limiters.values().map(|l| l.actor.get_cell()));
+        for cell in cells {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = cell.kill_and_wait(Some(left)).await;
+        }
+        Ok(())
     }
 
     async fn handle(

@@ -537,3 +537,55 @@ async fn notion_requests_are_counted_by_integration_and_status_with_retries() {
     );
     dp.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_data_plane_fails_its_calls_in_workspace_order() {
+    // ractor keeps a supervisor's children in a `HashMap`, whose order differs from one map
+    // to the next; the supervisors stop their children in id order instead, so the calls in
+    // flight fail in the same order on every run (the simulator's replay depends on it).
+    let (base, stub) = common::serve_stub().await;
+    for round in 0..6u64 {
+        let dp = start(&base).await;
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let calls: Vec<_> = ["w3", "w1", "w4", "w2"]
+            .into_iter()
+            .map(|w| {
+                let dp = dp.clone();
+                let failed = failed.clone();
+                let mut c = ctx("t1", w, w);
+                c.integration.budget = Budget {
+                    requests_per_second: 1_000,
+                    burst: 10,
+                };
+                tokio::spawn(async move {
+                    let result = dp.call(&c, NotionRequest::get("/v1/stub/slow")).await;
+                    failed.lock().unwrap().push(w);
+                    result
+                })
+            })
+            .collect();
+        let sent = 4 * (round + 1);
+        let waited = Instant::now();
+        while stub.hits("slow") < sent {
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "round {round}: {} of {sent} calls reached the stub",
+                stub.hits("slow")
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        dp.stop().await;
+        for c in calls {
+            let result = c.await.unwrap();
+            assert!(
+                matches!(result, Err(CallError::Unavailable(_))),
+                "round {round}: {result:?}"
+            );
+        }
+        assert_eq!(
+            *failed.lock().unwrap(),
+            ["w1", "w2", "w3", "w4"],
+            "round {round}"
+        );
+    }
+}
