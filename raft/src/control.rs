@@ -20,7 +20,9 @@ use crate::command::{ApplyError, Command, CommandOutput};
 use crate::engine::{FlushHandle, SledEngine, StorageEngine};
 use crate::network::NoPeers;
 use crate::state::State;
-use crate::store::{OpenError, SharedState, Store, StoreReleased};
+use crate::store::{
+    OpenError, SharedState, SnapshotStats, SnapshotStatsHandle, Store, StoreReleased,
+};
 use crate::types::{NodeId, QuireRaft, TypeConfig};
 
 /// How long [`ControlPlane::write`] waits for a command to commit and apply.
@@ -176,6 +178,7 @@ pub struct ControlStatus {
 pub struct ControlPlane {
     raft: QuireRaft,
     shared: SharedState,
+    snapshot_stats: SnapshotStatsHandle,
     engine: Box<dyn FlushHandle>,
     released: StoreReleased,
     config: ControlPlaneConfig,
@@ -229,6 +232,7 @@ impl ControlPlane {
         let raft_config = Arc::new(config.raft_config()?);
         let store = Store::open_on(engine, &config.cluster_name, config.node_id).await?;
         let shared = store.state_machine.shared();
+        let snapshot_stats = store.state_machine.snapshot_stats();
         let engine: Box<dyn FlushHandle> = Box::new(store.engine().clone());
         let Store {
             log,
@@ -242,6 +246,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             raft,
             shared,
+            snapshot_stats,
             engine,
             released,
             config,
@@ -380,6 +385,12 @@ impl ControlPlane {
             applied_index: m.last_applied.as_ref().map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
         }
+    }
+
+    /// This node's latest snapshot (built, installed, or loaded at start): its size and last
+    /// index, and how many snapshots this node built since it started.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.snapshot_stats.get()
     }
 
     /// Stops openraft, flushes the store and waits until every handle on it is dropped, so

@@ -97,6 +97,33 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
 #[error("{0}")]
 struct SnapshotDecodeError(String);
 
+/// What this node knows of its latest snapshot, recorded where snapshots are built, installed
+/// and loaded (for the node's metrics: nothing is re-serialised to read it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Size in bytes of the latest stored snapshot's data (the serialised state, as sent to a
+    /// follower); 0 before any.
+    pub bytes: u64,
+    /// Last log index the latest stored snapshot includes; `None` before any.
+    pub last_index: Option<u64>,
+    /// Snapshots this node built since it started.
+    pub built: u64,
+}
+
+/// A read handle on a store's [`SnapshotStats`].
+#[derive(Debug, Clone)]
+pub struct SnapshotStatsHandle(Arc<Mutex<SnapshotStats>>);
+
+impl SnapshotStatsHandle {
+    /// The stats now.
+    pub fn get(&self) -> SnapshotStats {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Opening a data dir failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -305,12 +332,15 @@ impl<E: StorageEngine> Store<E> {
 
         // State machine from the latest snapshot.
         let mut data = SmData::default();
+        let mut stats = SnapshotStats::default();
         if let Some(record) = sm.get(KEY_SNAPSHOT).map_err(eng_err)? {
             let (m, d) = decode_snapshot(&record).map_err(|e| corrupt("snapshot", &e))?;
             let state: State = decode(d).map_err(|e| corrupt("snapshot data", &e))?;
             data.last_applied = m.last_log_id;
             data.last_membership = m.last_membership.clone();
             data.state = state;
+            stats.bytes = d.len() as u64;
+            stats.last_index = m.last_log_id.map(|l| l.index);
         }
 
         let (live_tx, live_rx) = tokio::sync::mpsc::channel(1);
@@ -326,7 +356,7 @@ impl<E: StorageEngine> Store<E> {
             sm,
             shared: Arc::new(RwLock::new(data)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            snapshot_write: Arc::new(Mutex::new(())),
+            snapshot_write: Arc::new(Mutex::new(stats)),
         };
         Ok((
             Self {
@@ -636,8 +666,9 @@ pub struct StateMachineStore<E: StorageEngine = SledEngine> {
     sm: E::Tree,
     shared: Arc<RwLock<SmData>>,
     snapshot_seq: Arc<AtomicU64>,
-    /// Serialises the read-compare-write of the stored snapshot.
-    snapshot_write: Arc<Mutex<()>>,
+    /// Serialises the read-compare-write of the stored snapshot, and holds what is known of
+    /// the one stored.
+    snapshot_write: Arc<Mutex<SnapshotStats>>,
 }
 
 impl<E: StorageEngine> Debug for StateMachineStore<E> {
@@ -652,6 +683,11 @@ impl<E: StorageEngine> StateMachineStore<E> {
         SharedState(self.shared.clone())
     }
 
+    /// A read handle on what is known of the latest snapshot.
+    pub fn snapshot_stats(&self) -> SnapshotStatsHandle {
+        SnapshotStatsHandle(self.snapshot_write.clone())
+    }
+
     /// Stores `meta`/`data` as the current snapshot unless a newer one is stored already
     /// (a snapshot build and a snapshot install may race), then flushes.
     async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
@@ -661,7 +697,7 @@ impl<E: StorageEngine> StateMachineStore<E> {
         let new_last = meta.last_log_id;
         {
             // No await inside: the guard is a plain mutex held for a read and a write.
-            let _guard = self
+            let mut stats = self
                 .snapshot_write
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -677,6 +713,8 @@ impl<E: StorageEngine> StateMachineStore<E> {
                 self.sm
                     .insert(KEY_SNAPSHOT, &record)
                     .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+                stats.bytes = data.len() as u64;
+                stats.last_index = new_last.map(|l| l.index);
             }
         }
         self.engine
@@ -711,6 +749,10 @@ impl<E: StorageEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> 
             snapshot_id,
         };
         self.persist_snapshot(&meta, &data).await?;
+        self.snapshot_write
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .built += 1;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -190,10 +190,19 @@ async fn three_nodes_replicate_and_followers_redirect() {
         assert_eq!(status.leader, Some(1));
         assert!(!status.is_leader);
         assert_eq!(status.voters, vec![1, 2, 3]);
+        let installed = follower.raft().metrics().borrow().snapshot;
         assert!(
-            follower.raft().metrics().borrow().snapshot.is_some(),
+            installed.is_some(),
             "follower {} caught up through a snapshot",
             status.node_id
+        );
+        // The installed snapshot is recorded (this follower never builds one itself).
+        let stats = follower.snapshot_stats();
+        assert!(stats.bytes > 0, "{stats:?}");
+        assert_eq!(stats.built, 0, "{stats:?}");
+        assert!(
+            stats.last_index >= installed.map(|l| l.index),
+            "{stats:?} {installed:?}"
         );
         follower.wait_leader(DEADLINE).await.unwrap();
 

@@ -285,6 +285,8 @@ async fn snapshots_purge_the_log_and_restart_recovers() {
     let mut cfg = config(dir.path(), "test");
     cfg.snapshot_every_logs = 10;
     let cp = started(cfg.clone()).await;
+    let none = cp.snapshot_stats();
+    assert_eq!((none.bytes, none.last_index, none.built), (0, None, 0));
     for n in 0..35 {
         cp.write(Command::CreateTenant {
             tenant: t(&format!("tenant-{n}")),
@@ -311,11 +313,48 @@ async fn snapshots_purge_the_log_and_restart_recovers() {
     }
     let before = cp.read(|s| s.clone()).await.unwrap();
     assert_eq!(before.tenant_count(), 35);
+    let automatic = cp.snapshot_stats();
+    assert!(automatic.built >= 1, "{automatic:?}");
+    assert!(automatic.bytes > 0, "{automatic:?}");
+
+    // A snapshot of everything applied: its recorded size is the state's serialised size.
+    // (A trigger is ignored while an automatic build runs, so trigger until one lands.)
+    let last_applied = cp.raft().metrics().borrow().last_applied.unwrap();
+    let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
+    loop {
+        cp.raft().trigger().snapshot().await.unwrap();
+        let landed = cp
+            .raft()
+            .wait(Some(Duration::from_secs(1)))
+            .snapshot(last_applied, "snapshot of everything applied")
+            .await;
+        if landed.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot at {last_applied}"
+        );
+    }
+    let full = cp.snapshot_stats();
+    assert_eq!(full.last_index, Some(last_applied.index));
+    assert_eq!(
+        full.bytes,
+        serde_json::to_vec(&before).unwrap().len() as u64
+    );
+    assert!(full.built > automatic.built, "{full:?} {automatic:?}");
     cp.shutdown().await.unwrap();
 
     let cp = ControlPlane::open(cfg).await.unwrap();
     cp.wait_leader(LEADER_TIMEOUT).await.unwrap();
     assert_eq!(cp.read(|s| s.clone()).await.unwrap(), before);
+    // The stored snapshot is known again after a restart; none built by this run yet.
+    let loaded = cp.snapshot_stats();
+    assert_eq!(
+        (loaded.bytes, loaded.last_index),
+        (full.bytes, full.last_index)
+    );
+    assert_eq!(loaded.built, 0);
     cp.shutdown().await.unwrap();
 }
 
