@@ -133,6 +133,9 @@ struct Slot {
     /// When the current channel was made.
     created_at: Instant,
     in_flight: Arc<Semaphore>,
+    /// Data calls in flight to this peer: bounded apart, so calls waiting on the peer's rate
+    /// limiter never hold the slots Raft's heartbeats need.
+    data_in_flight: Arc<Semaphore>,
 }
 
 /// The channels to all peers, keyed by address (a `BTreeMap`: nothing iterates a hash).
@@ -219,8 +222,8 @@ impl Pool {
         }
     }
 
-    /// The in-flight bound of `addr` (creating its slot).
-    fn semaphore(&self, addr: &str) -> Result<Arc<Semaphore>, TransportError> {
+    /// The in-flight bound of `addr` for requests of `kind` (creating its slot).
+    fn semaphore(&self, addr: &str, kind: RpcKind) -> Result<Arc<Semaphore>, TransportError> {
         let mut slots = lock(&self.slots);
         if !slots.contains_key(addr) {
             if slots.len() >= MAX_PEER_ADDRESSES {
@@ -230,6 +233,8 @@ impl Pool {
                     .find(|(_, s)| {
                         s.channel.is_none()
                             && s.in_flight.available_permits() == self.config.max_in_flight_per_peer
+                            && s.data_in_flight.available_permits()
+                                == self.config.max_in_flight_per_peer
                     })
                     .map(|(a, _)| a.clone());
                 match idle {
@@ -252,12 +257,19 @@ impl Pool {
                     retry_at: None,
                     created_at: Instant::now(),
                     in_flight: Arc::new(Semaphore::new(self.config.max_in_flight_per_peer)),
+                    data_in_flight: Arc::new(Semaphore::new(self.config.max_in_flight_per_peer)),
                 },
             );
         }
         Ok(slots
             .get(addr)
-            .map(|s| s.in_flight.clone())
+            .map(|s| {
+                if kind == RpcKind::DataCall {
+                    s.data_in_flight.clone()
+                } else {
+                    s.in_flight.clone()
+                }
+            })
             .unwrap_or_else(|| Arc::new(Semaphore::new(1))))
     }
 
@@ -374,7 +386,7 @@ impl Pool {
                 FaultAction::Duplicate => sends = 2,
             }
         }
-        let in_flight = self.semaphore(addr)?;
+        let in_flight = self.semaphore(addr, kind)?;
         let _permit = match tokio::time::timeout_at(deadline, in_flight.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
@@ -385,11 +397,19 @@ impl Pool {
             }
         };
         let (channel, generation) = self.channel(addr)?;
+        // A data call may run out of time waiting for the peer's rate limiter: that says
+        // nothing about the connection, which Raft's own requests (and keepalive) judge.
+        let judge_connection = kind != RpcKind::DataCall;
+        let on_timeout = |pool: &Self| {
+            if judge_connection {
+                pool.timed_out(addr, generation);
+            }
+        };
         let mut reply = None;
         for _ in 0..sends {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                self.timed_out(addr, generation);
+                on_timeout(self);
                 return Err(timed_out(what));
             }
             let stub = Stub::new(channel.clone())
@@ -397,11 +417,17 @@ impl Pool {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             match tokio::time::timeout_at(deadline, send(stub, remaining)).await {
                 Err(_) => {
-                    self.timed_out(addr, generation);
+                    on_timeout(self);
                     return Err(timed_out(what));
                 }
                 Ok(Err(status)) => {
-                    return Err(self.status_error(addr, generation, status, &what, timeout));
+                    return Err(self.status_error(
+                        addr,
+                        (judge_connection || !is_deadline(&status)).then_some(generation),
+                        status,
+                        &what,
+                        timeout,
+                    ));
                 }
                 Ok(Ok(response)) => reply = Some(response.into_inner()),
             }
@@ -413,20 +439,23 @@ impl Pool {
         })
     }
 
-    /// Maps a failed call's status; drops the channel when the connection is in doubt.
+    /// Maps a failed call's status; drops the channel when the connection is in doubt
+    /// (`generation: None`: a timed-out data call, which leaves the connection alone).
     fn status_error(
         &self,
         addr: &str,
-        generation: u64,
+        generation: Option<u64>,
         status: tonic::Status,
         what: &str,
         timeout: Duration,
     ) -> TransportError {
         use std::error::Error as _;
         use tonic::Code;
-        if timed_out_locally(&status) || status.code() == Code::DeadlineExceeded {
+        if is_deadline(&status) {
             // tonic enforced the deadline this side set on the request, or the peer did.
-            self.timed_out(addr, generation);
+            if let Some(generation) = generation {
+                self.timed_out(addr, generation);
+            }
             return TransportError::Timeout {
                 addr: addr.to_string(),
                 what: what.to_string(),
@@ -436,7 +465,7 @@ impl Pool {
         if status.source().is_some() {
             // Made on this side from a transport failure (connect refused, TLS handshake
             // refused, connection broken): drop the channel.
-            self.failed(addr, Some(generation));
+            self.failed(addr, generation);
             return TransportError::Unreachable {
                 addr: addr.to_string(),
                 reason: format!("{what}: {}", chain(&status)),
@@ -446,10 +475,15 @@ impl Pool {
             status.code(),
             Code::Unknown | Code::Internal | Code::Cancelled
         ) {
-            self.failed(addr, Some(generation));
+            self.failed(addr, generation);
         }
         TransportError::from(status)
     }
+}
+
+/// Whether the request's deadline passed (enforced by tonic on this side, or by the peer).
+fn is_deadline(status: &tonic::Status) -> bool {
+    timed_out_locally(status) || status.code() == tonic::Code::DeadlineExceeded
 }
 
 /// Whether tonic made `status` because the request's own deadline passed.
@@ -505,6 +539,15 @@ fn members(m: Option<proto::Membership>) -> Vec<MemberInfo> {
             },
         })
         .collect()
+}
+
+/// A peer's answer to a data call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataCallOutcome {
+    /// The handler's reply bytes.
+    Ok(Vec<u8>),
+    /// The handler refused the call, saying why.
+    Refused(String),
 }
 
 /// openraft's `RaftNetworkFactory` over gRPC: hands out a [`GrpcPeer`] per target, all
@@ -1005,6 +1048,47 @@ impl PeerClient {
             }
             None => Err(TransportError::Decode {
                 what: "MembershipReply".into(),
+                reason: "empty reply".into(),
+            }),
+        }
+    }
+
+    /// Asks the node at `target_addr` to serve a data call: `payload` is handed to the
+    /// handler it registered. `deadline` bounds the whole call (the in-flight wait included)
+    /// and travels to the peer as the gRPC deadline. Data calls have their own in-flight
+    /// bound per peer (`max_in_flight_per_peer`), apart from Raft's. A peer without a handler
+    /// answers `UNAVAILABLE` (mapped to a retryable error), a busy one `Overloaded`.
+    pub async fn data_call(
+        &self,
+        target_addr: &str,
+        payload: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<DataCallOutcome, TransportError> {
+        if payload.len() > MAX_MESSAGE_BYTES - 1024 {
+            return Err(TransportError::InvalidRequest(format!(
+                "a data call's payload of {} bytes is over the transport's bound",
+                payload.len()
+            )));
+        }
+        let message = proto::DataCallRequest { payload };
+        let reply = self
+            .pool
+            .call(
+                self.route(target_addr),
+                RpcKind::DataCall,
+                deadline,
+                |mut stub, remaining| {
+                    let req = request(message.clone(), remaining);
+                    async move { stub.data_call(req).await }
+                },
+            )
+            .await?;
+        use proto::data_call_reply::Result as R;
+        match reply.result {
+            Some(R::Ok(bytes)) => Ok(DataCallOutcome::Ok(bytes)),
+            Some(R::Refused(why)) => Ok(DataCallOutcome::Refused(why)),
+            None => Err(TransportError::Decode {
+                what: "DataCallReply".into(),
                 reason: "empty reply".into(),
             }),
         }

@@ -31,6 +31,8 @@ pub enum RpcKind {
     Remove,
     /// A status request.
     Status,
+    /// A data-plane call served by another node.
+    DataCall,
 }
 
 /// What to do with one request.

@@ -8,7 +8,9 @@
 //!
 //! It must not know business rules (authorization, tools, Notion): commands travel as
 //! opaque serde_json payloads and are decided by `quire-raft`'s `apply` on the leader.
-//! Rate-limit leases, shard handoff and session resume will join the same service and pool.
+//! Data calls (`DataCall`: a node serving another's Notion call for a shard it owns) travel
+//! the same way: an opaque payload handed to the handler the node registers
+//! ([`DataCallHandler`]).
 //!
 //! A node wires it as: `GrpcNetwork::new(id, config, security)` → `peer_client()` (keep it)
 //! → `ControlPlane::open_with_network(.., network)` in an `Arc` → `PeerServer::new(control,
@@ -36,10 +38,12 @@ pub mod proto {
     tonic::include_proto!("quire.peer.v1");
 }
 
-pub use client::{GrpcNetwork, GrpcPeer, MemberInfo, MemberRole, PeerClient, PeerStatus};
+pub use client::{
+    DataCallOutcome, GrpcNetwork, GrpcPeer, MemberInfo, MemberRole, PeerClient, PeerStatus,
+};
 pub use config::{MAX_MESSAGE_BYTES, TransportConfig};
 pub use dial::{BoxedPeerIo, DialFuture, Dialer, PeerIo};
 pub use error::TransportError;
 pub use fault::{FaultAction, FaultFilter, LinkFaults, LinkRule, RpcKind};
-pub use server::PeerServer;
+pub use server::{DataCallHandler, DataCallRefusal, PeerServer};
 pub use tls::{CaFiles, NodeCert, TlsFiles, TlsMaterial, TransportSecurity};

@@ -25,6 +25,30 @@ use crate::error::TransportError;
 use crate::proto;
 use crate::tls::{TransportSecurity, install_crypto_provider};
 
+/// Why a [`DataCallHandler`] did not answer a data call with its own bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataCallRefusal {
+    /// Refused for a reason the caller can read (sent as the reply's `refused`).
+    Refused(String),
+    /// The node serves as many data calls as it may; retry later (`RESOURCE_EXHAUSTED`).
+    Busy(String),
+    /// The payload is not one the handler understands (`INVALID_ARGUMENT`).
+    Invalid(String),
+}
+
+/// Serves the data calls other nodes send (`DataCall`): the node registers one with
+/// [`PeerServer::with_data_calls`]. The transport never looks inside the payload; it passes
+/// the caller's node id as its mutual-TLS certificate names it (`None` on an insecure
+/// transport). The gRPC deadline the caller set bounds the handler's future.
+pub trait DataCallHandler: Send + Sync + 'static {
+    /// Answers one data call from node `from` with the handler's reply bytes.
+    fn handle(
+        &self,
+        from: Option<NodeId>,
+        payload: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, DataCallRefusal>>;
+}
+
 /// Serves the peer service for one control-plane node.
 pub struct PeerServer {
     service: PeerService,
@@ -64,9 +88,18 @@ impl PeerServer {
                 relay,
                 limit,
                 membership: Arc::new(tokio::sync::Mutex::new(())),
+                data_calls: None,
             },
             security,
         })
+    }
+
+    /// Serves `DataCall` requests with `handler` (without one they answer `UNAVAILABLE`).
+    /// Data calls do not count against `server_max_concurrent` (they may wait for a rate
+    /// limiter for seconds and must not hold Raft's slots): the handler bounds them.
+    pub fn with_data_calls(mut self, handler: Arc<dyn DataCallHandler>) -> Self {
+        self.service.data_calls = Some(handler);
+        self
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains connections.
@@ -161,6 +194,8 @@ struct PeerService {
     limit: Arc<Semaphore>,
     /// One membership change at a time on this node (openraft refuses overlapping ones).
     membership: Arc<tokio::sync::Mutex<()>>,
+    /// Serves `DataCall`, if the node registered a handler.
+    data_calls: Option<Arc<dyn DataCallHandler>>,
 }
 
 fn reply_bytes<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Status> {
@@ -630,6 +665,29 @@ impl proto::peer_server::Peer for PeerService {
             applied_index: m.last_applied.map(|l| l.index),
             membership: Some(membership_message(m.membership_config.membership())),
             state: format!("{:?}", m.state),
+        }))
+    }
+
+    async fn data_call(
+        &self,
+        request: Request<proto::DataCallRequest>,
+    ) -> Result<Response<proto::DataCallReply>, Status> {
+        use proto::data_call_reply::Result as R;
+        let Some(handler) = self.data_calls.clone() else {
+            return Err(Status::unavailable(
+                "this node serves no data calls (no handler registered)",
+            ));
+        };
+        let from = self.certified_id(&request)?;
+        let payload = request.into_inner().payload;
+        let result = match handler.handle(from, payload).await {
+            Ok(bytes) => R::Ok(bytes),
+            Err(DataCallRefusal::Refused(why)) => R::Refused(why),
+            Err(DataCallRefusal::Busy(why)) => return Err(Status::resource_exhausted(why)),
+            Err(DataCallRefusal::Invalid(why)) => return Err(Status::invalid_argument(why)),
+        };
+        Ok(Response::new(proto::DataCallReply {
+            result: Some(result),
         }))
     }
 }
