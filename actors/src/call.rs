@@ -57,3 +57,9 @@ pub enum CallError {
     #[error("the data plane could not serve the call: {0}")]
     Unavailable(String),
 }
+
+/// A check the caller attaches to a call (see `DataPlane::call_fenced`): run after each
+/// rate-limit permit is granted and before the request is sent to Notion. `Err(why)` stops
+/// the call with [`CallError::Unavailable`] and sends nothing — how a node that no longer
+/// owns the integration's shard keeps its hands off Notion.
+pub type Fence = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::call::{Budget, CallContext, CallError};
+use crate::call::{Budget, CallContext, CallError, Fence};
 use crate::limiter::{
     self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterSnapshot, LimiterState,
 };
@@ -131,6 +131,8 @@ struct CallJob {
     reply: RpcReplyPort<Result<Value, CallError>>,
     /// Counts the requests this call sends to Notion (retries included), if asked.
     sent: Option<Arc<AtomicU32>>,
+    /// Checked after each permit, right before the request goes to Notion.
+    fence: Option<Fence>,
 }
 
 fn unavailable_reply(job: CallJob, why: &str) {
@@ -751,12 +753,22 @@ impl SessionState {
                 deadline,
                 reply,
                 sent,
+                fence,
             } = *job;
             let counters = Counters {
                 stats: &stats,
                 sent: sent.as_deref(),
             };
-            let result = execute(&client, &lim, &ctx, &req, deadline, counters).await;
+            let result = execute(
+                &client,
+                &lim,
+                &ctx,
+                &req,
+                deadline,
+                counters,
+                fence.as_ref(),
+            )
+            .await;
             let _ = reply.send(result);
         });
     }
@@ -881,6 +893,7 @@ async fn execute(
     req: &NotionRequest,
     deadline: Instant,
     counters: Counters<'_>,
+    fence: Option<&Fence>,
 ) -> Result<Value, CallError> {
     client::validate_request(req)?;
     let integration = ctx.integration.id.as_str();
@@ -890,6 +903,11 @@ async fn execute(
         {
             let _waiting = Waiting::start(counters.stats, integration);
             limiter::acquire(limiter, &ctx.session_id, deadline).await?;
+        }
+        // The caller's fence (the node's shard ownership) is checked after the permit, the
+        // last moment before the request leaves: a stale owner sends nothing.
+        if let Some(fence) = fence {
+            fence().map_err(CallError::Unavailable)?;
         }
         let now = Instant::now();
         // The request runs in its own task: when the caller's deadline passes first, the
@@ -1058,7 +1076,24 @@ impl DataPlane {
         req: NotionRequest,
         sent: Arc<AtomicU32>,
     ) -> Result<Value, CallError> {
-        self.call_inner(ctx, req, self.call_deadline, Some(sent))
+        self.call_inner(ctx, req, self.call_deadline, Some(sent), None)
+            .await
+    }
+
+    /// [`DataPlane::call_counting`] within `deadline` (clamped to the configured call
+    /// deadline), with `fence` checked after each rate-limit permit and before the request
+    /// is sent: when it answers `Err(why)` the call fails with [`CallError::Unavailable`]
+    /// and nothing more goes to Notion.
+    pub async fn call_fenced(
+        &self,
+        ctx: &CallContext,
+        req: NotionRequest,
+        deadline: Duration,
+        sent: Arc<AtomicU32>,
+        fence: Fence,
+    ) -> Result<Value, CallError> {
+        let deadline = deadline.min(self.call_deadline);
+        self.call_inner(ctx, req, deadline, Some(sent), Some(fence))
             .await
     }
 
@@ -1076,7 +1111,7 @@ impl DataPlane {
         req: NotionRequest,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        self.call_inner(ctx, req, deadline, None).await
+        self.call_inner(ctx, req, deadline, None, None).await
     }
 
     async fn call_inner(
@@ -1085,6 +1120,7 @@ impl DataPlane {
         req: NotionRequest,
         deadline: Duration,
         sent: Option<Arc<AtomicU32>>,
+        fence: Option<Fence>,
     ) -> Result<Value, CallError> {
         validate_id("tenant_id", &ctx.tenant_id)?;
         validate_id("workspace_id", &ctx.workspace_id)?;
@@ -1110,6 +1146,7 @@ impl DataPlane {
                         deadline: deadline_at,
                         reply,
                         sent,
+                        fence,
                     }))
                 },
                 Some(deadline + RPC_GRACE),
