@@ -216,6 +216,24 @@ pub struct LimiterState {
     pub rejected: u64,
 }
 
+impl LimiterState {
+    /// How long until this limiter holds nothing a successor starting empty would need: no
+    /// pause left and a full bucket (the pause, then `burst` tokens earned at the rate).
+    /// Zero when it is there already. A tenant supervisor passivates only once every one of
+    /// its limiters reads zero here, so a `Retry-After` is never forgotten.
+    pub fn settled_in(&self) -> Duration {
+        let pause = self.paused_for.unwrap_or_default();
+        let tokens = if self.paused_for.is_some() {
+            0
+        } else {
+            self.tokens_micros
+        };
+        let deficit = capacity_micros(&self.budget).saturating_sub(tokens);
+        let rate = u64::from(self.budget.requests_per_second.max(1));
+        pause + Duration::from_micros(deficit.div_ceil(rate))
+    }
+}
+
 /// The part of a limiter's state that a shard handoff carries (relative times only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterSnapshot {

@@ -1,5 +1,6 @@
 //! Counters the data plane keeps for the node's metrics: Notion requests by integration and
-//! status, calls waiting for a rate-limiter permit, and how long they waited.
+//! status, calls waiting for a rate-limiter permit, how long they waited, and tenant
+//! supervisors started and passivated.
 //!
 //! One [`NotionStats`] per [`crate::supervisor::DataPlane`] (never process-wide: the
 //! simulator runs many nodes in one process). The node reads it at scrape time through
@@ -7,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::notion::NotionError;
@@ -97,10 +99,23 @@ impl Default for IntegrationStats {
     }
 }
 
-/// The data plane's counters, per integration (`tenant/integration`).
+/// The data plane's counters, per integration (`tenant/integration`), and the tenant
+/// supervisors' lifecycle.
 #[derive(Debug, Default)]
 pub struct NotionStats {
     integrations: Mutex<BTreeMap<String, IntegrationStats>>,
+    tenants_started: AtomicU64,
+    tenants_passivated: AtomicU64,
+}
+
+/// How many tenant supervisors this data plane started and passivated since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantCounts {
+    /// Every start: a tenant's first call, the first call after a passivation, and a
+    /// restart after a failure.
+    pub started: u64,
+    /// Tenant supervisors stopped because they were idle (never a failure).
+    pub passivated: u64,
 }
 
 /// The label a request's outcome is counted under.
@@ -141,6 +156,24 @@ impl NotionStats {
             s.waiting = s.waiting.saturating_sub(1);
             s.wait_seconds.observe(waited.as_secs_f64());
         });
+    }
+
+    /// A tenant supervisor started.
+    pub fn tenant_started(&self) {
+        self.tenants_started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An idle tenant supervisor was passivated.
+    pub fn tenant_passivated(&self) {
+        self.tenants_passivated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tenant supervisors started and passivated so far.
+    pub fn tenants(&self) -> TenantCounts {
+        TenantCounts {
+            started: self.tenants_started.load(Ordering::Relaxed),
+            passivated: self.tenants_passivated.load(Ordering::Relaxed),
+        }
     }
 
     /// A copy of every integration's counters.

@@ -7,6 +7,27 @@
 //! `BTreeMap`s. A child that fails is restarted by its supervisor; calls that were in flight
 //! in it are answered [`CallError::Unavailable`] (their reply ports are dropped with the
 //! child's state), and every caller also waits with a deadline, so nothing hangs.
+//!
+//! **Passivation.** A tenant supervisor that has been idle for
+//! [`DataPlaneConfig::idle_tenant_ms`] stops, and the tenant's next call starts a new one
+//! (0: never). Idle means all of:
+//! - no call for the tenant arrived (and no pause from elsewhere) for `idle_tenant_ms`;
+//! - no call of the tenant is anywhere in the tree: in a session's mailbox or backlog,
+//!   running, waiting for a permit, or its last request still finishing in the background
+//!   after the caller's deadline (its 429 must still reach the limiter);
+//! - every limiter of the tenant is *settled*: no pause left and a full bucket
+//!   ([`LimiterState::settled_in`] is zero). A limiter paused by a 429/529, or one whose
+//!   bucket is not full, keeps its tenant alive until the pause ends and the bucket has
+//!   refilled. The next incarnation's limiters start empty, which is at least as
+//!   conservative as the full bucket they replace; a `Retry-After` still running is never
+//!   forgotten because the tenant never stops while one runs.
+//!
+//! The tenant checks this itself on a `tokio::time` timer (one pending at a time) and then
+//! offers to stop, telling the node supervisor how many messages it has received. The node
+//! stops it only if it has routed it exactly that many (calls and pauses), so nothing sent
+//! after the check can be lost with it; otherwise the offer is stale and the tenant stays.
+//! The node counts a passivation apart from a restart (it is not a failure), and
+//! [`crate::stats::NotionStats::tenants`] counts starts and passivations.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,6 +70,10 @@ pub const MAX_ID_BYTES: usize = 256;
 const RPC_GRACE: Duration = Duration::from_secs(2);
 /// A stopping supervisor waits this long, at most, for its children to stop.
 const STOP_CHILDREN_WITHIN: Duration = Duration::from_secs(5);
+/// Longest accepted [`DataPlaneConfig::idle_tenant_ms`] (one day).
+pub const MAX_IDLE_TENANT_MS: u64 = 86_400_000;
+/// Shortest wait before a tenant checks again whether it is idle.
+const MIN_IDLE_RECHECK: Duration = Duration::from_millis(1);
 
 /// How the data plane runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +85,9 @@ pub struct DataPlaneConfig {
     /// Notion calls one workspace session runs at once (waiting for a permit counts).
     pub max_in_flight_per_session: usize,
     pub max_tenants: usize,
+    /// A tenant supervisor idle this long stops (passivates) and the tenant's next call
+    /// starts a new one; 0: never. See the module docs for what idle means.
+    pub idle_tenant_ms: u64,
     /// Seeds the Notion client's retry jitter.
     pub seed: u64,
 }
@@ -72,6 +100,7 @@ impl Default for DataPlaneConfig {
             call_deadline_ms: 60_000,
             max_in_flight_per_session: 64,
             max_tenants: 10_000,
+            idle_tenant_ms: 300_000,
             seed: 0,
         }
     }
@@ -121,6 +150,8 @@ pub struct DataPlaneStats {
     pub limiters: usize,
     /// Children restarted after a failure, all levels together.
     pub restarts: u64,
+    /// Tenant supervisors stopped because they were idle (not failures, not restarts).
+    pub passivated: u64,
 }
 
 /// One call travelling down the tree.
@@ -133,6 +164,9 @@ struct CallJob {
     sent: Option<Arc<AtomicU32>>,
     /// Checked after each permit, right before the request goes to Notion.
     fence: Option<Fence>,
+    /// Set by the tenant supervisor that routes the call: a clone of its [`TenantState`]'s
+    /// `calls`, held until the call and any request of it still on its way have ended.
+    hold: Option<Arc<()>>,
 }
 
 fn unavailable_reply(job: CallJob, why: &str) {
@@ -158,6 +192,18 @@ enum NodeMsg {
         integration_id: String,
         reply: RpcReplyPort<Option<ActorRef<LimiterMsg>>>,
     },
+    Pause {
+        tenant_id: String,
+        integration_id: String,
+        retry_after: Duration,
+        reply: RpcReplyPort<bool>,
+    },
+    /// A tenant supervisor found itself idle after receiving `received` messages.
+    TenantIdle {
+        tenant_id: String,
+        actor: ActorId,
+        received: u64,
+    },
     Stats(RpcReplyPort<DataPlaneStats>),
 }
 
@@ -170,27 +216,37 @@ struct NodeArgs {
     limiters_start_full: bool,
     max_in_flight_per_session: usize,
     max_tenants: usize,
+    idle_tenant: Option<Duration>,
+}
+
+struct TenantEntry {
+    actor: ActorRef<TenantMsg>,
+    /// Messages sent to it that it counts as received (calls and pauses).
+    routed: u64,
 }
 
 struct NodeState {
     args: NodeArgs,
-    tenants: BTreeMap<String, ActorRef<TenantMsg>>,
+    tenants: BTreeMap<String, TenantEntry>,
     by_id: BTreeMap<ActorId, String>,
     restarts: u64,
+    passivated: u64,
 }
 
 impl Drop for NodeState {
     fn drop(&mut self) {
         for tenant in self.tenants.values() {
-            tenant.stop(Some("node supervisor stopped".into()));
+            tenant.actor.stop(Some("node supervisor stopped".into()));
         }
     }
 }
 
 impl NodeState {
-    fn tenant_args(&self, tenant_id: &str) -> TenantArgs {
+    fn tenant_args(&self, myself: &ActorRef<NodeMsg>, tenant_id: &str) -> TenantArgs {
         TenantArgs {
             tenant_id: tenant_id.to_string(),
+            node: myself.clone(),
+            idle: self.args.idle_tenant,
             limiters_start_full: self.args.limiters_start_full,
             client: self.args.client.clone(),
             stats: self.args.stats.clone(),
@@ -207,13 +263,20 @@ impl NodeState {
         let (tenant, _) = Actor::spawn_linked(
             None,
             TenantSupervisor,
-            self.tenant_args(tenant_id),
+            self.tenant_args(myself, tenant_id),
             myself.get_cell(),
         )
         .await
         .map_err(|e| CallError::Unavailable(format!("cannot start tenant supervisor: {e}")))?;
+        self.args.stats.tenant_started();
         self.by_id.insert(tenant.get_id(), tenant_id.to_string());
-        self.tenants.insert(tenant_id.to_string(), tenant.clone());
+        self.tenants.insert(
+            tenant_id.to_string(),
+            TenantEntry {
+                actor: tenant.clone(),
+                routed: 0,
+            },
+        );
         Ok(tenant)
     }
 
@@ -223,7 +286,7 @@ impl NodeState {
         tenant_id: &str,
     ) -> Result<ActorRef<TenantMsg>, CallError> {
         if let Some(t) = self.tenants.get(tenant_id) {
-            return Ok(t.clone());
+            return Ok(t.actor.clone());
         }
         if self.tenants.len() >= self.args.max_tenants {
             return Err(CallError::Unavailable(format!(
@@ -250,6 +313,7 @@ impl Actor for NodeSupervisor {
             tenants: BTreeMap::new(),
             by_id: BTreeMap::new(),
             restarts: 0,
+            passivated: 0,
         })
     }
 
@@ -262,12 +326,12 @@ impl Actor for NodeSupervisor {
         // which differs between processes): the calls they fail are answered in the same
         // order on every run, which the simulator's replay relies on.
         for tenant in state.tenants.values() {
-            tenant.stop(Some("node supervisor stopped".into()));
+            tenant.actor.stop(Some("node supervisor stopped".into()));
         }
         let deadline = tokio::time::Instant::now() + STOP_CHILDREN_WITHIN;
         for tenant in state.tenants.values() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let _ = tenant.wait(Some(left)).await;
+            let _ = tenant.actor.wait(Some(left)).await;
         }
         Ok(())
     }
@@ -281,10 +345,17 @@ impl Actor for NodeSupervisor {
         match msg {
             NodeMsg::Call(job) => match state.tenant(&myself, &job.ctx.tenant_id).await {
                 Ok(tenant) => {
-                    if let Err(ractor::MessagingErr::SendErr(TenantMsg::Call(job))) =
-                        tenant.send_message(TenantMsg::Call(job))
-                    {
-                        unavailable_reply(*job, "the tenant's supervisor is restarting");
+                    let tenant_id = job.ctx.tenant_id.clone();
+                    match tenant.send_message(TenantMsg::Call(job)) {
+                        Ok(()) => {
+                            if let Some(entry) = state.tenants.get_mut(&tenant_id) {
+                                entry.routed += 1;
+                            }
+                        }
+                        Err(ractor::MessagingErr::SendErr(TenantMsg::Call(job))) => {
+                            unavailable_reply(*job, "the tenant's supervisor is restarting");
+                        }
+                        Err(_) => {}
                     }
                 }
                 Err(e) => {
@@ -295,7 +366,7 @@ impl Actor for NodeSupervisor {
                 let found = state
                     .tenants
                     .get(&tenant_id)
-                    .is_some_and(|t| t.send_message(TenantMsg::Crash).is_ok());
+                    .is_some_and(|t| t.actor.send_message(TenantMsg::Crash).is_ok());
                 let _ = reply.send(found);
             }
             NodeMsg::CrashSession {
@@ -304,7 +375,7 @@ impl Actor for NodeSupervisor {
                 reply,
             } => match state.tenants.get(&tenant_id) {
                 Some(t) => {
-                    let _ = t.send_message(TenantMsg::CrashSession {
+                    let _ = t.actor.send_message(TenantMsg::CrashSession {
                         workspace_id,
                         reply,
                     });
@@ -319,7 +390,7 @@ impl Actor for NodeSupervisor {
                 reply,
             } => match state.tenants.get(&tenant_id) {
                 Some(t) => {
-                    let _ = t.send_message(TenantMsg::Limiter {
+                    let _ = t.actor.send_message(TenantMsg::Limiter {
                         integration_id,
                         reply,
                     });
@@ -328,12 +399,57 @@ impl Actor for NodeSupervisor {
                     let _ = reply.send(None);
                 }
             },
+            NodeMsg::Pause {
+                tenant_id,
+                integration_id,
+                retry_after,
+                reply,
+            } => match state.tenants.get_mut(&tenant_id) {
+                Some(t) => {
+                    // Counted like a call: an idle offer made before the tenant saw this
+                    // pause is stale, so the pause is never stopped with the tenant.
+                    if t.actor
+                        .send_message(TenantMsg::Pause {
+                            integration_id,
+                            retry_after,
+                            reply,
+                        })
+                        .is_ok()
+                    {
+                        t.routed += 1;
+                    }
+                }
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
+            NodeMsg::TenantIdle {
+                tenant_id,
+                actor,
+                received,
+            } => {
+                let current = state
+                    .tenants
+                    .get(&tenant_id)
+                    .is_some_and(|t| t.actor.get_id() == actor && t.routed == received);
+                if current && let Some(t) = state.tenants.remove(&tenant_id) {
+                    // Out of the map first: the tenant's next call starts a new supervisor.
+                    // Its end is then no failure to restart (`by_id` no longer names it).
+                    state.by_id.remove(&actor);
+                    state.passivated += 1;
+                    state.args.stats.tenant_passivated();
+                    tracing::debug!(tenant = %tenant_id, "tenant supervisor idle; passivating it");
+                    t.actor.stop(Some("passivated: idle".into()));
+                }
+            }
             NodeMsg::Stats(reply) => {
                 // Asked off the node's mailbox so a slow tenant never holds up calls.
-                let tenants: Vec<ActorRef<TenantMsg>> = state.tenants.values().cloned().collect();
+                let tenants: Vec<ActorRef<TenantMsg>> =
+                    state.tenants.values().map(|t| t.actor.clone()).collect();
                 let mut total = DataPlaneStats {
                     tenants: tenants.len(),
                     restarts: state.restarts,
+                    passivated: state.passivated,
                     ..Default::default()
                 };
                 tokio::spawn(async move {
@@ -396,6 +512,14 @@ enum TenantMsg {
         integration_id: String,
         reply: RpcReplyPort<Option<ActorRef<LimiterMsg>>>,
     },
+    /// Notion asked another node to slow down for this integration.
+    Pause {
+        integration_id: String,
+        retry_after: Duration,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Timer: is the tenant idle (see the module docs)?
+    IdleCheck,
     Stats(RpcReplyPort<DataPlaneStats>),
 }
 
@@ -403,6 +527,10 @@ struct TenantSupervisor;
 
 struct TenantArgs {
     tenant_id: String,
+    /// The node supervisor, told when this tenant is idle.
+    node: ActorRef<NodeMsg>,
+    /// `idle_tenant_ms`; `None`: never passivate.
+    idle: Option<Duration>,
     /// The planted bug `limiter-forgets-state` (simulator only): limiters start full.
     /// Otherwise every limiter starts with an empty bucket: this data plane cannot know what
     /// a previous incarnation of the node (or of this tenant supervisor) sent just before.
@@ -429,6 +557,15 @@ struct TenantState {
     limiters: BTreeMap<String, LimiterEntry>,
     children: BTreeMap<ActorId, Child>,
     restarts: u64,
+    /// Calls and pauses received from the node supervisor (its `routed` for this tenant).
+    received: u64,
+    /// When the last call or pause arrived.
+    last_call: Instant,
+    /// One clone in each call routed and not yet over (see [`CallJob::hold`]): the tenant
+    /// has no call anywhere in its tree when this is the only reference.
+    calls: Arc<()>,
+    /// Whether an [`TenantMsg::IdleCheck`] timer is pending.
+    check_pending: bool,
 }
 
 impl Drop for TenantState {
@@ -487,6 +624,38 @@ impl TenantState {
             },
         );
         Ok(l)
+    }
+
+    /// Arms the idle check `after` from now, unless one is pending or passivation is off.
+    fn arm_idle_check(&mut self, myself: &ActorRef<TenantMsg>, after: Duration) {
+        if self.args.idle.is_none() || self.check_pending {
+            return;
+        }
+        self.check_pending = true;
+        myself.send_after(after.max(MIN_IDLE_RECHECK), || TenantMsg::IdleCheck);
+    }
+
+    /// How long until this tenant may be idle: zero when it is idle now.
+    async fn idle_in(&self, idle: Duration) -> Duration {
+        let now = Instant::now();
+        let quiet_at = self.last_call + idle;
+        if quiet_at > now {
+            return quiet_at - now;
+        }
+        if Arc::strong_count(&self.calls) > 1 {
+            // A call is still somewhere in the tree; look again a whole idle time later.
+            return idle;
+        }
+        let mut settle = Duration::ZERO;
+        for entry in self.limiters.values() {
+            match limiter::state(&entry.actor).await {
+                Ok(s) if s.queued > 0 => return idle,
+                Ok(s) => settle = settle.max(s.settled_in()),
+                // A limiter that does not answer is not known to be settled.
+                Err(_) => return idle,
+            }
+        }
+        settle
     }
 
     async fn route(
@@ -570,7 +739,22 @@ impl Actor for TenantSupervisor {
             limiters: BTreeMap::new(),
             children: BTreeMap::new(),
             restarts: 0,
+            received: 0,
+            last_call: Instant::now(),
+            calls: Arc::new(()),
+            check_pending: false,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(idle) = state.args.idle {
+            state.arm_idle_check(&myself, idle);
+        }
+        Ok(())
     }
 
     async fn post_stop(
@@ -601,18 +785,63 @@ impl Actor for TenantSupervisor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TenantMsg::Call(job) => match state.route(myself.get_cell(), &job).await {
-                Ok((session, limiter)) => {
-                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::Call { job, .. })) =
-                        session.send_message(SessionMsg::Call { job, limiter })
-                    {
-                        unavailable_reply(*job, "the workspace session is restarting");
+            TenantMsg::Call(mut job) => {
+                state.received += 1;
+                state.last_call = Instant::now();
+                job.hold = Some(state.calls.clone());
+                if let Some(idle) = state.args.idle {
+                    state.arm_idle_check(&myself, idle);
+                }
+                match state.route(myself.get_cell(), &job).await {
+                    Ok((session, limiter)) => {
+                        if let Err(ractor::MessagingErr::SendErr(SessionMsg::Call {
+                            job, ..
+                        })) = session.send_message(SessionMsg::Call { job, limiter })
+                        {
+                            unavailable_reply(*job, "the workspace session is restarting");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = job.reply.send(Err(e));
                     }
                 }
-                Err(e) => {
-                    let _ = job.reply.send(Err(e));
+            }
+            TenantMsg::Pause {
+                integration_id,
+                retry_after,
+                reply,
+            } => {
+                state.received += 1;
+                state.last_call = Instant::now();
+                if let Some(idle) = state.args.idle {
+                    state.arm_idle_check(&myself, idle);
                 }
-            },
+                let found = match state.limiters.get(&integration_id) {
+                    Some(entry) => {
+                        limiter::pause(&entry.actor, retry_after);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+            TenantMsg::IdleCheck => {
+                state.check_pending = false;
+                if let Some(idle) = state.args.idle {
+                    let wait = state.idle_in(idle).await;
+                    if wait.is_zero() {
+                        // The node stops this tenant only if nothing reached it since; if
+                        // something did, that message re-armed the check.
+                        let _ = state.args.node.send_message(NodeMsg::TenantIdle {
+                            tenant_id: state.args.tenant_id.clone(),
+                            actor: myself.get_id(),
+                            received: state.received,
+                        });
+                    } else {
+                        state.arm_idle_check(&myself, wait);
+                    }
+                }
+            }
             TenantMsg::Crash => {
                 panic!(
                     "tenant supervisor {} asked to fail (test hook)",
@@ -641,6 +870,7 @@ impl Actor for TenantSupervisor {
                     sessions: state.sessions.len(),
                     limiters: state.limiters.len(),
                     restarts: state.restarts,
+                    passivated: 0,
                 });
             }
         }
@@ -754,10 +984,12 @@ impl SessionState {
                 reply,
                 sent,
                 fence,
+                hold,
             } = *job;
             let counters = Counters {
                 stats: &stats,
                 sent: sent.as_deref(),
+                hold: hold.as_ref(),
             };
             let result = execute(
                 &client,
@@ -857,6 +1089,8 @@ fn retry_after_of(err: &NotionError) -> Duration {
 struct Counters<'a> {
     stats: &'a Arc<NotionStats>,
     sent: Option<&'a AtomicU32>,
+    /// The call's hold on its tenant (see [`CallJob::hold`]).
+    hold: Option<&'a Arc<()>>,
 }
 
 /// Counts a call as waiting for a permit while it lives (dropped: the wait ended).
@@ -937,7 +1171,11 @@ async fn execute(
             Ok(Err(join)) => NotionError::Transport(format!("the request task failed: {join}")),
             Err(_) => {
                 let limiter = limiter.clone();
+                // The tenant stays up until this request has ended: its 429 must pause a
+                // live limiter, not one already passivated.
+                let hold = counters.hold.cloned();
                 tokio::spawn(async move {
+                    let _hold = hold;
                     if let Ok(Err(e)) = sending.await
                         && client::is_rate_limit(&e)
                     {
@@ -1028,6 +1266,12 @@ impl DataPlane {
         if config.max_tenants == 0 {
             return Err(StartError::Config("max_tenants must be at least 1".into()));
         }
+        if config.idle_tenant_ms > MAX_IDLE_TENANT_MS {
+            return Err(StartError::Config(format!(
+                "idle_tenant_ms {} is above {MAX_IDLE_TENANT_MS} (0 turns passivation off)",
+                config.idle_tenant_ms
+            )));
+        }
         if config.limiter.queue_capacity == 0 || config.limiter.per_session_capacity == 0 {
             return Err(StartError::Config(
                 "limiter queue_capacity and per_session_capacity must be at least 1".into(),
@@ -1050,6 +1294,8 @@ impl DataPlane {
                 limiters_start_full: options.planted_bug_limiters_start_full,
                 max_in_flight_per_session: config.max_in_flight_per_session,
                 max_tenants: config.max_tenants,
+                idle_tenant: (config.idle_tenant_ms > 0)
+                    .then(|| Duration::from_millis(config.idle_tenant_ms)),
             },
         )
         .await
@@ -1147,6 +1393,7 @@ impl DataPlane {
                         reply,
                         sent,
                         fence,
+                        hold: None,
                     }))
                 },
                 Some(deadline + RPC_GRACE),
@@ -1217,13 +1464,23 @@ impl DataPlane {
         integration_id: &str,
         retry_after: Duration,
     ) -> bool {
-        match self.limiter_ref(tenant_id, integration_id).await {
-            Some(l) => {
-                limiter::pause(&l, retry_after);
-                true
-            }
-            None => false,
-        }
+        // Through the node and tenant supervisors, not straight to the limiter: the pause
+        // then counts as activity, and a tenant passivating concurrently cannot lose it.
+        let (tenant_id, integration_id) = (tenant_id.to_string(), integration_id.to_string());
+        matches!(
+            self.node
+                .call(
+                    |reply| NodeMsg::Pause {
+                        tenant_id,
+                        integration_id,
+                        retry_after,
+                        reply,
+                    },
+                    Some(Duration::from_secs(5)),
+                )
+                .await,
+            Ok(CallResult::Success(true))
+        )
     }
 
     /// Counts of tenants, sessions, limiters and restarts.

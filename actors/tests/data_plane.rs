@@ -589,3 +589,200 @@ async fn a_stopping_data_plane_fails_its_calls_in_workspace_order() {
         );
     }
 }
+
+/// A data plane whose tenants passivate after `idle_ms`, and a budget that refills its
+/// bucket in 10 ms, so only the idle time and pauses decide when a tenant goes.
+async fn start_passivating(base: &str, idle_ms: u64) -> DataPlane {
+    DataPlane::start(DataPlaneConfig {
+        notion: NotionClientConfig {
+            base_url: base.into(),
+            retry_base_ms: 10,
+            ..Default::default()
+        },
+        call_deadline_ms: 10_000,
+        idle_tenant_ms: idle_ms,
+        seed: 7,
+        ..Default::default()
+    })
+    .await
+    .expect("data plane starts")
+}
+
+fn quick_ctx(tenant: &str) -> CallContext {
+    let mut c = ctx(tenant, "w1", "s1");
+    c.integration.budget = Budget {
+        requests_per_second: 1_000,
+        burst: 10,
+    };
+    c
+}
+
+/// Waits (polling) until `tenant`'s supervisor is gone, at most `within`; returns when.
+async fn passivated_within(dp: &DataPlane, passivations: u64, within: Duration) -> Instant {
+    let until = Instant::now() + within;
+    loop {
+        let s = dp.stats().await.expect("data plane stats");
+        if s.passivated >= passivations {
+            assert_eq!(s.passivated, passivations, "{s:?}");
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < until,
+            "no passivation within {within:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_tenant_passivates_and_its_next_call_starts_it_again() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start_passivating(&base, 300).await;
+    let c = quick_ctx("t1");
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    dp.call(&quick_ctx("t2"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    let s = dp.stats().await.unwrap();
+    assert_eq!((s.tenants, s.limiters, s.passivated), (2, 2, 0), "{s:?}");
+    let counts = dp.notion_stats().tenants();
+    assert_eq!((counts.started, counts.passivated), (2, 0));
+
+    let gone = passivated_within(&dp, 2, Duration::from_secs(5)).await;
+    assert!(
+        gone.duration_since(answered) >= Duration::from_millis(300),
+        "passivated after {:?}, before the idle time",
+        gone.duration_since(answered)
+    );
+    let s = dp.stats().await.unwrap();
+    assert_eq!(
+        (s.tenants, s.sessions, s.limiters, s.restarts),
+        (0, 0, 0, 0),
+        "passivations are not restarts: {s:?}"
+    );
+    assert!(dp.limiter_state("t1", "t1-int").await.is_none());
+    let counts = dp.notion_stats().tenants();
+    assert_eq!((counts.started, counts.passivated), (2, 2));
+
+    // The next call starts a new supervisor and succeeds.
+    let v = dp
+        .call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "bot");
+    assert_eq!(stub.hits("me"), 3);
+    let s = dp.stats().await.unwrap();
+    assert_eq!((s.tenants, s.limiters, s.restarts), (1, 1, 0), "{s:?}");
+    let counts = dp.notion_stats().tenants();
+    assert_eq!((counts.started, counts.passivated), (3, 2));
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn passivation_off_or_out_of_bounds() {
+    let (base, _stub) = common::serve_stub().await;
+    let dp = start_passivating(&base, 0).await;
+    dp.call(&quick_ctx("t1"), NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    // 0 turns passivation off: nothing is even checked, so the tenant is still there
+    // well after any idle time the other tests use.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = dp.stats().await.unwrap();
+    assert_eq!((s.tenants, s.passivated), (1, 0), "{s:?}");
+    dp.stop().await;
+    let bad = DataPlane::start(DataPlaneConfig {
+        idle_tenant_ms: quire_actors::supervisor::MAX_IDLE_TENANT_MS + 1,
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        matches!(bad, Err(StartError::Config(ref m)) if m.contains("idle_tenant_ms")),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_with_a_call_in_flight_does_not_passivate() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start_passivating(&base, 200).await;
+    let c = quick_ctx("t1");
+    // The stub answers `slow` after 5 s: 25 idle times with the call in flight.
+    let slow = {
+        let (dp, c) = (dp.clone(), c.clone());
+        tokio::spawn(async move { dp.call(&c, NotionRequest::get("/v1/stub/slow")).await })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while stub.hits("slow") < 1 {
+        assert!(Instant::now() < until, "slow call never reached the stub");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.is_finished() {
+            break;
+        }
+        let s = dp.stats().await.unwrap();
+        assert_eq!((s.tenants, s.passivated), (1, 0), "{s:?}");
+    }
+    let v = slow.await.unwrap().unwrap();
+    assert_eq!(v["slow"], true, "the call in flight was not cut short");
+    let done = Instant::now();
+    let gone = passivated_within(&dp, 1, Duration::from_secs(5)).await;
+    assert!(gone.duration_since(done) < Duration::from_secs(5));
+    assert_eq!(dp.notion_stats().tenants().passivated, 1);
+    dp.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_integration_keeps_its_tenant_until_the_pause_ends() {
+    let (base, stub) = common::serve_stub().await;
+    let dp = start_passivating(&base, 200).await;
+    let c = quick_ctx("t1");
+    // Notion answers 429 with Retry-After 7 s; the caller gives up before that.
+    let e = dp
+        .call_with_deadline(
+            &c,
+            NotionRequest::get("/v1/stub/limited"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CallError::Notion(NotionError::Api { status: 429, .. })),
+        "{e:?}"
+    );
+    let limited_at = Instant::now();
+    assert_eq!(stub.hits("limited"), 1);
+    let gone = passivated_within(&dp, 1, Duration::from_secs(12)).await;
+    let kept = gone.duration_since(limited_at);
+    assert!(
+        kept >= Duration::from_millis(6_500),
+        "passivated {kept:?} into a 7 s pause: the next incarnation would forget it"
+    );
+
+    // A pause from elsewhere (another node saw the 429) counts the same way.
+    dp.call(&c, NotionRequest::get("/v1/stub/me"))
+        .await
+        .unwrap();
+    assert!(
+        dp.pause_integration("t1", "t1-int", Duration::from_millis(1_500))
+            .await
+    );
+    let paused_at = Instant::now();
+    let gone = passivated_within(&dp, 2, Duration::from_secs(6)).await;
+    assert!(
+        gone.duration_since(paused_at) >= Duration::from_millis(1_400),
+        "passivated {:?} into a 1.5 s pause",
+        gone.duration_since(paused_at)
+    );
+    // Gone, the tenant has no limiter left to pause.
+    assert!(
+        !dp.pause_integration("t1", "t1-int", Duration::from_secs(1))
+            .await
+    );
+    dp.stop().await;
+}
