@@ -45,6 +45,8 @@ pub struct App {
     pub oidc: OidcCache,
     /// This node's counters for `/metrics`.
     pub metrics: Arc<NodeMetrics>,
+    /// Sending each Notion request from its shard's owner: hold-offs, bounds, counters.
+    pub forward: Arc<crate::forward::Forward>,
     ready: AtomicBool,
 }
 
@@ -76,6 +78,7 @@ impl App {
         );
         Self {
             metrics: Arc::new(NodeMetrics::default()),
+            forward: Arc::new(crate::forward::Forward::default()),
             audit,
             freshness,
             jwt,
@@ -190,10 +193,19 @@ impl App {
 
     /// The Notion integration behind the caller's workspace, its token unsealed.
     pub fn integration_for(&self, caller: &Caller) -> Result<IntegrationSpec, String> {
-        let (Ok(tenant), Ok(workspace)) = (
-            TenantId::new(&caller.tenant_id),
-            WorkspaceId::new(&caller.workspace_id),
-        ) else {
+        self.integration_spec(&caller.tenant_id, &caller.workspace_id)
+    }
+
+    /// The Notion integration of workspace `workspace_id` of tenant `tenant_id`, its token
+    /// unsealed, from this node's applied state.
+    pub fn integration_spec(
+        &self,
+        tenant_id: &str,
+        workspace_id: &str,
+    ) -> Result<IntegrationSpec, String> {
+        let (Ok(tenant), Ok(workspace)) =
+            (TenantId::new(tenant_id), WorkspaceId::new(workspace_id))
+        else {
             return Err("the caller's tenant or workspace id is not valid".to_owned());
         };
         let found = self.control.read_applied(|state| {
@@ -208,18 +220,15 @@ impl App {
         let Some((integration_id, sealed, budget)) = found else {
             return Err(format!(
                 "workspace {}/{} has no Notion integration (it may have been removed)",
-                caller.tenant_id, caller.workspace_id
+                tenant_id, workspace_id
             ));
         };
         let token = self
             .master_key
-            .unseal_string(
-                &sealed,
-                &integration_aad(&caller.tenant_id, &integration_id),
-            )
+            .unseal_string(&sealed, &integration_aad(tenant_id, &integration_id))
             .map_err(|e| format!("the integration's Notion token cannot be unsealed: {e}"))?;
         Ok(IntegrationSpec {
-            id: format!("{}/{}", caller.tenant_id, integration_id),
+            id: format!("{}/{}", tenant_id, integration_id),
             token: NotionToken::new(token.as_str()),
             budget: Budget {
                 requests_per_second: budget.requests_per_second,

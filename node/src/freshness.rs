@@ -57,7 +57,8 @@ impl Freshness {
         self.max_staleness
     }
 
-    fn is_fresh(&self) -> bool {
+    /// Whether the applied state was confirmed current within the bound (no barrier run).
+    pub fn is_fresh(&self) -> bool {
         let at = *self
             .confirmed_at
             .lock()

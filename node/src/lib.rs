@@ -13,6 +13,7 @@ pub mod config_check;
 pub mod ctl;
 pub mod data_dir;
 pub mod drain;
+pub mod forward;
 pub mod freshness;
 pub mod http;
 pub mod https;

@@ -150,7 +150,7 @@ fn success_result(output: ToolOutput) -> CallToolResult {
 
 /// The data plane as the tool catalogue sees it: every request goes out for one caller.
 struct CallerGateway<'a> {
-    app: &'a App,
+    app: &'a Arc<App>,
     ctx: quire_actors::call::CallContext,
     /// Requests sent to Notion for the call so far, retries included.
     sent: Arc<AtomicU32>,
@@ -158,10 +158,8 @@ struct CallerGateway<'a> {
 
 impl NotionGateway for CallerGateway<'_> {
     async fn call(&self, req: NotionRequest) -> Result<serde_json::Value, CallError> {
-        self.app
-            .data
-            .call_counting(&self.ctx, req, self.sent.clone())
-            .await
+        // From the node that owns the integration's shard (this one or a peer).
+        crate::forward::call(self.app, &self.ctx, req, self.sent.clone()).await
     }
 }
 

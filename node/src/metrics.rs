@@ -180,6 +180,7 @@ pub fn render(app: &App) -> String {
     render_raft(&mut out, app);
     render_audit(&mut out, app);
     render_placement(&mut out, app);
+    render_forward(&mut out, app);
     out.family(
         "quire_mcp_sessions_open",
         "gauge",
@@ -201,6 +202,41 @@ pub fn render(app: &App) -> String {
         app.metrics.calls_in_flight() as f64,
     );
     out.text
+}
+
+fn render_forward(out: &mut Page, app: &App) {
+    app.forward.with_stats(|s| {
+        out.family(
+            "quire_forwarded_calls_total",
+            "counter",
+            "Notion calls this node sent to their shard's owner, by outcome (ok, error, wrong_owner, busy, timeout, unreachable, refused, invalid).",
+        );
+        for (outcome, n) in &s.forwarded {
+            out.sample("quire_forwarded_calls_total", &[("outcome", outcome)], *n as f64);
+        }
+        out.family(
+            "quire_forward_served_total",
+            "counter",
+            "Notion calls other nodes forwarded to this one, by outcome (ok, error, wrong_owner, busy, invalid).",
+        );
+        for (outcome, n) in &s.served {
+            out.sample("quire_forward_served_total", &[("outcome", outcome)], *n as f64);
+        }
+        out.family(
+            "quire_fenced_calls_total",
+            "counter",
+            "Calls this node refused or stopped before sending because it did not own the shard at the epoch asked, or its view was not current.",
+        );
+        out.sample("quire_fenced_calls_total", &[], s.fenced as f64);
+        out.family(
+            "quire_forward_duration_seconds",
+            "histogram",
+            "Round trip of forwarded Notion calls, from the entry node.",
+        );
+        if let Some(h) = &s.latency {
+            out.histogram("quire_forward_duration_seconds", &[], h);
+        }
+    });
 }
 
 fn render_tools(out: &mut Page, metrics: &NodeMetrics) {

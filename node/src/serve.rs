@@ -362,7 +362,9 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let key = master_key(&config, &options)?;
     let node = open_node(&config).await?;
     let shutdown = CancellationToken::new();
-    let peer_task = node.start_peer_server(&config, shutdown.clone())?;
+    // Forwarded Notion calls are served once the node's `App` exists (refused as busy before).
+    let forward_service = Arc::new(crate::forward::ForwardService::default());
+    let peer_task = node.start_peer_server(&config, shutdown.clone(), forward_service.clone())?;
     cluster::form_or_join(
         &config,
         &node.router.control,
@@ -392,6 +394,8 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         clock,
         shutdown.clone(),
     ));
+
+    forward_service.set_app(app.clone());
 
     if let Some(sandbox) = &sandbox {
         crate::sandbox::provision(&app, sandbox).await?;
@@ -618,11 +622,13 @@ pub async fn open_node_advertising(
 }
 
 impl OpenNode {
-    /// Serves the peer service until `shutdown` is cancelled (nothing without a listener).
+    /// Serves the peer service until `shutdown` is cancelled (nothing without a listener),
+    /// with `data_calls` serving the Notion calls other nodes forward to this one.
     pub fn start_peer_server(
         &self,
         config: &Config,
         shutdown: CancellationToken,
+        data_calls: Arc<dyn quire_transport::DataCallHandler>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         let (Some(network), Some(security)) = (&self.network, &self.security) else {
             return Ok(None);
@@ -635,7 +641,8 @@ impl OpenNode {
             cluster::transport_config(config),
             security.clone(),
             network.peer_client(),
-        )?;
+        )?
+        .with_data_calls(data_calls);
         Ok(Some(tokio::spawn(async move {
             if let Err(e) = server
                 .serve(listener, async move { shutdown.cancelled().await })
