@@ -7,8 +7,8 @@
 //! (`quire_actors::stats`), the audit batcher's counters — is read when the page is scraped.
 //!
 //! Labels are bounded: tool names from the catalogue (`unknown` otherwise), tool error codes,
-//! HTTP status classes, Notion statuses, integration ids. Never a token, a principal or free
-//! text.
+//! HTTP status classes, Notion statuses, integration ids, node ids. Never a token, a principal
+//! or free text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -401,6 +401,65 @@ fn render_raft(out: &mut Page, app: &App) {
         "Last log index included in this node's latest snapshot (absent before the first).",
         snapshot_index,
     );
+    render_raft_snapshot_and_followers(out, app);
+}
+
+/// The latest snapshot's size and the builds, as the store recorded them (nothing is
+/// serialised here), and on the leader each follower's replication progress.
+fn render_raft_snapshot_and_followers(out: &mut Page, app: &App) {
+    let snapshot = app.control.snapshot_stats();
+    out.family(
+        "quire_raft_snapshot_bytes",
+        "gauge",
+        "Size in bytes of the latest snapshot this node built, installed or loaded at start (0 before any).",
+    );
+    out.sample("quire_raft_snapshot_bytes", &[], snapshot.bytes as f64);
+    out.family(
+        "quire_raft_snapshots_built_total",
+        "counter",
+        "Snapshots this node built since it started.",
+    );
+    out.sample(
+        "quire_raft_snapshots_built_total",
+        &[],
+        snapshot.built as f64,
+    );
+    // openraft reports replication progress only on the leader; it includes the leader.
+    let (me, last_log_index, replication) = {
+        let m = app.control.raft().metrics();
+        let m = m.borrow();
+        (m.id, m.last_log_index.unwrap_or(0), m.replication.clone())
+    };
+    let followers: Vec<(String, u64)> = replication
+        .into_iter()
+        .flatten()
+        .filter(|(id, _)| *id != me)
+        .map(|(id, matched)| (id.to_string(), matched.map_or(0, |l| l.index)))
+        .collect();
+    out.family(
+        "quire_raft_follower_matched_index",
+        "gauge",
+        "On the leader: the last log index each follower holds (0 until it holds one).",
+    );
+    for (node, matched) in &followers {
+        out.sample(
+            "quire_raft_follower_matched_index",
+            &[("node", node)],
+            *matched as f64,
+        );
+    }
+    out.family(
+        "quire_raft_follower_lag_entries",
+        "gauge",
+        "On the leader: entries each follower lacks (leader's last log index - its matched index).",
+    );
+    for (node, matched) in &followers {
+        out.sample(
+            "quire_raft_follower_lag_entries",
+            &[("node", node)],
+            last_log_index.saturating_sub(*matched) as f64,
+        );
+    }
 }
 
 /// The index a quorum of voters holds, given each voter's matched index.

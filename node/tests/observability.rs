@@ -62,7 +62,7 @@ async fn metrics(http: &reqwest::Client, base: &str) -> Parsed {
 }
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 24] = [
+const FAMILIES: [(&str, &str); 28] = [
     ("quire_tool_calls_total", "counter"),
     ("quire_tool_call_duration_seconds", "histogram"),
     ("quire_admin_requests_total", "counter"),
@@ -77,6 +77,10 @@ const FAMILIES: [(&str, &str); 24] = [
     ("quire_raft_applied_index", "gauge"),
     ("quire_raft_apply_lag", "gauge"),
     ("quire_raft_snapshot_index", "gauge"),
+    ("quire_raft_snapshot_bytes", "gauge"),
+    ("quire_raft_snapshots_built_total", "counter"),
+    ("quire_raft_follower_matched_index", "gauge"),
+    ("quire_raft_follower_lag_entries", "gauge"),
     ("quire_audit_events_total", "counter"),
     ("quire_audit_batch_size", "histogram"),
     ("quire_audit_commit_seconds", "histogram"),
