@@ -249,6 +249,10 @@ pub struct LimitsSection {
     pub max_in_flight_per_session: usize,
     /// Tenant supervisors one node runs at once.
     pub max_tenants: usize,
+    /// A tenant supervisor idle this long (no call, nothing in flight, every integration
+    /// unpaused with a full bucket) stops, and the tenant's next call starts a new one;
+    /// 0 never stops them.
+    pub idle_tenant_ms: u64,
     /// Admin API requests one node serves at once; more get 503 at once.
     pub admin_max_in_flight: usize,
     /// Audit events waiting to be committed on one node; when full, a tool call fails
@@ -400,6 +404,7 @@ impl Default for LimitsSection {
             limiter_per_session_capacity: 256,
             max_in_flight_per_session: 16,
             max_tenants: 10_000,
+            idle_tenant_ms: 300_000,
             admin_max_in_flight: 64,
             audit_queue_capacity: 10_000,
             audit_max_batch: 512,
@@ -662,6 +667,12 @@ impl Config {
                 quire_raft::audit::MAX_AUDIT_BATCH
             ));
         }
+        if self.limits.idle_tenant_ms > quire_actors::supervisor::MAX_IDLE_TENANT_MS {
+            problems.push(format!(
+                "limits.idle_tenant_ms must be at most {} (a day; 0 never passivates tenants)",
+                quire_actors::supervisor::MAX_IDLE_TENANT_MS
+            ));
+        }
         if self.limits.limiter_per_session_capacity > self.limits.limiter_queue_capacity {
             problems.push(
                 "limits.limiter_per_session_capacity must not exceed limits.limiter_queue_capacity"
@@ -893,6 +904,24 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn idle_tenant_ms_is_bounded_and_zero_is_off() {
+        let c = Config::from_toml("[limits]\nidle_tenant_ms = 0\n").unwrap();
+        assert_eq!(c.limits.idle_tenant_ms, 0);
+        c.validate().unwrap();
+        assert_eq!(Config::default().limits.idle_tenant_ms, 300_000);
+        let mut c = Config::default();
+        c.limits.idle_tenant_ms = quire_actors::supervisor::MAX_IDLE_TENANT_MS + 1;
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("limits.idle_tenant_ms"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -315,6 +315,27 @@ fn render_notion(out: &mut Page, app: &App) {
             &s.wait_seconds,
         );
     }
+    let tenants = app.data.notion_stats().tenants();
+    out.family(
+        "quire_tenant_supervisors_started_total",
+        "counter",
+        "Tenant supervisors started (first call, first call after a passivation, restart after a failure).",
+    );
+    out.sample(
+        "quire_tenant_supervisors_started_total",
+        &[],
+        tenants.started as f64,
+    );
+    out.family(
+        "quire_tenant_supervisors_passivated_total",
+        "counter",
+        "Idle tenant supervisors stopped (limits.idle_tenant_ms); not failures.",
+    );
+    out.sample(
+        "quire_tenant_supervisors_passivated_total",
+        &[],
+        tenants.passivated as f64,
+    );
 }
 
 fn render_raft(out: &mut Page, app: &App) {

@@ -314,6 +314,7 @@ pub fn data_plane_config(config: &Config, seed: u64) -> DataPlaneConfig {
         call_deadline_ms: config.limits.call_deadline_ms,
         max_in_flight_per_session: config.limits.max_in_flight_per_session,
         max_tenants: config.limits.max_tenants,
+        idle_tenant_ms: config.limits.idle_tenant_ms,
         seed,
     }
 }
