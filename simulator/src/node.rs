@@ -532,6 +532,8 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
                 ..NotionClientConfig::default()
             },
             call_deadline_ms: CALL_DEADLINE_MS,
+            // Passivation off: no idle timers, so a seed replays as it did before it existed.
+            idle_tenant_ms: 0,
             seed: setup.seed ^ 0x6461_7461 ^ (setup.id << 48) ^ (incarnation << 32),
             ..DataPlaneConfig::default()
         },
