@@ -75,11 +75,14 @@ struct Route {
     epoch: u64,
 }
 
-/// A shard's owner, or the would-be owner of one without.
-fn effective_owner(p: &PlacementState, shard: &ShardId) -> Option<(NodeId, u64)> {
+/// A shard's owner, or the would-be owner of one without. Before any node has recorded its
+/// labels (the first moments of a new cluster, which each node's start fills in), node `me`
+/// serves its own calls.
+fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(NodeId, u64)> {
     let o = p.owner(shard);
     match o.node {
         Some(n) => Some((n, o.epoch)),
+        None if p.nodes.is_empty() => Some((me, o.epoch)),
         None => {
             let cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
             rendezvous(shard, &cands, &p.nodes).map(|n| (n, o.epoch))
@@ -87,7 +90,7 @@ fn effective_owner(p: &PlacementState, shard: &ShardId) -> Option<(NodeId, u64)>
     }
 }
 
-fn route_in(state: &State, tenant: &str, workspace: &str) -> Result<Route, CallError> {
+fn route_in(state: &State, tenant: &str, workspace: &str, me: NodeId) -> Result<Route, CallError> {
     let (Ok(tenant), Ok(workspace)) = (TenantId::new(tenant), WorkspaceId::new(workspace)) else {
         return Err(CallError::Unavailable(
             "the caller's tenant or workspace id is not valid".into(),
@@ -101,7 +104,7 @@ fn route_in(state: &State, tenant: &str, workspace: &str) -> Result<Route, CallE
     let p = state.placement();
     let residency = p.residency_of(&tenant);
     let shard = shard_of(&residency, &integration_key(&tenant, &ws.integration_id));
-    match effective_owner(p, &shard) {
+    match effective_owner(p, &shard, me) {
         Some((owner, epoch)) => Ok(Route {
             shard,
             owner,
@@ -409,8 +412,8 @@ fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64) -> Fence {
     let app = Arc::downgrade(app);
     let shard = shard.clone();
     Arc::new(move || {
-        let owns =
-            control.read_applied(|s| effective_owner(s.placement(), &shard)) == Some((me, epoch));
+        let owns = control.read_applied(|s| effective_owner(s.placement(), &shard, me))
+            == Some((me, epoch));
         let why = if !owns {
             format!(
                 "this node no longer owns the integration's shard {shard} at epoch {epoch}; retry"
@@ -444,7 +447,7 @@ async fn serve_owned(
     let me = app.config.node.id;
     let check = |app: &App| {
         app.control.read_applied(|s| {
-            let eff = effective_owner(s.placement(), shard);
+            let eff = effective_owner(s.placement(), shard, me);
             if eff == Some((me, epoch)) {
                 let route = Route {
                     shard: shard.clone(),
@@ -500,7 +503,7 @@ pub async fn call(
     for attempt in 0..2 {
         let route = app
             .control
-            .read_applied(|s| route_in(s, &ctx.tenant_id, &ctx.workspace_id))?;
+            .read_applied(|s| route_in(s, &ctx.tenant_id, &ctx.workspace_id, me))?;
         let refused = if route.owner == me {
             match serve_owned(
                 app,
@@ -861,19 +864,25 @@ mod tests {
         };
         for key in ["a", "b", "c", "d", "e", "f"] {
             let shard = shard_of(&eu, key);
-            let (owner, epoch) = effective_owner(&p, &shard).expect("an allowed node");
+            let (owner, epoch) = effective_owner(&p, &shard, 9).expect("an allowed node");
             assert!(owner == 1 || owner == 2, "{owner} is outside the residency");
             assert_eq!(epoch, 0);
             // A draining node is never the would-be owner.
             let mut drained = p.clone();
             drained.draining.insert(owner);
-            let (other, _) = effective_owner(&drained, &shard).expect("the other eu node");
+            let (other, _) = effective_owner(&drained, &shard, 9).expect("the other eu node");
             assert_ne!(other, owner);
         }
         let nowhere = Residency {
             allowed_regions: ["ap".to_owned()].into(),
             preferred_region: None,
         };
-        assert_eq!(effective_owner(&p, &shard_of(&nowhere, "a")), None);
+        assert_eq!(effective_owner(&p, &shard_of(&nowhere, "a"), 9), None);
+        // Before any node recorded labels, each node serves its own calls.
+        let empty = PlacementState::default();
+        assert_eq!(
+            effective_owner(&empty, &shard_of(&eu, "a"), 9),
+            Some((9, 0))
+        );
     }
 }
