@@ -70,6 +70,10 @@ enum Cmd {
         /// are in by default.
         #[arg(long)]
         no_membership: bool,
+        /// Run every seed twice, the second time in a fresh process, and fail a seed whose
+        /// traces differ (doubles the sweep's time).
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// List the planted bugs.
     Bugs,
@@ -116,14 +120,18 @@ fn main() -> ExitCode {
             bug,
             fail_fast,
             no_membership,
+            check_determinism,
         } => sweep(
             &seeds,
-            jobs,
-            nodes,
-            duration,
-            bug,
-            fail_fast,
-            !no_membership,
+            SweepOptions {
+                jobs,
+                nodes,
+                duration_s: duration,
+                bug,
+                fail_fast,
+                membership: !no_membership,
+                check_determinism,
+            },
         ),
         Cmd::Bugs => {
             for bug in Bug::ALL {
@@ -336,15 +344,27 @@ fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, end))
 }
 
-fn sweep(
-    seeds: &str,
+/// How a sweep runs its seeds.
+struct SweepOptions {
     jobs: usize,
     nodes: u64,
     duration_s: u64,
     bug: Option<Bug>,
     fail_fast: bool,
     membership: bool,
-) -> anyhow::Result<bool> {
+    check_determinism: bool,
+}
+
+fn sweep(seeds: &str, sweep: SweepOptions) -> anyhow::Result<bool> {
+    let SweepOptions {
+        jobs,
+        nodes,
+        duration_s,
+        bug,
+        fail_fast,
+        membership,
+        check_determinism,
+    } = sweep;
     let (start, end) = parse_seeds(seeds)?;
     if !(1..=MAX_JOBS).contains(&jobs) {
         bail!("--jobs must be 1 to {MAX_JOBS}, got {jobs}");
@@ -391,8 +411,12 @@ fn sweep(
             let exe = exe.clone();
             tasks.spawn(async move {
                 let _permit = permit;
+                let mut args = run_args(&options);
+                if check_determinism {
+                    args.push("--check-determinism".into());
+                }
                 let out = tokio::process::Command::new(exe)
-                    .args(run_args(&options))
+                    .args(args)
                     .kill_on_drop(true)
                     .output()
                     .await;
@@ -416,7 +440,12 @@ fn sweep(
     );
     for (options, why) in &failures {
         println!("  seed {}: {why}", options.seed);
-        println!("    replay: {}", options.replay_command());
+        let check = if why.starts_with("DETERMINISM") {
+            " --check-determinism"
+        } else {
+            ""
+        };
+        println!("    replay: {}{check}", options.replay_command());
     }
     Ok(failures.is_empty())
 }
