@@ -62,13 +62,15 @@ async fn metrics(http: &reqwest::Client, base: &str) -> Parsed {
 }
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 28] = [
+const FAMILIES: [(&str, &str); 30] = [
     ("quire_tool_calls_total", "counter"),
     ("quire_tool_call_duration_seconds", "histogram"),
     ("quire_admin_requests_total", "counter"),
     ("quire_notion_requests_total", "counter"),
     ("quire_rate_limiter_waiting_calls", "gauge"),
     ("quire_rate_limiter_wait_seconds", "histogram"),
+    ("quire_tenant_supervisors_started_total", "counter"),
+    ("quire_tenant_supervisors_passivated_total", "counter"),
     ("quire_raft_term", "gauge"),
     ("quire_raft_leader_id", "gauge"),
     ("quire_raft_is_leader", "gauge"),
@@ -166,6 +168,15 @@ async fn metrics_move_after_a_tool_call_and_its_json_log_line_names_who_and_wher
         "the permit wait was observed"
     );
     assert!(after.value("quire_admin_requests_total", &[("outcome", "ok")]) >= Some(1.0));
+    assert!(
+        after.value("quire_tenant_supervisors_started_total", &[]) >= Some(1.0),
+        "the tool call's tenant supervisor was counted"
+    );
+    assert_eq!(
+        after.value("quire_tenant_supervisors_passivated_total", &[]),
+        Some(0.0),
+        "nothing idles for limits.idle_tenant_ms within this test"
+    );
     assert_eq!(after.value("quire_raft_is_leader", &[]), Some(1.0));
     assert_eq!(after.value("quire_raft_leader_id", &[]), Some(1.0));
     let committed = after.value("quire_raft_committed_index", &[]).unwrap();
