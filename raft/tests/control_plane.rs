@@ -318,28 +318,33 @@ async fn snapshots_purge_the_log_and_restart_recovers() {
     assert!(automatic.bytes > 0, "{automatic:?}");
 
     // A snapshot of everything applied: its recorded size is the state's serialised size.
-    // (A trigger is ignored while an automatic build runs, so trigger until one lands.)
-    let last_applied = cp.raft().metrics().borrow().last_applied.unwrap();
+    // (A trigger is ignored while an automatic build runs, and an entry may be appended
+    // meanwhile, so trigger until a snapshot covers everything applied.)
     let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
-    loop {
+    let (full, state_bytes) = loop {
         cp.raft().trigger().snapshot().await.unwrap();
         let landed = cp
             .raft()
             .wait(Some(Duration::from_secs(1)))
-            .snapshot(last_applied, "snapshot of everything applied")
+            .metrics(
+                |m| m.snapshot.is_some() && m.snapshot == m.last_applied,
+                "a snapshot of everything applied",
+            )
             .await;
-        if landed.is_ok() {
-            break;
+        let (state_bytes, applied) =
+            cp.read_applied_indexed(|s, i| (serde_json::to_vec(s).unwrap().len() as u64, i));
+        let stats = cp.snapshot_stats();
+        if landed.is_ok() && stats.last_index == Some(applied) {
+            break (stats, state_bytes);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no snapshot at {last_applied}"
+            "no snapshot at {applied}: {stats:?}"
         );
-    }
-    let full = cp.snapshot_stats();
-    assert_eq!(full.last_index, Some(last_applied.index));
+    };
+    assert_eq!(full.bytes, state_bytes);
     assert_eq!(
-        full.bytes,
+        state_bytes,
         serde_json::to_vec(&before).unwrap().len() as u64
     );
     assert!(full.built > automatic.built, "{full:?} {automatic:?}");
