@@ -286,3 +286,43 @@ async fn absurd_pauses_are_clamped_not_fatal() {
         "{r:?}"
     );
 }
+
+/// What keeps a tenant supervisor from passivating: a pause left, then a bucket not full.
+#[tokio::test(start_paused = true)]
+async fn a_limiter_is_settled_once_its_pause_has_ended_and_its_bucket_refilled() {
+    let budget = Budget {
+        requests_per_second: 4,
+        burst: 2,
+    };
+    let (l, _) = Actor::spawn(
+        None,
+        Limiter,
+        LimiterArgs::restarted("int-1", budget, LimiterConfig::default()),
+    )
+    .await
+    .expect("limiter starts");
+    // Empty: two tokens at 4/s.
+    let s = limiter::state(&l).await.unwrap();
+    assert_eq!(s.settled_in(), Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        limiter::state(&l).await.unwrap().settled_in(),
+        Duration::ZERO
+    );
+    // A 3 s pause empties the bucket: settled after the pause and the refill.
+    limiter::pause(&l, Duration::from_secs(3));
+    let s = limiter::state(&l).await.unwrap();
+    assert!(s.paused_for.is_some());
+    assert_eq!(s.settled_in(), Duration::from_millis(3_500));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        limiter::state(&l).await.unwrap().settled_in(),
+        Duration::from_millis(500)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        limiter::state(&l).await.unwrap().settled_in(),
+        Duration::ZERO
+    );
+    l.stop(None);
+}
