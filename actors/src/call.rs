@@ -56,6 +56,14 @@ pub enum CallError {
     /// The actor that serves the call stopped or is restarting; the call was not completed.
     #[error("the data plane could not serve the call: {0}")]
     Unavailable(String),
+    /// The node that sends the integration's requests could not take the call now (its
+    /// shard is moving, or that node is unreachable, busy or stopping); the same call may
+    /// succeed after `retry_after_seconds`.
+    #[error("{why}; retry after {retry_after_seconds} s")]
+    Retry {
+        why: String,
+        retry_after_seconds: u64,
+    },
 }
 
 /// A check the caller attaches to a call (see `DataPlane::call_fenced`): run after each

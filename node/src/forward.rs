@@ -33,7 +33,7 @@
 //! residencies that decide their would-be owner change.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -301,6 +301,18 @@ enum WireError {
     Unavailable {
         message: String,
     },
+    Retry {
+        message: String,
+        retry_after_seconds: u64,
+    },
+}
+
+/// A call worth retrying after `seconds` (the owner could not take it now).
+fn retry(why: String, seconds: u64) -> CallError {
+    CallError::Retry {
+        why,
+        retry_after_seconds: seconds,
+    }
 }
 
 fn to_wire(e: &CallError) -> WireError {
@@ -331,6 +343,13 @@ fn to_wire(e: &CallError) -> WireError {
         }
         CallError::Notion(NotionError::Decode(m)) => WireError::NotionDecode { message: m.clone() },
         CallError::Unavailable(m) => WireError::Unavailable { message: m.clone() },
+        CallError::Retry {
+            why,
+            retry_after_seconds,
+        } => WireError::Retry {
+            message: why.clone(),
+            retry_after_seconds: *retry_after_seconds,
+        },
     }
 }
 
@@ -362,6 +381,10 @@ fn from_wire(e: WireError) -> CallError {
         }
         WireError::NotionDecode { message } => CallError::Notion(NotionError::Decode(message)),
         WireError::Unavailable { message } => CallError::Unavailable(message),
+        WireError::Retry {
+            message,
+            retry_after_seconds,
+        } => retry(message, retry_after_seconds),
     }
 }
 
@@ -405,7 +428,8 @@ enum NotServed {
 
 /// The fence checked right before each request leaves: still the owner at `epoch`, with a
 /// view confirmed current within the freshness bound.
-fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64) -> Fence {
+/// `moved` is set when the fence refused because the shard has another owner or epoch now.
+fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64, moved: Arc<AtomicBool>) -> Fence {
     let me = app.config.node.id;
     let control = app.control.clone();
     let freshness = app.freshness.clone();
@@ -415,6 +439,7 @@ fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64) -> Fence {
         let owns = control.read_applied(|s| effective_owner(s.placement(), &shard, me))
             == Some((me, epoch));
         let why = if !owns {
+            moved.store(true, Ordering::SeqCst);
             format!(
                 "this node no longer owns the integration's shard {shard} at epoch {epoch}; retry"
             )
@@ -469,25 +494,47 @@ async fn serve_owned(
     check(app)?;
     // The owner sends only with its view confirmed current within the bound.
     app.freshness.ensure(&app.router).await.map_err(|e| {
-        NotServed::Failed(CallError::Unavailable(format!(
-            "this node cannot confirm its view of the shard map current: {e}; retry shortly"
-        )))
+        NotServed::Failed(retry(
+            format!("this node cannot confirm its view of the shard map current: {e}"),
+            1,
+        ))
     })?;
     let may_send_at = check(app)?;
     if may_send_at > Instant::now() {
         if may_send_at >= deadline {
-            return Err(NotServed::Failed(CallError::Unavailable(format!(
-                "shard {shard} just moved to this node, which waits for the previous owner \
-                 to stop before sending; retry shortly"
-            ))));
+            return Err(NotServed::Failed(retry(
+                format!(
+                    "shard {shard} just moved to this node, which waits for the previous \
+                     owner to stop before sending"
+                ),
+                1,
+            )));
         }
         tokio::time::sleep_until(may_send_at).await;
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    app.data
-        .call_fenced(ctx, req, left, sent, fence(app, shard, epoch))
-        .await
-        .map_err(NotServed::Failed)
+    let moved = Arc::new(AtomicBool::new(false));
+    let result = app
+        .data
+        .call_fenced(
+            ctx,
+            req,
+            left,
+            sent,
+            fence(app, shard, epoch, moved.clone()),
+        )
+        .await;
+    match result {
+        // The shard moved while the call waited for its permit: nothing was sent for it, so
+        // the caller may go to the new owner.
+        Err(CallError::Unavailable(_)) if moved.load(Ordering::SeqCst) => {
+            Err(check(app).err().unwrap_or(NotServed::WrongOwner {
+                owner: Some(me),
+                epoch,
+            }))
+        }
+        other => other.map_err(NotServed::Failed),
+    }
 }
 
 /// Sends `req` for `ctx` from the node that owns the integration's shard (this one, or the
@@ -540,8 +587,9 @@ pub async fn call(
             }
         }
     }
-    Err(CallError::Unavailable(
-        "the integration's shard is moving between nodes; retry shortly".into(),
+    Err(retry(
+        "the integration's shard is moving between nodes".into(),
+        1,
     ))
 }
 
@@ -559,7 +607,7 @@ async fn forward_to(
     sent: &Arc<AtomicU32>,
 ) -> Forwarded {
     let started = Instant::now();
-    let unavailable = |m: String| Forwarded::Done(Err(CallError::Unavailable(m)));
+    let unavailable = |m: String| Forwarded::Done(Err(retry(m, 1)));
     let Some(peers) = app.router.peers.as_ref() else {
         return unavailable(format!(
             "node {} owns the integration's shard, but this node has no peer transport",
@@ -717,6 +765,14 @@ async fn serve_forwarded(
             "a forwarded call may carry at most {MAX_FORWARD_PAYLOAD_BYTES} bytes"
         )));
     }
+    if !app.is_ready() {
+        fwd.count_served("busy");
+        return Err(DataCallRefusal::Busy(
+            "this node is starting or stopping; retry shortly".into(),
+        ));
+    }
+    // Counted like the node's own tool calls: a stopping node finishes it before it stops.
+    let _in_flight = app.metrics.call_started();
     let Ok(_serving) = fwd.serving.clone().try_acquire_owned() else {
         fwd.count_served("busy");
         return Err(DataCallRefusal::Busy(format!(
@@ -837,6 +893,10 @@ mod tests {
             CallError::Notion(NotionError::Transport("t".into())),
             CallError::Notion(NotionError::Decode("d".into())),
             CallError::Unavailable("u".into()),
+            CallError::Retry {
+                why: "w".into(),
+                retry_after_seconds: 1,
+            },
         ];
         for e in errors {
             let bytes = serde_json::to_vec(&to_wire(&e)).unwrap_or_default();

@@ -98,6 +98,18 @@ impl From<CallError> for ToolError {
                 ),
                 retry_after_seconds: Some(retry_after_seconds.max(1)),
             },
+            CallError::Retry {
+                why,
+                retry_after_seconds,
+            } => Self {
+                code: "notion_unavailable",
+                message: format!(
+                    "Quire could not complete the call on the node that sends this \
+                     integration's requests ({why}); it is safe to retry reads, check before \
+                     retrying writes. Retry after {retry_after_seconds} s"
+                ),
+                retry_after_seconds: Some(retry_after_seconds.max(1)),
+            },
             CallError::Unavailable(why) => Self::new(
                 "notion_unavailable",
                 format!(
