@@ -428,8 +428,15 @@ enum NotServed {
 
 /// The fence checked right before each request leaves: still the owner at `epoch`, with a
 /// view confirmed current within the freshness bound.
-/// `moved` is set when the fence refused because the shard has another owner or epoch now.
-fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64, moved: Arc<AtomicBool>) -> Fence {
+/// `moved` is set when the fence refused because the shard has another owner or epoch now,
+/// `stale` when this node's view was not confirmed current.
+fn fence(
+    app: &Arc<App>,
+    shard: &ShardId,
+    epoch: u64,
+    moved: Arc<AtomicBool>,
+    stale: Arc<AtomicBool>,
+) -> Fence {
     let me = app.config.node.id;
     let control = app.control.clone();
     let freshness = app.freshness.clone();
@@ -444,10 +451,8 @@ fn fence(app: &Arc<App>, shard: &ShardId, epoch: u64, moved: Arc<AtomicBool>) ->
                 "this node no longer owns the integration's shard {shard} at epoch {epoch}; retry"
             )
         } else if !freshness.is_fresh() {
-            format!(
-                "this node's view of the shard map is not confirmed current; retry shortly \
-                 (shard {shard})"
-            )
+            stale.store(true, Ordering::SeqCst);
+            format!("this node's view of the shard map is not confirmed current (shard {shard})")
         } else {
             return Ok(());
         };
@@ -514,6 +519,7 @@ async fn serve_owned(
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let moved = Arc::new(AtomicBool::new(false));
+    let stale = Arc::new(AtomicBool::new(false));
     let result = app
         .data
         .call_fenced(
@@ -521,7 +527,7 @@ async fn serve_owned(
             req,
             left,
             sent,
-            fence(app, shard, epoch, moved.clone()),
+            fence(app, shard, epoch, moved.clone(), stale.clone()),
         )
         .await;
     match result {
@@ -532,6 +538,10 @@ async fn serve_owned(
                 owner: Some(me),
                 epoch,
             }))
+        }
+        // Nothing was sent under a view not confirmed current; a moment later it may be.
+        Err(CallError::Unavailable(why)) if stale.load(Ordering::SeqCst) => {
+            Err(NotServed::Failed(retry(why, 1)))
         }
         other => other.map_err(NotServed::Failed),
     }
