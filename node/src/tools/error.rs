@@ -295,6 +295,17 @@ mod tests {
     }
 
     #[test]
+    fn a_call_the_shard_owner_could_not_take_asks_to_be_retried() {
+        let e = ToolError::from(CallError::Retry {
+            why: "the integration's shard is moving between nodes".into(),
+            retry_after_seconds: 0,
+        });
+        assert_eq!(e.code, "notion_unavailable");
+        assert_eq!(e.retry_after_seconds, Some(1));
+        assert!(e.message.contains("shard is moving"), "{}", e.message);
+    }
+
+    #[test]
     fn transport_failures_say_reads_are_safe_to_retry() {
         for err in [
             CallError::Notion(NotionError::Timeout { timeout_ms: 30_000 }),
