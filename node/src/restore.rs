@@ -126,7 +126,17 @@ pub async fn restore(
             )
             .await
             .ok()?;
-        raft.trigger().purge_log(applied).await.ok()
+        raft.trigger().purge_log(applied).await.ok()?;
+        // The purge runs in the background: wait for it, or the node could stop first and
+        // a joining node would still be sent the state as one log entry.
+        raft.wait(Some(Duration::from_secs(30)))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= applied),
+                "restored state's log purged",
+            )
+            .await
+            .ok()
+            .map(|_| ())
     }
     .await;
     if snapshotted.is_none() {
