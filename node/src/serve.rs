@@ -480,18 +480,33 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
             }
         }
     };
+    tokio::pin!(drained);
+    let report = |idle: bool| {
+        if idle {
+            tracing::info!(
+                "drained: every request taken has been answered; ending the MCP sessions"
+            );
+        } else {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                requests = drain.in_flight(),
+                calls = app.metrics.calls_in_flight(),
+                "requests still open when the shutdown grace ended (calls slower than node.shutdown_grace_ms): ending them"
+            );
+        }
+    };
     let served = tokio::select! {
-        served = &mut serving => served,
-        idle = drained => {
-            if idle {
-                tracing::info!("drained: every request taken has been answered; ending the MCP sessions");
-            } else {
-                tracing::warn!(
-                    grace_ms = grace.as_millis() as u64,
-                    requests = drain.in_flight(),
-                    "requests still open when the shutdown grace ended (calls slower than node.shutdown_grace_ms): ending them"
-                );
+        served = &mut serving => {
+            // The HTTP server may finish first (no connection left open), while calls other
+            // nodes forwarded here are still running on this node's data plane: those finish
+            // too (within the grace) before the data plane stops.
+            if drain.draining() {
+                report((&mut drained).await);
             }
+            served
+        }
+        idle = &mut drained => {
+            report(idle);
             // Ending the MCP sessions closes their streams; the server then finishes.
             shutdown.cancel();
             tokio::time::timeout(FINAL_CLOSE, &mut serving)
