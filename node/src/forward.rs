@@ -83,11 +83,15 @@ fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(N
     match o.node {
         Some(n) => Some((n, o.epoch)),
         None if p.nodes.is_empty() => Some((me, o.epoch)),
-        None => {
-            let cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
-            rendezvous(shard, &cands, &p.nodes).map(|n| (n, o.epoch))
-        }
+        None => would_be_owner(p, shard).map(|n| (n, o.epoch)),
     }
+}
+
+/// The node a shard without owner goes to: weighted rendezvous over the labelled,
+/// non-draining nodes its residency allows (whatever owner the map names).
+fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
+    let cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
+    rendezvous(shard, &cands, &p.nodes)
 }
 
 fn route_in(state: &State, tenant: &str, workspace: &str, me: NodeId) -> Result<Route, CallError> {
@@ -205,34 +209,75 @@ impl Forward {
 
     /// When this node may first send for `route` (which it owns), recording what it sees now.
     fn may_send_at(&self, state: &State, route: &Route, bound: Duration) -> Instant {
-        let now = Instant::now();
-        let mut h = lock(&self.hold_off);
-        let since = if state.placement().owner(&route.shard).node.is_some() {
-            if h.owned_since.len() >= MAX_HOLD_OFF_RECORDS {
-                h.owned_since
-                    .retain(|_, at| now.saturating_duration_since(*at) < bound);
-            }
-            *h.owned_since
-                .entry((route.shard.clone(), route.epoch))
-                .or_insert(now)
+        lock(&self.hold_off).may_send_at(state.placement(), route, Instant::now(), bound)
+    }
+}
+
+impl HoldOff {
+    /// When this node may first send for `route` (which it owns in `p`), given that it sees
+    /// `p` at `now`: S (`bound`) after it first saw itself owner of the shard at that epoch,
+    /// or after it first saw the inputs that make it the would-be owner, whichever is later
+    /// (see the module's lease argument).
+    ///
+    /// - A shard never assigned (epoch 0) had no owner before; only would-be owners under
+    ///   older inputs may still send, and they stop within S of the inputs changing.
+    /// - A released shard (epoch above 0, no owner) had an owner until the release, which
+    ///   stops within S of it: held off from the release as well as from the inputs.
+    /// - A shard assigned for the first time (epoch 1) to the node that was its would-be
+    ///   owner under the current inputs needs no new wait: before the assignment the only
+    ///   sender the current inputs allowed was this node, and senders under older inputs
+    ///   stopped within S of this node first seeing the current ones; so it keeps the time it
+    ///   first saw those inputs. That is the first placement of every new tenant's shards,
+    ///   which would otherwise stall its calls for S.
+    fn may_send_at(
+        &mut self,
+        p: &PlacementState,
+        route: &Route,
+        now: Instant,
+        bound: Duration,
+    ) -> Instant {
+        let inputs_since = self.inputs_since(p, now);
+        if self.owned_since.len() >= MAX_HOLD_OFF_RECORDS {
+            self.owned_since
+                .retain(|_, at| now.saturating_duration_since(*at) < bound);
+        }
+        let key = (route.shard.clone(), route.epoch);
+        let since = if p.owner(&route.shard).node.is_some() {
+            let was_would_be_owner = route.epoch == 1
+                && !p.nodes.is_empty()
+                && would_be_owner(p, &route.shard) == Some(route.owner);
+            *self
+                .owned_since
+                .entry(key)
+                .or_insert(if was_would_be_owner {
+                    inputs_since
+                } else {
+                    now
+                })
+        } else if route.epoch == 0 {
+            inputs_since
         } else {
-            let p = state.placement();
-            let same = h.inputs.as_ref().is_some_and(|(i, _)| {
-                i.nodes == p.nodes && i.draining == p.draining && i.residency == p.residency
-            });
-            if !same {
-                h.inputs = Some((
-                    Inputs {
-                        nodes: p.nodes.clone(),
-                        draining: p.draining.clone(),
-                        residency: p.residency.clone(),
-                    },
-                    now,
-                ));
-            }
-            h.inputs.as_ref().map_or(now, |(_, at)| *at)
+            (*self.owned_since.entry(key).or_insert(now)).max(inputs_since)
         };
         since + bound
+    }
+
+    /// When this node first saw the would-be-owner inputs `p` holds (now, if they changed).
+    fn inputs_since(&mut self, p: &PlacementState, now: Instant) -> Instant {
+        let same = self.inputs.as_ref().is_some_and(|(i, _)| {
+            i.nodes == p.nodes && i.draining == p.draining && i.residency == p.residency
+        });
+        if !same {
+            self.inputs = Some((
+                Inputs {
+                    nodes: p.nodes.clone(),
+                    draining: p.draining.clone(),
+                    residency: p.residency.clone(),
+                },
+                now,
+            ));
+        }
+        self.inputs.as_ref().map_or(now, |(_, at)| *at)
     }
 }
 
@@ -775,14 +820,16 @@ async fn serve_forwarded(
             "a forwarded call may carry at most {MAX_FORWARD_PAYLOAD_BYTES} bytes"
         )));
     }
+    // Counted like the node's own tool calls: a stopping node finishes it before it stops.
+    // Counted before readiness is checked, so a drain that starts in between still waits
+    // for it.
+    let _in_flight = app.metrics.call_started();
     if !app.is_ready() {
         fwd.count_served("busy");
         return Err(DataCallRefusal::Busy(
             "this node is starting or stopping; retry shortly".into(),
         ));
     }
-    // Counted like the node's own tool calls: a stopping node finishes it before it stops.
-    let _in_flight = app.metrics.call_started();
     let Ok(_serving) = fwd.serving.clone().try_acquire_owned() else {
         fwd.count_served("busy");
         return Err(DataCallRefusal::Busy(format!(
@@ -885,6 +932,7 @@ async fn serve_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quire_raft::placement::ShardOwner;
 
     #[test]
     fn call_errors_survive_the_wire() {
@@ -913,6 +961,122 @@ mod tests {
             let back: WireError = serde_json::from_slice(&bytes).expect("decodes");
             assert_eq!(format!("{:?}", from_wire(back)), format!("{e:?}"));
         }
+    }
+
+    fn labelled(ids: &[NodeId]) -> PlacementState {
+        let mut p = PlacementState::default();
+        for &id in ids {
+            p.nodes.insert(
+                id,
+                NodeLabels {
+                    region: "eu".into(),
+                    zone: None,
+                    capacity: 100,
+                },
+            );
+        }
+        p
+    }
+
+    fn route_of(p: &PlacementState, shard: &ShardId, me: NodeId) -> Route {
+        let (owner, epoch) = effective_owner(p, shard, me).expect("an owner");
+        Route {
+            shard: shard.clone(),
+            owner,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn the_hold_off_covers_every_earlier_sender_and_only_those() {
+        const S: Duration = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let p = labelled(&[1, 2, 3]);
+        let shard = shard_of(&Residency::default(), "tenant/integration");
+        let me = would_be_owner(&p, &shard).expect("a would-be owner");
+        let other = *p.nodes.keys().find(|&&n| n != me).expect("another node");
+        let mut h = HoldOff::default();
+
+        // Never assigned: held off S after the inputs were first seen, however often asked.
+        assert_eq!(
+            h.may_send_at(&p, &route_of(&p, &shard, me), at(0), S),
+            at(1_000)
+        );
+        assert_eq!(
+            h.may_send_at(&p, &route_of(&p, &shard, me), at(1_500), S),
+            at(1_000)
+        );
+
+        // First assigned to its would-be owner: no new wait.
+        let mut assigned = p.clone();
+        assigned.shards.insert(
+            shard.clone(),
+            ShardOwner {
+                node: Some(me),
+                epoch: 1,
+            },
+        );
+        let r = route_of(&assigned, &shard, me);
+        assert_eq!(h.may_send_at(&assigned, &r, at(2_000), S), at(1_000));
+
+        // Assigned anywhere else first, then moved here: S after this node first saw it.
+        let mut h2 = HoldOff::default();
+        let mut moved = p.clone();
+        moved.shards.insert(
+            shard.clone(),
+            ShardOwner {
+                node: Some(other),
+                epoch: 1,
+            },
+        );
+        h2.may_send_at(&moved, &route_of(&moved, &shard, other), at(0), S);
+        moved.shards.insert(
+            shard.clone(),
+            ShardOwner {
+                node: Some(me),
+                epoch: 2,
+            },
+        );
+        let r = route_of(&moved, &shard, me);
+        assert_eq!(h2.may_send_at(&moved, &r, at(5_000), S), at(6_000));
+
+        // The inputs changed just before the first assignment: S after they changed.
+        let mut h3 = HoldOff::default();
+        h3.may_send_at(&p, &route_of(&p, &shard, me), at(0), S);
+        let mut relabelled = assigned.clone();
+        relabelled.nodes.get_mut(&other).expect("labelled").capacity = 50;
+        let r = route_of(&relabelled, &shard, me);
+        assert_eq!(h3.may_send_at(&relabelled, &r, at(3_000), S), at(4_000));
+
+        // Assigned for the first time to a node that was not the would-be owner: S after.
+        let mut h4 = HoldOff::default();
+        h4.may_send_at(&p, &route_of(&p, &shard, me), at(0), S);
+        let mut elsewhere = p.clone();
+        elsewhere.shards.insert(
+            shard.clone(),
+            ShardOwner {
+                node: Some(other),
+                epoch: 1,
+            },
+        );
+        let r = route_of(&elsewhere, &shard, other);
+        assert_eq!(h4.may_send_at(&elsewhere, &r, at(3_000), S), at(4_000));
+
+        // Released after an owner: its would-be owner waits S from the release, even with
+        // inputs seen long before.
+        let mut released = p.clone();
+        released.shards.insert(
+            shard.clone(),
+            ShardOwner {
+                node: None,
+                epoch: 2,
+            },
+        );
+        let r = route_of(&released, &shard, me);
+        assert_eq!(r.owner, me);
+        assert_eq!(h.may_send_at(&released, &r, at(9_000), S), at(10_000));
+        assert_eq!(h.may_send_at(&released, &r, at(9_500), S), at(10_000));
     }
 
     #[test]
