@@ -238,10 +238,16 @@ pub async fn run(
         for &clients in &spec.clients {
             let mut workers = Vec::with_capacity(clients);
             for c in 0..clients {
-                let session =
+                let mut session =
                     McpSession::open(http.clone(), &urls[c % urls.len()], &token, CALL_TIMEOUT)
                         .await
                         .map_err(|e| BenchError::Preflight(e.to_string()))?;
+                // Each client's first call, outside the clock: it opens the session's actors
+                // on its node and the route to the integration's owner.
+                session
+                    .call_tool(TOOL, json!({}))
+                    .await
+                    .map_err(|e| BenchError::Preflight(e.to_string()))?;
                 workers.push(ToolCaller { session });
             }
             progress(&format!(
