@@ -567,6 +567,12 @@ impl Config {
         if let Some(v) = get("QUIRE_AUTHZ_MAX_STALENESS_MS") {
             self.security.authz_max_staleness_ms = parse("QUIRE_AUTHZ_MAX_STALENESS_MS", v)?;
         }
+        if let Some(v) = get("QUIRE_PLACEMENT_SUSPECT_AFTER_MS") {
+            self.placement.suspect_after_ms = parse("QUIRE_PLACEMENT_SUSPECT_AFTER_MS", v)?;
+        }
+        if let Some(v) = get("QUIRE_PLACEMENT_GRACE_MS") {
+            self.placement.grace_ms = parse("QUIRE_PLACEMENT_GRACE_MS", v)?;
+        }
         Ok(())
     }
 
@@ -1022,9 +1028,13 @@ mod tests {
             "QUIRE_TLS_KEY_FILE" => Some("/c.key".into()),
             "QUIRE_TLS_MIN_VERSION" => Some("1.2".into()),
             "QUIRE_ALLOW_PLAIN_HTTP" => Some("true".into()),
+            "QUIRE_PLACEMENT_SUSPECT_AFTER_MS" => Some("1500".into()),
+            "QUIRE_PLACEMENT_GRACE_MS" => Some("3000".into()),
             _ => None,
         })
         .unwrap();
+        assert_eq!(c.placement.suspect_after_ms, 1_500);
+        assert_eq!(c.placement.grace_ms, 3_000);
         assert_eq!(c.node.tls_cert_file, Some(PathBuf::from("/c.pem")));
         assert_eq!(c.node.tls_key_file, Some(PathBuf::from("/c.key")));
         assert_eq!(c.node.tls_min_version, "1.2");
