@@ -589,6 +589,11 @@ impl Cluster {
                 format!("{},localhost", addr(id as u8)),
             )
             .env("QUIRE_SHUTDOWN_GRACE_MS", "10000")
+            // A host cut off loses its shards within the cut (CUT_FOR), so the other two
+            // serve its tenants' calls meanwhile (with the defaults, 6 s and 30 s, a cut-off
+            // owner's tenants wait for the grace).
+            .env("QUIRE_PLACEMENT_SUSPECT_AFTER_MS", "2000")
+            .env("QUIRE_PLACEMENT_GRACE_MS", "4000")
             .env("QUIRE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -964,6 +969,10 @@ enum Failure {
     /// The node could not take it (connection refused or reset, no answer, 503, a session it
     /// no longer knows): try another node.
     Retryable(String),
+    /// The node took the call and answered that it may be retried after this long (a tool
+    /// error with `retry_after_seconds`: Notion's owner for the integration unreachable or
+    /// just moved, no quorum for the audit record, rate limited): retry on the same node.
+    RetryAfter(String, Duration),
     /// Anything else.
     Fatal(String),
 }
@@ -1075,10 +1084,10 @@ async fn call_tool(
     if msg["result"]["isError"] == json!(true) && error["retry_after_seconds"].is_u64() {
         // A tool error that asks to be retried (`audit_unavailable` from a node that cannot
         // reach a quorum, `rate_limited`): the call was refused, not failed.
-        return Err(Failure::Retryable(format!(
-            "tool error {}",
-            error["code"].as_str().unwrap_or("?")
-        )));
+        return Err(Failure::RetryAfter(
+            format!("tool error {}", error["code"].as_str().unwrap_or("?")),
+            Duration::from_secs(error["retry_after_seconds"].as_u64().unwrap_or(1)),
+        ));
     }
     if msg.get("error").is_some() || msg["result"]["isError"] == json!(true) {
         return Err(Failure::Fatal(format!("tool call failed: {msg}")));
@@ -1102,7 +1111,8 @@ struct Tally {
 }
 
 /// Continuous tool calls (`CALLERS` clients, each with a home node, moving to the next node
-/// on a retryable failure) and admin writes (tenants created one after another, each retried
+/// when a node cannot take a call, and retrying on the same node when it answers that the
+/// call may be retried after a while) and admin writes (tenants created one after another, each retried
 /// on the next node until acknowledged).
 struct Load {
     stop: Arc<AtomicBool>,
@@ -1184,6 +1194,12 @@ impl Load {
                                 node = home;
                                 since_home = 0;
                             }
+                        }
+                        Err(Failure::RetryAfter(reason, after)) => {
+                            // The node is fine; wait as told (at most a second, so the
+                            // figures still show how soon calls work again) and retry there.
+                            note(&tally, Failure::RetryAfter(reason, after), "tools/call");
+                            tokio::time::sleep(after.min(Duration::from_secs(1))).await;
                         }
                         Err(e) => {
                             note(&tally, e, "tools/call");
@@ -1330,7 +1346,9 @@ impl Load {
 fn note(tally: &Mutex<Tally>, failure: Failure, what: &str) {
     let mut t = tally.lock().unwrap();
     match failure {
-        Failure::Retryable(reason) => *t.retried.entry(reason).or_default() += 1,
+        Failure::Retryable(reason) | Failure::RetryAfter(reason, _) => {
+            *t.retried.entry(reason).or_default() += 1
+        }
         Failure::Fatal(message) => t.failed.push(format!("{what}: {message}")),
     }
 }
