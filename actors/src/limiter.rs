@@ -16,7 +16,11 @@
 //!
 //! Time comes from `tokio::time::Instant` (paused and driven by the simulator). The bucket
 //! state that a handoff must carry is [`LimiterSnapshot`] (tokens and remaining pause, both
-//! relative, so they mean the same on another node).
+//! relative, so they mean the same on another node). When an integration's shard moves, the
+//! new owner adopts the old owner's snapshot: a limiter that does not exist yet starts from it
+//! ([`LimiterArgs::adopted`], bounded by the integration's current budget), one that exists
+//! merges it ([`TokenBucket::merge`]: the fewer tokens and the longer pause), so an adopted
+//! bucket is never more permissive than either side.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -184,6 +188,22 @@ impl TokenBucket {
         }
     }
 
+    /// Takes in a snapshot another node's limiter for the same integration exported, at
+    /// `now`: the bucket keeps the fewer tokens and the longer pause of the two, so it is
+    /// never more permissive than either. A pause in the snapshot empties the bucket, as a
+    /// local pause does.
+    pub fn merge(&mut self, snapshot: &LimiterSnapshot, now: Instant) {
+        self.refill(now);
+        if snapshot.pause_remaining_ms > 0 {
+            let until = now + Duration::from_millis(snapshot.pause_remaining_ms.min(MAX_PAUSE_MS));
+            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+            self.tokens_micros = 0;
+            self.last_refill = now;
+        } else {
+            self.tokens_micros = self.tokens_micros.min(snapshot.tokens_micros);
+        }
+    }
+
     /// Rebuilds a bucket from a handoff snapshot taken on another node.
     pub fn from_snapshot(snapshot: &LimiterSnapshot, now: Instant) -> Self {
         let mut b = Self::new(snapshot.budget, snapshot.tokens_micros, now);
@@ -240,6 +260,18 @@ pub struct LimiterSnapshot {
     pub budget: Budget,
     pub tokens_micros: u64,
     pub pause_remaining_ms: u64,
+}
+
+impl LimiterSnapshot {
+    /// This snapshot under `budget` (the integration's budget where it is adopted): at most
+    /// that budget's burst in tokens, and a pause of at most [`MAX_PAUSE_MS`].
+    pub fn under(self, budget: Budget) -> LimiterSnapshot {
+        LimiterSnapshot {
+            budget,
+            tokens_micros: self.tokens_micros.min(capacity_micros(&budget)),
+            pause_remaining_ms: self.pause_remaining_ms.min(MAX_PAUSE_MS),
+        }
+    }
 }
 
 /// Round-robin FIFOs keyed by session.
@@ -365,6 +397,9 @@ pub enum LimiterMsg {
     SetBudget(Budget),
     State(RpcReplyPort<LimiterState>),
     Snapshot(RpcReplyPort<LimiterSnapshot>),
+    /// Another node's snapshot of this integration's limiter (a shard handoff): merged, the
+    /// fewer tokens and the longer pause winning.
+    Adopt(LimiterSnapshot),
     /// Timer: serve and expire waiters.
     Tick,
 }
@@ -377,6 +412,7 @@ impl std::fmt::Debug for LimiterMsg {
             LimiterMsg::SetBudget(b) => write!(f, "SetBudget({b:?})"),
             LimiterMsg::State(_) => f.write_str("State"),
             LimiterMsg::Snapshot(_) => f.write_str("Snapshot"),
+            LimiterMsg::Adopt(s) => write!(f, "Adopt({s:?})"),
             LimiterMsg::Tick => f.write_str("Tick"),
         }
     }
@@ -417,6 +453,22 @@ impl LimiterArgs {
         let mut args = Self::fresh(integration_id, budget, config);
         args.start.tokens_micros = 0;
         args
+    }
+
+    /// Starts from a snapshot the integration's previous shard owner handed off, under the
+    /// integration's current `budget` (tokens at most its burst): the bucket continues the
+    /// one the previous owner stopped using, its pause included.
+    pub fn adopted(
+        integration_id: impl Into<String>,
+        budget: Budget,
+        config: LimiterConfig,
+        snapshot: LimiterSnapshot,
+    ) -> Self {
+        Self {
+            integration_id: integration_id.into(),
+            config,
+            start: snapshot.under(budget),
+        }
     }
 }
 
@@ -587,6 +639,9 @@ impl Actor for Limiter {
             LimiterMsg::Snapshot(reply) => {
                 let _ = reply.send(state.bucket.snapshot(now));
             }
+            LimiterMsg::Adopt(snapshot) => {
+                state.bucket.merge(&snapshot, now);
+            }
             LimiterMsg::Tick => {
                 if state.tick_at.is_some_and(|t| t <= now) {
                     state.tick_at = None;
@@ -672,5 +727,124 @@ pub async fn snapshot(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterSnapshot,
         _ => Err(CallError::Unavailable(
             "the integration's rate limiter did not answer".into(),
         )),
+    }
+}
+
+/// Merges another node's snapshot into `limiter` (see [`TokenBucket::merge`]). Returns
+/// whether the limiter was there to take it.
+pub fn adopt(limiter: &ActorRef<LimiterMsg>, snapshot: LimiterSnapshot) -> bool {
+    limiter.send_message(LimiterMsg::Adopt(snapshot)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Budget = Budget {
+        requests_per_second: 2,
+        burst: 5,
+    };
+
+    fn snap(tokens: u64, pause_ms: u64) -> LimiterSnapshot {
+        LimiterSnapshot {
+            budget: BUDGET,
+            tokens_micros: tokens * TOKEN_MICROS,
+            pause_remaining_ms: pause_ms,
+        }
+    }
+
+    #[test]
+    fn a_merge_keeps_the_fewer_tokens_from_either_side() {
+        let now = Instant::now();
+        // The local bucket is full, the snapshot nearly empty: the snapshot wins.
+        let mut full = TokenBucket::new(BUDGET, 5 * TOKEN_MICROS, now);
+        full.merge(&snap(1, 0), now);
+        assert_eq!(full.tokens_micros(now), TOKEN_MICROS);
+        assert_eq!(full.paused_for(now), None);
+        assert!(full.try_take(now));
+        assert!(
+            !full.try_take(now),
+            "a second token appeared from the merge"
+        );
+        // The local bucket is nearly empty, the snapshot full: the local side wins.
+        let mut low = TokenBucket::new(BUDGET, TOKEN_MICROS, now);
+        low.merge(&snap(5, 0), now);
+        assert_eq!(low.tokens_micros(now), TOKEN_MICROS);
+        // Tokens earned after the merge come at the budget's rate, from the merged level.
+        assert_eq!(
+            low.tokens_micros(now + Duration::from_millis(500)),
+            2 * TOKEN_MICROS
+        );
+    }
+
+    #[test]
+    fn a_merge_keeps_the_longer_pause_and_empties_the_bucket() {
+        let now = Instant::now();
+        // Unpaused and full here, paused for 2 s there: paused 2 s, empty.
+        let mut b = TokenBucket::new(BUDGET, 5 * TOKEN_MICROS, now);
+        b.merge(&snap(5, 2_000), now);
+        assert_eq!(b.paused_for(now), Some(Duration::from_millis(2_000)));
+        assert!(!b.try_take(now));
+        assert!(!b.try_take(now + Duration::from_millis(1_999)));
+        // After the pause, the first token takes 1/rps (the bucket was emptied).
+        assert_eq!(b.wait_for(1, now), Duration::from_millis(2_500));
+
+        // Paused 5 s here, 1 s (and full) there: the 5 s pause stays.
+        let mut long = TokenBucket::new(BUDGET, 5 * TOKEN_MICROS, now);
+        long.pause(Duration::from_secs(5), now);
+        long.merge(&snap(5, 1_000), now);
+        assert_eq!(long.paused_for(now), Some(Duration::from_secs(5)));
+        // Paused 5 s here, not at all (and full) there: still paused, still empty.
+        long.merge(&snap(5, 0), now);
+        assert_eq!(long.paused_for(now), Some(Duration::from_secs(5)));
+        assert_eq!(long.tokens_micros(now), 0);
+
+        // Paused 1 s here, 5 s there: the longer one.
+        let mut short = TokenBucket::new(BUDGET, 0, now);
+        short.pause(Duration::from_secs(1), now);
+        short.merge(&snap(0, 5_000), now);
+        assert_eq!(short.paused_for(now), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_adopted_start_is_bounded_by_the_current_budget() {
+        let small = Budget {
+            requests_per_second: 1,
+            burst: 2,
+        };
+        let args = LimiterArgs::adopted(
+            "t/i",
+            small,
+            LimiterConfig::default(),
+            snap(5, MAX_PAUSE_MS * 10),
+        );
+        assert_eq!(args.start.budget, small);
+        assert_eq!(args.start.tokens_micros, 2 * TOKEN_MICROS);
+        assert_eq!(args.start.pause_remaining_ms, MAX_PAUSE_MS);
+        let args = LimiterArgs::adopted("t/i", BUDGET, LimiterConfig::default(), snap(3, 0));
+        assert_eq!(args.start.tokens_micros, 3 * TOKEN_MICROS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adopted_pause_holds_the_permits_of_a_running_limiter() {
+        let (l, _) = Actor::spawn(
+            None,
+            Limiter,
+            LimiterArgs::fresh("t/i", BUDGET, LimiterConfig::default()),
+        )
+        .await
+        .expect("limiter starts");
+        let started = Instant::now();
+        assert!(adopt(&l, snap(5, 3_000)));
+        acquire(&l, "s", started + Duration::from_secs(10))
+            .await
+            .expect("a permit");
+        // The pause (3 s), then one token at 2/s: never sooner, though the bucket was full.
+        assert!(
+            started.elapsed() >= Duration::from_millis(3_500),
+            "the permit came after {:?}",
+            started.elapsed()
+        );
+        l.stop(None);
     }
 }

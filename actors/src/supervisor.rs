@@ -205,6 +205,29 @@ enum NodeMsg {
         received: u64,
     },
     Stats(RpcReplyPort<DataPlaneStats>),
+    /// Another node's limiter snapshot for one of the tenant's integrations (a handoff).
+    Adopt {
+        tenant_id: String,
+        adopt: AdoptJob,
+    },
+}
+
+/// A handoff snapshot on its way to a tenant's limiter.
+struct AdoptJob {
+    integration_id: String,
+    /// The integration's budget on this node now.
+    budget: Budget,
+    snapshot: LimiterSnapshot,
+    reply: RpcReplyPort<Result<Adopted, CallError>>,
+}
+
+/// What adopting a handoff snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// No limiter for the integration here: one started from the snapshot.
+    Started,
+    /// The existing limiter merged it (the fewer tokens, the longer pause).
+    Merged,
 }
 
 struct NodeSupervisor;
@@ -423,6 +446,28 @@ impl Actor for NodeSupervisor {
                     let _ = reply.send(false);
                 }
             },
+            NodeMsg::Adopt { tenant_id, adopt } => match state.tenant(&myself, &tenant_id).await {
+                Ok(tenant) => {
+                    // Counted like a call: it may start or change a limiter, so an idle
+                    // offer made before the tenant saw it is stale.
+                    match tenant.send_message(TenantMsg::Adopt(adopt)) {
+                        Ok(()) => {
+                            if let Some(entry) = state.tenants.get_mut(&tenant_id) {
+                                entry.routed += 1;
+                            }
+                        }
+                        Err(ractor::MessagingErr::SendErr(TenantMsg::Adopt(adopt))) => {
+                            let _ = adopt.reply.send(Err(CallError::Unavailable(
+                                "the tenant's supervisor is restarting".into(),
+                            )));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Err(e) => {
+                    let _ = adopt.reply.send(Err(e));
+                }
+            },
             NodeMsg::TenantIdle {
                 tenant_id,
                 actor,
@@ -518,6 +563,8 @@ enum TenantMsg {
         retry_after: Duration,
         reply: RpcReplyPort<bool>,
     },
+    /// Another node's limiter snapshot (a shard handoff).
+    Adopt(AdoptJob),
     /// Timer: is the tenant idle (see the module docs)?
     IdleCheck,
     Stats(RpcReplyPort<DataPlaneStats>),
@@ -656,6 +703,45 @@ impl TenantState {
             }
         }
         settle
+    }
+
+    /// Starts the integration's limiter from `adopt`'s snapshot, or merges it into the one
+    /// running (after switching it to the current budget).
+    async fn adopt(&mut self, me: ActorCell, adopt: &AdoptJob) -> Result<Adopted, CallError> {
+        limiter::validate_budget(&adopt.budget).map_err(|e| {
+            CallError::Notion(NotionError::invalid_request(format!(
+                "integration {}'s budget is unusable: {e}",
+                adopt.integration_id
+            )))
+        })?;
+        if let Some(entry) = self.limiters.get_mut(&adopt.integration_id) {
+            if entry.budget != adopt.budget {
+                entry.budget = adopt.budget;
+                let _ = entry
+                    .actor
+                    .send_message(LimiterMsg::SetBudget(adopt.budget));
+            }
+            return if limiter::adopt(&entry.actor, adopt.snapshot) {
+                Ok(Adopted::Merged)
+            } else {
+                Err(CallError::Unavailable(
+                    "the integration's rate limiter is restarting".into(),
+                ))
+            };
+        }
+        if self.limiters.len() >= MAX_INTEGRATIONS_PER_TENANT {
+            return Err(CallError::Unavailable(format!(
+                "the tenant already uses {MAX_INTEGRATIONS_PER_TENANT} integrations on this node"
+            )));
+        }
+        let args = LimiterArgs::adopted(
+            adopt.integration_id.clone(),
+            adopt.budget,
+            self.args.limiter,
+            adopt.snapshot,
+        );
+        self.spawn_limiter(me, args).await?;
+        Ok(Adopted::Started)
     }
 
     async fn route(
@@ -824,6 +910,15 @@ impl Actor for TenantSupervisor {
                     None => false,
                 };
                 let _ = reply.send(found);
+            }
+            TenantMsg::Adopt(adopt) => {
+                state.received += 1;
+                state.last_call = Instant::now();
+                if let Some(idle) = state.args.idle {
+                    state.arm_idle_check(&myself, idle);
+                }
+                let result = state.adopt(myself.get_cell(), &adopt).await;
+                let _ = adopt.reply.send(result);
             }
             TenantMsg::IdleCheck => {
                 state.check_pending = false;
@@ -1456,6 +1551,48 @@ impl DataPlane {
         limiter::snapshot(&l).await.ok()
     }
 
+    /// Adopts the limiter snapshot another node handed off for `tenant_id`'s
+    /// `integration_id` (its shard moved here), under the integration's current `budget` on
+    /// this node: with no limiter here one starts from the snapshot (tokens at most the
+    /// burst), otherwise the running one keeps the fewer tokens and the longer pause of the
+    /// two. Never more permissive than either side.
+    pub async fn adopt_limiter_snapshot(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+        budget: Budget,
+        snapshot: LimiterSnapshot,
+    ) -> Result<Adopted, CallError> {
+        validate_id("tenant_id", tenant_id)?;
+        validate_id("integration id", integration_id)?;
+        let (tenant_id, integration_id) = (tenant_id.to_string(), integration_id.to_string());
+        match self
+            .node
+            .call(
+                |reply| NodeMsg::Adopt {
+                    tenant_id,
+                    adopt: AdoptJob {
+                        integration_id,
+                        budget,
+                        snapshot,
+                        reply,
+                    },
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Timeout) => Err(CallError::Unavailable(
+                "the data plane did not take the snapshot in time".into(),
+            )),
+            Ok(CallResult::SenderError) => Err(CallError::Unavailable(
+                "the tenant's supervisor stopped before taking the snapshot".into(),
+            )),
+            Err(_) => Err(CallError::Unavailable("the data plane is stopped".into())),
+        }
+    }
+
     /// Pauses an integration's limiter on this node for `retry_after` (e.g. when another
     /// node saw Notion's 429/529). Returns whether the limiter exists here.
     pub async fn pause_integration(
@@ -1545,5 +1682,125 @@ impl DataPlane {
         if let Some(h) = handle {
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::TOKEN_MICROS;
+
+    const BUDGET: Budget = Budget {
+        requests_per_second: 2,
+        burst: 5,
+    };
+
+    fn snap(tokens: u64, pause_ms: u64) -> LimiterSnapshot {
+        LimiterSnapshot {
+            budget: BUDGET,
+            tokens_micros: tokens * TOKEN_MICROS,
+            pause_remaining_ms: pause_ms,
+        }
+    }
+
+    async fn plane() -> DataPlane {
+        DataPlane::start(DataPlaneConfig {
+            notion: NotionClientConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                ..Default::default()
+            },
+            idle_tenant_ms: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("data plane starts")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_starts_a_missing_limiter_within_the_current_budget() {
+        let dp = plane().await;
+        let small = Budget {
+            requests_per_second: 1,
+            burst: 2,
+        };
+        // Five tokens there, a burst of two here: two.
+        assert_eq!(
+            dp.adopt_limiter_snapshot("t1", "t1/a", small, snap(5, 0))
+                .await
+                .expect("adopted"),
+            Adopted::Started
+        );
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.budget, small);
+        assert_eq!(s.tokens_micros, 2 * TOKEN_MICROS);
+        assert_eq!(s.paused_for, None);
+        // A pause carries over into a new limiter, with an empty bucket.
+        dp.adopt_limiter_snapshot("t1", "t1/b", BUDGET, snap(5, 4_000))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/b").await.expect("a limiter");
+        assert_eq!(s.paused_for, Some(Duration::from_secs(4)));
+        assert_eq!(s.tokens_micros, 0);
+        // A budget this data plane cannot use is refused, and no limiter starts.
+        let zero = Budget {
+            requests_per_second: 0,
+            burst: 1,
+        };
+        assert!(
+            dp.adopt_limiter_snapshot("t1", "t1/c", zero, snap(1, 0))
+                .await
+                .is_err()
+        );
+        assert!(dp.limiter_state("t1", "t1/c").await.is_none());
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_merges_into_a_running_limiter_never_more_permissively() {
+        let dp = plane().await;
+        // Running here with a full bucket; the previous owner had spent all but one token.
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0))
+            .await
+            .expect("adopted");
+        assert_eq!(
+            dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(1, 0))
+                .await
+                .expect("adopted"),
+            Adopted::Merged
+        );
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.tokens_micros, TOKEN_MICROS, "the fuller bucket won");
+        // A later, fuller snapshot does not refill it.
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(
+            s.tokens_micros, TOKEN_MICROS,
+            "a fuller snapshot added tokens"
+        );
+
+        // Paused 3 s here; a snapshot with a shorter pause and a full bucket changes
+        // nothing; one with a longer pause extends it.
+        assert!(
+            dp.pause_integration("t1", "t1/a", Duration::from_secs(3))
+                .await
+        );
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 1_000))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.paused_for, Some(Duration::from_secs(3)));
+        assert_eq!(s.tokens_micros, 0);
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(0, 7_000))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.paused_for, Some(Duration::from_secs(7)));
+        // The merged snapshot is what a further handoff carries on.
+        let out = dp.limiter_snapshot("t1", "t1/a").await.expect("a snapshot");
+        assert_eq!(out.pause_remaining_ms, 7_000);
+        assert_eq!(out.tokens_micros, 0);
+        dp.stop().await;
     }
 }
