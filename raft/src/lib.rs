@@ -24,6 +24,7 @@ pub mod command;
 pub mod control;
 pub mod delegation;
 pub mod engine;
+pub mod handoff;
 pub mod ids;
 pub mod jwt_keys;
 pub mod membership;
