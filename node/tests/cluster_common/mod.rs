@@ -489,6 +489,9 @@ impl TestCluster {
     }
 }
 
+/// How long a listing retries a page the node answered 503.
+const READ_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
 /// Every tenant id the node at `base` lists, page by page.
 pub async fn list_tenants(
     http: &reqwest::Client,
@@ -503,10 +506,19 @@ pub async fn list_tenants(
         if let Some(a) = &after {
             path.push_str(&format!("&after={a}"));
         }
-        let answer =
-            admin_request(http, base, token, Method::GET, &path, None, READ_DEADLINE).await;
-        let Answer::Status(200, body) = answer else {
-            bail!("GET {path} on {base}: {answer:?}");
+        // A linearizable read answers 503 ("retry") while the leader cannot confirm its
+        // lease (an election, a follower just back): retried for a while, like a client would.
+        let retry_until = std::time::Instant::now() + READ_RETRY_WINDOW;
+        let body = loop {
+            let answer =
+                admin_request(http, base, token, Method::GET, &path, None, READ_DEADLINE).await;
+            match answer {
+                Answer::Status(200, body) => break body,
+                Answer::Status(503, _) if std::time::Instant::now() < retry_until => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => bail!("GET {path} on {base}: {other:?}"),
+            }
         };
         let tenants = body["tenants"]
             .as_array()
