@@ -766,12 +766,31 @@ async fn forward_to(
         }
         Err(e) => {
             fwd.count_forwarded("unreachable", took);
-            unavailable(format!(
-                "node {}, which owns the integration's shard, could not be reached: {e}; retry \
-                 shortly",
-                route.owner
-            ))
+            unavailable(unreachable_owner(route, &e.to_string()))
         }
+    }
+}
+
+/// Why a call failed when the shard's owner could not be reached. For a tenant pinned to
+/// regions it names the residency: no node outside those regions takes the call, so while
+/// none of them is alive the call waits for one (it never moves to another region).
+fn unreachable_owner(route: &Route, error: &str) -> String {
+    let residency = &route.shard.residency;
+    if residency.allowed_regions.is_empty() {
+        format!(
+            "node {}, which owns the integration's shard, could not be reached: {error}; retry \
+             shortly",
+            route.owner
+        )
+    } else {
+        format!(
+            "node {}, which owns the integration's shard {}, could not be reached: {error}; the \
+             tenant's residency allows {} only, so no node of another region sends its calls; \
+             retry once a node of an allowed region is up",
+            route.owner,
+            route.shard,
+            residency_text(residency)
+        )
     }
 }
 
@@ -933,6 +952,40 @@ async fn serve_forwarded(
 mod tests {
     use super::*;
     use quire_raft::placement::ShardOwner;
+
+    #[test]
+    fn an_unreachable_owner_of_a_pinned_shard_names_the_residency() {
+        let pinned = Residency {
+            allowed_regions: ["eu-west".to_owned(), "eu-north".to_owned()].into(),
+            preferred_region: None,
+        };
+        let route = Route {
+            shard: ShardId {
+                residency: pinned,
+                index: 7,
+            },
+            owner: 3,
+            epoch: 2,
+        };
+        let why = unreachable_owner(&route, "connection refused");
+        assert!(why.contains("node 3"), "{why}");
+        assert!(why.contains("connection refused"), "{why}");
+        assert!(
+            why.contains("residency allows regions eu-north, eu-west only"),
+            "{why}"
+        );
+        let anywhere = Route {
+            shard: ShardId {
+                residency: Residency::default(),
+                index: 7,
+            },
+            owner: 3,
+            epoch: 2,
+        };
+        let why = unreachable_owner(&anywhere, "connection refused");
+        assert!(!why.contains("residency"), "{why}");
+        assert!(why.contains("could not be reached"), "{why}");
+    }
 
     #[test]
     fn call_errors_survive_the_wire() {
