@@ -31,6 +31,15 @@
 //! not remember what it saw before it started, so after a start it holds off S on each shard
 //! it owns; the same holds for shards without an owner whenever the labels, drains or
 //! residencies that decide their would-be owner change.
+//!
+//! **Handoff.** When a shard moves, the old owner hands its integrations' rate-limiter state
+//! to the new one over the same `DataCall` (`crate::handoff`), once its applied state holds
+//! the move — the state this fence reads, so the old owner has stopped sending by then. The
+//! new owner's hold-off is the window in which that push normally arrives.
+//!
+//! **Wire.** A `DataCall` payload is a [`DataMessage`], JSON tagged by `kind`: `call` (a
+//! forwarded call) or `limiter_handoff`. A forwarded call without `kind` (as nodes sent it
+//! before the tag) still decodes as a call, and a node that predates the tag ignores it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -78,7 +87,11 @@ struct Route {
 /// A shard's owner, or the would-be owner of one without. Before any node has recorded its
 /// labels (the first moments of a new cluster, which each node's start fills in), node `me`
 /// serves its own calls.
-fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(NodeId, u64)> {
+pub(crate) fn effective_owner(
+    p: &PlacementState,
+    shard: &ShardId,
+    me: NodeId,
+) -> Option<(NodeId, u64)> {
     let o = p.owner(shard);
     match o.node {
         Some(n) => Some((n, o.epoch)),
@@ -167,6 +180,8 @@ pub struct Forward {
     hold_off: Mutex<HoldOff>,
     serving: Arc<tokio::sync::Semaphore>,
     stats: Mutex<ForwardStats>,
+    /// Rate-limiter handoffs when a shard this node served moves.
+    pub handoff: crate::handoff::Handoff,
 }
 
 impl Default for Forward {
@@ -175,6 +190,7 @@ impl Default for Forward {
             hold_off: Mutex::new(HoldOff::default()),
             serving: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CALLS_SERVED)),
             stats: Mutex::new(ForwardStats::default()),
+            handoff: crate::handoff::Handoff::default(),
         }
     }
 }
@@ -281,9 +297,29 @@ impl HoldOff {
     }
 }
 
+/// What a `DataCall`'s opaque payload carries (serde_json, tagged by `kind`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum DataMessage {
+    /// A Notion call for a shard the receiver should own.
+    Call(ForwardedCall),
+    /// Rate-limiter snapshots of a shard that moved to the receiver (`crate::handoff`).
+    LimiterHandoff(crate::handoff::LimiterHandoff),
+}
+
+/// Decodes a `DataCall` payload; one without `kind` is a forwarded call as nodes sent it
+/// before the tag.
+fn decode_message(bytes: &[u8]) -> Result<DataMessage, serde_json::Error> {
+    serde_json::from_slice::<DataMessage>(bytes).or_else(|tagged| {
+        serde_json::from_slice::<ForwardedCall>(bytes)
+            .map(DataMessage::Call)
+            .map_err(|_| tagged)
+    })
+}
+
 /// The wire form of a forwarded call (serde_json inside `DataCall`'s opaque payload).
 #[derive(Debug, Serialize, Deserialize)]
-struct ForwardedCall {
+pub(crate) struct ForwardedCall {
     shard: ShardId,
     epoch: u64,
     tenant_id: String,
@@ -550,6 +586,10 @@ async fn serve_owned(
         ))
     })?;
     let may_send_at = check(app)?;
+    // Remembered as served here at this epoch: if the shard moves, its limiter is handed off.
+    app.forward
+        .handoff
+        .record(&ctx.tenant_id, &ctx.integration.id, shard, epoch);
     if may_send_at > Instant::now() {
         if may_send_at >= deadline {
             return Err(NotServed::Failed(retry(
@@ -699,7 +739,7 @@ async fn forward_to(
         body: req.body.clone(),
         deadline_ms: left.as_millis() as u64,
     };
-    let payload = match serde_json::to_vec(&call) {
+    let payload = match serde_json::to_vec(&DataMessage::Call(call)) {
         Ok(p) if p.len() <= MAX_FORWARD_PAYLOAD_BYTES => p,
         Ok(p) => {
             return Forwarded::Done(Err(CallError::Notion(NotionError::invalid_request(
@@ -803,9 +843,12 @@ pub struct ForwardService {
 }
 
 impl ForwardService {
-    /// Starts serving forwarded calls with `app`.
+    /// Starts serving forwarded calls with `app`, and handing off the rate limiters of
+    /// shards that move away from this node (`crate::handoff`).
     pub fn set_app(&self, app: Arc<App>) {
-        let _ = self.app.set(app);
+        if self.app.set(app.clone()).is_ok() {
+            crate::handoff::spawn(app);
+        }
     }
 }
 
@@ -855,10 +898,18 @@ async fn serve_forwarded(
             "this node already serves {MAX_FORWARDED_CALLS_SERVED} forwarded calls"
         )));
     };
-    let call: ForwardedCall = serde_json::from_slice(&payload).map_err(|e| {
-        fwd.count_served("invalid");
-        DataCallRefusal::Invalid(format!("undecodable forwarded call: {e}"))
-    })?;
+    let call = match decode_message(&payload) {
+        Ok(DataMessage::Call(call)) => call,
+        Ok(DataMessage::LimiterHandoff(handoff)) => {
+            return crate::handoff::serve(app, from, handoff).await;
+        }
+        Err(e) => {
+            fwd.count_served("invalid");
+            return Err(DataCallRefusal::Invalid(format!(
+                "undecodable forwarded call: {e}"
+            )));
+        }
+    };
     let Some(method) = method_of(&call.method) else {
         fwd.count_served("invalid");
         return Err(DataCallRefusal::Invalid(format!(
@@ -1014,6 +1065,60 @@ mod tests {
             let back: WireError = serde_json::from_slice(&bytes).expect("decodes");
             assert_eq!(format!("{:?}", from_wire(back)), format!("{e:?}"));
         }
+    }
+
+    fn sample_call() -> ForwardedCall {
+        ForwardedCall {
+            shard: shard_of(&Residency::default(), "demo/share"),
+            epoch: 3,
+            tenant_id: "demo".into(),
+            workspace_id: "w".into(),
+            session_id: "s".into(),
+            integration_id: "demo/share".into(),
+            method: "GET".into(),
+            path: "/v1/users/me".into(),
+            query: vec![("a".into(), "b".into())],
+            body: Some(serde_json::json!({"x": [1, 2]})),
+            deadline_ms: 900,
+        }
+    }
+
+    #[test]
+    fn data_messages_are_tagged_and_an_untagged_call_still_decodes() {
+        // A call as nodes sent it before the tag.
+        let old = serde_json::to_vec(&sample_call()).unwrap_or_default();
+        let Ok(DataMessage::Call(c)) = decode_message(&old) else {
+            panic!("an untagged call did not decode as a call");
+        };
+        assert_eq!((c.epoch, c.path.as_str()), (3, "/v1/users/me"));
+        // A tagged call names its kind, and still reads as a call to a node that predates
+        // the tag (the extra field is ignored).
+        let new = serde_json::to_vec(&DataMessage::Call(sample_call())).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&new).unwrap_or_default();
+        assert_eq!(v["kind"], "call");
+        assert!(serde_json::from_slice::<ForwardedCall>(&new).is_ok());
+        assert!(matches!(decode_message(&new), Ok(DataMessage::Call(_))));
+        // A handoff round-trips.
+        let h = crate::handoff::LimiterHandoff {
+            shard: shard_of(&Residency::default(), "demo/share"),
+            epoch: 4,
+            applied_index: 77,
+            limiters: vec![crate::handoff::HandedOffLimiter {
+                tenant_id: "demo".into(),
+                integration_id: "demo/share".into(),
+                tokens_micros: 1_500_000,
+                pause_remaining_ms: 2_000,
+            }],
+        };
+        let bytes = serde_json::to_vec(&DataMessage::LimiterHandoff(h.clone())).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        assert_eq!(v["kind"], "limiter_handoff");
+        let Ok(DataMessage::LimiterHandoff(back)) = decode_message(&bytes) else {
+            panic!("a handoff did not decode");
+        };
+        assert_eq!(back, h);
+        // An unknown kind without a call's fields is refused.
+        assert!(decode_message(br#"{"kind":"something_else"}"#).is_err());
     }
 
     fn labelled(ids: &[NodeId]) -> PlacementState {

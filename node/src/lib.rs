@@ -15,6 +15,7 @@ pub mod data_dir;
 pub mod drain;
 pub mod forward;
 pub mod freshness;
+pub mod handoff;
 pub mod http;
 pub mod https;
 pub mod init;

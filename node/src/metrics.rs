@@ -181,6 +181,7 @@ pub fn render(app: &App) -> String {
     render_audit(&mut out, app);
     render_placement(&mut out, app);
     render_forward(&mut out, app);
+    render_handoff(&mut out, app);
     out.family(
         "quire_mcp_sessions_open",
         "gauge",
@@ -237,6 +238,21 @@ fn render_forward(out: &mut Page, app: &App) {
             out.histogram("quire_forward_duration_seconds", &[], h);
         }
     });
+}
+
+fn render_handoff(out: &mut Page, app: &App) {
+    out.family(
+        "quire_limiter_handoffs_total",
+        "counter",
+        "Rate-limiter snapshots handed off when an integration's shard moved, by outcome: sent (the new owner adopted it) and failed (not delivered, or refused) on the old owner; adopted and refused (not the shard's owner at that epoch, or an unknown integration) on the new owner.",
+    );
+    for (outcome, n) in app.forward.handoff.counts() {
+        out.sample(
+            "quire_limiter_handoffs_total",
+            &[("outcome", outcome)],
+            n as f64,
+        );
+    }
 }
 
 fn render_tools(out: &mut Page, metrics: &NodeMetrics) {

@@ -1,0 +1,433 @@
+//! When an integration's shard moves to another node, its rate limiter's state goes with it
+//! (make-before-break): the old owner hands the new one a [`LimiterSnapshot`] — tokens left
+//! and the pause Notion asked for (a 429's `Retry-After`) — so the new owner neither forgets a
+//! pause nor starts a burst the old owner already spent.
+//!
+//! **Old owner.** Every call this node serves as its shard's owner records the integration
+//! with the shard and epoch ([`Handoff::record`]). A watcher on the applied log notices when
+//! the applied state gives a recorded shard another owner (or epoch). That state is exactly
+//! what the fence before every send reads (`forward.rs`), so by then this node sends nothing
+//! more for the integration: requests already past the fence took their tokens before, and
+//! the snapshot, taken now, counts them. The snapshots of the moved shard's integrations go to
+//! the new owner in one `DataCall` (`LimiterHandoff`, at most [`MAX_LIMITERS_PER_HANDOFF`]
+//! each), with the index of the applied state that holds the move. At most
+//! [`MAX_HANDOFFS_IN_FLIGHT`] pushes run at once (one beyond that is dropped and counted as
+//! failed), each within [`HANDOFF_TIMEOUT`]; a push never blocks placement or calls. An
+//! integration whose limiter is gone here (its tenant passivated, so it was unpaused with a
+//! full bucket) has nothing to carry: the new owner starts it empty, as after a restart.
+//!
+//! **New owner.** It first applies the sender's index (bounded wait), then adopts a snapshot
+//! only if its own applied state names it the shard's owner at exactly the epoch the sender
+//! saw, and the integration hashes to that shard there; otherwise it refuses. Adopting starts
+//! the limiter from the snapshot or merges it into the running one, never more permissive
+//! than either side (`DataPlane::adopt_limiter_snapshot`). The push normally arrives within
+//! the new owner's hold-off S (`forward.rs`); one that arrives later still merges
+//! conservatively. A failed push costs nothing but the state it carried: the new owner then
+//! starts the limiter empty.
+//!
+//! `quire_limiter_handoffs_total{outcome}` counts snapshots: `sent` (the new owner adopted
+//! it) and `failed` (not delivered, or refused) on the old owner; `adopted` and `refused` on
+//! the new owner.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use quire_actors::call::Budget;
+use quire_actors::limiter::LimiterSnapshot;
+use quire_raft::NodeId;
+use quire_raft::ids::{IntegrationId, TenantId};
+use quire_raft::placement::{ShardId, integration_key, shard_of};
+use quire_transport::{DataCallOutcome, DataCallRefusal};
+
+use crate::app::App;
+
+/// Limiter snapshots one handoff message carries at most (more go in several messages).
+pub const MAX_LIMITERS_PER_HANDOFF: usize = 512;
+/// Handoff pushes one node runs at once.
+pub const MAX_HANDOFFS_IN_FLIGHT: usize = 8;
+/// Longest one push may take, the receiver's wait to catch up included.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest the receiver waits to apply the index the sender saw the move at.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(1_500);
+/// Integrations remembered as served here (beyond it the least recently served half is
+/// forgotten; a forgotten one is not handed off, and its new owner starts it empty).
+const MAX_RECORDS: usize = 65_536;
+
+/// One integration's limiter on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedOffLimiter {
+    pub tenant_id: String,
+    /// The data plane's integration id (`tenant/integration`).
+    pub integration_id: String,
+    pub tokens_micros: u64,
+    pub pause_remaining_ms: u64,
+}
+
+/// The `limiter_handoff` data message: the limiters of integrations of `shard`, which the
+/// sender's applied state (up to `applied_index`) gives to the receiver at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimiterHandoff {
+    pub shard: ShardId,
+    pub epoch: u64,
+    pub applied_index: u64,
+    pub limiters: Vec<HandedOffLimiter>,
+}
+
+/// The receiver's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffReply {
+    pub adopted: u32,
+    pub refused: u32,
+    /// Why the first refused snapshot was refused.
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Served {
+    shard: ShardId,
+    epoch: u64,
+    at: Instant,
+}
+
+/// The node's handoff state: what it served as owner, the bound on pushes, counters.
+pub struct Handoff {
+    /// (tenant, data plane integration id) → the shard and epoch it was last served at.
+    served: Mutex<BTreeMap<(String, String), Served>>,
+    pushing: Arc<tokio::sync::Semaphore>,
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Self {
+            served: Mutex::new(BTreeMap::new()),
+            pushing: Arc::new(tokio::sync::Semaphore::new(MAX_HANDOFFS_IN_FLIGHT)),
+            counts: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The outcomes `quire_limiter_handoffs_total` reports.
+pub const OUTCOMES: [&str; 4] = ["sent", "adopted", "refused", "failed"];
+
+impl Handoff {
+    /// This node, as owner of `shard` at `epoch`, serves a call of `tenant`'s `integration`.
+    pub fn record(&self, tenant: &str, integration: &str, shard: &ShardId, epoch: u64) {
+        let now = Instant::now();
+        let mut served = lock(&self.served);
+        let key = (tenant.to_owned(), integration.to_owned());
+        if let Some(s) = served.get_mut(&key) {
+            if s.shard != *shard || s.epoch != epoch {
+                s.shard = shard.clone();
+                s.epoch = epoch;
+            }
+            s.at = now;
+            return;
+        }
+        if served.len() >= MAX_RECORDS {
+            let mut ages: Vec<Instant> = served.values().map(|s| s.at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            served.retain(|_, s| s.at > cut);
+        }
+        served.insert(
+            key,
+            Served {
+                shard: shard.clone(),
+                epoch,
+                at: now,
+            },
+        );
+    }
+
+    fn count(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            *lock(&self.counts).entry(outcome).or_default() += n;
+        }
+    }
+
+    /// Snapshots handed off, by outcome (every outcome of [`OUTCOMES`], zero included).
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let c = lock(&self.counts);
+        OUTCOMES
+            .iter()
+            .map(|o| (*o, c.get(o).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Integrations recorded as served here whose shard the applied `state` gives to another
+    /// node: forgotten here, and returned grouped by (new owner, shard, epoch).
+    fn take_moved(
+        &self,
+        state: &quire_raft::state::State,
+        me: NodeId,
+    ) -> BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> {
+        let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> = BTreeMap::new();
+        let p = state.placement();
+        lock(&self.served).retain(|key, s| {
+            match crate::forward::effective_owner(p, &s.shard, me) {
+                Some((owner, _)) if owner == me => true,
+                Some((owner, epoch)) => {
+                    moved
+                        .entry((owner, s.shard.clone(), epoch))
+                        .or_default()
+                        .push(key.clone());
+                    false
+                }
+                // No allowed node: nobody to hand it to.
+                None => false,
+            }
+        });
+        moved
+    }
+}
+
+/// Starts the watcher that hands off limiters when this node's applied state moves a shard
+/// it served away; it ends with the node.
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut metrics = app.control.raft().metrics();
+        let mut seen: Option<u64> = None;
+        loop {
+            let applied = metrics.borrow_and_update().last_applied.map(|l| l.index);
+            if applied != seen {
+                seen = applied;
+                hand_off_moved(&app);
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = app.shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+fn hand_off_moved(app: &Arc<App>) {
+    let me = app.config.node.id;
+    let (moved, applied_index) = app
+        .control
+        .read_applied_indexed(|state, index| (app.forward.handoff.take_moved(state, me), index));
+    for ((owner, shard, epoch), integrations) in moved {
+        for chunk in integrations.chunks(MAX_LIMITERS_PER_HANDOFF) {
+            let handoff = &app.forward.handoff;
+            let Ok(permit) = handoff.pushing.clone().try_acquire_owned() else {
+                handoff.count("failed", chunk.len() as u64);
+                tracing::warn!(
+                    %shard, to = owner, limiters = chunk.len(),
+                    "not handing off rate limiters: {MAX_HANDOFFS_IN_FLIGHT} handoffs already \
+                     in flight; the new owner starts them empty"
+                );
+                continue;
+            };
+            let app = app.clone();
+            let shard = shard.clone();
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let n = chunk.len() as u64;
+                let push = push(&app, owner, shard.clone(), epoch, applied_index, chunk);
+                match tokio::time::timeout(HANDOFF_TIMEOUT, push).await {
+                    Ok(()) => {}
+                    Err(_) => {
+                        app.forward.handoff.count("failed", n);
+                        tracing::warn!(
+                            %shard, to = owner,
+                            "rate limiter handoff timed out after {HANDOFF_TIMEOUT:?}"
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn peer_addr(app: &App, node: NodeId) -> Option<String> {
+    app.control
+        .raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&node)
+        .map(|n| n.addr.clone())
+}
+
+/// Takes the snapshots of `integrations` and sends them to `owner`; counts the outcome.
+async fn push(
+    app: &Arc<App>,
+    owner: NodeId,
+    shard: ShardId,
+    epoch: u64,
+    applied_index: u64,
+    integrations: Vec<(String, String)>,
+) {
+    let handoff = &app.forward.handoff;
+    let mut limiters = Vec::with_capacity(integrations.len());
+    for (tenant_id, integration_id) in integrations {
+        // None: no limiter here any more (passivated unpaused and full): nothing to carry.
+        if let Some(s) = app.data.limiter_snapshot(&tenant_id, &integration_id).await {
+            limiters.push(HandedOffLimiter {
+                tenant_id,
+                integration_id,
+                tokens_micros: s.tokens_micros,
+                pause_remaining_ms: s.pause_remaining_ms,
+            });
+        }
+    }
+    if limiters.is_empty() {
+        return;
+    }
+    let n = limiters.len() as u64;
+    let fail = |why: String| {
+        handoff.count("failed", n);
+        tracing::warn!(%shard, to = owner, limiters = n, "rate limiter handoff failed: {why}");
+    };
+    let (Some(peers), Some(addr)) = (app.router.peers.as_ref(), peer_addr(app, owner)) else {
+        return fail(format!("node {owner} is not reachable from here"));
+    };
+    let message = crate::forward::DataMessage::LimiterHandoff(LimiterHandoff {
+        shard: shard.clone(),
+        epoch,
+        applied_index,
+        limiters,
+    });
+    let payload = match serde_json::to_vec(&message) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("encoding: {e}")),
+    };
+    match peers.data_call(&addr, payload, HANDOFF_TIMEOUT).await {
+        Ok(DataCallOutcome::Ok(bytes)) => match serde_json::from_slice::<HandoffReply>(&bytes) {
+            Ok(reply) => {
+                handoff.count("sent", u64::from(reply.adopted));
+                handoff.count("failed", u64::from(reply.refused));
+                if reply.refused > 0 {
+                    tracing::warn!(
+                        %shard, to = owner, refused = reply.refused,
+                        why = reply.why.as_deref().unwrap_or(""),
+                        "the new owner refused rate limiter snapshots"
+                    );
+                } else {
+                    tracing::debug!(%shard, to = owner, adopted = reply.adopted, "handed off rate limiters");
+                }
+            }
+            Err(e) => fail(format!("unreadable answer: {e}")),
+        },
+        Ok(DataCallOutcome::Refused(why)) => fail(format!("refused: {why}")),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// Serves a `limiter_handoff` another node sent (see the module docs).
+pub async fn serve(
+    app: &Arc<App>,
+    from: Option<NodeId>,
+    handoff: LimiterHandoff,
+) -> Result<Vec<u8>, DataCallRefusal> {
+    let counts = &app.forward.handoff;
+    let n = handoff.limiters.len();
+    if n > MAX_LIMITERS_PER_HANDOFF {
+        counts.count("refused", n as u64);
+        return Err(DataCallRefusal::Invalid(format!(
+            "a handoff carries at most {MAX_LIMITERS_PER_HANDOFF} limiters, not {n}"
+        )));
+    }
+    let _ = app
+        .control
+        .raft()
+        .wait(Some(CATCH_UP_WAIT))
+        .applied_index_at_least(Some(handoff.applied_index), "applied the handoff's index")
+        .await;
+    let me = app.config.node.id;
+    let mut reply = HandoffReply {
+        adopted: 0,
+        refused: 0,
+        why: None,
+    };
+    fn refuse(reply: &mut HandoffReply, why: String) {
+        reply.refused += 1;
+        reply.why.get_or_insert(why);
+    }
+    for l in handoff.limiters {
+        // Resolved from this node's own applied state: the owner at that epoch, the
+        // integration in that shard, and its budget here.
+        let checked = app.control.read_applied(|s| {
+            let p = s.placement();
+            if crate::forward::effective_owner(p, &handoff.shard, me) != Some((me, handoff.epoch)) {
+                let o = p.owner(&handoff.shard);
+                return Err(format!(
+                    "node {me} does not own shard {} at epoch {} (its state: {:?} at epoch {})",
+                    handoff.shard, handoff.epoch, o.node, o.epoch
+                ));
+            }
+            let tenant = TenantId::new(&l.tenant_id).map_err(|e| e.to_string())?;
+            let name = l
+                .integration_id
+                .strip_prefix(&format!("{}/", l.tenant_id))
+                .ok_or_else(|| format!("integration {} is not the tenant's", l.integration_id))?;
+            let integration = IntegrationId::new(name).map_err(|e| e.to_string())?;
+            if shard_of(
+                &p.residency_of(&tenant),
+                &integration_key(&tenant, &integration),
+            ) != handoff.shard
+            {
+                return Err(format!(
+                    "integration {} is not in shard {}",
+                    l.integration_id, handoff.shard
+                ));
+            }
+            let found = s
+                .integration(&tenant, &integration)
+                .ok_or_else(|| format!("integration {} does not exist here", l.integration_id))?;
+            Ok(Budget {
+                requests_per_second: found.budget.requests_per_second,
+                burst: found.budget.burst,
+            })
+        });
+        let budget = match checked {
+            Ok(b) => b,
+            Err(why) => {
+                refuse(&mut reply, why);
+                continue;
+            }
+        };
+        let snapshot = LimiterSnapshot {
+            budget,
+            tokens_micros: l.tokens_micros,
+            pause_remaining_ms: l.pause_remaining_ms,
+        };
+        match app
+            .data
+            .adopt_limiter_snapshot(&l.tenant_id, &l.integration_id, budget, snapshot)
+            .await
+        {
+            Ok(how) => {
+                reply.adopted += 1;
+                tracing::debug!(
+                    integration = %l.integration_id, ?how, ?from,
+                    tokens_micros = l.tokens_micros, pause_ms = l.pause_remaining_ms,
+                    "adopted a handed-off rate limiter"
+                );
+            }
+            Err(e) => refuse(&mut reply, e.to_string()),
+        }
+    }
+    counts.count("adopted", u64::from(reply.adopted));
+    counts.count("refused", u64::from(reply.refused));
+    if reply.refused > 0 {
+        tracing::info!(
+            shard = %handoff.shard, epoch = handoff.epoch, ?from, refused = reply.refused,
+            why = reply.why.as_deref().unwrap_or(""),
+            "refused handed-off rate limiter snapshots"
+        );
+    }
+    serde_json::to_vec(&reply)
+        .map_err(|e| DataCallRefusal::Refused(format!("encoding the answer: {e}")))
+}

@@ -1,0 +1,339 @@
+//! An integration's rate-limiter state follows its shard when the shard moves: three real
+//! `quire` processes (mutual TLS between them) and the Notion sandbox with its own rate limit;
+//! one integration with a budget of 3 requests/s and a burst of 10; MCP clients on all three
+//! nodes call a tool on it without pause. Under that load the shard's owner is drained (the
+//! admin API), so the shard moves to another node while calls keep coming, and the load goes
+//! on after the move. Notion (the sandbox) never answers 429 and never admits more in one
+//! second than the budget allows; every call that failed told the agent it may retry
+//! (`retry_after_seconds`); the old owner handed its limiter to the new one, which adopted it.
+//!
+//! Why this can fail. The sandbox's bucket (3/s, 12) and Quire's (3/s, 10) refill at the same
+//! rate, so while Quire's sends follow one bucket the sandbox always holds at least two tokens
+//! more than Quire's bucket — slack for network jitter — and never answers 429. Under this
+//! load the old owner's bucket is empty when the move is applied (every token is taken as it
+//! is earned). Nobody sends for the hold-off S (1 s) and a little more, so the sandbox earns
+//! about 3 to 4 tokens: it holds about 5 or 6 when the new owner may send. A new owner whose
+//! bucket started full would send its whole burst of 10 at once, and the sandbox would answer
+//! about 4 of them 429 (and admit more than 13 in that second). The handed-off snapshot (about
+//! empty, refilled during the hold-off, so about 3 tokens) keeps the two buckets in step. A
+//! pause would carry the same way (the old owner's `Retry-After` is in the snapshot); the
+//! actors' tests check that a merge never shortens one.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod cluster_common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cluster_common::mcp::{CLUSTER_DEADLINES, Session, message_of};
+use quire_node::local_cluster::{LocalCluster, Spec};
+use quire_raft::placement::{Residency, integration_key, shard_of};
+use quire_raft::{IntegrationId, TenantId};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const BUDGET_RPS: u64 = 3;
+const BUDGET_BURST: u64 = 10;
+const SANDBOX_BURST: u64 = 12;
+const CLIENTS_PER_NODE: usize = 2;
+/// Load before the drain starts, and after the shard has moved.
+const BEFORE: Duration = Duration::from_secs(4);
+const AFTER: Duration = Duration::from_secs(6);
+const TOOL: &str = "notion-get-self";
+
+async fn admin_ok(c: &LocalCluster, path: &str, body: Value) -> Value {
+    let (status, v) = c.admin(1, Method::POST, path, Some(body)).await.unwrap();
+    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
+    v
+}
+
+/// `name{labels} value` lines of a Prometheus page, summed by exact name and label text.
+fn metric(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(k, _)| *k == name_and_labels)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+async fn owner_of(c: &LocalCluster, shard: &str) -> Option<u64> {
+    let (status, v) = c.admin(1, Method::GET, "/placement", None).await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    v["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["shard"] == Value::String(shard.to_owned()))
+        .and_then(|s| s["owner"].as_u64())
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    ok: u32,
+    /// Calls that succeeded after the shard had moved.
+    ok_after_move: u32,
+    /// Failed calls that carried `retry_after_seconds`.
+    retryable: Vec<String>,
+    /// Failed calls that did not.
+    failed: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
+    let dir = tempfile::Builder::new()
+        .prefix("quire-handoff-")
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("handoff.toml");
+    std::fs::write(
+        &config,
+        "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
+    )
+    .unwrap();
+    let spec = Spec {
+        dir: dir.path().join("cluster"),
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
+        nodes: 3,
+        tls: true,
+        fault_injection: false,
+        env: vec![("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned())],
+        sandbox_args: vec![
+            "--rate-limit".into(),
+            BUDGET_RPS.to_string(),
+            "--burst".into(),
+            SANDBOX_BURST.to_string(),
+        ],
+    };
+    let c = LocalCluster::up(spec).await.unwrap();
+
+    let base = "/tenants/demo";
+    admin_ok(
+        &c,
+        &format!("{base}/integrations"),
+        json!({"id": "share", "display_name": "shared budget", "notion_token": "secret_sandbox_alpha",
+               "requests_per_second": BUDGET_RPS, "burst": BUDGET_BURST}),
+    )
+    .await;
+    admin_ok(
+        &c,
+        &format!("{base}/workspaces"),
+        json!({"id": "share", "display_name": "shared budget", "integration": "share"}),
+    )
+    .await;
+    admin_ok(
+        &c,
+        &format!("{base}/principals"),
+        json!({"id": "share-agent", "display_name": "agent"}),
+    )
+    .await;
+    admin_ok(
+        &c,
+        &format!("{base}/principals/share-agent/workspaces"),
+        json!({"workspace": "share"}),
+    )
+    .await;
+    let token = admin_ok(
+        &c,
+        &format!("{base}/tokens"),
+        json!({"principal": "share-agent", "workspace": "share"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let shard = shard_of(
+        &Residency::default(),
+        &integration_key(
+            &TenantId::new("demo").unwrap(),
+            &IntegrationId::new("share").unwrap(),
+        ),
+    )
+    .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let old_owner = loop {
+        if let Some(owner) = owner_of(&c, &shard).await {
+            break owner;
+        }
+        assert!(Instant::now() < deadline, "shard {shard} got no owner");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let http = reqwest::Client::new();
+    let stats_url = format!("{}/__sandbox/stats", c.status.sandbox_url);
+    http.post(format!("{stats_url}/reset"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    // Load from every node until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for id in 1..=3u64 {
+        for k in 0..CLIENTS_PER_NODE {
+            let url = c.node(id).unwrap().http.clone();
+            let session = Session::open(
+                &http,
+                &url,
+                &token,
+                &format!("n{id}-c{k}"),
+                Some(CLUSTER_DEADLINES),
+            )
+            .await
+            .unwrap();
+            let (stop, moved) = (stop.clone(), moved.clone());
+            clients.push(tokio::spawn(async move {
+                let mut seen = Seen::default();
+                let mut n = 10;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let after_move = moved.load(Ordering::SeqCst);
+                    let answer = session.call_tool(n, TOOL, &json!({})).await;
+                    let v = match &answer {
+                        Ok((200, body)) => message_of(body).unwrap_or_default(),
+                        other => {
+                            seen.failed.push(format!("{other:?}"));
+                            continue;
+                        }
+                    };
+                    if v["result"]["isError"] == Value::Bool(true) {
+                        let err = &v["result"]["structuredContent"];
+                        if err["retry_after_seconds"].as_u64().is_some_and(|s| s >= 1) {
+                            seen.retryable.push(err.to_string());
+                        } else {
+                            seen.failed.push(v.to_string());
+                        }
+                    } else if v.get("error").is_some() || v.get("result").is_none() {
+                        seen.failed.push(v.to_string());
+                    } else {
+                        seen.ok += 1;
+                        if after_move {
+                            seen.ok_after_move += 1;
+                        }
+                    }
+                }
+                (id, seen)
+            }));
+        }
+    }
+
+    tokio::time::sleep(BEFORE).await;
+    let (status, v) = c
+        .admin(1, Method::POST, &format!("/nodes/{old_owner}/drain"), None)
+        .await
+        .unwrap();
+    assert!((200..300).contains(&status), "drain: {status} {v}");
+    let drained_at = Instant::now();
+    let deadline = drained_at + Duration::from_secs(30);
+    let new_owner = loop {
+        match owner_of(&c, &shard).await {
+            Some(o) if o != old_owner => break o,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard {shard} did not leave node {old_owner}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    moved.store(true, Ordering::SeqCst);
+    eprintln!(
+        "shard {shard} moved from node {old_owner} to node {new_owner} {} ms after the drain",
+        drained_at.elapsed().as_millis()
+    );
+    tokio::time::sleep(AFTER).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut ok_by_node: BTreeMap<u64, u32> = BTreeMap::new();
+    let (mut ok_after_move, mut retryable, mut failed) = (0, Vec::new(), Vec::new());
+    for client in clients {
+        let (id, seen) = client.await.unwrap();
+        *ok_by_node.entry(id).or_default() += seen.ok;
+        ok_after_move += seen.ok_after_move;
+        retryable.extend(
+            seen.retryable
+                .into_iter()
+                .map(|e| format!("node {id}: {e}")),
+        );
+        failed.extend(seen.failed.into_iter().map(|e| format!("node {id}: {e}")));
+    }
+    assert!(
+        failed.is_empty(),
+        "calls failed without retry_after_seconds: {failed:?}"
+    );
+    assert!(
+        ok_after_move > 0,
+        "no call succeeded after the move ({ok_by_node:?})"
+    );
+
+    let stats: Value = http
+        .get(&stats_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alpha = &stats["integrations"]["alpha"];
+    let requests = alpha["requests"].as_u64().unwrap_or(0);
+    let max = alpha["max_per_second"].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "calls by entry node {ok_by_node:?} ({ok_after_move} after the move); {} retryable \
+         failures {:?}; Notion saw {requests} requests, at most {max} in one second, {} \
+         answered 429",
+        retryable.len(),
+        retryable.iter().take(5).collect::<Vec<_>>(),
+        alpha["rate_limited"]
+    );
+    assert_eq!(
+        alpha["rate_limited"],
+        json!(0),
+        "Notion answered 429: {stats}"
+    );
+    assert!(
+        max <= BUDGET_BURST + BUDGET_RPS,
+        "{max} requests in one second, over the budget's {} ({stats})",
+        BUDGET_BURST + BUDGET_RPS
+    );
+
+    // The old owner handed the limiter off; the new owner adopted it.
+    let page = |id: u64| {
+        let url = format!("{}/metrics", c.node(id).unwrap().http);
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let new_page = page(new_owner).await;
+    let old_page = page(old_owner).await;
+    let adopted = metric(
+        &new_page,
+        "quire_limiter_handoffs_total{outcome=\"adopted\"}",
+    );
+    let sent = metric(&old_page, "quire_limiter_handoffs_total{outcome=\"sent\"}");
+    eprintln!("handoffs: node {old_owner} sent {sent}, node {new_owner} adopted {adopted}");
+    assert!(
+        adopted >= 1.0,
+        "the new owner (node {new_owner}) adopted no snapshot:\n{new_page}"
+    );
+    assert!(
+        sent >= 1.0,
+        "the old owner (node {old_owner}) sent no snapshot:\n{old_page}"
+    );
+    assert_eq!(
+        metric(
+            &new_page,
+            "quire_limiter_handoffs_total{outcome=\"refused\"}"
+        ),
+        0.0,
+        "{new_page}"
+    );
+}
