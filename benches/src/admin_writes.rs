@@ -373,17 +373,35 @@ pub async fn start_cluster(
     env: Vec<(String, String)>,
     sandbox_args: Vec<String>,
 ) -> Result<(tempfile::TempDir, LocalCluster), BenchError> {
+    let dir = run_dir(quire_bin, work_dir)?;
+    cluster_in(dir, quire_bin, nodes, env, sandbox_args).await
+}
+
+/// A new temporary directory `quire-bench-*` under `work_dir` (default: the system temp
+/// dir) for one run, once `quire_bin` is known to exist.
+pub fn run_dir(quire_bin: &Path, work_dir: Option<&Path>) -> Result<tempfile::TempDir, BenchError> {
     if !quire_bin.is_file() {
         return Err(BenchError::MissingBinary(quire_bin.to_owned()));
     }
     let parent = work_dir.map_or_else(std::env::temp_dir, Path::to_owned);
-    let dir = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix("quire-bench-")
         .tempdir_in(&parent)
         .map_err(|source| BenchError::WorkDir {
             dir: parent.clone(),
             source,
-        })?;
+        })
+}
+
+/// [`start_cluster`] in a directory made by [`run_dir`] (which may already hold files the
+/// nodes read, such as a config file named in `env`).
+pub async fn cluster_in(
+    dir: tempfile::TempDir,
+    quire_bin: &Path,
+    nodes: usize,
+    env: Vec<(String, String)>,
+    sandbox_args: Vec<String>,
+) -> Result<(tempfile::TempDir, LocalCluster), BenchError> {
     let up = LocalCluster::up(Spec {
         dir: dir.path().join("cluster"),
         binary: quire_bin.to_owned(),
@@ -402,6 +420,22 @@ pub async fn start_cluster(
                 e.context(format!("logs kept in {}", kept.display())),
             ))
         }
+    }
+}
+
+/// A run's outcome with its directory: removed when the run succeeded, kept (with the
+/// nodes' logs) and named in the error when it failed. Drop the cluster before calling this,
+/// so its processes are gone.
+pub fn keep_on_error<T>(
+    dir: tempfile::TempDir,
+    outcome: Result<T, BenchError>,
+) -> Result<T, BenchError> {
+    match outcome {
+        Ok(v) => Ok(v),
+        Err(source) => Err(BenchError::Kept {
+            dir: dir.keep(),
+            source: Box::new(source),
+        }),
     }
 }
 

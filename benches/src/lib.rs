@@ -4,7 +4,8 @@
 //! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
 //! scenarios that drive a cluster of real `quire` processes started by
 //! `quire_node::local_cluster` (`raft_commit`, `audit_commit`, `failover`, `budget_share`,
-//! `memory`, with their shared admin writes in `admin_writes` and the report's short runs in
+//! `memory`, `forwarding`, `drain_time`, with their shared admin writes in `admin_writes`, the
+//! placement and metrics readings in `placement_view` and the report's short runs in
 //! `report_scenarios`), the side-by-side with Notion's own MCP server
 //! (`side_by_side`), a small MCP client (`mcp_client`) and the report's SVG chart (`chart`). It must not know Quire's internals: it talks
 //! to nodes only through their public HTTP APIs (admin API, later MCP), as an operator or an
@@ -14,12 +15,15 @@ pub mod admin_writes;
 pub mod audit_commit;
 pub mod budget_share;
 pub mod chart;
+pub mod drain_time;
 pub mod etcd;
 pub mod failover;
+pub mod forwarding;
 pub mod load;
 pub mod machine;
 pub mod mcp_client;
 pub mod memory;
+pub mod placement_view;
 pub mod raft_commit;
 pub mod report;
 pub mod report_cmd;

@@ -155,14 +155,14 @@ impl Percentiles {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 3 significant figures over 1 µs ..= HISTOGRAM_MAX_US: bounds are constants, so this
     // cannot fail.
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("constant histogram bounds")
 }
 
 /// `d` in whole microseconds, within the histogram's bounds.
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, HISTOGRAM_MAX_US)

@@ -41,8 +41,14 @@ enum Command {
     /// Resident memory of one node idle, after creating tenants and after opening MCP
     /// sessions; per tenant and per session.
     Memory(quire_bench::memory::MemoryArgs),
+    /// Latency of a tool call whose shard owner is the entry node against one forwarded to
+    /// the owner over the peer transport, interleaved in one run on a 3-node cluster.
+    Forwarding(quire_bench::forwarding::ForwardingArgs),
+    /// Time to move every shard off a drained node of a 3-node cluster holding many
+    /// tenants, with the progress seen in `GET /admin/v1/placement`.
+    DrainTime(quire_bench::drain_time::DrainTimeArgs),
     /// Runs the side-by-side (with its open-loop sweep), the Raft commit benchmark,
-    /// failover, budget-share and memory with modest durations and writes
+    /// failover, budget-share, memory, forwarding and drain-time with modest durations and writes
     /// benches/REPORT.md, the JSON and a latency chart (SVG).
     Report(ReportArgs),
 }
@@ -330,6 +336,8 @@ async fn main() -> std::process::ExitCode {
         Command::Failover(args) => quire_bench::failover::main(args, command).await,
         Command::BudgetShare(args) => quire_bench::budget_share::main(args, command).await,
         Command::Memory(args) => quire_bench::memory::main(args, command).await,
+        Command::Forwarding(args) => quire_bench::forwarding::main(args, command).await,
+        Command::DrainTime(args) => quire_bench::drain_time::main(args, command).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -71,7 +71,7 @@ pub struct MemoryReport {
 }
 
 /// Runs `jobs` (each an async step) `concurrency` at a time; the first error stops it.
-async fn in_batches<F, Fut>(count: usize, concurrency: usize, job: F) -> Result<(), BenchError>
+pub async fn in_batches<F, Fut>(count: usize, concurrency: usize, job: F) -> Result<(), BenchError>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<(), BenchError>> + Send + 'static,

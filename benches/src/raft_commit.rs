@@ -101,6 +101,20 @@ pub enum BenchError {
     NoLeader(String),
     #[error("the first write failed, so the benchmark would measure nothing: {0}")]
     Preflight(String),
+    /// An argument out of its range (the message names it and the range).
+    #[error("{0}")]
+    Invalid(String),
+    /// A bounded wait ran out (the message says what was awaited and what was last seen).
+    #[error("{0}")]
+    Timeout(String),
+    /// A setup or measuring step failed (the message says which).
+    #[error("{0}")]
+    Step(String),
+    #[error("{source} (the run's directory, with the nodes' logs, is kept in {})", .dir.display())]
+    Kept {
+        dir: PathBuf,
+        source: Box<BenchError>,
+    },
 }
 
 /// One concurrency level's outcome.

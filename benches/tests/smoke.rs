@@ -462,3 +462,128 @@ fn memory_reads_the_node_rss_at_each_step() {
         "{stdout}"
     );
 }
+
+#[test]
+fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
+    let (report, stdout) = run_bench(&["forwarding", "--calls", "20", "--warmup-calls", "5"]);
+    assert_eq!(report["benchmark"], "forwarding");
+    let (local, remote) = (&report["local"], &report["remote"]);
+    for side in [local, remote] {
+        assert_eq!(side["ok"], 20, "{report}");
+        assert_eq!(side["errors"], 0, "{report}");
+        assert!(side["latency_us"]["p50"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            side["latency_us"]["p99"].as_u64().unwrap()
+                >= side["latency_us"]["p50"].as_u64().unwrap(),
+            "{report}"
+        );
+    }
+    let owner = report["owner"].as_u64().unwrap();
+    assert_eq!(local["node"].as_u64(), Some(owner), "{report}");
+    assert_ne!(remote["node"].as_u64(), Some(owner), "{report}");
+    // Every remote call (priming, 5 warm-up, 20 measured) went to the owner as a DataCall,
+    // and the owner forwarded nothing.
+    assert!(
+        report["forwarded_by_remote_node"].as_u64().unwrap() >= 26,
+        "{report}"
+    );
+    assert_eq!(report["forwarded_by_owner"], 0, "{report}");
+    assert!(
+        report["served_by_owner"].as_u64().unwrap() >= 26,
+        "{report}"
+    );
+    assert!(report["p50_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["p99_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        stdout.contains("forwarding overhead (remote / local, same run)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("load average"), "{stdout}");
+}
+
+#[test]
+fn drain_time_empties_the_drained_node() {
+    let (report, stdout) = run_bench(&[
+        "drain-time",
+        "--tenants",
+        "20",
+        "--interval-ms",
+        "300",
+        "--max-moves-per-round",
+        "4",
+    ]);
+    assert_eq!(report["benchmark"], "drain-time");
+    assert_eq!(report["interval_ms"], 300);
+    assert_eq!(report["max_moves_per_round"], 4);
+    let drained = report["drained_node"].as_u64().unwrap();
+    let moved = report["shards_moved"].as_u64().unwrap();
+    assert!(moved > 0, "{report}");
+    let count = |which: &str, node: u64| {
+        report[which]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0].as_u64() == Some(node))
+            .and_then(|p| p[1].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("before", drained), moved, "{report}");
+    assert_eq!(count("after", drained), 0, "{report}");
+    // Every shard moved landed on another node.
+    let total = |which: &str| -> u64 {
+        report[which]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("before"), total("after"), "{report}");
+    // The progress ends at zero, every reading lower than the one before, and the drops
+    // add up to the shards moved.
+    let progress = report["progress"].as_array().unwrap();
+    assert_eq!(progress.last().unwrap()["shards_left"], 0, "{report}");
+    let left: Vec<u64> = progress
+        .iter()
+        .map(|s| s["shards_left"].as_u64().unwrap())
+        .collect();
+    assert!(left.windows(2).all(|w| w[1] < w[0]), "{report}");
+    let drops: u64 = report["moves_per_step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .sum();
+    assert_eq!(drops, moved, "{report}");
+    // At most 4 moves a round, rounds at least 300 ms apart: the drain cannot finish before
+    // its last round is due.
+    let seconds = report["seconds_to_empty"].as_f64().unwrap();
+    let min_rounds = moved.div_ceil(4);
+    assert_eq!(report["min_rounds"], min_rounds, "{report}");
+    assert!(
+        seconds >= (min_rounds - 1) as f64 * 0.29 && seconds < 120.0,
+        "{seconds} s to empty for {min_rounds} rounds: {report}"
+    );
+    assert!(stdout.contains("shards moved off in"), "{stdout}");
+}
+
+#[test]
+fn forwarding_and_drain_time_refuse_bad_arguments() {
+    for (args, needle) in [
+        (&["forwarding", "--calls", "0"][..], "--calls must be 1 to"),
+        (
+            &["drain-time", "--interval-ms", "50"][..],
+            "--interval-ms must be 100 to",
+        ),
+        (&["drain-time", "--node", "7"][..], "--node must be 1 to 3"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
+            .args(args)
+            .output()
+            .expect("quire-bench runs");
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}

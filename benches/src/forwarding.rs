@@ -1,0 +1,689 @@
+//! The forwarding benchmark: what it costs a tool call to reach its integration's shard owner
+//! from another node. On a 3-process loopback cluster (mutual TLS between peers) one
+//! integration with a high budget serves a workspace; its shard's owner is read from
+//! `GET /admin/v1/placement` once the shard is assigned and stable. One MCP session is opened
+//! on the owner (its calls go to the local data plane) and one on a node that does not own
+//! the shard (its calls travel to the owner as a `DataCall`), and the two are measured in the
+//! same run, interleaved one call at a time in the order L R R L L R R L ... after a
+//! warm-up, each session primed with one call before the clock. Every call is
+//! `notion-get-self` (one Notion request to the sandbox, its rate limit off and no added
+//! latency), answered after its audit record committed, so both sides pay the same audit
+//! commit and the difference is the hop to the owner and back.
+//!
+//! The non-owner's `quire_forwarded_calls_total{outcome="ok"}` (from `/metrics`) must grow
+//! by at least the remote side's calls and the owner's not at all, and the shard must have
+//! the same owner and epoch at the end: otherwise the sides were not what they claim and the
+//! run fails.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use hdrhistogram::Histogram;
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::admin_writes::{self, RunContext};
+use crate::load::{self, Percentiles};
+use crate::mcp_client::McpSession;
+use crate::placement_view;
+use crate::raft_commit::{BenchError, NODES, leader};
+use crate::report;
+
+/// The tool every call makes (one Notion request).
+pub const TOOL: &str = crate::audit_commit::TOOL;
+/// One tool call taking longer than this fails the call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most measured calls per side.
+pub const MAX_CALLS: usize = 1_000_000;
+/// The tenant (the cluster's demo tenant) and the integration the calls use.
+const TENANT: &str = "demo";
+const INTEGRATION: &str = "fwd";
+/// The shard's owner must stay the same for this long before measuring.
+const STABLE_FOR: Duration = Duration::from_secs(3);
+/// Pause between placement reads while waiting.
+const POLL: Duration = Duration::from_millis(200);
+/// Distinct error messages kept per side.
+const MAX_ERROR_SAMPLES: usize = 5;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ForwardingArgs {
+    /// Measured calls per side.
+    #[arg(long, default_value_t = 2000)]
+    pub calls: usize,
+    /// Calls per side before measuring starts (not counted).
+    #[arg(long, default_value_t = 200)]
+    pub warmup_calls: usize,
+    /// Give up when the integration's shard has no stable owner within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub settle_timeout_secs: u64,
+    /// The quire binary (default: `quire` next to this executable).
+    #[arg(long)]
+    pub quire_bin: Option<PathBuf>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Where the cluster's temporary directory is made.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl ForwardingArgs {
+    /// Checks the arguments, naming the one out of range.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.calls == 0 || self.calls > MAX_CALLS {
+            return Err(BenchError::Invalid(format!(
+                "--calls must be 1 to {MAX_CALLS}, not {}",
+                self.calls
+            )));
+        }
+        if self.warmup_calls > MAX_CALLS {
+            return Err(BenchError::Invalid(format!(
+                "--warmup-calls must be at most {MAX_CALLS}, not {}",
+                self.warmup_calls
+            )));
+        }
+        if self.settle_timeout_secs == 0 || self.settle_timeout_secs > 3600 {
+            return Err(BenchError::Invalid(format!(
+                "--settle-timeout-secs must be 1 to 3600, not {}",
+                self.settle_timeout_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One side's measured calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideResult {
+    /// `local` (the session is on the shard's owner) or `remote` (on another node).
+    pub side: &'static str,
+    /// The node the session is on.
+    pub node: u64,
+    pub ok: u64,
+    pub errors: u64,
+    /// Latency of the successful measured calls, in microseconds.
+    pub latency_us: Percentiles,
+    pub error_samples: Vec<String>,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardingReport {
+    pub benchmark: &'static str,
+    #[serde(flatten)]
+    pub context: RunContext,
+    pub nodes: usize,
+    /// The integration's shard (`group#index`), its owner and epoch throughout the run.
+    pub shard: String,
+    pub owner: u64,
+    pub epoch: u64,
+    pub calls_per_side: usize,
+    pub warmup_calls: usize,
+    pub local: SideResult,
+    pub remote: SideResult,
+    /// Remote over local, for p50, p99 and the mean.
+    pub p50_ratio: f64,
+    pub p99_ratio: f64,
+    pub mean_ratio: f64,
+    /// Growth of `quire_forwarded_calls_total{outcome="ok"}` over the calls, on the remote
+    /// side's node and on the owner.
+    pub forwarded_by_remote_node: u64,
+    pub forwarded_by_owner: u64,
+    /// Growth of `quire_forward_served_total{outcome="ok"}` on the owner.
+    pub served_by_owner: u64,
+    /// Tool calls the remote session made while the counters were watched (priming,
+    /// warm-up and measured, failed ones included).
+    pub remote_calls_made: u64,
+}
+
+/// An integration with the largest budget on the demo tenant, a workspace on it, an agent
+/// and its token (through `node_http`).
+async fn provision(
+    http: &reqwest::Client,
+    node_http: &str,
+    token: &str,
+) -> Result<String, BenchError> {
+    let base = format!("{node_http}/admin/v1/tenants/{TENANT}");
+    let steps = [
+        (
+            "integrations",
+            json!({"id": INTEGRATION, "display_name": "forwarding", "notion_token": "secret_sandbox_alpha",
+                   "requests_per_second": 1000, "burst": 10000}),
+        ),
+        (
+            "workspaces",
+            json!({"id": "fwd", "display_name": "forwarding", "integration": INTEGRATION}),
+        ),
+        (
+            "principals",
+            json!({"id": "fwd-agent", "display_name": "forwarding agent"}),
+        ),
+        (
+            "principals/fwd-agent/workspaces",
+            json!({"workspace": "fwd"}),
+        ),
+    ];
+    for (path, body) in steps {
+        step_ok(http, Method::POST, &format!("{base}/{path}"), token, &body).await?;
+    }
+    let issued = step_ok(
+        http,
+        Method::POST,
+        &format!("{base}/tokens"),
+        token,
+        &json!({"principal": "fwd-agent", "workspace": "fwd"}),
+    )
+    .await?;
+    issued["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| BenchError::Step("the token answer has no token".into()))
+}
+
+/// An admin request that must succeed (2xx).
+async fn step_ok(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, BenchError> {
+    let what = format!("{method} {url}");
+    let answer = admin_writes::request(http, method, url, token, Some(body))
+        .await
+        .map_err(BenchError::Step)?;
+    if answer.status.is_success() {
+        Ok(answer.body)
+    } else {
+        Err(BenchError::Step(answer.describe(&what)))
+    }
+}
+
+/// The integration's shard, as every node computes it (the tenant has no residency policy).
+pub fn integration_shard() -> Result<String, BenchError> {
+    use quire_raft::ids::{IntegrationId, TenantId};
+    use quire_raft::placement::{Residency, integration_key, shard_of};
+    let tenant = TenantId::new(TENANT).map_err(|e| BenchError::Step(e.to_string()))?;
+    let integration =
+        IntegrationId::new(INTEGRATION).map_err(|e| BenchError::Step(e.to_string()))?;
+    Ok(shard_of(&Residency::any(), &integration_key(&tenant, &integration)).to_string())
+}
+
+/// Waits until `shard` has an owner that stays the same (owner and epoch) for
+/// [`STABLE_FOR`] with no move planned; returns (owner, epoch).
+async fn stable_owner(
+    http: &reqwest::Client,
+    node_http: &str,
+    token: &str,
+    shard: &str,
+    timeout: Duration,
+) -> Result<(u64, u64), BenchError> {
+    let deadline = Instant::now() + timeout;
+    let mut since: Option<((u64, u64), Instant)> = None;
+    loop {
+        let placement = placement_view::fetch(http, node_http, token).await?;
+        let now = Instant::now();
+        let current = placement_view::owner_of(&placement, shard);
+        let settled = placement_view::pending_moves(&placement) == 0;
+        since = match (current, since) {
+            (Some(c), Some((s, at))) if c == s && settled => Some((s, at)),
+            (Some(c), _) if settled => Some((c, now)),
+            _ => None,
+        };
+        if let Some((owner, at)) = since
+            && now.duration_since(at) >= STABLE_FOR
+        {
+            return Ok(owner);
+        }
+        if now >= deadline {
+            return Err(BenchError::Timeout(format!(
+                "shard {shard} had no stable owner within {timeout:?} (last seen: owner {}, {} moves pending)",
+                current.map_or("none".to_owned(), |(o, e)| format!("{o} at epoch {e}")),
+                placement_view::pending_moves(&placement)
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One side while it runs.
+struct Side {
+    session: McpSession,
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+    calls_made: u64,
+}
+
+impl Side {
+    fn new(session: McpSession) -> Side {
+        Side {
+            session,
+            histogram: load::new_histogram(),
+            ok: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+            calls_made: 0,
+        }
+    }
+
+    /// One call; counted (latency or error) when `measured`.
+    async fn call(&mut self, measured: bool) {
+        let started = Instant::now();
+        let outcome = self.session.call_tool(TOOL, json!({})).await;
+        let took = started.elapsed();
+        self.calls_made += 1;
+        if !measured {
+            return;
+        }
+        match outcome {
+            Ok(_) => {
+                self.ok += 1;
+                self.histogram.saturating_record(load::micros(took));
+            }
+            Err(e) => {
+                self.errors += 1;
+                let message = e.to_string();
+                if self.error_samples.len() < MAX_ERROR_SAMPLES
+                    && !self.error_samples.contains(&message)
+                {
+                    self.error_samples.push(message);
+                }
+            }
+        }
+    }
+
+    fn result(&self, side: &'static str, node: u64) -> SideResult {
+        SideResult {
+            side,
+            node,
+            ok: self.ok,
+            errors: self.errors,
+            latency_us: Percentiles::of(&self.histogram),
+            error_samples: self.error_samples.clone(),
+        }
+    }
+}
+
+/// `a / b`, 0 when `b` is 0.
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Growth of `quire_forwarded_calls_total{outcome="ok"}` (or served) between two pages.
+fn grew(before: &str, after: &str, name: &str) -> u64 {
+    let label = "outcome=\"ok\"";
+    let d =
+        placement_view::sample(after, name, label) - placement_view::sample(before, name, label);
+    d.max(0.0) as u64
+}
+
+/// Runs the benchmark. `progress` gets one line per step.
+pub async fn run(
+    args: &ForwardingArgs,
+    quire_bin: PathBuf,
+    command: String,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ForwardingReport, BenchError> {
+    args.validate()?;
+    let (dir, cluster) = admin_writes::start_cluster(
+        &quire_bin,
+        args.work_dir.as_deref(),
+        NODES,
+        vec![],
+        vec!["--rate-limit".into(), "off".into()],
+    )
+    .await?;
+    let context = RunContext::start(command, &quire_bin, dir.path());
+    let outcome = measure(args, &cluster, context, progress).await;
+    drop(cluster);
+    admin_writes::keep_on_error(dir, outcome)
+}
+
+async fn measure(
+    args: &ForwardingArgs,
+    cluster: &quire_node::local_cluster::LocalCluster,
+    mut context: RunContext,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ForwardingReport, BenchError> {
+    let admin = admin_writes::admin_client(Duration::from_secs(30))?;
+    let token = cluster.status.admin_token.clone();
+    let first = leader(cluster).await?;
+    let leader_http = cluster
+        .node(first)
+        .map_err(BenchError::Cluster)?
+        .http
+        .clone();
+    let agent = provision(&admin, &leader_http, &token).await?;
+    let shard = integration_shard()?;
+    progress(&format!(
+        "integration {TENANT}/{INTEGRATION} is on shard {shard}; waiting for a stable owner"
+    ));
+    let settle = Duration::from_secs(args.settle_timeout_secs);
+    let (owner, epoch) = stable_owner(&admin, &leader_http, &token, &shard, settle).await?;
+    let remote_node = cluster
+        .status
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|&id| id != owner)
+        .ok_or_else(|| BenchError::Step(format!("no node other than the owner {owner}")))?;
+    let owner_http = cluster
+        .node(owner)
+        .map_err(BenchError::Cluster)?
+        .http
+        .clone();
+    let remote_http = cluster
+        .node(remote_node)
+        .map_err(BenchError::Cluster)?
+        .http
+        .clone();
+    progress(&format!(
+        "shard {shard}: owner node {owner} at epoch {epoch}; local session on node {owner}, remote on node {remote_node}"
+    ));
+
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(BenchError::Http)?;
+    let metrics_before = (
+        placement_view::metrics(&http, &remote_http).await?,
+        placement_view::metrics(&http, &owner_http).await?,
+    );
+    let mut sides = Vec::with_capacity(2);
+    for (name, node_http) in [("local", &owner_http), ("remote", &remote_http)] {
+        let mut session = McpSession::open(
+            http.clone(),
+            &format!("{node_http}/mcp"),
+            &agent,
+            CALL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| BenchError::Step(format!("opening the {name} MCP session: {e}")))?;
+        // The first call, outside the clock and required to succeed: it starts the tenant's
+        // actors on the owner and the route on the entry node.
+        session
+            .call_tool(TOOL, json!({}))
+            .await
+            .map_err(|e| BenchError::Step(format!("the {name} session's first call: {e}")))?;
+        sides.push(Side::new(session));
+    }
+    let (mut local, mut remote) = match <[Side; 2]>::try_from(sides) {
+        Ok([l, r]) => (l, r),
+        Err(_) => return Err(BenchError::Step("two sessions were not opened".into())),
+    };
+    remote.calls_made = 1;
+    progress(&format!(
+        "{} warm-up + {} measured calls per side, interleaved L R R L",
+        args.warmup_calls, args.calls
+    ));
+    let pairs = args.warmup_calls + args.calls;
+    for i in 0..pairs {
+        let measured = i >= args.warmup_calls;
+        if i % 2 == 0 {
+            local.call(measured).await;
+            remote.call(measured).await;
+        } else {
+            remote.call(measured).await;
+            local.call(measured).await;
+        }
+    }
+    let metrics_after = (
+        placement_view::metrics(&http, &remote_http).await?,
+        placement_view::metrics(&http, &owner_http).await?,
+    );
+    let placement = placement_view::fetch(&admin, &leader_http, &token).await?;
+    let after = placement_view::owner_of(&placement, &shard);
+    if after != Some((owner, epoch)) {
+        return Err(BenchError::Step(format!(
+            "shard {shard} moved during the run (owner {owner} at epoch {epoch} before, {after:?} after): \
+             the sides were not local and remote throughout"
+        )));
+    }
+    let forwarded_by_remote_node = grew(
+        &metrics_before.0,
+        &metrics_after.0,
+        "quire_forwarded_calls_total",
+    );
+    let forwarded_by_owner = grew(
+        &metrics_before.1,
+        &metrics_after.1,
+        "quire_forwarded_calls_total",
+    );
+    let served_by_owner = grew(
+        &metrics_before.1,
+        &metrics_after.1,
+        "quire_forward_served_total",
+    );
+    let remote_ok_all = remote.calls_made - remote.errors;
+    if forwarded_by_remote_node < remote_ok_all || forwarded_by_owner > 0 {
+        return Err(BenchError::Step(format!(
+            "the calls did not take the paths measured: node {remote_node} forwarded {forwarded_by_remote_node} \
+             calls for {remote_ok_all} answered remote calls, the owner {owner} forwarded {forwarded_by_owner}"
+        )));
+    }
+    context.finish();
+    let (l, r) = (
+        local.result("local", owner),
+        remote.result("remote", remote_node),
+    );
+    let report = ForwardingReport {
+        benchmark: "forwarding",
+        context,
+        nodes: NODES,
+        shard,
+        owner,
+        epoch,
+        calls_per_side: args.calls,
+        warmup_calls: args.warmup_calls,
+        p50_ratio: ratio(r.latency_us.p50, l.latency_us.p50),
+        p99_ratio: ratio(r.latency_us.p99, l.latency_us.p99),
+        mean_ratio: ratio(r.latency_us.mean, l.latency_us.mean),
+        local: l,
+        remote: r,
+        forwarded_by_remote_node,
+        forwarded_by_owner,
+        served_by_owner,
+        remote_calls_made: remote.calls_made,
+    };
+    progress(&report.headline());
+    Ok(report)
+}
+
+impl ForwardingReport {
+    /// One line: the ratios and the added milliseconds.
+    pub fn headline(&self) -> String {
+        let added = |r: u64, l: u64| (r as f64 - l as f64) / 1000.0;
+        let (l, r) = (&self.local.latency_us, &self.remote.latency_us);
+        format!(
+            "forwarding overhead (remote / local, same run): p50 {}x ({:+.2} ms), p99 {}x ({:+.2} ms), mean {}x ({:+.2} ms)",
+            report::ratio(self.p50_ratio),
+            added(r.p50, l.p50),
+            report::ratio(self.p99_ratio),
+            added(r.p99, l.p99),
+            report::ratio(self.mean_ratio),
+            added(r.mean, l.mean)
+        )
+    }
+
+    fn rows(&self) -> Vec<[String; 9]> {
+        [&self.local, &self.remote]
+            .iter()
+            .map(|s| {
+                let p = &s.latency_us;
+                [
+                    s.side.to_owned(),
+                    s.node.to_string(),
+                    s.ok.to_string(),
+                    s.errors.to_string(),
+                    report::ms(p.mean),
+                    report::ms(p.p50),
+                    report::ms(p.p95),
+                    report::ms(p.p99),
+                    report::ms(p.max),
+                ]
+            })
+            .collect()
+    }
+
+    const TITLES: [&str; 9] = [
+        "side", "node", "calls", "errors", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms",
+    ];
+
+    fn lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            self.headline(),
+            format!(
+                "shard {} owned by node {} at epoch {} before and after the run; node {} forwarded {} calls to it \
+                 over mutual TLS (quire_forwarded_calls_total{{outcome=\"ok\"}}, {} remote calls made), the owner \
+                 served {} forwarded calls and itself forwarded {}",
+                self.shard,
+                self.owner,
+                self.epoch,
+                self.remote.node,
+                self.forwarded_by_remote_node,
+                self.remote_calls_made,
+                self.served_by_owner,
+                self.forwarded_by_owner
+            ),
+        ];
+        for s in [&self.local, &self.remote] {
+            for e in &s.error_samples {
+                lines.push(format!("error ({}): {e}", s.side));
+            }
+        }
+        lines.push(format!(
+            "setup: {} quire processes on loopback (mTLS between peers, sled fsync); one integration (budget \
+             1000/s, burst 10000) on the Notion sandbox (rate limit off, no added latency); one MCP session on the \
+             shard's owner (local) and one on another node (remote), one call at a time, interleaved L R R L; \
+             each session's first call outside the clock, then {} warm-up and {} measured calls per side; \
+             a call is `{TOOL}` (one Notion request), answered after its audit record committed",
+            self.nodes, self.warmup_calls, self.calls_per_side
+        ));
+        lines.extend(self.context.lines());
+        lines
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::from("Forwarding benchmark\n");
+        let _ = writeln!(
+            out,
+            "{:<6} {:>4} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            Self::TITLES[0],
+            Self::TITLES[1],
+            Self::TITLES[2],
+            Self::TITLES[3],
+            Self::TITLES[4],
+            Self::TITLES[5],
+            Self::TITLES[6],
+            Self::TITLES[7],
+            Self::TITLES[8]
+        );
+        for r in self.rows() {
+            let _ = writeln!(
+                out,
+                "{:<6} {:>4} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+            );
+        }
+        for line in self.lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::from("### Forwarding benchmark\n\n");
+        let _ = writeln!(out, "| {} |", Self::TITLES.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(Self::TITLES.len() - 1));
+        for r in self.rows() {
+            let _ = writeln!(out, "| {} |", r.join(" | "));
+        }
+        out.push('\n');
+        for line in self.lines() {
+            let _ = writeln!(out, "- {line}");
+        }
+        out
+    }
+}
+
+/// `quire-bench forwarding`.
+pub async fn main(args: ForwardingArgs, command: String) -> anyhow::Result<()> {
+    if let Err(e) = args.validate() {
+        bail!("{e}");
+    }
+    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut |l| {
+        eprintln!("quire-bench: {l}")
+    })
+    .await?;
+    admin_writes::emit(
+        &report.to_text(),
+        &report.to_markdown(),
+        &report,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ForwardingArgs {
+        ForwardingArgs {
+            calls: 10,
+            warmup_calls: 0,
+            settle_timeout_secs: 60,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: None,
+        }
+    }
+
+    #[test]
+    fn arguments_out_of_range_are_named() {
+        assert!(args().validate().is_ok());
+        let e = ForwardingArgs { calls: 0, ..args() }
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("--calls must be 1 to"), "{e}");
+        let e = ForwardingArgs {
+            settle_timeout_secs: 0,
+            ..args()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("--settle-timeout-secs"), "{e}");
+        let e = ForwardingArgs {
+            warmup_calls: MAX_CALLS + 1,
+            ..args()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("--warmup-calls"), "{e}");
+    }
+
+    #[test]
+    fn the_shard_is_the_integrations_and_counters_grow() {
+        let shard = integration_shard().unwrap();
+        let (group, index) = shard.rsplit_once('#').unwrap();
+        assert_eq!(group, "*");
+        assert!(index.parse::<u16>().unwrap() < 256);
+        let before = "quire_forwarded_calls_total{outcome=\"ok\"} 3\n";
+        let after = "quire_forwarded_calls_total{outcome=\"ok\"} 10\n";
+        assert_eq!(grew(before, after, "quire_forwarded_calls_total"), 7);
+        assert_eq!(grew(after, before, "quire_forwarded_calls_total"), 0);
+        assert_eq!(grew("", after, "quire_forward_served_total"), 0);
+        assert_eq!(ratio(3, 2), 1.5);
+        assert_eq!(ratio(3, 0), 0.0);
+    }
+}
