@@ -1,6 +1,6 @@
 //! `quire-bench report`: runs the side-by-side with Notion's MCP server (closed loop and an
-//! open-loop sweep), the Raft commit benchmark and the failover, budget-share and memory
-//! scenarios (`report_scenarios`) with modest durations, and writes
+//! open-loop sweep), the Raft commit benchmark and the failover, budget-share, memory,
+//! forwarding and drain-time scenarios (`report_scenarios`) with modest durations, and writes
 //! `benches/REPORT.md`, the JSON of each run and the latency-against-load charts (SVG) to
 //! `benches/report/`.
 
@@ -157,6 +157,8 @@ pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
             budget_duration: spec.duration * 2,
             tenants: crate::memory::MAX_TENANTS - 1,
             sessions: crate::memory::MAX_SESSIONS,
+            forwarding_calls: 1_000,
+            drain_tenants: 300,
         },
         &command,
         &mut progress,

@@ -1,12 +1,15 @@
-//! The failover, budget-share and memory benchmarks as `quire-bench report` runs them: short
-//! runs, each written as JSON next to the report, their headline lines and their Markdown.
+//! The failover, budget-share, memory, forwarding and drain-time benchmarks as
+//! `quire-bench report` runs them: short runs, each written as JSON next to the report, their
+//! headline lines and their Markdown.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::admin_writes::write_file;
 use crate::budget_share::{self, BudgetShareArgs};
+use crate::drain_time::{self, DrainTimeArgs};
 use crate::failover::{self, FailoverArgs};
+use crate::forwarding::{self, ForwardingArgs};
 use crate::memory::{self, MemoryArgs};
 
 /// What the report runs.
@@ -22,6 +25,10 @@ pub struct ScenarioSpec {
     pub budget_duration: Duration,
     pub tenants: usize,
     pub sessions: usize,
+    /// Measured calls per side of the forwarding run.
+    pub forwarding_calls: usize,
+    /// Tenants of the drain-time run.
+    pub drain_tenants: usize,
 }
 
 /// Headline lines (Markdown, one item each) and the figures' Markdown.
@@ -33,8 +40,9 @@ pub struct ScenarioOutput {
     pub json_files: Vec<String>,
 }
 
-/// Runs failover, budget-share and memory in turn and writes `failover.json`,
-/// `budget-share.json` and `memory.json` to the output directory.
+/// Runs failover, budget-share, memory, forwarding and drain-time in turn and writes
+/// `failover.json`, `budget-share.json`, `memory.json`, `forwarding.json` and
+/// `drain-time.json` to the output directory.
 pub async fn run(
     spec: &ScenarioSpec,
     command: &str,
@@ -131,10 +139,70 @@ pub async fn run(
         m.sessions
     ));
     out.markdown.push_str(&m.to_markdown());
+    out.markdown.push('\n');
+
+    let f = forwarding::run(
+        &ForwardingArgs {
+            calls: spec.forwarding_calls,
+            warmup_calls: (spec.forwarding_calls / 10).max(1),
+            settle_timeout_secs: 60,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: spec.work_dir.clone(),
+        },
+        spec.quire_bin.clone(),
+        command.to_owned(),
+        progress,
+    )
+    .await?;
+    save(&json("forwarding.json"), &f)?;
+    out.headline.push(format!(
+        "Forwarding to the shard's owner over mutual TLS ({} calls a side, interleaved): remote / local p50 \
+         **{}x** ({:.2} ms against {:.2} ms), p99 **{}x**",
+        f.calls_per_side,
+        crate::report::ratio(f.p50_ratio),
+        f.remote.latency_us.p50 as f64 / 1000.0,
+        f.local.latency_us.p50 as f64 / 1000.0,
+        crate::report::ratio(f.p99_ratio)
+    ));
+    out.markdown.push_str(&f.to_markdown());
+    out.markdown.push('\n');
+
+    let defaults = quire_node::config::PlacementSection::default();
+    let d = drain_time::run(
+        &DrainTimeArgs {
+            tenants: spec.drain_tenants,
+            concurrency: 32,
+            interval_ms: defaults.interval_ms,
+            max_moves_per_round: defaults.max_moves_per_round,
+            node: None,
+            poll_ms: 100,
+            settle_timeout_secs: 120,
+            drain_timeout_secs: 300,
+            quire_bin: None,
+            json: None,
+            markdown: None,
+            work_dir: spec.work_dir.clone(),
+        },
+        spec.quire_bin.clone(),
+        command.to_owned(),
+        progress,
+    )
+    .await?;
+    save(&json("drain-time.json"), &d)?;
+    out.headline.push(format!(
+        "Drain of one node of 3 ({} tenants): **{} shards** moved off in **{:.1} s** (at most {} moves a round, \
+         one round every {} ms)",
+        d.tenants, d.shards_moved, d.seconds_to_empty, d.max_moves_per_round, d.interval_ms
+    ));
+    out.markdown.push_str(&d.to_markdown());
     out.json_files = vec![
         "failover.json".into(),
         "budget-share.json".into(),
         "memory.json".into(),
+        "forwarding.json".into(),
+        "drain-time.json".into(),
     ];
     Ok(out)
 }
