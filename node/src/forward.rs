@@ -87,11 +87,7 @@ struct Route {
 /// A shard's owner, or the would-be owner of one without. Before any node has recorded its
 /// labels (the first moments of a new cluster, which each node's start fills in), node `me`
 /// serves its own calls.
-pub(crate) fn effective_owner(
-    p: &PlacementState,
-    shard: &ShardId,
-    me: NodeId,
-) -> Option<(NodeId, u64)> {
+fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(NodeId, u64)> {
     let o = p.owner(shard);
     match o.node {
         Some(n) => Some((n, o.epoch)),

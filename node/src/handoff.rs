@@ -173,7 +173,7 @@ impl Handoff {
         let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> = BTreeMap::new();
         let p = state.placement();
         lock(&self.served).retain(|key, s| {
-            match crate::forward::effective_owner(p, &s.shard, me) {
+            match quire_raft::handoff::effective_owner(p, &s.shard, me) {
                 Some((owner, _)) if owner == me => true,
                 Some((owner, epoch)) => {
                     moved
@@ -360,7 +360,9 @@ pub async fn serve(
         // integration in that shard, and its budget here.
         let checked = app.control.read_applied(|s| {
             let p = s.placement();
-            if crate::forward::effective_owner(p, &handoff.shard, me) != Some((me, handoff.epoch)) {
+            if quire_raft::handoff::effective_owner(p, &handoff.shard, me)
+                != Some((me, handoff.epoch))
+            {
                 let o = p.owner(&handoff.shard);
                 return Err(format!(
                     "node {me} does not own shard {} at epoch {} (its state: {:?} at epoch {})",
