@@ -615,15 +615,17 @@ fn lines_naming<'a>(page: &'a str, integration: &str) -> Vec<&'a str> {
     page.lines().filter(|l| l.contains(&label)).collect()
 }
 
-/// Calls `TOOL` on node `node` until it gets an answer that is not a 503 (an election among
-/// the nodes left): the outcome.
+/// Calls `TOOL` on node `node` until it gets an answer that is not a 503 or an
+/// `audit_unavailable` (an election among the nodes left): the outcome.
 async fn answer_on(c: &LocalCluster, node: u64, token: &str, session: &str, id: u64) -> Outcome {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = c.node(node).unwrap().http.clone();
     let deadline = Instant::now() + SETTLE;
     loop {
         match call_once(&http, &base, token, session, id).await {
-            Outcome::Retry(secs, why) if why.starts_with("503") => {
+            Outcome::Retry(secs, why)
+                if why.starts_with("503") || why.starts_with("audit_unavailable") =>
+            {
                 assert!(
                     Instant::now() < deadline,
                     "node {node} kept answering 503: {why}"

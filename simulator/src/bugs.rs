@@ -30,17 +30,28 @@ pub enum Bug {
     /// marks (`quire_raft::placement::plan` given a map whose `draining` is empty): a drained
     /// node keeps its shards, and a round that picks it as a target is refused by `apply`.
     PlacementIgnoresDrains,
+    /// The owner of an integration's shard sends without confirming its view of the shard
+    /// map current and without the fence before each request (`simulator/src/forward.rs`):
+    /// an owner cut off from the group, or whose calls waited for permits across a move,
+    /// keeps sending after the shard moved, beside the new owner.
+    StaleOwnerNotFenced,
+    /// The new owner of an integration's shard sends at once instead of holding off S after
+    /// it first sees the move (`simulator/src/forward.rs`): it sends while the previous owner
+    /// may still be sending.
+    HandoffSkipsHoldOff,
 }
 
 impl Bug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeDurable,
         Bug::StaleLocalRead,
         Bug::LimiterForgetsState,
         Bug::AuthzIgnoresStaleness,
         Bug::AuditAfterAnswer,
         Bug::PlacementIgnoresDrains,
+        Bug::StaleOwnerNotFenced,
+        Bug::HandoffSkipsHoldOff,
     ];
 
     /// The name used on the command line.
@@ -52,6 +63,8 @@ impl Bug {
             Bug::AuthzIgnoresStaleness => "authz-ignores-staleness",
             Bug::AuditAfterAnswer => "audit-after-answer",
             Bug::PlacementIgnoresDrains => "placement-ignores-drains",
+            Bug::StaleOwnerNotFenced => "stale-owner-not-fenced",
+            Bug::HandoffSkipsHoldOff => "handoff-skips-hold-off",
         }
     }
 
@@ -75,6 +88,12 @@ impl Bug {
             }
             Bug::PlacementIgnoresDrains => {
                 "placement rounds plan from the shard map without its drain marks; caught by: drain completes (drain-completes)"
+            }
+            Bug::StaleOwnerNotFenced => {
+                "a shard's owner sends without a view confirmed current and without the fence before each request; caught by: budget respected during handoff (budget-respected-during-handoff)"
+            }
+            Bug::HandoffSkipsHoldOff => {
+                "a shard's new owner sends at once instead of holding off S; caught by: budget respected during handoff (budget-respected-during-handoff)"
             }
         }
     }

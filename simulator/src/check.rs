@@ -7,7 +7,7 @@
 //! rejected writes never visible); [`check_final`] checks the converged cluster (no
 //! acknowledged write lost, no phantom or rejected tenant, every node in the same state);
 //! [`check_notion`] checks what the Notion sandbox received (per-integration budget in every
-//! window, `Retry-After` honoured).
+//! window, across shard handoffs between nodes too; `Retry-After` honoured).
 //!
 //! To add an invariant: observe what it needs (in [`Observer::observe`] for continuous
 //! checks, or in the history / final state), and return a [`Violation`] naming it.
@@ -590,8 +590,6 @@ pub fn check_final(
     Ok(())
 }
 
-/// Windows the budget checker tries, ms (every window starts at a request).
-pub const BUDGET_WINDOWS_MS: [u64; 3] = [1_000, 2_000, 10_000];
 /// Requests may arrive at Notion closer together than their permits were granted by up to
 /// the network's jitter (a connect and a request, each 1-20 ms on turmoil's links); the
 /// bound allows for this much.
@@ -606,47 +604,75 @@ pub fn budget_bound(rps: u32, burst: u32, window_ms: u64) -> u64 {
     u64::from(burst) + u64::from(rps) * (window_ms + NETWORK_SLACK_MS) / 1000
 }
 
-/// What Notion received, per integration: in every window of each length in
-/// [`BUDGET_WINDOWS_MS`] starting at a request, at most [`budget_bound`] requests
-/// (`notion-budget`); after a 429/529 with `Retry-After`, no request before it elapsed,
-/// beyond [`IN_FLIGHT_GRACE_MS`] (`notion-retry-after`). `forgotten_pause(integration,
-/// from_ms, at_ms)` says whether the integration's node restarted in between (a pause is
-/// not carried across a restart: such a request is reported apart, not as a violation).
+/// The first window over the token-bucket bound in `times` (sorted, ms): `(i, j)` such that
+/// the `j - i + 1` requests from `times[i]` to `times[j]` exceed
+/// [`budget_bound`]`(rps, burst, times[j] - times[i])`, or `None`. Every window is tried, of
+/// every length, in one pass: with `g(k) = 1000 k - rps t_k`, the window `(i, j)` is over the
+/// bound exactly when `g(j) - g(i) + 1000 > 1000 burst + rps slack`, so for each `j` it is
+/// enough to look at the smallest `g(i)` so far.
+pub fn over_budget(times: &[u64], rps: u32, burst: u32) -> Option<(usize, usize)> {
+    let g = |k: usize| 1000 * k as i128 - i128::from(rps) * i128::from(times[k]);
+    let limit = 1000 * i128::from(burst) + i128::from(rps) * i128::from(NETWORK_SLACK_MS);
+    let mut lowest = (i128::MAX, 0);
+    for j in 0..times.len() {
+        if g(j) < lowest.0 {
+            lowest = (g(j), j);
+        }
+        if g(j) - lowest.0 + 1000 > limit {
+            return Some((lowest.1, j));
+        }
+    }
+    None
+}
+
+/// What Notion received, per integration, across the whole cluster: in every window, of
+/// every length, at most [`budget_bound`] requests — `budget-respected-during-handoff` when
+/// the requests of the window over the bound came from more than one node (the
+/// integration's shard moved between them), `notion-budget` when one node sent them all;
+/// after a 429/529 with `Retry-After`, no request before it elapsed, beyond
+/// [`IN_FLIGHT_GRACE_MS`] (`notion-retry-after`). `forgotten_pause(paused, early)` says
+/// whether the pause answered to `paused` did not reach the sender of `early` (another node
+/// sent it after a handoff, or its node restarted in between): a pause is not carried across
+/// a restart or a handoff, so such a request is counted apart, not as a violation.
 pub fn check_notion(
     events: &[NotionEvent],
     budgets: &[(u32, u32)],
-    forgotten_pause: impl Fn(usize, u64, u64) -> bool,
+    forgotten_pause: impl Fn(&NotionEvent, &NotionEvent) -> bool,
 ) -> Result<u64, Violation> {
     let mut forgotten = 0;
     for (integration, (name, _)) in INTEGRATIONS.iter().enumerate() {
         let Some(&(rps, burst)) = budgets.get(integration) else {
             continue;
         };
-        let mine: Vec<&NotionEvent> = events
+        let mut mine: Vec<&NotionEvent> = events
             .iter()
             .filter(|e| e.integration == integration)
             .collect();
-        let mut times: Vec<u64> = mine.iter().map(|e| e.at_ms).collect();
-        times.sort_unstable();
-        for window in BUDGET_WINDOWS_MS {
-            let allowed = budget_bound(rps, burst, window);
-            let mut j = 0;
-            for (i, start) in times.iter().enumerate() {
-                j = j.max(i);
-                while j + 1 < times.len() && times[j + 1] <= start + window {
-                    j += 1;
-                }
-                let count = (j - i + 1) as u64;
-                if count > allowed {
-                    return Err(Violation {
-                        invariant: "notion-budget",
-                        at_ms: times[j],
-                        detail: format!(
-                            "integration {name} (budget {rps}/s, burst {burst}): Notion received {count} requests in the {window} ms from {start} ms, above the bound of {allowed}"
-                        ),
-                    });
-                }
-            }
+        mine.sort_by_key(|e| e.at_ms);
+        let times: Vec<u64> = mine.iter().map(|e| e.at_ms).collect();
+        if let Some((i, j)) = over_budget(&times, rps, burst) {
+            let (start, end) = (times[i], times[j]);
+            let window = end - start;
+            let senders: BTreeSet<NodeId> = mine[i..=j].iter().filter_map(|e| e.node).collect();
+            let names: Vec<String> = senders.iter().map(|n| format!("n{n}")).collect();
+            return Err(Violation {
+                invariant: if senders.len() > 1 {
+                    "budget-respected-during-handoff"
+                } else {
+                    "notion-budget"
+                },
+                at_ms: end,
+                detail: format!(
+                    "integration {name} (budget {rps}/s, burst {burst}): Notion received {} requests in the {window} ms from {start} ms to {end} ms, sent by {}, above the token bucket's bound of {}",
+                    j - i + 1,
+                    if names.is_empty() {
+                        "unknown nodes".to_string()
+                    } else {
+                        names.join(" ")
+                    },
+                    budget_bound(rps, burst, window)
+                ),
+            });
         }
         for paused in mine.iter().filter(|e| matches!(e.status, 429 | 529)) {
             let Some(retry_after_s) = paused.retry_after_s else {
@@ -655,7 +681,7 @@ pub fn check_notion(
             let from = paused.at_ms + IN_FLIGHT_GRACE_MS;
             let until = paused.at_ms + retry_after_s * 1000;
             for early in mine.iter().filter(|e| e.at_ms > from && e.at_ms < until) {
-                if forgotten_pause(integration, paused.at_ms, early.at_ms) {
+                if forgotten_pause(paused, early) {
                     forgotten += 1;
                     continue;
                 }
@@ -788,6 +814,7 @@ mod tests {
                 integration: 0,
                 status: 200,
                 retry_after_s: None,
+                node: Some(1),
             })
             .collect()
     }
@@ -799,16 +826,68 @@ mod tests {
         // (permits every 1/3 s, at whole ms).
         let mut ok: Vec<u64> = vec![0, 0, 0, 0, 0];
         ok.extend((1..=30u64).map(|k| (k * 1000).div_ceil(3)));
-        assert_eq!(check_notion(&notion(&ok), &budgets, |_, _, _| false), Ok(0));
+        assert_eq!(check_notion(&notion(&ok), &budgets, |_, _| false), Ok(0));
         // A burst, 1 s at 3/s, then a second burst right away (a node restarted with a
         // limiter that forgot what its previous incarnation sent).
         let mut bad: Vec<u64> = vec![0, 0, 0, 0, 0, 334, 667, 1_000];
         bad.extend([1_100, 1_100, 1_100, 1_100, 1_100]);
-        let v = check_notion(&notion(&bad), &budgets, |_, _, _| false).unwrap_err();
+        let v = check_notion(&notion(&bad), &budgets, |_, _| false).unwrap_err();
         assert_eq!(v.invariant, "notion-budget");
-        assert!(v.detail.contains("alpha"), "{v}");
+        assert!(v.detail.contains("alpha") && v.detail.contains("n1"), "{v}");
         assert_eq!(budget_bound(3, 5, 1_000), 8);
         assert_eq!(budget_bound(3, 5, 10_000), 35);
+    }
+
+    #[test]
+    fn every_window_length_is_checked_against_the_exact_bound() {
+        // 7 requests in 300 ms: within the 1 s bound (8) but over the 300 ms one
+        // (5 + 3 x 0.4 = 6).
+        let times = [10_000, 10_050, 10_100, 10_150, 10_200, 10_250, 10_300];
+        assert_eq!(over_budget(&times, 3, 5), Some((0, 6)));
+        assert_eq!(over_budget(&times[..6], 3, 5), None);
+        // The same 7 spread over 700 ms fit (5 + 3 x 0.8 = 7).
+        let spread = [0, 100, 200, 300, 400, 500, 700];
+        assert_eq!(over_budget(&spread, 3, 5), None);
+        // One pass finds a window that starts after a long quiet time.
+        let mut late: Vec<u64> = (0..20u64).map(|k| k * 400).collect();
+        late.extend([20_000; 9]);
+        assert_eq!(over_budget(&late, 3, 5), Some((20, 25)));
+        // Brute force agrees on seeded sequences.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let mut t = 0;
+            let times: Vec<u64> = (0..rng.random_range(1..40))
+                .map(|_| {
+                    t += rng.random_range(0..400);
+                    t
+                })
+                .collect();
+            let brute = (0..times.len()).any(|i| {
+                (i..times.len())
+                    .any(|j| (j - i + 1) as u64 > budget_bound(3, 5, times[j] - times[i]))
+            });
+            assert_eq!(over_budget(&times, 3, 5).is_some(), brute, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn a_budget_overspent_across_a_handoff_names_the_handoff_invariant() {
+        let budgets = [(3, 5), (3, 5)];
+        // Node 1 spends the burst; node 2, the shard's new owner, spends one more right
+        // after: each node kept its own bucket, the integration got two.
+        let mut events = notion(&[0, 0, 0, 0, 0, 50, 50, 50, 50, 50]);
+        for e in &mut events[5..] {
+            e.node = Some(2);
+        }
+        let v = check_notion(&events, &budgets, |_, _| false).unwrap_err();
+        assert_eq!(v.invariant, "budget-respected-during-handoff");
+        assert!(v.detail.contains("n1 n2"), "{v}");
+        // The same requests spread out (the new owner held off) are within the budget.
+        for (k, e) in events[5..].iter_mut().enumerate() {
+            e.at_ms = 2_000 + 334 * k as u64;
+        }
+        assert_eq!(check_notion(&events, &budgets, |_, _| false), Ok(0));
     }
 
     #[test]
@@ -818,12 +897,12 @@ mod tests {
         events[0].status = 429;
         events[0].retry_after_s = Some(2);
         // 1 100 is within the in-flight grace; 3 000 is after Retry-After.
-        assert_eq!(check_notion(&events, &budgets, |_, _, _| false), Ok(0));
+        assert_eq!(check_notion(&events, &budgets, |_, _| false), Ok(0));
         events[2].at_ms = 2_500;
-        let v = check_notion(&events, &budgets, |_, _, _| false).unwrap_err();
+        let v = check_notion(&events, &budgets, |_, _| false).unwrap_err();
         assert_eq!(v.invariant, "notion-retry-after");
-        // After a restart of the integration's node, the early request is counted apart.
-        assert_eq!(check_notion(&events, &budgets, |_, _, _| true), Ok(1));
+        // A pause that did not reach the early request's sender is counted apart.
+        assert_eq!(check_notion(&events, &budgets, |_, _| true), Ok(1));
     }
 
     fn placement() -> PlacementState {

@@ -15,6 +15,7 @@ pub mod access;
 pub mod bugs;
 pub mod check;
 pub mod faults;
+pub mod forward;
 pub mod node;
 pub mod notion;
 pub mod placement;

@@ -206,7 +206,7 @@ fn run_one(
     );
     let tools = report.tools;
     println!(
-        "tool calls: {} invoked, {} ok, {} failed; Notion received {} requests ({} answered 429/529, {} 500/503); pauses forgotten on restart: {}; tool liveness: {}",
+        "tool calls: {} invoked, {} ok, {} failed; Notion received {} requests ({} answered 429/529, {} 500/503); pauses forgotten on restart or handoff: {}; tool liveness: {}",
         tools.invoked,
         tools.ok,
         tools.failed,

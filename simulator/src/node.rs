@@ -39,6 +39,7 @@ use crate::access::{
     AUDIT_MAX_BATCH, AUDIT_QUEUE, AUTHZ_MAX_STALENESS, AuthzLog, AuthzRecord, binding_of_reason,
 };
 use crate::bugs::Bug;
+use crate::forward::{Forward, ForwardService};
 use crate::notion::{INTEGRATIONS, TurmoilHttp, base_url, budget};
 use crate::trace::{Trace, sim_now};
 
@@ -473,13 +474,16 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         let accepted = listener.accept().await.map(|(stream, _)| stream);
         Some((accepted, listener))
     });
+    // Calls other nodes forward to this one (served once the data plane is up).
+    let forwarding = Arc::new(ForwardService::default());
     let server = PeerServer::new(
         control.clone(),
         tconfig,
         TransportSecurity::Insecure,
         relay.clone(),
     )
-    .map_err(|e| format!("server config: {e}"))?;
+    .map_err(|e| format!("server config: {e}"))?
+    .with_data_calls(forwarding.clone());
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let addr = peer_addr(id);
     let server = tokio::spawn(async move {
@@ -538,12 +542,21 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
             ..DataPlaneConfig::default()
         },
         StartOptions {
-            transport: Some(Arc::new(TurmoilHttp)),
+            transport: Some(Arc::new(TurmoilHttp { node: id })),
             planted_bug_limiters_start_full: setup.bug == Some(Bug::LimiterForgetsState),
         },
     )
     .await
     .map_err(|e| format!("data plane: {}", error_kind(&e.to_string())))?;
+    let forward = Arc::new(Forward::new(
+        id,
+        router.clone(),
+        data.clone(),
+        freshness.clone(),
+        setup.bug,
+        setup.trace.clone(),
+    ));
+    forwarding.set(forward.clone());
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);
     let (tools, mut tool_inbox) = mpsc::channel::<ToolRequest>(TOOL_QUEUE);
     let (members, mut member_inbox) = mpsc::channel::<MemberRequest>(8);
@@ -599,7 +612,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
                 let Some(tool) = tool else { break Ok(()) };
                 let front = ToolFront {
                     id,
-                    data: data.clone(),
+                    forward: forward.clone(),
                     router: router.clone(),
                     freshness: freshness.clone(),
                     audit: audit.clone(),
@@ -632,25 +645,26 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
     outcome
 }
 
-/// The data plane as the tool catalogue sees it: every request goes out for one caller
-/// (the same shape as `node/src/mcp.rs`'s gateway).
+/// The data plane as the tool catalogue sees it: every request goes out for one caller from
+/// its integration's shard owner (the same shape as `node/src/mcp.rs`'s gateway over
+/// `node/src/forward.rs`).
 struct SimGateway {
-    data: DataPlane,
+    forward: Arc<Forward>,
     ctx: CallContext,
 }
 
 impl NotionGateway for SimGateway {
     async fn call(&self, req: NotionRequest) -> Result<serde_json::Value, CallError> {
-        self.data.call(&self.ctx, req).await
+        self.forward.call(&self.ctx, req).await
     }
 }
 
-async fn run_tool(data: DataPlane, tool: &ToolRequest) -> Result<(), String> {
+async fn run_tool(forward: Arc<Forward>, tool: &ToolRequest) -> Result<(), String> {
     let Some((name, token)) = INTEGRATIONS.get(tool.integration) else {
         return Err("unknown_integration".into());
     };
     let gateway = SimGateway {
-        data,
+        forward,
         ctx: CallContext {
             tenant_id: SIM_TENANT.into(),
             workspace_id: format!("ws-{name}"),
@@ -671,7 +685,7 @@ async fn run_tool(data: DataPlane, tool: &ToolRequest) -> Result<(), String> {
 /// What a node's tool front needs to serve one call.
 struct ToolFront {
     id: NodeId,
-    data: DataPlane,
+    forward: Arc<Forward>,
     router: Router,
     freshness: Arc<Freshness>,
     audit: Arc<AuditLog>,
@@ -780,7 +794,7 @@ impl ToolFront {
             }
         }
         let started = sim_now();
-        let result = run_tool(self.data.clone(), &tool).await;
+        let result = run_tool(self.forward.clone(), &tool).await;
         let latency = (sim_now() - started).as_millis() as u64;
         let outcome = match &result {
             Ok(()) => "ok".to_string(),

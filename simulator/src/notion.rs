@@ -3,10 +3,12 @@
 //! turmoil TCP, plugged into `quire_actors`' transport seam), and the log of every request
 //! the sandbox received, stamped with simulated time, that the budget checker reads.
 //!
-//! Until cluster-wide budgets exist, each integration's calls go through one designated node
-//! ([`designated_node`]: integration index mod node count, stable for the run), so one
-//! limiter at a time holds its budget; a call sent while that node is down fails (recorded,
-//! not a violation).
+//! Each request names the node that sent it (the sandbox's client header), so the budget
+//! checker can tell a budget overspent by one node from one overspent across a handoff of the
+//! integration's shard between nodes. Agents send each integration's calls to one entry
+//! node ([`designated_node`]: integration index mod node count, stable for the run), which
+//! forwards its Notion requests to the shard's owner ([`crate::forward`]); a call sent while
+//! the entry node is down fails (recorded, not a violation).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,7 +46,7 @@ pub fn budget() -> Budget {
     Budget::default()
 }
 
-/// The node all of `integration`'s calls go through (see the module docs).
+/// The node agents send `integration`'s calls to (see the module docs).
 pub fn designated_node(integration: usize, nodes: u64) -> NodeId {
     1 + (integration as u64) % nodes.max(1)
 }
@@ -60,6 +62,8 @@ pub struct NotionEvent {
     pub status: u16,
     /// The answer's `Retry-After`, seconds.
     pub retry_after_s: Option<u64>,
+    /// The node that sent it.
+    pub node: Option<NodeId>,
 }
 
 /// Every request the sandbox received, in order.
@@ -155,12 +159,13 @@ pub async fn run_sandbox(setup: SandboxSetup) -> turmoil::Result {
                         at,
                         "notion",
                         format!(
-                            "{} {}{}",
+                            "{} {}{} from {}",
                             seen.integration,
                             seen.status,
                             seen.retry_after_s
                                 .map(|s| format!(" retry-after {s} s"))
-                                .unwrap_or_default()
+                                .unwrap_or_default(),
+                            seen.client.as_deref().unwrap_or("?")
                         ),
                     );
                     log.lock().push(NotionEvent {
@@ -168,6 +173,11 @@ pub async fn run_sandbox(setup: SandboxSetup) -> turmoil::Result {
                         integration,
                         status: seen.status,
                         retry_after_s: seen.retry_after_s,
+                        node: seen
+                            .client
+                            .as_deref()
+                            .and_then(|c| c.strip_prefix('n'))
+                            .and_then(|n| n.parse().ok()),
                     });
                 })));
                 *slot = Some(sandbox.clone());
@@ -180,9 +190,13 @@ pub async fn run_sandbox(setup: SandboxSetup) -> turmoil::Result {
     Ok(())
 }
 
-/// The nodes' HTTP transport to the sandbox: one HTTP/1.1 connection per request over
-/// turmoil TCP (hyper). Only bytes move here; the client's rules stay in `quire_actors`.
-pub struct TurmoilHttp;
+/// A node's HTTP transport to the sandbox: one HTTP/1.1 connection per request over turmoil
+/// TCP (hyper), each request naming the node in the sandbox's client header. Only bytes move
+/// here; the client's rules stay in `quire_actors`.
+pub struct TurmoilHttp {
+    /// The node that sends.
+    pub node: NodeId,
+}
 
 struct HyperBody(hyper::body::Incoming);
 
@@ -232,7 +246,8 @@ impl HttpTransport for TurmoilHttp {
             let mut builder = hyper::Request::builder()
                 .method(method)
                 .uri(path)
-                .header("host", format!("{host}:{port}"));
+                .header("host", format!("{host}:{port}"))
+                .header(quire_sandbox::CLIENT_HEADER, format!("n{}", self.node));
             for (name, value) in &request.headers {
                 builder = builder.header(*name, value.as_str());
             }

@@ -22,8 +22,7 @@ use crate::check::{
 use crate::faults::{Fault, region_loss, schedule};
 use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
 use crate::notion::{
-    INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, designated_node,
-    run_sandbox,
+    INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, run_sandbox,
 };
 use crate::trace::Trace;
 use crate::workload::{
@@ -177,8 +176,9 @@ pub struct ToolCounts {
     pub notion_throttled: usize,
     /// Of which answered 500 or 503.
     pub notion_errors: usize,
-    /// Requests sent during a `Retry-After` pause by a node that restarted after the pause
-    /// began (a pause is not carried across a restart; see the README).
+    /// Requests sent during a `Retry-After` pause by a node the pause did not reach: another
+    /// node, after the integration's shard moved, or one that restarted after the pause began
+    /// (a pause is not carried across a handoff or a restart; see the README).
     pub pauses_forgotten: u64,
     /// Tool calls the nodes acknowledged (each must have one audit record).
     pub acknowledged: usize,
@@ -700,8 +700,11 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         })
         .collect();
     let mut pauses_forgotten = 0;
-    match check_notion(&events, &budgets, |integration, from, to| {
-        restarts.restarted_between(designated_node(integration, nodes), from, to)
+    match check_notion(&events, &budgets, |paused, early| {
+        early.node != paused.node
+            || early
+                .node
+                .is_some_and(|n| restarts.restarted_between(n, paused.at_ms, early.at_ms))
     }) {
         Ok(forgotten) => pauses_forgotten = forgotten,
         Err(v) => {

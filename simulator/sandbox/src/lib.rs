@@ -156,7 +156,13 @@ pub struct RequestSeen {
     pub status: u16,
     /// The answer's `Retry-After`, seconds.
     pub retry_after_s: Option<u64>,
+    /// The request's [`CLIENT_HEADER`], if it had one: a test harness names the sender of
+    /// each request with it (Notion has no such header; the sandbox only reports it).
+    pub client: Option<String>,
 }
+
+/// The header a test harness may set to name a request's sender in [`RequestSeen::client`].
+pub const CLIENT_HEADER: &str = "x-sandbox-client";
 
 /// Called once per authenticated request, when its answer is ready.
 pub type RequestObserver = Arc<dyn Fn(RequestSeen) + Send + Sync>;

@@ -54,6 +54,11 @@ pub(crate) async fn gate(State(sb): State<Sandbox>, mut req: Request, next: Next
         .get("notion-version")
         .map(|v| v.to_str().unwrap_or("(not ASCII)").to_string());
     let integration = token.as_deref().and_then(|t| sb.integration_of(t));
+    let client = req
+        .headers()
+        .get(crate::CLIENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let response = match sb.admit(token.as_deref(), version.as_deref()) {
         Err((err, request_id)) => err.render(&request_id),
         Ok(admission) => {
@@ -78,6 +83,7 @@ pub(crate) async fn gate(State(sb): State<Sandbox>, mut req: Request, next: Next
             integration,
             status: response.status().as_u16(),
             retry_after_s,
+            client,
         });
     }
     response
