@@ -260,7 +260,9 @@ struct Side {
     ok: u64,
     errors: u64,
     error_samples: Vec<String>,
+    /// Calls made, and those that failed, measured or not.
     calls_made: u64,
+    failed: u64,
 }
 
 impl Side {
@@ -272,6 +274,7 @@ impl Side {
             errors: 0,
             error_samples: Vec::new(),
             calls_made: 0,
+            failed: 0,
         }
     }
 
@@ -281,6 +284,7 @@ impl Side {
         let outcome = self.session.call_tool(TOOL, json!({})).await;
         let took = started.elapsed();
         self.calls_made += 1;
+        self.failed += u64::from(outcome.is_err());
         if !measured {
             return;
         }
@@ -462,7 +466,7 @@ async fn measure(
         &metrics_after.1,
         "quire_forward_served_total",
     );
-    let remote_ok_all = remote.calls_made - remote.errors;
+    let remote_ok_all = remote.calls_made - remote.failed;
     if forwarded_by_remote_node < remote_ok_all || forwarded_by_owner > 0 {
         return Err(BenchError::Step(format!(
             "the calls did not take the paths measured: node {remote_node} forwarded {forwarded_by_remote_node} \
