@@ -567,6 +567,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_keeps_its_directory_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        assert_eq!(keep_on_error(dir, Ok(7)).unwrap(), 7);
+        assert!(!path.exists(), "a run that succeeded leaves nothing");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let e = keep_on_error::<()>(dir, Err(BenchError::Step("the drain stalled".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(path.is_dir(), "{e}");
+        assert!(e.starts_with("the drain stalled"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
     fn medians_and_maxima() {
         assert_eq!(median(&[]), 0.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
