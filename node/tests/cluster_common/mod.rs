@@ -508,13 +508,13 @@ pub async fn list_tenants(
         }
         // A linearizable read answers 503 ("retry") while the leader cannot confirm its
         // lease (an election, a follower just back): retried for a while, like a client would.
-        let retry_until = std::time::Instant::now() + READ_RETRY_WINDOW;
+        let retry_until = tokio::time::Instant::now() + READ_RETRY_WINDOW;
         let body = loop {
             let answer =
                 admin_request(http, base, token, Method::GET, &path, None, READ_DEADLINE).await;
             match answer {
                 Answer::Status(200, body) => break body,
-                Answer::Status(503, _) if std::time::Instant::now() < retry_until => {
+                Answer::Status(503, _) if tokio::time::Instant::now() < retry_until => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 other => bail!("GET {path} on {base}: {other:?}"),
