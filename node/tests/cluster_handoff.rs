@@ -1,23 +1,26 @@
 //! An integration's rate-limiter state follows its shard when the shard moves: three real
 //! `quire` processes (mutual TLS between them) and the Notion sandbox with its own rate limit;
-//! one integration with a budget of 3 requests/s and a burst of 10; MCP clients on all three
+//! one integration with a budget of 3 requests/s and a burst of 12; MCP clients on all three
 //! nodes call a tool on it without pause. Under that load the shard's owner is drained (the
 //! admin API), so the shard moves to another node while calls keep coming, and the load goes
 //! on after the move. Notion (the sandbox) never answers 429 and never admits more in one
 //! second than the budget allows; every call that failed told the agent it may retry
 //! (`retry_after_seconds`); the old owner handed its limiter to the new one, which adopted it.
 //!
-//! Why this can fail. The sandbox's bucket (3/s, 12) and Quire's (3/s, 10) refill at the same
-//! rate, so while Quire's sends follow one bucket the sandbox always holds at least two tokens
-//! more than Quire's bucket — slack for network jitter — and never answers 429. Under this
-//! load the old owner's bucket is empty when the move is applied (every token is taken as it
-//! is earned). Nobody sends for the hold-off S (1 s) and a little more, so the sandbox earns
-//! about 3 to 4 tokens: it holds about 5 or 6 when the new owner may send. A new owner whose
-//! bucket started full would send its whole burst of 10 at once, and the sandbox would answer
-//! about 4 of them 429 (and admit more than 13 in that second). The handed-off snapshot (about
-//! empty, refilled during the hold-off, so about 3 tokens) keeps the two buckets in step. A
-//! pause would carry the same way (the old owner's `Retry-After` is in the snapshot); the
-//! actors' tests check that a merge never shortens one.
+//! Why this can fail. The sandbox's bucket (3/s, 14) and Quire's (3/s, 12) refill at the same
+//! rate. The test first empties the sandbox's bucket and lets it earn 2 tokens; Quire's starts
+//! empty on the owner's first call. From then on, while Quire's sends follow one bucket, the
+//! sandbox holds about 2 tokens more than Quire's bucket — slack for network jitter — and
+//! never answers 429. Under this load the old owner's bucket is empty when the move is applied
+//! (every token is taken as it is earned). Nobody sends for the hold-off S (1 s) and a little
+//! more (about 1.5 s in all, measured), so the sandbox holds about 2 + 4.5 tokens when the new
+//! owner may send. A new owner whose bucket started full would send its whole burst of 12 at
+//! once (twelve clients each have a call waiting), and the sandbox would answer some of them
+//! 429 (with a full bucket forced at the adopting node, a run saw 3 answered 429 and the test
+//! failed; with the carried snapshot, none). The handed-off snapshot (about empty, refilled
+//! during the hold-off, so about 4.5 tokens) keeps the two buckets in step. A pause would
+//! carry the same way (the old owner's `Retry-After` is in the snapshot); the actors' tests
+//! check that a merge never shortens one.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -38,9 +41,13 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const BUDGET_RPS: u64 = 3;
-const BUDGET_BURST: u64 = 10;
-const SANDBOX_BURST: u64 = 12;
-const CLIENTS_PER_NODE: usize = 2;
+const BUDGET_BURST: u64 = 12;
+const SANDBOX_BURST: u64 = 14;
+/// Tokens the sandbox's bucket holds when the load starts (and about how many it stays ahead
+/// of Quire's): room for network jitter, well below the burst a full bucket would send.
+const SANDBOX_SLACK: u64 = 2;
+/// Enough clients that a full bucket's burst would all go at once (each has one call open).
+const CLIENTS_PER_NODE: usize = 4;
 /// Load before the drain starts, and after the shard has moved.
 const BEFORE: Duration = Duration::from_secs(4);
 const AFTER: Duration = Duration::from_secs(6);
@@ -79,6 +86,7 @@ struct Seen {
     ok: u32,
     /// Calls that succeeded after the shard had moved.
     ok_after_move: u32,
+    times: Vec<Instant>,
     /// Failed calls that carried `retry_after_seconds`.
     retryable: Vec<String>,
     /// Failed calls that did not.
@@ -167,18 +175,8 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     };
 
     let http = reqwest::Client::new();
-    let stats_url = format!("{}/__sandbox/stats", c.status.sandbox_url);
-    http.post(format!("{stats_url}/reset"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-
-    // Load from every node until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let moved = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
+    // Every client's MCP session first, so that nothing but the load runs once it starts.
+    let mut sessions = Vec::new();
     for id in 1..=3u64 {
         for k in 0..CLIENTS_PER_NODE {
             let url = c.node(id).unwrap().http.clone();
@@ -191,40 +189,81 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
             )
             .await
             .unwrap();
-            let (stop, moved) = (stop.clone(), moved.clone());
-            clients.push(tokio::spawn(async move {
-                let mut seen = Seen::default();
-                let mut n = 10;
-                while !stop.load(Ordering::SeqCst) {
-                    n += 1;
-                    let after_move = moved.load(Ordering::SeqCst);
-                    let answer = session.call_tool(n, TOOL, &json!({})).await;
-                    let v = match &answer {
-                        Ok((200, body)) => message_of(body).unwrap_or_default(),
-                        other => {
-                            seen.failed.push(format!("{other:?}"));
-                            continue;
-                        }
-                    };
-                    if v["result"]["isError"] == Value::Bool(true) {
-                        let err = &v["result"]["structuredContent"];
-                        if err["retry_after_seconds"].as_u64().is_some_and(|s| s >= 1) {
-                            seen.retryable.push(err.to_string());
-                        } else {
-                            seen.failed.push(v.to_string());
-                        }
-                    } else if v.get("error").is_some() || v.get("result").is_none() {
-                        seen.failed.push(v.to_string());
+            sessions.push((id, session));
+        }
+    }
+    // Empty the sandbox's bucket for the integration's Notion token (straight to the sandbox,
+    // until it answers 429), then let it earn SANDBOX_SLACK tokens: from here on it holds
+    // about that many more than Quire's bucket, which starts empty on the owner's first call
+    // (see the module docs). Left alone it would sit full, 12 tokens, above anything Quire
+    // sends at once, and could not tell a carried bucket from a full one.
+    let mut spent = 0;
+    loop {
+        let r = http
+            .get(format!("{}/v1/users/me", c.status.sandbox_url))
+            .bearer_auth("secret_sandbox_alpha")
+            .header("Notion-Version", "2025-09-03")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert!(r.status().is_success(), "{}", r.status());
+        spent += 1;
+        assert!(
+            spent <= 10 * SANDBOX_BURST,
+            "the sandbox never answered 429"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(SANDBOX_SLACK * 1_000 / BUDGET_RPS)).await;
+    let stats_url = format!("{}/__sandbox/stats", c.status.sandbox_url);
+    http.post(format!("{stats_url}/reset"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    // Load from every node until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for (id, session) in sessions {
+        let (stop, moved) = (stop.clone(), moved.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let mut n = 10;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let after_move = moved.load(Ordering::SeqCst);
+                let answer = session.call_tool(n, TOOL, &json!({})).await;
+                let v = match &answer {
+                    Ok((200, body)) => message_of(body).unwrap_or_default(),
+                    other => {
+                        seen.failed.push(format!("{other:?}"));
+                        continue;
+                    }
+                };
+                if v["result"]["isError"] == Value::Bool(true) {
+                    let err = &v["result"]["structuredContent"];
+                    if err["retry_after_seconds"].as_u64().is_some_and(|s| s >= 1) {
+                        seen.retryable.push(err.to_string());
                     } else {
-                        seen.ok += 1;
-                        if after_move {
-                            seen.ok_after_move += 1;
-                        }
+                        seen.failed.push(v.to_string());
+                    }
+                } else if v.get("error").is_some() || v.get("result").is_none() {
+                    seen.failed.push(v.to_string());
+                } else {
+                    seen.ok += 1;
+                    seen.times.push(Instant::now());
+                    if after_move {
+                        seen.ok_after_move += 1;
                     }
                 }
-                (id, seen)
-            }));
-        }
+            }
+            (id, seen)
+        }));
     }
 
     tokio::time::sleep(BEFORE).await;
@@ -255,10 +294,12 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     stop.store(true, Ordering::SeqCst);
 
     let mut ok_by_node: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut all_times = Vec::new();
     let (mut ok_after_move, mut retryable, mut failed) = (0, Vec::new(), Vec::new());
     for client in clients {
         let (id, seen) = client.await.unwrap();
         *ok_by_node.entry(id).or_default() += seen.ok;
+        all_times.extend(seen.times.iter().copied());
         ok_after_move += seen.ok_after_move;
         retryable.extend(
             seen.retryable
@@ -276,6 +317,16 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         "no call succeeded after the move ({ok_by_node:?})"
     );
 
+    let mut bins = std::collections::BTreeMap::<i64, u32>::new();
+    for t in &all_times {
+        let ms = if *t >= drained_at {
+            t.duration_since(drained_at).as_millis() as i64
+        } else {
+            -(drained_at.duration_since(*t).as_millis() as i64)
+        };
+        *bins.entry(ms.div_euclid(250) * 250).or_default() += 1;
+    }
+    eprintln!("ok completions by 250 ms bin from the drain: {bins:?}");
     let stats: Value = http
         .get(&stats_url)
         .send()
