@@ -40,7 +40,7 @@ use quire_actors::call::Budget;
 use quire_actors::limiter::LimiterSnapshot;
 use quire_raft::NodeId;
 use quire_raft::ids::{IntegrationId, TenantId};
-use quire_raft::placement::{ShardId, integration_key, shard_of};
+use quire_raft::placement::{PlacementState, ShardId, integration_key, shard_of};
 use quire_transport::{DataCallOutcome, DataCallRefusal};
 
 use crate::app::App;
@@ -163,15 +163,14 @@ impl Handoff {
             .collect()
     }
 
-    /// Integrations recorded as served here whose shard the applied `state` gives to another
-    /// node: forgotten here, and returned grouped by (new owner, shard, epoch).
+    /// Integrations recorded as served here whose shard the applied shard map `p` gives to
+    /// another node: forgotten here, and returned grouped by (new owner, shard, epoch).
     fn take_moved(
         &self,
-        state: &quire_raft::state::State,
+        p: &PlacementState,
         me: NodeId,
     ) -> BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> {
         let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> = BTreeMap::new();
-        let p = state.placement();
         lock(&self.served).retain(|key, s| {
             match quire_raft::handoff::effective_owner(p, &s.shard, me) {
                 Some((owner, _)) if owner == me => true,
@@ -212,9 +211,9 @@ pub fn spawn(app: Arc<App>) {
 
 fn hand_off_moved(app: &Arc<App>) {
     let me = app.config.node.id;
-    let (moved, applied_index) = app
-        .control
-        .read_applied_indexed(|state, index| (app.forward.handoff.take_moved(state, me), index));
+    let (moved, applied_index) = app.control.read_applied_indexed(|state, index| {
+        (app.forward.handoff.take_moved(state.placement(), me), index)
+    });
     for ((owner, shard, epoch), integrations) in moved {
         for chunk in integrations.chunks(MAX_LIMITERS_PER_HANDOFF) {
             let handoff = &app.forward.handoff;
@@ -432,4 +431,81 @@ pub async fn serve(
     }
     serde_json::to_vec(&reply)
         .map_err(|e| DataCallRefusal::Refused(format!("encoding the answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_raft::placement::{NodeLabels, Residency, ShardOwner};
+
+    fn map(owners: &[(&ShardId, NodeId, u64)]) -> PlacementState {
+        let mut p = PlacementState::default();
+        for id in 1..=3 {
+            p.nodes.insert(
+                id,
+                NodeLabels {
+                    region: "eu".into(),
+                    zone: None,
+                    capacity: 100,
+                },
+            );
+        }
+        for (shard, node, epoch) in owners {
+            p.shards.insert(
+                (*shard).clone(),
+                ShardOwner {
+                    node: Some(*node),
+                    epoch: *epoch,
+                },
+            );
+        }
+        p
+    }
+
+    fn pair(t: &str, i: &str) -> (String, String) {
+        (t.to_owned(), i.to_owned())
+    }
+
+    #[test]
+    fn a_moved_shard_hands_off_what_was_served_here_once() {
+        let a = shard_of(&Residency::default(), "t/a");
+        let b = shard_of(&Residency::default(), "t/b");
+        assert_ne!(a, b);
+        let h = Handoff::default();
+        h.record("t", "t/a", &a, 1);
+        h.record("t", "t/a2", &a, 1);
+        h.record("t", "t/b", &b, 4);
+        // Nothing moved: nothing to hand off, everything still remembered.
+        assert!(h.take_moved(&map(&[(&a, 1, 1), (&b, 1, 4)]), 1).is_empty());
+        // Shard a moved to node 2 at epoch 2: both of its integrations go there, once.
+        let moved = map(&[(&a, 2, 2), (&b, 1, 4)]);
+        let out: Vec<_> = h.take_moved(&moved, 1).into_iter().collect();
+        assert_eq!(
+            out,
+            vec![((2, a.clone(), 2), vec![pair("t", "t/a"), pair("t", "t/a2")])]
+        );
+        assert!(h.take_moved(&moved, 1).is_empty(), "handed off twice");
+        // Shard b is still here; once it moves, it goes to its new owner.
+        let out: Vec<_> = h
+            .take_moved(&map(&[(&a, 2, 2), (&b, 3, 5)]), 1)
+            .into_keys()
+            .collect();
+        assert_eq!(out, vec![(3, b, 5)]);
+        // A shard moved back here and served again is remembered at its new epoch.
+        h.record("t", "t/a", &a, 3);
+        assert!(h.take_moved(&map(&[(&a, 1, 3)]), 1).is_empty());
+        let out: Vec<_> = h.take_moved(&map(&[(&a, 3, 4)]), 1).into_keys().collect();
+        assert_eq!(out, vec![(3, a, 4)]);
+    }
+
+    #[test]
+    fn counts_report_every_outcome() {
+        let h = Handoff::default();
+        h.count("sent", 2);
+        h.count("adopted", 0);
+        assert_eq!(
+            h.counts(),
+            vec![("sent", 2), ("adopted", 0), ("refused", 0), ("failed", 0)]
+        );
+    }
 }
