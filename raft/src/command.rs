@@ -450,6 +450,17 @@ pub enum Command {
         /// `true` to drain it, `false` to undrain it.
         draining: bool,
     },
+    /// Marks node `node` as stopping (it receives no shards, and the placement controller
+    /// moves every shard it owns elsewhere, residency permitting) or clears the mark.
+    /// Proposed by the node itself when it is asked to stop (`true`) and when it starts
+    /// (`false`), never as an admin command; relayed only from the node its certificate names
+    /// ([`Command::speaks_for_node`]).
+    SetNodeStopping {
+        /// The node.
+        node: u64,
+        /// `true` when it is stopping, `false` once it has started again.
+        stopping: bool,
+    },
     /// Changes shards' owners: each move takes effect only if the shard still has the owner
     /// and epoch the planner read (its epoch then goes up by one); the others are stale.
     /// Proposed by the placement controller, never as an admin command.
@@ -530,17 +541,20 @@ impl Command {
             Command::CreateTenantIn { .. } => "create_tenant_in",
             Command::SetTenantResidency { .. } => "set_tenant_residency",
             Command::SetNodeDraining { .. } => "set_node_draining",
+            Command::SetNodeStopping { .. } => "set_node_stopping",
             Command::ApplyPlacement { .. } => "apply_placement",
             Command::Once { command, .. } => command.kind(),
         }
     }
 
     /// The node a command speaks for, if only that node may propose it (`SetNodeLabels`,
-    /// also inside `Once`): the peer transport checks it against the relaying node's
+    /// `SetNodeStopping`, also inside `Once`): the peer transport checks it against the relaying node's
     /// certificate.
     pub fn speaks_for_node(&self) -> Option<u64> {
         match self {
-            Command::SetNodeLabels { node, .. } => Some(*node),
+            Command::SetNodeLabels { node, .. } | Command::SetNodeStopping { node, .. } => {
+                Some(*node)
+            }
             Command::Once { command, .. } => command.speaks_for_node(),
             _ => None,
         }
@@ -871,6 +885,14 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
 
         Command::SetNodeDraining { node, draining } => {
             match state.placement.set_draining(*node, *draining) {
+                Ok(true) => Ok(CommandOutput::Done),
+                Ok(false) => Ok(CommandOutput::Unchanged),
+                Err(e) => Err(ApplyError::NotFound(e.to_string())),
+            }
+        }
+
+        Command::SetNodeStopping { node, stopping } => {
+            match state.placement.set_stopping(*node, *stopping) {
                 Ok(true) => Ok(CommandOutput::Done),
                 Ok(false) => Ok(CommandOutput::Unchanged),
                 Err(e) => Err(ApplyError::NotFound(e.to_string())),
@@ -1997,6 +2019,7 @@ pub fn required_permission(
         | Command::Once { .. }
         | Command::RestoreState { .. }
         | Command::SetNodeLabels { .. }
+        | Command::SetNodeStopping { .. }
         | Command::ApplyPlacement { .. }
         | Command::PutMcpSession { .. }
         | Command::DeleteMcpSession { .. }
@@ -2163,6 +2186,7 @@ fn command_target(cmd: &Command) -> (Option<TenantId>, Option<String>, Option<St
         | Command::Once { .. }
         | Command::RestoreState { .. }
         | Command::SetNodeLabels { .. }
+        | Command::SetNodeStopping { .. }
         | Command::ApplyPlacement { .. }
         | Command::PutMcpSession { .. }
         | Command::DeleteMcpSession { .. }

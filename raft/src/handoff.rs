@@ -3,8 +3,8 @@
 //! and the simulator decide alike from an applied [`PlacementState`].
 //!
 //! - [`effective_owner`]: a shard's owner and epoch, or for a shard without owner its
-//!   would-be owner ([`would_be_owner`]: weighted rendezvous over the labelled, non-draining
-//!   nodes its residency allows, liveness ignored) at the shard's epoch.
+//!   would-be owner ([`would_be_owner`]: weighted rendezvous over the labelled, non-draining,
+//!   non-stopping nodes its residency allows, liveness ignored) at the shard's epoch.
 //! - [`HoldOff`]: when a node that owns a shard may first send for it — S (the freshness
 //!   bound) after it first saw itself owner at that epoch, so the previous owner, fenced
 //!   within S of the move's commit, has stopped. Generic over the clock's instant type so the
@@ -22,9 +22,9 @@ use crate::types::NodeId;
 pub const MAX_HOLD_OFF_RECORDS: usize = 4_096;
 
 /// The node a shard without owner goes to: weighted rendezvous over the labelled,
-/// non-draining nodes its residency allows (whatever owner the map names).
+/// non-draining, non-stopping nodes its residency allows (whatever owner the map names).
 pub fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
-    let cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
+    let cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
     rendezvous(shard, &cands, &p.nodes)
 }
 
@@ -45,6 +45,7 @@ pub fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Optio
 struct Inputs {
     nodes: BTreeMap<NodeId, NodeLabels>,
     draining: BTreeSet<NodeId>,
+    stopping: BTreeSet<NodeId>,
     residency: BTreeMap<TenantId, Residency>,
 }
 
@@ -119,13 +120,17 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
     /// When this node first saw the would-be-owner inputs `p` holds (now, if they changed).
     fn inputs_since(&mut self, p: &PlacementState, now: T) -> T {
         let same = self.inputs.as_ref().is_some_and(|(i, _)| {
-            i.nodes == p.nodes && i.draining == p.draining && i.residency == p.residency
+            i.nodes == p.nodes
+                && i.draining == p.draining
+                && i.stopping == p.stopping
+                && i.residency == p.residency
         });
         if !same {
             self.inputs = Some((
                 Inputs {
                     nodes: p.nodes.clone(),
                     draining: p.draining.clone(),
+                    stopping: p.stopping.clone(),
                     residency: p.residency.clone(),
                 },
                 now,

@@ -20,6 +20,12 @@
 //! unplaceable. A node marked draining (`SetNodeDraining`) is never a target, and its shards
 //! move to the others; one whose residency allows no other live node stays and is reported
 //! as blocking the drain.
+//!
+//! A node asked to stop marks itself stopping (`SetNodeStopping`, proposed only by the node
+//! itself) and clears the mark when it starts again. The planner treats a stopping node like
+//! a draining one — never a target, its shards moved to the others (after dead owners' and
+//! unowned shards) — so its tenants' calls move to their new owners before it goes away
+//! (make-before-break). A shard whose residency allows no other node stays on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -301,6 +307,11 @@ pub struct PlacementState {
     /// planner moves every shard they own elsewhere.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub draining: BTreeSet<NodeId>,
+    /// Nodes that are stopping (`SetNodeStopping`, set by the node itself when asked to stop
+    /// and cleared when it starts): like a draining node, they receive no shard and the
+    /// planner moves every shard they own elsewhere.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stopping: BTreeSet<NodeId>,
 }
 
 impl PlacementState {
@@ -339,6 +350,34 @@ impl PlacementState {
     /// Whether `node` is being drained.
     pub fn is_draining(&self, node: NodeId) -> bool {
         self.draining.contains(&node)
+    }
+
+    /// Whether `node` marked itself stopping.
+    pub fn is_stopping(&self, node: NodeId) -> bool {
+        self.stopping.contains(&node)
+    }
+
+    /// Whether `node` receives no shard: it is draining or stopping.
+    pub fn is_leaving(&self, node: NodeId) -> bool {
+        self.is_draining(node) || self.is_stopping(node)
+    }
+
+    /// Applies `SetNodeStopping`: `Ok(false)` if the mark was already so. Only a node with
+    /// labels can be marked stopping.
+    pub(crate) fn set_stopping(
+        &mut self,
+        node: NodeId,
+        stopping: bool,
+    ) -> Result<bool, PlacementError> {
+        if !stopping {
+            return Ok(self.stopping.remove(&node));
+        }
+        if !self.nodes.contains_key(&node) {
+            return Err(PlacementError(format!(
+                "node {node} has no labels (it never started as a member); it owns no shard to move"
+            )));
+        }
+        Ok(self.stopping.insert(node))
     }
 
     /// Applies `SetNodeDraining`: `Ok(false)` if the flag was already so. Only a node with
@@ -410,6 +449,11 @@ impl PlacementState {
                 if self.draining.contains(&to) {
                     return Err(PlacementError(format!(
                         "node {to} is draining; it receives no shards"
+                    )));
+                }
+                if self.stopping.contains(&to) {
+                    return Err(PlacementError(format!(
+                        "node {to} is stopping; it receives no shards"
                     )));
                 }
             }
@@ -585,8 +629,9 @@ pub struct Plan {
     pub unplaceable: Vec<ShardId>,
     /// Shards kept on a node inside its grace period.
     pub held: Vec<ShardId>,
-    /// Shards on a draining node that no other allowed live node can take (their residency
-    /// names no other live region's node): they stay, and the drain cannot finish.
+    /// Shards on a draining or stopping node that no other allowed live node can take (their
+    /// residency names no other live region's node): they stay, and the drain cannot finish
+    /// (a stopping node stops with them).
     pub drain_blocked: Vec<ShardId>,
 }
 
@@ -596,7 +641,8 @@ pub struct Plan {
 /// Urgent moves come first (a shard with no owner, on a dead node, or on a node outside its
 /// residency — released if no allowed node can take it), then moves off draining nodes, then
 /// rebalancing moves (a live owner that is no longer the rendezvous choice), then releases of
-/// shards nothing occupies any more. A draining node is never a target.
+/// shards nothing occupies any more. A draining or stopping node is never a target; moves off
+/// stopping nodes come with those off draining ones.
 pub fn plan(
     map: &PlacementState,
     occupied: &BTreeSet<ShardId>,
@@ -613,7 +659,7 @@ pub fn plan(
     for shard in occupied {
         let current = map.owner(shard);
         let cands = candidates(shard, &map.nodes, |n| {
-            health(n) == NodeHealth::Live && !map.is_draining(n)
+            health(n) == NodeHealth::Live && !map.is_leaving(n)
         });
         let inside = |owner: NodeId| {
             map.nodes
@@ -621,10 +667,7 @@ pub fn plan(
                 .is_some_and(|l| shard.residency.allows(&l.region))
         };
         let Some(target) = rendezvous(shard, &cands, &map.nodes) else {
-            if current
-                .node
-                .is_some_and(|o| map.is_draining(o) && inside(o))
-            {
+            if current.node.is_some_and(|o| map.is_leaving(o) && inside(o)) {
                 // Its only allowed home is the node being drained: it stays there.
                 out.drain_blocked.push(shard.clone());
                 continue;
@@ -655,7 +698,7 @@ pub fn plan(
                 _ if !inside(owner) => urgent.push(mv),
                 NodeHealth::Dead => urgent.push(mv),
                 NodeHealth::Suspect => out.held.push(shard.clone()),
-                NodeHealth::Live if map.is_draining(owner) => drain.push(mv),
+                NodeHealth::Live if map.is_leaving(owner) => drain.push(mv),
                 NodeHealth::Live => rebalance.push(mv),
             },
         }
@@ -1286,5 +1329,140 @@ mod tests {
         assert!(!text.contains("draining"), "{text}");
         let back: PlacementState = serde_json::from_str(&text).unwrap();
         assert!(back.draining.is_empty());
+    }
+
+    #[test]
+    fn a_stopping_node_gets_no_shard_and_its_shards_move_after_urgent_ones() {
+        let mut map = PlacementState::default();
+        for n in 1..=3 {
+            map.nodes.insert(n, labels("a", 100));
+        }
+        let occupied = any_shards();
+        settle_all(&mut map, &occupied);
+        let on_1: Vec<ShardId> = occupied
+            .iter()
+            .filter(|s| map.owner(s).node == Some(1))
+            .cloned()
+            .collect();
+        assert!(!on_1.is_empty());
+        // Node 3 dies (its shards are urgent), and node 1 marks itself stopping.
+        map.set_stopping(1, true).unwrap();
+        let live = Liveness {
+            last_seen_ms: [(1, 100_000), (2, 100_000), (3, 0)].into(),
+        };
+        let p = plan(&map, &occupied, &live, 100_000, &CFG);
+        let off_3 = p.moves.iter().filter(|m| m.from == Some(3)).count();
+        assert!(off_3 > 0);
+        assert!(
+            p.moves[..off_3].iter().all(|m| m.from == Some(3)),
+            "dead owners' shards come first"
+        );
+        assert!(
+            p.moves.iter().all(|m| m.to == Some(2)),
+            "never to a stopping node"
+        );
+        assert_eq!(
+            p.moves.iter().filter(|m| m.from == Some(1)).count(),
+            on_1.len()
+        );
+        settle(&mut map, &occupied, &live, 100_000, &CFG);
+        assert!(occupied.iter().all(|s| map.owner(s).node == Some(2)));
+        for s in &on_1 {
+            assert_eq!(map.owner(s).epoch, 2, "moved once, epoch bumped");
+        }
+        // The state machine refuses a move to a stopping node.
+        let s = on_1[0].clone();
+        let back = ShardMove {
+            shard: s.clone(),
+            from: Some(2),
+            to: Some(1),
+            expected_epoch: map.owner(&s).epoch,
+        };
+        assert!(map.apply_moves(&[back]).is_err());
+        // Once node 1 starts again and clears its mark, it gets shards again.
+        assert_eq!(map.set_stopping(1, false), Ok(true));
+        let live = live_all(&map.nodes, 200_000);
+        settle(&mut map, &occupied, &live, 200_000, &CFG);
+        assert_eq!(
+            occupied
+                .iter()
+                .filter(|s| map.owner(s).node == Some(1))
+                .count(),
+            on_1.len(),
+            "the same shards come back by rendezvous"
+        );
+    }
+
+    #[test]
+    fn a_stopping_node_that_is_the_last_its_residency_allows_keeps_the_shard() {
+        let mut map = PlacementState::default();
+        map.nodes.insert(1, labels("eu", 100));
+        map.nodes.insert(2, labels("us", 100));
+        let eu = Residency {
+            allowed_regions: ["eu".into()].into(),
+            preferred_region: None,
+        };
+        let pinned = shard_of(&eu, "tenant:pinned");
+        let occupied: BTreeSet<ShardId> = [pinned.clone()].into();
+        settle_all(&mut map, &occupied);
+        map.set_stopping(1, true).unwrap();
+        let p = plan(&map, &occupied, &live_all(&map.nodes, 0), 0, &CFG);
+        assert!(p.moves.is_empty());
+        assert_eq!(p.drain_blocked, vec![pinned.clone()]);
+        assert_eq!(map.owner(&pinned).node, Some(1));
+        // A stopping node is not the would-be owner of a shard without one either.
+        let any = ShardId {
+            residency: Residency::any(),
+            index: 3,
+        };
+        assert_eq!(crate::handoff::would_be_owner(&map, &any), Some(2));
+    }
+
+    #[test]
+    fn set_node_stopping_speaks_for_its_node_only_and_older_states_decode() {
+        use crate::command::{Command, CommandOutput, apply, required_permission};
+        let mut s = crate::State::new();
+        let stop = |stopping| Command::SetNodeStopping { node: 2, stopping };
+        assert_eq!(stop(true).speaks_for_node(), Some(2));
+        let once = Command::Once {
+            request_id: "r-1".into(),
+            command: Box::new(stop(true)),
+        };
+        assert_eq!(once.speaks_for_node(), Some(2));
+        assert!(
+            required_permission(&s, &stop(true)).is_err(),
+            "never an admin command"
+        );
+        assert!(apply(&mut s, &stop(true)).is_err(), "an unlabelled node");
+        apply(
+            &mut s,
+            &Command::SetNodeLabels {
+                node: 2,
+                labels: labels("a", 100),
+            },
+        )
+        .unwrap();
+        assert_eq!(apply(&mut s, &stop(true)).unwrap(), CommandOutput::Done);
+        assert_eq!(
+            apply(&mut s, &stop(true)).unwrap(),
+            CommandOutput::Unchanged
+        );
+        assert!(s.placement().is_stopping(2) && s.placement().is_leaving(2));
+        assert!(!s.placement().is_draining(2));
+        let text = serde_json::to_string(s.placement()).unwrap();
+        assert!(text.contains("\"stopping\":[2]"), "{text}");
+        assert_eq!(apply(&mut s, &stop(false)).unwrap(), CommandOutput::Done);
+        assert_eq!(
+            apply(&mut s, &stop(false)).unwrap(),
+            CommandOutput::Unchanged
+        );
+        // A state written before the mark existed reads back with no node stopping, and one
+        // without stopping nodes serialises as it did.
+        let text = serde_json::to_string(s.placement()).unwrap();
+        assert!(!text.contains("stopping"), "{text}");
+        let old = r#"{"nodes":{"2":{"region":"a","capacity":100}},"residency":{},"shards":{}}"#;
+        let back: PlacementState = serde_json::from_str(old).unwrap();
+        assert!(back.stopping.is_empty());
+        assert_eq!(back.nodes.len(), 1);
     }
 }
