@@ -6,8 +6,9 @@
 //! (`quire_raft::placement::shard_of` over `integration_key`, inside the tenant's residency)
 //! and its owner and epoch from its applied state. A shard never assigned (or released) has a
 //! would-be owner every node computes alike from its applied state alone: weighted rendezvous
-//! over the labelled, non-draining nodes the residency allows (liveness ignored), at the
-//! shard's epoch — so calls work before the controller's first round and on a single node.
+//! over the labelled, non-draining, non-stopping nodes the residency allows (liveness
+//! ignored), at the shard's epoch — so calls work before the controller's first round and on
+//! a single node.
 //! If this node owns the shard, the call goes to the local data plane; otherwise it travels to
 //! the owner as a `DataCall` with the shard, the epoch, the call's context and the time left.
 //!
@@ -97,9 +98,9 @@ fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(N
 }
 
 /// The node a shard without owner goes to: weighted rendezvous over the labelled,
-/// non-draining nodes its residency allows (whatever owner the map names).
+/// non-draining, non-stopping nodes its residency allows (whatever owner the map names).
 fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
-    let cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
+    let cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
     rendezvous(shard, &cands, &p.nodes)
 }
 
@@ -146,6 +147,7 @@ fn residency_text(r: &Residency) -> String {
 struct Inputs {
     nodes: BTreeMap<NodeId, NodeLabels>,
     draining: std::collections::BTreeSet<NodeId>,
+    stopping: std::collections::BTreeSet<NodeId>,
     residency: BTreeMap<TenantId, Residency>,
 }
 
@@ -277,13 +279,17 @@ impl HoldOff {
     /// When this node first saw the would-be-owner inputs `p` holds (now, if they changed).
     fn inputs_since(&mut self, p: &PlacementState, now: Instant) -> Instant {
         let same = self.inputs.as_ref().is_some_and(|(i, _)| {
-            i.nodes == p.nodes && i.draining == p.draining && i.residency == p.residency
+            i.nodes == p.nodes
+                && i.draining == p.draining
+                && i.stopping == p.stopping
+                && i.residency == p.residency
         });
         if !same {
             self.inputs = Some((
                 Inputs {
                     nodes: p.nodes.clone(),
                     draining: p.draining.clone(),
+                    stopping: p.stopping.clone(),
                     residency: p.residency.clone(),
                 },
                 now,

@@ -6,6 +6,12 @@
 //!
 //! A new leader knows nothing of who was dead before it: it counts every member as seen when
 //! it took over, so a member's grace period never starts before the controller could see it.
+//!
+//! A node asked to stop marks itself stopping (`SetNodeStopping`, see `serve.rs`) and clears
+//! its mark when it starts again, after recording its labels. The leader runs a round as soon
+//! as it applies a new stopping mark, and again after each round that moved shards off a
+//! stopping node, instead of waiting for the next tick, so the stopping node's shards move
+//! while it still serves them.
 //! `GET /admin/v1/placement` and `POST /admin/v1/placement/rebalance` ([`snapshot`],
 //! [`rebalance`]) probe the members once; a member that does not answer counts as suspect
 //! there (its shards are held), so only the leader's controller, which remembers, moves
@@ -19,7 +25,7 @@ use serde_json::{Value, json};
 
 use quire_raft::command::Command;
 use quire_raft::placement::{
-    Liveness, NodeHealth, Plan, PlanConfig, SHARD_COUNT, ShardId, occupied_shards, plan,
+    Liveness, NodeHealth, Plan, PlanConfig, SHARD_COUNT, ShardId, candidates, occupied_shards, plan,
 };
 use quire_raft::types::NodeId;
 use quire_raft::{State, WriteError};
@@ -52,12 +58,17 @@ pub fn spawn(app: Arc<App>) {
 
 async fn run(app: Arc<App>) {
     record_labels(&app).await;
+    clear_stopping(&app).await;
     let interval = Duration::from_millis(app.config.placement.interval_ms);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = Seen::default();
+    let mut stopping_seen = BTreeMap::new();
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {},
+            _ = stopping_changed(&app, &mut stopping_seen) => {},
+        }
         let status = app.control.status();
         if !status.is_leader {
             seen.term = None;
@@ -123,6 +134,84 @@ async fn record_labels(app: &App) {
             }
         }
     }
+}
+
+/// Clears this node's stopping mark (left by its previous run's stop), retrying until it is
+/// committed: a node marked stopping receives no shards.
+async fn clear_stopping(app: &App) {
+    let node = app.config.node.id;
+    loop {
+        if !app
+            .control
+            .read_applied(|s| s.placement().is_stopping(node))
+        {
+            return;
+        }
+        match app
+            .router
+            .write(Command::SetNodeStopping {
+                node,
+                stopping: false,
+            })
+            .await
+        {
+            Ok(_) => {
+                tracing::info!("stopping mark cleared: this node receives shards again");
+                return;
+            }
+            Err(WriteError::Rejected(e)) => {
+                tracing::error!("the cluster refused to clear this node's stopping mark: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("cannot clear the node's stopping mark yet: {e}");
+                tokio::time::sleep(LABELS_RETRY).await;
+            }
+        }
+    }
+}
+
+/// How often the leader's controller looks for stopping nodes between its rounds.
+const STOPPING_POLL: Duration = Duration::from_millis(50);
+
+/// Resolves when this node leads and a stopping node's count of shards it could give away
+/// changed (a new mark, or a round moved some) and is above zero: time for a round now.
+async fn stopping_changed(app: &App, seen: &mut BTreeMap<NodeId, usize>) {
+    loop {
+        tokio::time::sleep(STOPPING_POLL).await;
+        if !app.control.status().is_leader {
+            seen.clear();
+            continue;
+        }
+        let now: BTreeMap<NodeId, usize> = app.control.read_applied(|s| {
+            s.placement()
+                .stopping
+                .iter()
+                .map(|n| (*n, movable_shards(s, *n)))
+                .collect()
+        });
+        let changed = now
+            .iter()
+            .any(|(n, left)| *left > 0 && seen.get(n) != Some(left));
+        *seen = now;
+        if changed {
+            return;
+        }
+    }
+}
+
+/// How many shards `node` owns that another labelled node, neither draining nor stopping,
+/// could take (its residency allows it; liveness is not known here). A stopping node waits
+/// for these to move; the others stay with it.
+pub fn movable_shards(state: &State, node: NodeId) -> usize {
+    let p = state.placement();
+    p.shards
+        .iter()
+        .filter(|(shard, o)| {
+            o.node == Some(node)
+                && !candidates(shard, &p.nodes, |n| n != node && !p.is_leaving(n)).is_empty()
+        })
+        .count()
 }
 
 /// When each member last answered, as the leader's controller remembers it.
@@ -341,6 +430,7 @@ pub fn placement_json(
                 "capacity": labels.map(|l| l.capacity),
                 "health": health,
                 "draining": placement.is_draining(id),
+                "stopping": placement.is_stopping(id),
                 "shards": per_node.get(&id).copied().unwrap_or(0),
                 "drain_blocked": blocked,
             })

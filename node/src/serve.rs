@@ -412,28 +412,40 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
     tracing::info!(url = %format!("{}/mcp", app.config.public_url()), "quire node serving MCP");
     println!("MCP endpoint: {}/mcp", app.config.public_url());
 
-    // Asked to stop, the node first drains: `/readyz` and new requests answer 503, the
-    // listener closes, and the requests already taken finish (`crate::drain` counts each
-    // until its answer has been sent; a tool call also until its audit record committed)
-    // within `node.shutdown_grace_ms`. Then the MCP sessions end (closing agents' standalone
-    // streams), and only after that do the audit batcher, the peer server and Raft stop.
+    // Asked to stop, the node first gives its shards away while it still serves everything
+    // (`move_shards_away`: make-before-break, at most half of `node.shutdown_grace_ms`), so
+    // its tenants' calls go to their new owners instead of waiting for it to come back.
+    // Then it drains: `/readyz` and new requests answer 503, the listener closes, and the
+    // requests already taken finish (`crate::drain` counts each until its answer has been
+    // sent; a tool call also until its audit record committed) within the rest of the grace.
+    // Then the MCP sessions end (closing agents' standalone streams), and only after that do
+    // the audit batcher, the peer server and Raft stop.
     let grace = Duration::from_millis(config.node.shutdown_grace_ms);
-    let (signalled, signal_seen) = tokio::sync::oneshot::channel::<()>();
+    let (signalled, signal_seen) = tokio::sync::oneshot::channel::<Duration>();
     let stop = {
         let shutdown = shutdown.clone();
         let app = app.clone();
         let drain = drain.clone();
         async move {
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown_signal() => {
-                    tracing::info!(grace_ms = grace.as_millis() as u64, "asked to stop: draining");
+                    tracing::info!(
+                        grace_ms = grace.as_millis() as u64,
+                        "asked to stop: moving this node's shards to the others"
+                    );
+                    tokio::select! {
+                        _ = move_shards_away(&app, grace / 2) => {},
+                        _ = shutdown.cancelled() => {},
+                    }
+                    tracing::info!("draining");
                 },
                 _ = shutdown.cancelled() => {},
             }
             drain.start();
             app.set_ready(false);
             step_down(&app.router);
-            let _ = signalled.send(());
+            let _ = signalled.send(started.elapsed());
         }
     };
     let serving = async {
@@ -465,10 +477,11 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         let drain = drain.clone();
         let app = app.clone();
         async move {
-            if signal_seen.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            let deadline = tokio::time::Instant::now() + grace;
+            let Ok(spent) = signal_seen.await else {
+                return std::future::pending::<bool>().await;
+            };
+            // The shards' move took part of the grace; the drain has the rest.
+            let deadline = tokio::time::Instant::now() + grace.saturating_sub(spent);
             loop {
                 if drain.in_flight() == 0 && app.metrics.calls_in_flight() == 0 {
                     return true;
@@ -533,6 +546,84 @@ const FINAL_CLOSE: Duration = Duration::from_secs(5);
 
 /// How often a draining node checks whether every request it took has been answered.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How often a stopping node checks how many of its shards are left to move.
+const MOVE_POLL: Duration = Duration::from_millis(50);
+/// How often a stopping node logs how many shards are left to move.
+const MOVE_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Make-before-break: marks this node stopping (`SetNodeStopping`) so the leader's placement
+/// controller moves its shards to the others at once, and waits — serving everything as
+/// before, forwarded calls included — until it owns no shard another node could take, for at
+/// most `budget`. Shards whose residency allows no other node stay (nothing to move them to).
+/// If the mark cannot be committed (no quorum), the node stops as it did without it.
+async fn move_shards_away(app: &App, budget: Duration) {
+    let me = app.config.node.id;
+    let started = tokio::time::Instant::now();
+    let deadline = started + budget;
+    let (labelled, before) = app.control.read_applied(|s| {
+        (
+            s.placement().nodes.contains_key(&me),
+            crate::placement::movable_shards(s, me),
+        )
+    });
+    if !labelled {
+        return;
+    }
+    let mark = app.router.write(Command::SetNodeStopping {
+        node: me,
+        stopping: true,
+    });
+    match tokio::time::timeout_at(deadline, mark).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "cannot mark this node stopping ({e}); stopping without moving its shards"
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "cannot mark this node stopping in time; stopping without moving its shards"
+            );
+            return;
+        }
+    }
+    let mut next_log = started + MOVE_LOG_EVERY;
+    loop {
+        let (left, owned) = app.control.read_applied(|s| {
+            (
+                crate::placement::movable_shards(s, me),
+                crate::placement::shards_owned(s, me),
+            )
+        });
+        let now = tokio::time::Instant::now();
+        if left == 0 {
+            tracing::info!(
+                moved = before,
+                kept = owned,
+                took_ms = (now - started).as_millis() as u64,
+                "this node's shards moved to the others"
+            );
+            return;
+        }
+        if now >= deadline {
+            tracing::warn!(
+                moved = before.saturating_sub(left),
+                left,
+                took_ms = (now - started).as_millis() as u64,
+                "shards still on this node when the time to move them ended; stopping with them"
+            );
+            return;
+        }
+        if now >= next_log {
+            tracing::info!(left, "moving this node's shards to the others");
+            next_log = now + MOVE_LOG_EVERY;
+        }
+        tokio::time::sleep(MOVE_POLL).await;
+    }
+}
 
 /// A leader asked to stop gives up leadership by the means openraft 0.9 offers. That version
 /// has no leadership transfer (its `Trigger` can elect, heartbeat, snapshot and purge; a
