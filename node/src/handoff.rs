@@ -15,6 +15,9 @@
 //! failed), each within [`HANDOFF_TIMEOUT`]; a push never blocks placement or calls. An
 //! integration whose limiter is gone here (its tenant passivated, so it was unpaused with a
 //! full bucket) has nothing to carry: the new owner starts it empty, as after a restart.
+//! [`LATE_PAUSE_CHECK`] after the first push the old owner looks again and sends the limiters
+//! paused by then: a request already on its way when the move was applied may bring back a
+//! 429 after the snapshot (a pause answered later than that is not carried).
 //!
 //! **New owner.** It first applies the sender's index (bounded wait), then adopts a snapshot
 //! only if its own applied state names it the shard's owner at exactly the epoch the sender
@@ -51,6 +54,8 @@ pub const MAX_LIMITERS_PER_HANDOFF: usize = 512;
 pub const MAX_HANDOFFS_IN_FLIGHT: usize = 8;
 /// Longest one push may take, the receiver's wait to catch up included.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+/// When the old owner looks again for pauses that came back after its first push.
+const LATE_PAUSE_CHECK: Duration = Duration::from_secs(1);
 /// Longest the receiver waits to apply the index the sender saw the move at.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(1_500);
 /// Integrations remembered as served here (beyond it the least recently served half is
@@ -230,19 +235,32 @@ fn hand_off_moved(app: &Arc<App>) {
             let shard = shard.clone();
             let chunk = chunk.to_vec();
             tokio::spawn(async move {
-                let _permit = permit;
                 let n = chunk.len() as u64;
-                let push = push(&app, owner, shard.clone(), epoch, applied_index, chunk);
-                match tokio::time::timeout(HANDOFF_TIMEOUT, push).await {
-                    Ok(()) => {}
-                    Err(_) => {
-                        app.forward.handoff.count("failed", n);
-                        tracing::warn!(
-                            %shard, to = owner,
-                            "rate limiter handoff timed out after {HANDOFF_TIMEOUT:?}"
-                        );
-                    }
+                let first = push(
+                    &app,
+                    owner,
+                    shard.clone(),
+                    epoch,
+                    applied_index,
+                    chunk.clone(),
+                    false,
+                );
+                if tokio::time::timeout(HANDOFF_TIMEOUT, first).await.is_err() {
+                    app.forward.handoff.count("failed", n);
+                    tracing::warn!(
+                        %shard, to = owner,
+                        "rate limiter handoff timed out after {HANDOFF_TIMEOUT:?}"
+                    );
                 }
+                drop(permit);
+                // A request already on its way when the move was applied may bring back a
+                // 429 after the snapshot: its pause goes after the first push.
+                tokio::time::sleep(LATE_PAUSE_CHECK).await;
+                let Ok(_permit) = app.forward.handoff.pushing.clone().try_acquire_owned() else {
+                    return;
+                };
+                let late = push(&app, owner, shard, epoch, applied_index, chunk, true);
+                let _ = tokio::time::timeout(HANDOFF_TIMEOUT, late).await;
             });
         }
     }
@@ -259,7 +277,8 @@ fn peer_addr(app: &App, node: NodeId) -> Option<String> {
         .map(|n| n.addr.clone())
 }
 
-/// Takes the snapshots of `integrations` and sends them to `owner`; counts the outcome.
+/// Takes the snapshots of `integrations` (with `only_paused`, only those paused now) and
+/// sends them to `owner`; counts the outcome.
 async fn push(
     app: &Arc<App>,
     owner: NodeId,
@@ -267,12 +286,15 @@ async fn push(
     epoch: u64,
     applied_index: u64,
     integrations: Vec<(String, String)>,
+    only_paused: bool,
 ) {
     let handoff = &app.forward.handoff;
     let mut limiters = Vec::with_capacity(integrations.len());
     for (tenant_id, integration_id) in integrations {
         // None: no limiter here any more (passivated unpaused and full): nothing to carry.
-        if let Some(s) = app.data.limiter_snapshot(&tenant_id, &integration_id).await {
+        if let Some(s) = app.data.limiter_snapshot(&tenant_id, &integration_id).await
+            && (!only_paused || s.pause_remaining_ms > 0)
+        {
             limiters.push(HandedOffLimiter {
                 tenant_id,
                 integration_id,
