@@ -98,9 +98,14 @@ fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(N
 }
 
 /// The node a shard without owner goes to: weighted rendezvous over the labelled,
-/// non-draining, non-stopping nodes its residency allows (whatever owner the map names).
+/// non-draining, non-stopping nodes its residency allows (whatever owner the map names), or
+/// the non-draining ones if only stopping nodes are left.
 fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
-    let cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
+    let mut cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
+    if cands.is_empty() {
+        // A stopping node that is the last one the residency allows keeps serving it.
+        cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
+    }
     rendezvous(shard, &cands, &p.nodes)
 }
 

@@ -427,9 +427,10 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
         let app = app.clone();
         let drain = drain.clone();
         async move {
-            let started = tokio::time::Instant::now();
+            let mut spent = Duration::ZERO;
             tokio::select! {
                 _ = shutdown_signal() => {
+                    let asked = tokio::time::Instant::now();
                     tracing::info!(
                         grace_ms = grace.as_millis() as u64,
                         "asked to stop: moving this node's shards to the others"
@@ -438,6 +439,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
                         _ = move_shards_away(&app, grace / 2) => {},
                         _ = shutdown.cancelled() => {},
                     }
+                    spent = asked.elapsed();
                     tracing::info!("draining");
                 },
                 _ = shutdown.cancelled() => {},
@@ -445,7 +447,7 @@ pub async fn serve(mut config: Config, options: ServeOptions) -> anyhow::Result<
             drain.start();
             app.set_ready(false);
             step_down(&app.router);
-            let _ = signalled.send(started.elapsed());
+            let _ = signalled.send(spent);
         }
     };
     let serving = async {
@@ -567,7 +569,9 @@ async fn move_shards_away(app: &App, budget: Duration) {
             crate::placement::movable_shards(s, me),
         )
     });
-    if !labelled {
+    if !labelled || before == 0 {
+        // Nothing to give away (a single node, or only shards no other node may take): the
+        // mark would only make the would-be owners of shards without one hold off again.
         return;
     }
     let mark = app.router.write(Command::SetNodeStopping {

@@ -248,6 +248,11 @@ async fn a_stopping_owner_moves_its_shards_before_it_exits() {
         "the stopping node's log names no move:\n{}",
         log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
     );
+    assert!(
+        !log.contains("requests still open when the shutdown grace ended"),
+        "the drain after the move must have the rest of the grace:\n{}",
+        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
     eprintln!(
         "shard {shard} moved from node {old_owner} to node {new_owner} (epoch {old_epoch} -> \
          {new_epoch}) {} ms after SIGTERM; the node exited {} ms after SIGTERM",

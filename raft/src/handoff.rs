@@ -4,7 +4,8 @@
 //!
 //! - [`effective_owner`]: a shard's owner and epoch, or for a shard without owner its
 //!   would-be owner ([`would_be_owner`]: weighted rendezvous over the labelled, non-draining,
-//!   non-stopping nodes its residency allows, liveness ignored) at the shard's epoch.
+//!   non-stopping nodes its residency allows — stopping ones if no other is left — liveness
+//!   ignored) at the shard's epoch.
 //! - [`HoldOff`]: when a node that owns a shard may first send for it — S (the freshness
 //!   bound) after it first saw itself owner at that epoch, so the previous owner, fenced
 //!   within S of the move's commit, has stopped. Generic over the clock's instant type so the
@@ -22,9 +23,14 @@ use crate::types::NodeId;
 pub const MAX_HOLD_OFF_RECORDS: usize = 4_096;
 
 /// The node a shard without owner goes to: weighted rendezvous over the labelled,
-/// non-draining, non-stopping nodes its residency allows (whatever owner the map names).
+/// non-draining, non-stopping nodes its residency allows (whatever owner the map names), or
+/// the non-draining ones if only stopping nodes are left.
 pub fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
-    let cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
+    let mut cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
+    if cands.is_empty() {
+        // A stopping node that is the last one the residency allows keeps serving it.
+        cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
+    }
     rendezvous(shard, &cands, &p.nodes)
 }
 

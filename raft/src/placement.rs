@@ -1416,6 +1416,11 @@ mod tests {
             index: 3,
         };
         assert_eq!(crate::handoff::would_be_owner(&map, &any), Some(2));
+        // ...unless it is the last node the residency allows: then it still is.
+        let no_owner = shard_of(&eu, "tenant:other");
+        assert_eq!(crate::handoff::would_be_owner(&map, &no_owner), Some(1));
+        map.set_draining(1, true).unwrap();
+        assert_eq!(crate::handoff::would_be_owner(&map, &no_owner), None);
     }
 
     #[test]
