@@ -124,6 +124,9 @@ pub struct ForwardingReport {
     pub shard: String,
     pub owner: u64,
     pub epoch: u64,
+    /// The Raft leader when the run started: a tool call's audit record is proposed from its
+    /// entry node, so the side whose entry node leads skips one hop of the audit commit.
+    pub leader: u64,
     pub calls_per_side: usize,
     pub warmup_calls: usize,
     pub local: SideResult,
@@ -485,6 +488,7 @@ async fn measure(
         shard,
         owner,
         epoch,
+        leader: first,
         calls_per_side: args.calls,
         warmup_calls: args.warmup_calls,
         p50_ratio: ratio(r.latency_us.p50, l.latency_us.p50),
@@ -558,6 +562,11 @@ impl ForwardingReport {
                 self.forwarded_by_owner
             ),
         ];
+        lines.push(format!(
+            "node {} led the Raft group when the run started: each call's audit record is committed through \
+             the leader, one hop fewer for the side whose entry node leads",
+            self.leader
+        ));
         for s in [&self.local, &self.remote] {
             for e in &s.error_samples {
                 lines.push(format!("error ({}): {e}", s.side));

@@ -489,6 +489,10 @@ fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
     );
     assert_eq!(report["forwarded_by_owner"], 0, "{report}");
     assert!(
+        (1..=3).contains(&report["leader"].as_u64().unwrap()),
+        "{report}"
+    );
+    assert!(
         report["served_by_owner"].as_u64().unwrap() >= 26,
         "{report}"
     );
