@@ -55,11 +55,9 @@ use quire_actors::call::{CallContext, CallError, Fence};
 use quire_actors::notion::{HttpMethod, NotionError, NotionRequest};
 use quire_actors::stats::Histogram;
 use quire_raft::NodeId;
+use quire_raft::handoff::{HoldOff, effective_owner};
 use quire_raft::ids::{TenantId, WorkspaceId};
-use quire_raft::placement::{
-    NodeLabels, PlacementState, Residency, ShardId, candidates, integration_key, rendezvous,
-    shard_of,
-};
+use quire_raft::placement::{Residency, ShardId, integration_key, shard_of};
 use quire_raft::state::State;
 use quire_transport::{DataCallHandler, DataCallOutcome, DataCallRefusal};
 
@@ -74,8 +72,6 @@ pub const MAX_FORWARDED_CALLS_SERVED: usize = 64;
 pub const MAX_FORWARD_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// Longest the entry node waits to apply the index a refusing owner reports before retrying.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(1_000);
-/// Hold-off records kept before old ones are forgotten.
-const MAX_HOLD_OFF_RECORDS: usize = 4_096;
 
 /// Where one integration's requests go, as this node's applied state says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,30 +79,6 @@ struct Route {
     shard: ShardId,
     owner: NodeId,
     epoch: u64,
-}
-
-/// A shard's owner, or the would-be owner of one without. Before any node has recorded its
-/// labels (the first moments of a new cluster, which each node's start fills in), node `me`
-/// serves its own calls.
-fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Option<(NodeId, u64)> {
-    let o = p.owner(shard);
-    match o.node {
-        Some(n) => Some((n, o.epoch)),
-        None if p.nodes.is_empty() => Some((me, o.epoch)),
-        None => would_be_owner(p, shard).map(|n| (n, o.epoch)),
-    }
-}
-
-/// The node a shard without owner goes to: weighted rendezvous over the labelled,
-/// non-draining, non-stopping nodes its residency allows (whatever owner the map names), or
-/// the non-draining ones if only stopping nodes are left.
-fn would_be_owner(p: &PlacementState, shard: &ShardId) -> Option<NodeId> {
-    let mut cands = candidates(shard, &p.nodes, |n| !p.is_leaving(n));
-    if cands.is_empty() {
-        // A stopping node that is the last one the residency allows keeps serving it.
-        cands = candidates(shard, &p.nodes, |n| !p.is_draining(n));
-    }
-    rendezvous(shard, &cands, &p.nodes)
 }
 
 fn route_in(state: &State, tenant: &str, workspace: &str, me: NodeId) -> Result<Route, CallError> {
@@ -147,23 +119,6 @@ fn residency_text(r: &Residency) -> String {
     }
 }
 
-/// What decides the would-be owner of shards without one.
-#[derive(Debug, Clone, PartialEq, Default)]
-struct Inputs {
-    nodes: BTreeMap<NodeId, NodeLabels>,
-    draining: std::collections::BTreeSet<NodeId>,
-    stopping: std::collections::BTreeSet<NodeId>,
-    residency: BTreeMap<TenantId, Residency>,
-}
-
-#[derive(Default)]
-struct HoldOff {
-    /// (shard, epoch) this node owns → when it first saw itself the owner.
-    owned_since: BTreeMap<(ShardId, u64), Instant>,
-    /// The would-be-owner inputs last seen, and since when.
-    inputs: Option<(Inputs, Instant)>,
-}
-
 /// Counters of forwarding for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ForwardStats {
@@ -180,7 +135,7 @@ pub struct ForwardStats {
 
 /// The node's forwarding state: hold-offs, the bound on calls served, counters.
 pub struct Forward {
-    hold_off: Mutex<HoldOff>,
+    hold_off: Mutex<HoldOff<Instant>>,
     serving: Arc<tokio::sync::Semaphore>,
     stats: Mutex<ForwardStats>,
     /// Rate-limiter handoffs when a shard this node served moves.
@@ -228,79 +183,14 @@ impl Forward {
 
     /// When this node may first send for `route` (which it owns), recording what it sees now.
     fn may_send_at(&self, state: &State, route: &Route, bound: Duration) -> Instant {
-        lock(&self.hold_off).may_send_at(state.placement(), route, Instant::now(), bound)
-    }
-}
-
-impl HoldOff {
-    /// When this node may first send for `route` (which it owns in `p`), given that it sees
-    /// `p` at `now`: S (`bound`) after it first saw itself owner of the shard at that epoch,
-    /// or after it first saw the inputs that make it the would-be owner, whichever is later
-    /// (see the module's lease argument).
-    ///
-    /// - A shard never assigned (epoch 0) had no owner before; only would-be owners under
-    ///   older inputs may still send, and they stop within S of the inputs changing.
-    /// - A released shard (epoch above 0, no owner) had an owner until the release, which
-    ///   stops within S of it: held off from the release as well as from the inputs.
-    /// - A shard assigned for the first time (epoch 1) to the node that was its would-be
-    ///   owner under the current inputs needs no new wait: before the assignment the only
-    ///   sender the current inputs allowed was this node, and senders under older inputs
-    ///   stopped within S of this node first seeing the current ones; so it keeps the time it
-    ///   first saw those inputs. That is the first placement of every new tenant's shards,
-    ///   which would otherwise stall its calls for S.
-    fn may_send_at(
-        &mut self,
-        p: &PlacementState,
-        route: &Route,
-        now: Instant,
-        bound: Duration,
-    ) -> Instant {
-        let inputs_since = self.inputs_since(p, now);
-        if self.owned_since.len() >= MAX_HOLD_OFF_RECORDS {
-            self.owned_since
-                .retain(|_, at| now.saturating_duration_since(*at) < bound);
-        }
-        let key = (route.shard.clone(), route.epoch);
-        let since = if p.owner(&route.shard).node.is_some() {
-            let was_would_be_owner = route.epoch == 1
-                && !p.nodes.is_empty()
-                && would_be_owner(p, &route.shard) == Some(route.owner);
-            *self
-                .owned_since
-                .entry(key)
-                .or_insert(if was_would_be_owner {
-                    inputs_since
-                } else {
-                    now
-                })
-        } else if route.epoch == 0 {
-            inputs_since
-        } else {
-            (*self.owned_since.entry(key).or_insert(now)).max(inputs_since)
-        };
-        since + bound
-    }
-
-    /// When this node first saw the would-be-owner inputs `p` holds (now, if they changed).
-    fn inputs_since(&mut self, p: &PlacementState, now: Instant) -> Instant {
-        let same = self.inputs.as_ref().is_some_and(|(i, _)| {
-            i.nodes == p.nodes
-                && i.draining == p.draining
-                && i.stopping == p.stopping
-                && i.residency == p.residency
-        });
-        if !same {
-            self.inputs = Some((
-                Inputs {
-                    nodes: p.nodes.clone(),
-                    draining: p.draining.clone(),
-                    stopping: p.stopping.clone(),
-                    residency: p.residency.clone(),
-                },
-                now,
-            ));
-        }
-        self.inputs.as_ref().map_or(now, |(_, at)| *at)
+        lock(&self.hold_off).may_send_at(
+            state.placement(),
+            &route.shard,
+            route.owner,
+            route.epoch,
+            Instant::now(),
+            bound,
+        )
     }
 }
 
@@ -1009,7 +899,7 @@ async fn serve_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quire_raft::placement::ShardOwner;
+    use quire_raft::placement::{NodeLabels, PlacementState};
 
     #[test]
     fn an_unreachable_owner_of_a_pinned_shard_names_the_residency() {
@@ -1126,122 +1016,6 @@ mod tests {
         assert_eq!(back, h);
         // An unknown kind without a call's fields is refused.
         assert!(decode_message(br#"{"kind":"something_else"}"#).is_err());
-    }
-
-    fn labelled(ids: &[NodeId]) -> PlacementState {
-        let mut p = PlacementState::default();
-        for &id in ids {
-            p.nodes.insert(
-                id,
-                NodeLabels {
-                    region: "eu".into(),
-                    zone: None,
-                    capacity: 100,
-                },
-            );
-        }
-        p
-    }
-
-    fn route_of(p: &PlacementState, shard: &ShardId, me: NodeId) -> Route {
-        let (owner, epoch) = effective_owner(p, shard, me).expect("an owner");
-        Route {
-            shard: shard.clone(),
-            owner,
-            epoch,
-        }
-    }
-
-    #[test]
-    fn the_hold_off_covers_every_earlier_sender_and_only_those() {
-        const S: Duration = Duration::from_secs(1);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let p = labelled(&[1, 2, 3]);
-        let shard = shard_of(&Residency::default(), "tenant/integration");
-        let me = would_be_owner(&p, &shard).expect("a would-be owner");
-        let other = *p.nodes.keys().find(|&&n| n != me).expect("another node");
-        let mut h = HoldOff::default();
-
-        // Never assigned: held off S after the inputs were first seen, however often asked.
-        assert_eq!(
-            h.may_send_at(&p, &route_of(&p, &shard, me), at(0), S),
-            at(1_000)
-        );
-        assert_eq!(
-            h.may_send_at(&p, &route_of(&p, &shard, me), at(1_500), S),
-            at(1_000)
-        );
-
-        // First assigned to its would-be owner: no new wait.
-        let mut assigned = p.clone();
-        assigned.shards.insert(
-            shard.clone(),
-            ShardOwner {
-                node: Some(me),
-                epoch: 1,
-            },
-        );
-        let r = route_of(&assigned, &shard, me);
-        assert_eq!(h.may_send_at(&assigned, &r, at(2_000), S), at(1_000));
-
-        // Assigned anywhere else first, then moved here: S after this node first saw it.
-        let mut h2 = HoldOff::default();
-        let mut moved = p.clone();
-        moved.shards.insert(
-            shard.clone(),
-            ShardOwner {
-                node: Some(other),
-                epoch: 1,
-            },
-        );
-        h2.may_send_at(&moved, &route_of(&moved, &shard, other), at(0), S);
-        moved.shards.insert(
-            shard.clone(),
-            ShardOwner {
-                node: Some(me),
-                epoch: 2,
-            },
-        );
-        let r = route_of(&moved, &shard, me);
-        assert_eq!(h2.may_send_at(&moved, &r, at(5_000), S), at(6_000));
-
-        // The inputs changed just before the first assignment: S after they changed.
-        let mut h3 = HoldOff::default();
-        h3.may_send_at(&p, &route_of(&p, &shard, me), at(0), S);
-        let mut relabelled = assigned.clone();
-        relabelled.nodes.get_mut(&other).expect("labelled").capacity = 50;
-        let r = route_of(&relabelled, &shard, me);
-        assert_eq!(h3.may_send_at(&relabelled, &r, at(3_000), S), at(4_000));
-
-        // Assigned for the first time to a node that was not the would-be owner: S after.
-        let mut h4 = HoldOff::default();
-        h4.may_send_at(&p, &route_of(&p, &shard, me), at(0), S);
-        let mut elsewhere = p.clone();
-        elsewhere.shards.insert(
-            shard.clone(),
-            ShardOwner {
-                node: Some(other),
-                epoch: 1,
-            },
-        );
-        let r = route_of(&elsewhere, &shard, other);
-        assert_eq!(h4.may_send_at(&elsewhere, &r, at(3_000), S), at(4_000));
-
-        // Released after an owner: its would-be owner waits S from the release, even with
-        // inputs seen long before.
-        let mut released = p.clone();
-        released.shards.insert(
-            shard.clone(),
-            ShardOwner {
-                node: None,
-                epoch: 2,
-            },
-        );
-        let r = route_of(&released, &shard, me);
-        assert_eq!(r.owner, me);
-        assert_eq!(h.may_send_at(&released, &r, at(9_000), S), at(10_000));
-        assert_eq!(h.may_send_at(&released, &r, at(9_500), S), at(10_000));
     }
 
     #[test]
