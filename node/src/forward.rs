@@ -366,25 +366,6 @@ fn from_wire(e: WireError) -> CallError {
     }
 }
 
-fn method_name(m: HttpMethod) -> &'static str {
-    match m {
-        HttpMethod::Get => "GET",
-        HttpMethod::Post => "POST",
-        HttpMethod::Patch => "PATCH",
-        HttpMethod::Delete => "DELETE",
-    }
-}
-
-fn method_of(s: &str) -> Option<HttpMethod> {
-    match s {
-        "GET" => Some(HttpMethod::Get),
-        "POST" => Some(HttpMethod::Post),
-        "PATCH" => Some(HttpMethod::Patch),
-        "DELETE" => Some(HttpMethod::Delete),
-        _ => None,
-    }
-}
-
 fn applied_index(app: &App) -> Option<u64> {
     app.control
         .raft()
@@ -630,7 +611,7 @@ async fn forward_to(
         workspace_id: ctx.workspace_id.clone(),
         session_id: ctx.session_id.clone(),
         integration_id: ctx.integration.id.clone(),
-        method: method_name(req.method).into(),
+        method: req.method.as_str().into(),
         path: req.path.clone(),
         query: req.query.clone(),
         body: req.body.clone(),
@@ -807,7 +788,7 @@ async fn serve_forwarded(
             )));
         }
     };
-    let Some(method) = method_of(&call.method) else {
+    let Some(method) = HttpMethod::from_name(&call.method) else {
         fwd.count_served("invalid");
         return Err(DataCallRefusal::Invalid(format!(
             "unknown method {:?}",

@@ -207,25 +207,6 @@ fn retry(why: String) -> CallError {
     }
 }
 
-fn method_name(m: HttpMethod) -> &'static str {
-    match m {
-        HttpMethod::Get => "GET",
-        HttpMethod::Post => "POST",
-        HttpMethod::Patch => "PATCH",
-        HttpMethod::Delete => "DELETE",
-    }
-}
-
-fn method_of(s: &str) -> Option<HttpMethod> {
-    match s {
-        "GET" => Some(HttpMethod::Get),
-        "POST" => Some(HttpMethod::Post),
-        "PATCH" => Some(HttpMethod::Patch),
-        "DELETE" => Some(HttpMethod::Delete),
-        _ => None,
-    }
-}
-
 /// Why the owner side did not run a call.
 enum NotServed {
     WrongOwner,
@@ -332,7 +313,7 @@ impl Forward {
             workspace_id: ctx.workspace_id.clone(),
             session_id: ctx.session_id.clone(),
             integration_id: ctx.integration.id.clone(),
-            method: method_name(req.method).into(),
+            method: req.method.as_str().into(),
             path: req.path.clone(),
             query: req.query.clone(),
             body: req.body.clone(),
@@ -477,7 +458,7 @@ impl Forward {
     /// Serves one forwarded call (the owner's side).
     async fn serve_forwarded(self: Arc<Self>, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         let call: ForwardedCall = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
-        let method = method_of(&call.method).ok_or("unknown method")?;
+        let method = HttpMethod::from_name(&call.method).ok_or("unknown method")?;
         let token = INTEGRATIONS
             .iter()
             .find(|(name, _)| *name == call.integration_id)

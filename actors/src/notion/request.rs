@@ -10,6 +10,29 @@ pub enum HttpMethod {
     Delete,
 }
 
+impl HttpMethod {
+    /// The method's name on the wire (`GET`, `POST`, `PATCH`, `DELETE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+
+    /// The method named `s` (exactly as [`HttpMethod::as_str`] writes it), if Quire sends it.
+    pub fn from_name(s: &str) -> Option<HttpMethod> {
+        match s {
+            "GET" => Some(HttpMethod::Get),
+            "POST" => Some(HttpMethod::Post),
+            "PATCH" => Some(HttpMethod::Patch),
+            "DELETE" => Some(HttpMethod::Delete),
+            _ => None,
+        }
+    }
+}
+
 /// One request to Notion's API, relative to the configured base URL (`/v1/...`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotionRequest {
