@@ -369,15 +369,12 @@ impl PlacementState {
         node: NodeId,
         stopping: bool,
     ) -> Result<bool, PlacementError> {
-        if !stopping {
-            return Ok(self.stopping.remove(&node));
-        }
-        if !self.nodes.contains_key(&node) {
-            return Err(PlacementError(format!(
+        let labelled = self.nodes.contains_key(&node);
+        set_mark(&mut self.stopping, labelled, node, stopping, || {
+            format!(
                 "node {node} has no labels (it never started as a member); it owns no shard to move"
-            )));
-        }
-        Ok(self.stopping.insert(node))
+            )
+        })
     }
 
     /// Applies `SetNodeDraining`: `Ok(false)` if the flag was already so. Only a node with
@@ -387,15 +384,12 @@ impl PlacementState {
         node: NodeId,
         draining: bool,
     ) -> Result<bool, PlacementError> {
-        if !draining {
-            return Ok(self.draining.remove(&node));
-        }
-        if !self.nodes.contains_key(&node) {
-            return Err(PlacementError(format!(
+        let labelled = self.nodes.contains_key(&node);
+        set_mark(&mut self.draining, labelled, node, draining, || {
+            format!(
                 "node {node} has no labels (it never started as a member); there is nothing to drain"
-            )));
-        }
-        Ok(self.draining.insert(node))
+            )
+        })
     }
 
     /// Applies `ApplyPlacement`: every move whose shard still has the expected owner and
@@ -446,15 +440,12 @@ impl PlacementState {
                         labels.region, m.shard
                     )));
                 }
-                if self.draining.contains(&to) {
-                    return Err(PlacementError(format!(
-                        "node {to} is draining; it receives no shards"
-                    )));
-                }
-                if self.stopping.contains(&to) {
-                    return Err(PlacementError(format!(
-                        "node {to} is stopping; it receives no shards"
-                    )));
+                for (marks, mark) in [(&self.draining, "draining"), (&self.stopping, "stopping")] {
+                    if marks.contains(&to) {
+                        return Err(PlacementError(format!(
+                            "node {to} is {mark}; it receives no shards"
+                        )));
+                    }
                 }
             }
         }
@@ -482,6 +473,25 @@ impl PlacementState {
         }
         Ok(stale)
     }
+}
+
+/// Sets (`on`) or clears `node`'s mark in `marks` (draining or stopping): `Ok(false)` if it
+/// was already so. Only a `labelled` node (one that has started as a member) can be marked;
+/// `refusal` says why another cannot.
+fn set_mark(
+    marks: &mut BTreeSet<NodeId>,
+    labelled: bool,
+    node: NodeId,
+    on: bool,
+    refusal: impl FnOnce() -> String,
+) -> Result<bool, PlacementError> {
+    if !on {
+        return Ok(marks.remove(&node));
+    }
+    if !labelled {
+        return Err(PlacementError(refusal()));
+    }
+    Ok(marks.insert(node))
 }
 
 fn node_name(node: Option<NodeId>) -> String {
