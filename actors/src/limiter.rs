@@ -21,6 +21,23 @@
 //! ([`LimiterArgs::adopted`], bounded by the integration's current budget), one that exists
 //! merges it ([`TokenBucket::merge`]: the fewer tokens and the longer pause), so an adopted
 //! bucket is never more permissive than either side.
+//!
+//! **Epochs.** A node may own a shard, lose it and get it back; meanwhile its limiter refilled
+//! while another node spent the burst. So the bucket records the [`ShardEpoch`] (the
+//! integration's shard and its owner epoch) it last sent under, and the owner's calls carry
+//! theirs ([`acquire_at`]); the rules are [`TokenBucket::enter`] and [`TokenBucket::adopt`]:
+//! - a call under a later epoch of the recorded shard, another shard, or none recorded
+//!   empties the bucket first (a running pause stays) and records its epoch — exactly as
+//!   conservative as a limiter started after a crash, whether or not the previous owner's
+//!   snapshot ever arrives;
+//! - a snapshot sent for a later epoch (one this limiter has not sent under yet) replaces the
+//!   tokens with the snapshot's, keeps the longer pause and records the epoch: the previous
+//!   owner's bucket is the one that counted the requests sent since;
+//! - a snapshot for the recorded epoch, for an earlier one, for another shard or with none
+//!   recorded merges (the fewer tokens, the longer pause): it never adds tokens.
+//!
+//! Calls without an epoch (a data plane used on its own, without shard owners) leave the
+//! record alone.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -74,13 +91,58 @@ pub fn validate_budget(budget: &Budget) -> Result<(), String> {
     Ok(())
 }
 
-/// A token bucket in fixed point, driven by the instants it is handed.
+/// The shard ownership a call is sent under: the integration's shard (as the node names it)
+/// and the epoch of the shard map that makes this node its owner. Epochs of one shard only
+/// grow; those of different shards are not comparable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardEpoch {
+    pub shard: String,
+    pub epoch: u64,
+}
+
+impl ShardEpoch {
+    pub fn new(shard: impl Into<String>, epoch: u64) -> Self {
+        Self {
+            shard: shard.into(),
+            epoch,
+        }
+    }
+
+    /// Whether `self` is a later epoch of the same shard than `recorded`.
+    fn after(&self, recorded: Option<&ShardEpoch>) -> bool {
+        recorded.is_some_and(|r| r.shard == self.shard && self.epoch > r.epoch)
+    }
+
+    /// Whether `self` is the recorded epoch, or an earlier one of the same shard.
+    fn at_or_before(&self, recorded: Option<&ShardEpoch>) -> bool {
+        recorded.is_some_and(|r| r.shard == self.shard && self.epoch <= r.epoch)
+    }
+}
+
+impl std::fmt::Display for ShardEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at epoch {}", self.shard, self.epoch)
+    }
+}
+
+/// What [`TokenBucket::adopt`] did with a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptRule {
+    /// Sent for an epoch this bucket has not sent under: its tokens replaced the bucket's.
+    Replaced,
+    /// Merged: the fewer tokens and the longer pause.
+    Merged,
+}
+
+/// A token bucket in fixed point, driven by the instants it is handed, with the shard epoch
+/// it last sent under (see the module docs).
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     budget: Budget,
     tokens_micros: u64,
     last_refill: Instant,
     paused_until: Option<Instant>,
+    epoch: Option<ShardEpoch>,
 }
 
 impl TokenBucket {
@@ -91,11 +153,66 @@ impl TokenBucket {
             tokens_micros: tokens_micros.min(capacity_micros(&budget)),
             last_refill: now,
             paused_until: None,
+            epoch: None,
         }
     }
 
     pub fn budget(&self) -> Budget {
         self.budget
+    }
+
+    /// The shard epoch this bucket last sent under (or adopted a snapshot for).
+    pub fn epoch(&self) -> Option<&ShardEpoch> {
+        self.epoch.as_ref()
+    }
+
+    /// Records `epoch` without touching the tokens: for a bucket that starts empty, or from
+    /// a snapshot sent for that epoch.
+    pub fn with_epoch(mut self, epoch: Option<ShardEpoch>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Before a permit for a call sent under `at`: unless the bucket already sent under `at`
+    /// (or a later epoch of that shard), it is emptied — a running pause stays — and `at` is
+    /// recorded. Returns whether it was emptied.
+    pub fn enter(&mut self, at: &ShardEpoch, now: Instant) -> bool {
+        if at.at_or_before(self.epoch.as_ref()) {
+            return false;
+        }
+        self.refill(now);
+        self.tokens_micros = 0;
+        self.last_refill = now;
+        self.epoch = Some(at.clone());
+        true
+    }
+
+    /// Takes in a snapshot the previous owner sent for `at` (see the module docs): for a later
+    /// epoch of the recorded shard its tokens replace this bucket's (the longer pause of the
+    /// two stays) and `at` is recorded; otherwise it merges ([`TokenBucket::merge`]), and
+    /// `at` is recorded unless the bucket already sent under a later epoch of that shard.
+    pub fn adopt(
+        &mut self,
+        snapshot: &LimiterSnapshot,
+        at: &ShardEpoch,
+        now: Instant,
+    ) -> AdoptRule {
+        if at.after(self.epoch.as_ref()) {
+            self.refill(now);
+            self.tokens_micros = snapshot.tokens_micros.min(capacity_micros(&self.budget));
+            self.last_refill = now;
+            if self.paused_for(now).is_some() {
+                self.tokens_micros = 0;
+            }
+            self.merge_pause(snapshot, now);
+            self.epoch = Some(at.clone());
+            return AdoptRule::Replaced;
+        }
+        self.merge(snapshot, now);
+        if !at.at_or_before(self.epoch.as_ref()) {
+            self.epoch = Some(at.clone());
+        }
+        AdoptRule::Merged
     }
 
     /// Adds what the rate earned since the last refill. Nothing accrues during a pause.
@@ -194,14 +311,22 @@ impl TokenBucket {
     /// local pause does.
     pub fn merge(&mut self, snapshot: &LimiterSnapshot, now: Instant) {
         self.refill(now);
-        if snapshot.pause_remaining_ms > 0 {
-            let until = now + Duration::from_millis(snapshot.pause_remaining_ms.min(MAX_PAUSE_MS));
-            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
-            self.tokens_micros = 0;
-            self.last_refill = now;
-        } else {
+        if !self.merge_pause(snapshot, now) {
             self.tokens_micros = self.tokens_micros.min(snapshot.tokens_micros);
         }
+    }
+
+    /// Takes the snapshot's pause if it has one (the longer of the two stays), emptying the
+    /// bucket. Returns whether it had one. The bucket must be refilled to `now`.
+    fn merge_pause(&mut self, snapshot: &LimiterSnapshot, now: Instant) -> bool {
+        if snapshot.pause_remaining_ms == 0 {
+            return false;
+        }
+        let until = now + Duration::from_millis(snapshot.pause_remaining_ms.min(MAX_PAUSE_MS));
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        self.tokens_micros = 0;
+        self.last_refill = now;
+        true
     }
 
     /// Rebuilds a bucket from a handoff snapshot taken on another node.
@@ -234,6 +359,8 @@ pub struct LimiterState {
     pub granted: u64,
     /// Waiters answered `RateLimited` (queue full, deadline too near or passed).
     pub rejected: u64,
+    /// The shard epoch the limiter last sent under (or adopted a snapshot for).
+    pub epoch: Option<ShardEpoch>,
 }
 
 impl LimiterState {
@@ -387,6 +514,9 @@ pub enum LimiterMsg {
     Acquire {
         session_id: String,
         deadline: Instant,
+        /// The shard epoch the call is sent under (see [`TokenBucket::enter`]); `None`: a
+        /// call outside shard ownership.
+        at: Option<ShardEpoch>,
         reply: RpcReplyPort<Result<(), CallError>>,
     },
     /// Notion answered 429/529: no permits for `retry_after`.
@@ -396,10 +526,18 @@ pub enum LimiterMsg {
     /// The integration's budget changed.
     SetBudget(Budget),
     State(RpcReplyPort<LimiterState>),
-    Snapshot(RpcReplyPort<LimiterSnapshot>),
-    /// Another node's snapshot of this integration's limiter (a shard handoff): merged, the
-    /// fewer tokens and the longer pause winning.
-    Adopt(LimiterSnapshot),
+    /// The bucket's handoff snapshot; with `at`, after entering it as a call would (so a
+    /// bucket that never sent under the epoch its node is handing off hands off empty).
+    Snapshot {
+        at: Option<ShardEpoch>,
+        reply: RpcReplyPort<LimiterSnapshot>,
+    },
+    /// Another node's snapshot of this integration's limiter (a shard handoff), sent for `at`:
+    /// see [`TokenBucket::adopt`]; without `at`, merged (the fewer tokens, the longer pause).
+    Adopt {
+        snapshot: LimiterSnapshot,
+        at: Option<ShardEpoch>,
+    },
     /// Timer: serve and expire waiters.
     Tick,
 }
@@ -411,8 +549,8 @@ impl std::fmt::Debug for LimiterMsg {
             LimiterMsg::Pause { retry_after } => write!(f, "Pause({retry_after:?})"),
             LimiterMsg::SetBudget(b) => write!(f, "SetBudget({b:?})"),
             LimiterMsg::State(_) => f.write_str("State"),
-            LimiterMsg::Snapshot(_) => f.write_str("Snapshot"),
-            LimiterMsg::Adopt(s) => write!(f, "Adopt({s:?})"),
+            LimiterMsg::Snapshot { at, .. } => write!(f, "Snapshot({at:?})"),
+            LimiterMsg::Adopt { snapshot, at } => write!(f, "Adopt({snapshot:?}, {at:?})"),
             LimiterMsg::Tick => f.write_str("Tick"),
         }
     }
@@ -426,6 +564,9 @@ pub struct LimiterArgs {
     /// Budget, tokens and pause to start from. The data plane starts every limiter empty
     /// (it cannot know what a predecessor sent); a full burst is for tests only.
     pub start: LimiterSnapshot,
+    /// The shard epoch `start` stands for: the epoch of the call that started an empty
+    /// limiter, or the one an adopted snapshot was sent for. `None`: unknown.
+    pub epoch: Option<ShardEpoch>,
 }
 
 impl LimiterArgs {
@@ -440,6 +581,7 @@ impl LimiterArgs {
                 tokens_micros: capacity_micros(&budget),
                 pause_remaining_ms: 0,
             },
+            epoch: None,
         }
     }
 
@@ -468,7 +610,14 @@ impl LimiterArgs {
             integration_id: integration_id.into(),
             config,
             start: snapshot.under(budget),
+            epoch: None,
         }
+    }
+
+    /// These arguments, standing for shard epoch `epoch` (see [`LimiterArgs::epoch`]).
+    pub fn at(mut self, epoch: Option<ShardEpoch>) -> Self {
+        self.epoch = epoch;
+        self
     }
 }
 
@@ -571,6 +720,14 @@ impl LimiterActorState {
         Some(earliest_deadline.map_or(token_at, |d| d.min(token_at)))
     }
 
+    /// A call (or a handoff) under `at`: [`TokenBucket::enter`].
+    fn enter(&mut self, at: &ShardEpoch, now: Instant) {
+        let before = self.bucket.epoch().cloned();
+        if self.bucket.enter(at, now) {
+            tracing::debug!(integration = %self.integration_id, %at, ?before, "first permit under this shard epoch: bucket emptied");
+        }
+    }
+
     fn state(&self, now: Instant) -> LimiterState {
         LimiterState {
             budget: self.bucket.budget(),
@@ -580,6 +737,7 @@ impl LimiterActorState {
             queued_sessions: self.queue.queues.len(),
             granted: self.granted,
             rejected: self.rejected,
+            epoch: self.bucket.epoch().cloned(),
         }
     }
 }
@@ -600,7 +758,7 @@ impl Actor for Limiter {
         Ok(LimiterActorState {
             integration_id: args.integration_id,
             config: args.config,
-            bucket: TokenBucket::from_snapshot(&args.start, now),
+            bucket: TokenBucket::from_snapshot(&args.start, now).with_epoch(args.epoch),
             queue: FairQueue::new(),
             tick_at: None,
             granted: 0,
@@ -619,8 +777,12 @@ impl Actor for Limiter {
             LimiterMsg::Acquire {
                 session_id,
                 deadline,
+                at,
                 reply,
             } => {
+                if let Some(at) = at {
+                    state.enter(&at, now);
+                }
                 state.serve(now);
                 state.acquire(session_id, deadline, reply, now);
             }
@@ -636,12 +798,19 @@ impl Actor for Limiter {
             LimiterMsg::State(reply) => {
                 let _ = reply.send(state.state(now));
             }
-            LimiterMsg::Snapshot(reply) => {
+            LimiterMsg::Snapshot { at, reply } => {
+                if let Some(at) = at {
+                    state.enter(&at, now);
+                }
                 let _ = reply.send(state.bucket.snapshot(now));
             }
-            LimiterMsg::Adopt(snapshot) => {
-                state.bucket.merge(&snapshot, now);
-            }
+            LimiterMsg::Adopt { snapshot, at } => match at {
+                Some(at) => {
+                    let rule = state.bucket.adopt(&snapshot, &at, now);
+                    tracing::debug!(integration = %state.integration_id, %at, ?rule, "adopted a handed-off snapshot");
+                }
+                None => state.bucket.merge(&snapshot, now),
+            },
             LimiterMsg::Tick => {
                 if state.tick_at.is_some_and(|t| t <= now) {
                     state.tick_at = None;
@@ -663,11 +832,22 @@ impl Actor for Limiter {
 /// deadline itself; this only guards against a limiter that died.
 const RPC_GRACE: Duration = Duration::from_secs(1);
 
-/// Waits for a permit from `limiter` until `deadline`.
+/// Waits for a permit from `limiter` until `deadline`, for a call outside shard ownership.
 pub async fn acquire(
     limiter: &ActorRef<LimiterMsg>,
     session_id: &str,
     deadline: Instant,
+) -> Result<(), CallError> {
+    acquire_at(limiter, session_id, deadline, None).await
+}
+
+/// Waits for a permit from `limiter` until `deadline`, for a call sent under `at` (the
+/// bucket is emptied first if it never sent under that shard epoch: [`TokenBucket::enter`]).
+pub async fn acquire_at(
+    limiter: &ActorRef<LimiterMsg>,
+    session_id: &str,
+    deadline: Instant,
+    at: Option<&ShardEpoch>,
 ) -> Result<(), CallError> {
     let now = Instant::now();
     if deadline <= now {
@@ -682,6 +862,7 @@ pub async fn acquire(
             |reply| LimiterMsg::Acquire {
                 session_id,
                 deadline,
+                at: at.cloned(),
                 reply,
             },
             Some(timeout),
@@ -717,10 +898,18 @@ pub async fn state(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterState, CallE
     }
 }
 
-/// The limiter's handoff snapshot.
-pub async fn snapshot(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterSnapshot, CallError> {
+/// The limiter's handoff snapshot; with `at`, taken after entering that shard epoch (see
+/// [`LimiterMsg::Snapshot`]).
+pub async fn snapshot(
+    limiter: &ActorRef<LimiterMsg>,
+    at: Option<&ShardEpoch>,
+) -> Result<LimiterSnapshot, CallError> {
+    let at = at.cloned();
     match limiter
-        .call(LimiterMsg::Snapshot, Some(Duration::from_secs(5)))
+        .call(
+            |reply| LimiterMsg::Snapshot { at, reply },
+            Some(Duration::from_secs(5)),
+        )
         .await
     {
         Ok(ractor::rpc::CallResult::Success(s)) => Ok(s),
@@ -730,10 +919,17 @@ pub async fn snapshot(limiter: &ActorRef<LimiterMsg>) -> Result<LimiterSnapshot,
     }
 }
 
-/// Merges another node's snapshot into `limiter` (see [`TokenBucket::merge`]). Returns
-/// whether the limiter was there to take it.
-pub fn adopt(limiter: &ActorRef<LimiterMsg>, snapshot: LimiterSnapshot) -> bool {
-    limiter.send_message(LimiterMsg::Adopt(snapshot)).is_ok()
+/// Hands `limiter` another node's snapshot, sent for shard epoch `at` (see
+/// [`TokenBucket::adopt`]; without `at`, [`TokenBucket::merge`]). Returns whether the limiter
+/// was there to take it.
+pub fn adopt(
+    limiter: &ActorRef<LimiterMsg>,
+    snapshot: LimiterSnapshot,
+    at: Option<ShardEpoch>,
+) -> bool {
+    limiter
+        .send_message(LimiterMsg::Adopt { snapshot, at })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -825,6 +1021,219 @@ mod tests {
         assert_eq!(args.start.tokens_micros, 3 * TOKEN_MICROS);
     }
 
+    fn at(shard: &str, epoch: u64) -> ShardEpoch {
+        ShardEpoch::new(shard, epoch)
+    }
+
+    /// A bucket that sent its whole burst under shard `x` at epoch 1, then had 10 s to refill:
+    /// full again, as on a node that lost the shard and is getting it back.
+    fn refilled_old_owner(now: Instant) -> (TokenBucket, Instant) {
+        let mut b = TokenBucket::new(BUDGET, 5 * TOKEN_MICROS, now).with_epoch(Some(at("x", 1)));
+        for _ in 0..5 {
+            assert!(
+                !b.enter(&at("x", 1), now),
+                "the recorded epoch emptied the bucket"
+            );
+            assert!(b.try_take(now));
+        }
+        assert!(!b.try_take(now));
+        let later = now + Duration::from_secs(10);
+        assert_eq!(b.tokens_micros(later), 5 * TOKEN_MICROS);
+        (b, later)
+    }
+
+    #[test]
+    fn a_returning_owner_without_a_push_starts_empty() {
+        let (mut b, now) = refilled_old_owner(Instant::now());
+        // The first call under epoch 3 (another node owned epoch 2): empty, epoch 3 recorded.
+        assert!(b.enter(&at("x", 3), now));
+        assert_eq!(b.tokens_micros(now), 0);
+        assert_eq!(b.epoch(), Some(&at("x", 3)));
+        assert!(!b.try_take(now));
+        assert_eq!(b.wait_for(1, now), Duration::from_millis(500));
+        // Later calls under epoch 3 keep what the bucket earned since (2/s).
+        let t = now + Duration::from_secs(1);
+        assert!(!b.enter(&at("x", 3), t));
+        assert_eq!(b.tokens_micros(t), 2 * TOKEN_MICROS);
+        // A late call under an earlier epoch changes nothing (its fence refuses it anyway).
+        assert!(!b.enter(&at("x", 2), t));
+        assert_eq!(b.tokens_micros(t), 2 * TOKEN_MICROS);
+        assert_eq!(b.epoch(), Some(&at("x", 3)));
+        // Another shard (the tenant's residency changed): its epochs are not comparable, so
+        // the bucket empties again.
+        assert!(b.enter(&at("y", 0), t));
+        assert_eq!(b.tokens_micros(t), 0);
+        assert_eq!(b.epoch(), Some(&at("y", 0)));
+        // A bucket that knows no epoch (a limiter restarted after a failure) empties too.
+        let mut unknown = TokenBucket::new(BUDGET, 5 * TOKEN_MICROS, t);
+        assert!(unknown.enter(&at("x", 3), t));
+        assert_eq!(unknown.tokens_micros(t), 0);
+    }
+
+    #[test]
+    fn a_returning_owner_with_a_push_takes_the_pushers_tokens() {
+        let (b, now) = refilled_old_owner(Instant::now());
+        // The epoch-2 owner left 2 tokens: they replace the 5 earned here meanwhile.
+        let mut fewer = b.clone();
+        assert_eq!(
+            fewer.adopt(&snap(2, 0), &at("x", 3), now),
+            AdoptRule::Replaced
+        );
+        assert_eq!(fewer.tokens_micros(now), 2 * TOKEN_MICROS);
+        assert_eq!(fewer.epoch(), Some(&at("x", 3)));
+        // The first call under epoch 3 then keeps them: the snapshot was for that epoch.
+        assert!(!fewer.enter(&at("x", 3), now));
+        assert!(fewer.try_take(now));
+        assert!(fewer.try_take(now));
+        assert!(!fewer.try_take(now));
+        // An old bucket emptier than the pusher's takes the pusher's too: it is the bucket
+        // that counted the requests sent since this one last sent.
+        let mut low = TokenBucket::new(BUDGET, TOKEN_MICROS, now).with_epoch(Some(at("x", 1)));
+        assert_eq!(
+            low.adopt(&snap(4, 0), &at("x", 3), now),
+            AdoptRule::Replaced
+        );
+        assert_eq!(low.tokens_micros(now), 4 * TOKEN_MICROS);
+        // Within the burst of the bucket's budget.
+        let small = Budget {
+            requests_per_second: 1,
+            burst: 2,
+        };
+        let mut capped = TokenBucket::new(small, 0, now).with_epoch(Some(at("x", 1)));
+        capped.adopt(&snap(5, 0), &at("x", 3), now);
+        assert_eq!(capped.tokens_micros(now), 2 * TOKEN_MICROS);
+        // A push that arrives after the first call under epoch 3 merges: the bucket emptied
+        // at that call, and earned 1 token in the 500 ms since.
+        let (mut called, now) = refilled_old_owner(Instant::now());
+        assert!(called.enter(&at("x", 3), now));
+        let t = now + Duration::from_millis(500);
+        assert_eq!(called.adopt(&snap(4, 0), &at("x", 3), t), AdoptRule::Merged);
+        assert_eq!(called.tokens_micros(t), TOKEN_MICROS);
+    }
+
+    #[test]
+    fn a_snapshot_for_an_earlier_epoch_adds_nothing() {
+        let now = Instant::now();
+        let mut b = TokenBucket::new(BUDGET, TOKEN_MICROS, now).with_epoch(Some(at("x", 3)));
+        assert_eq!(b.adopt(&snap(5, 0), &at("x", 2), now), AdoptRule::Merged);
+        assert_eq!(b.tokens_micros(now), TOKEN_MICROS);
+        assert_eq!(
+            b.epoch(),
+            Some(&at("x", 3)),
+            "an earlier epoch was recorded"
+        );
+        // It may still take away (the fewer tokens), and a pause in it counts.
+        assert_eq!(b.adopt(&snap(0, 0), &at("x", 1), now), AdoptRule::Merged);
+        assert_eq!(b.tokens_micros(now), 0);
+        b.adopt(&snap(5, 2_000), &at("x", 2), now);
+        assert_eq!(b.paused_for(now), Some(Duration::from_secs(2)));
+        // At the recorded epoch: the fewer tokens, as before epochs were recorded.
+        let mut same = TokenBucket::new(BUDGET, 3 * TOKEN_MICROS, now).with_epoch(Some(at("x", 3)));
+        assert_eq!(same.adopt(&snap(1, 0), &at("x", 3), now), AdoptRule::Merged);
+        assert_eq!(same.tokens_micros(now), TOKEN_MICROS);
+        same.adopt(&snap(5, 0), &at("x", 3), now);
+        assert_eq!(same.tokens_micros(now), TOKEN_MICROS);
+        // For another shard, or with no epoch recorded: merged, and the epoch recorded.
+        let mut other =
+            TokenBucket::new(BUDGET, 3 * TOKEN_MICROS, now).with_epoch(Some(at("y", 9)));
+        assert_eq!(
+            other.adopt(&snap(5, 0), &at("x", 3), now),
+            AdoptRule::Merged
+        );
+        assert_eq!(other.tokens_micros(now), 3 * TOKEN_MICROS);
+        assert_eq!(other.epoch(), Some(&at("x", 3)));
+        let mut unknown = TokenBucket::new(BUDGET, 2 * TOKEN_MICROS, now);
+        assert_eq!(
+            unknown.adopt(&snap(5, 0), &at("x", 3), now),
+            AdoptRule::Merged
+        );
+        assert_eq!(unknown.tokens_micros(now), 2 * TOKEN_MICROS);
+        assert_eq!(unknown.epoch(), Some(&at("x", 3)));
+    }
+
+    #[test]
+    fn a_running_pause_survives_a_new_epoch() {
+        let (mut b, now) = refilled_old_owner(Instant::now());
+        b.pause(Duration::from_secs(4), now);
+        // A call under epoch 3: still paused 4 s, and empty after it.
+        assert!(b.enter(&at("x", 3), now));
+        assert_eq!(b.paused_for(now), Some(Duration::from_secs(4)));
+        assert_eq!(b.wait_for(1, now), Duration::from_millis(4_500));
+
+        // A push for epoch 3 with a shorter pause and tokens: the 4 s pause stays, and the
+        // bucket stays empty under it (as a pause leaves it).
+        let (mut p, now) = refilled_old_owner(Instant::now());
+        p.pause(Duration::from_secs(4), now);
+        assert_eq!(
+            p.adopt(&snap(5, 1_000), &at("x", 3), now),
+            AdoptRule::Replaced
+        );
+        assert_eq!(p.paused_for(now), Some(Duration::from_secs(4)));
+        assert_eq!(p.tokens_micros(now), 0);
+        assert_eq!(p.wait_for(1, now), Duration::from_millis(4_500));
+        // A push for epoch 4 with a longer pause: the longer one.
+        assert_eq!(
+            p.adopt(&snap(3, 6_000), &at("x", 4), now),
+            AdoptRule::Replaced
+        );
+        assert_eq!(p.paused_for(now), Some(Duration::from_secs(6)));
+        // Unpaused here, paused there: the pusher's pause, empty.
+        let (mut q, now) = refilled_old_owner(Instant::now());
+        assert_eq!(
+            q.adopt(&snap(5, 2_000), &at("x", 3), now),
+            AdoptRule::Replaced
+        );
+        assert_eq!(q.paused_for(now), Some(Duration::from_secs(2)));
+        assert_eq!(q.tokens_micros(now), 0);
+        assert_eq!(q.wait_for(1, now), Duration::from_millis(2_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_empties_on_its_first_permit_under_a_new_epoch() {
+        let (l, _) = Actor::spawn(
+            None,
+            Limiter,
+            LimiterArgs::fresh("t/i", BUDGET, LimiterConfig::default()).at(Some(at("x", 1))),
+        )
+        .await
+        .expect("limiter starts");
+        let far = Instant::now() + Duration::from_secs(60);
+        // The burst under epoch 1 comes at once.
+        let started = Instant::now();
+        for _ in 0..5 {
+            acquire_at(&l, "s", far, Some(&at("x", 1)))
+                .await
+                .expect("a permit");
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Ten seconds later the bucket is full again; the first call under epoch 3 waits
+        // 1/rps all the same.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            state(&l).await.expect("state").tokens_micros,
+            5 * TOKEN_MICROS
+        );
+        let t = Instant::now();
+        acquire_at(&l, "s", far, Some(&at("x", 3)))
+            .await
+            .expect("a permit");
+        assert_eq!(t.elapsed(), Duration::from_millis(500));
+        let s = state(&l).await.expect("state");
+        assert_eq!(s.epoch, Some(at("x", 3)));
+        assert_eq!(s.tokens_micros, 0);
+        // A call without an epoch leaves the record alone.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        acquire(&l, "s", far).await.expect("a permit");
+        let s = state(&l).await.expect("state");
+        assert_eq!(s.epoch, Some(at("x", 3)));
+        assert_eq!(s.tokens_micros, 4 * TOKEN_MICROS);
+        // A snapshot taken for epoch 4, which this limiter never sent under, is empty.
+        let out = snapshot(&l, Some(&at("x", 4))).await.expect("a snapshot");
+        assert_eq!(out.tokens_micros, 0);
+        assert_eq!(state(&l).await.expect("state").epoch, Some(at("x", 4)));
+        l.stop(None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_adopted_pause_holds_the_permits_of_a_running_limiter() {
         let (l, _) = Actor::spawn(
@@ -835,7 +1244,7 @@ mod tests {
         .await
         .expect("limiter starts");
         let started = Instant::now();
-        assert!(adopt(&l, snap(5, 3_000)));
+        assert!(adopt(&l, snap(5, 3_000), None));
         acquire(&l, "s", started + Duration::from_secs(10))
             .await
             .expect("a permit");

@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use crate::call::{Budget, CallContext, CallError, Fence};
 use crate::limiter::{
     self, Limiter, LimiterArgs, LimiterConfig, LimiterMsg, LimiterSnapshot, LimiterState,
+    ShardEpoch,
 };
 use crate::notion::client::{self, NotionClient, NotionClientConfig};
 use crate::notion::{HttpTransport, NotionError, NotionRequest};
@@ -164,6 +165,9 @@ struct CallJob {
     sent: Option<Arc<AtomicU32>>,
     /// Checked after each permit, right before the request goes to Notion.
     fence: Option<Fence>,
+    /// The shard epoch the call is sent under (with the fence); its limiter empties on the
+    /// first permit under an epoch it has not sent under (`limiter::TokenBucket::enter`).
+    at: Option<ShardEpoch>,
     /// Set by the tenant supervisor that routes the call: a clone of its [`TenantState`]'s
     /// `calls`, held until the call and any request of it still on its way have ended.
     hold: Option<Arc<()>>,
@@ -218,6 +222,8 @@ struct AdoptJob {
     /// The integration's budget on this node now.
     budget: Budget,
     snapshot: LimiterSnapshot,
+    /// The shard epoch the snapshot was sent for (the receiver's epoch as the shard's owner).
+    at: ShardEpoch,
     reply: RpcReplyPort<Result<Adopted, CallError>>,
 }
 
@@ -226,7 +232,9 @@ struct AdoptJob {
 pub enum Adopted {
     /// No limiter for the integration here: one started from the snapshot.
     Started,
-    /// The existing limiter merged it (the fewer tokens, the longer pause).
+    /// The existing limiter took it by the epoch rules (`limiter::TokenBucket::adopt`): its
+    /// tokens replace the limiter's if it was sent for an epoch the limiter has not sent
+    /// under, else merged (the fewer tokens); the longer pause either way.
     Merged,
 }
 
@@ -721,7 +729,7 @@ impl TenantState {
                     .actor
                     .send_message(LimiterMsg::SetBudget(adopt.budget));
             }
-            return if limiter::adopt(&entry.actor, adopt.snapshot) {
+            return if limiter::adopt(&entry.actor, adopt.snapshot, Some(adopt.at.clone())) {
                 Ok(Adopted::Merged)
             } else {
                 Err(CallError::Unavailable(
@@ -739,7 +747,8 @@ impl TenantState {
             adopt.budget,
             self.args.limiter,
             adopt.snapshot,
-        );
+        )
+        .at(Some(adopt.at.clone()));
         self.spawn_limiter(me, args).await?;
         Ok(Adopted::Started)
     }
@@ -776,6 +785,7 @@ impl TenantState {
                 // Empty, not full: the first permit comes after 1/rps (333 ms at the default
                 // 3/s). A node that restarts, or a tenant supervisor restarted after a
                 // failure, must not send a full burst right after its predecessor did.
+                // Started for the call's shard epoch, so that call does not empty it again.
                 let args = if self.args.limiters_start_full {
                     // PLANTED BUG (simulator only): forgets what was sent before.
                     LimiterArgs::fresh(
@@ -789,7 +799,8 @@ impl TenantState {
                         integration.budget,
                         self.args.limiter,
                     )
-                };
+                }
+                .at(job.at.clone());
                 self.spawn_limiter(me.clone(), args).await?
             }
         };
@@ -1079,6 +1090,7 @@ impl SessionState {
                 reply,
                 sent,
                 fence,
+                at,
                 hold,
             } = *job;
             let counters = Counters {
@@ -1093,7 +1105,10 @@ impl SessionState {
                 &req,
                 deadline,
                 counters,
-                fence.as_ref(),
+                Owned {
+                    fence: fence.as_ref(),
+                    at: at.as_ref(),
+                },
             )
             .await;
             let _ = reply.send(result);
@@ -1188,6 +1203,15 @@ struct Counters<'a> {
     hold: Option<&'a Arc<()>>,
 }
 
+/// What a call of a shard's owner is sent under (both `None` for a call outside ownership).
+#[derive(Clone, Copy)]
+struct Owned<'a> {
+    /// Checked after each permit, right before the request leaves.
+    fence: Option<&'a Fence>,
+    /// The shard epoch each permit is taken under.
+    at: Option<&'a ShardEpoch>,
+}
+
 /// Counts a call as waiting for a permit while it lives (dropped: the wait ended).
 struct Waiting<'a> {
     stats: &'a NotionStats,
@@ -1222,8 +1246,9 @@ async fn execute(
     req: &NotionRequest,
     deadline: Instant,
     counters: Counters<'_>,
-    fence: Option<&Fence>,
+    owned: Owned<'_>,
 ) -> Result<Value, CallError> {
+    let Owned { fence, at } = owned;
     client::validate_request(req)?;
     let integration = ctx.integration.id.as_str();
     let mut rate_limited = 0u32;
@@ -1231,7 +1256,7 @@ async fn execute(
     loop {
         {
             let _waiting = Waiting::start(counters.stats, integration);
-            limiter::acquire(limiter, &ctx.session_id, deadline).await?;
+            limiter::acquire_at(limiter, &ctx.session_id, deadline, at).await?;
         }
         // The caller's fence (the node's shard ownership) is checked after the permit, the
         // last moment before the request leaves: a stale owner sends nothing.
@@ -1417,14 +1442,16 @@ impl DataPlane {
         req: NotionRequest,
         sent: Arc<AtomicU32>,
     ) -> Result<Value, CallError> {
-        self.call_inner(ctx, req, self.call_deadline, Some(sent), None)
+        self.call_inner(ctx, req, self.call_deadline, Some(sent), None, None)
             .await
     }
 
     /// [`DataPlane::call_counting`] within `deadline` (clamped to the configured call
-    /// deadline), with `fence` checked after each rate-limit permit and before the request
-    /// is sent: when it answers `Err(why)` the call fails with [`CallError::Unavailable`]
-    /// and nothing more goes to Notion.
+    /// deadline), for the owner of the integration's shard at `at`, with `fence` checked after
+    /// each rate-limit permit and before the request is sent: when it answers `Err(why)` the
+    /// call fails with [`CallError::Unavailable`] and nothing more goes to Notion. The first
+    /// permit under a shard epoch the integration's limiter has not sent under (nor adopted
+    /// a snapshot for) empties its bucket first (see [`crate::limiter`]).
     pub async fn call_fenced(
         &self,
         ctx: &CallContext,
@@ -1432,9 +1459,10 @@ impl DataPlane {
         deadline: Duration,
         sent: Arc<AtomicU32>,
         fence: Fence,
+        at: ShardEpoch,
     ) -> Result<Value, CallError> {
         let deadline = deadline.min(self.call_deadline);
-        self.call_inner(ctx, req, deadline, Some(sent), Some(fence))
+        self.call_inner(ctx, req, deadline, Some(sent), Some(fence), Some(at))
             .await
     }
 
@@ -1452,7 +1480,7 @@ impl DataPlane {
         req: NotionRequest,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        self.call_inner(ctx, req, deadline, None, None).await
+        self.call_inner(ctx, req, deadline, None, None, None).await
     }
 
     async fn call_inner(
@@ -1462,6 +1490,7 @@ impl DataPlane {
         deadline: Duration,
         sent: Option<Arc<AtomicU32>>,
         fence: Option<Fence>,
+        at: Option<ShardEpoch>,
     ) -> Result<Value, CallError> {
         validate_id("tenant_id", &ctx.tenant_id)?;
         validate_id("workspace_id", &ctx.workspace_id)?;
@@ -1488,6 +1517,7 @@ impl DataPlane {
                         reply,
                         sent,
                         fence,
+                        at,
                         hold: None,
                     }))
                 },
@@ -1548,20 +1578,36 @@ impl DataPlane {
         integration_id: &str,
     ) -> Option<LimiterSnapshot> {
         let l = self.limiter_ref(tenant_id, integration_id).await?;
-        limiter::snapshot(&l).await.ok()
+        limiter::snapshot(&l, None).await.ok()
+    }
+
+    /// [`DataPlane::limiter_snapshot`] for a handoff of what this node sent as the shard's
+    /// owner at `at`: a limiter that never sent under `at` first empties, as a call under it
+    /// would, so it never hands off tokens earned before this node's tenure.
+    pub async fn limiter_snapshot_at(
+        &self,
+        tenant_id: &str,
+        integration_id: &str,
+        at: &ShardEpoch,
+    ) -> Option<LimiterSnapshot> {
+        let l = self.limiter_ref(tenant_id, integration_id).await?;
+        limiter::snapshot(&l, Some(at)).await.ok()
     }
 
     /// Adopts the limiter snapshot another node handed off for `tenant_id`'s
-    /// `integration_id` (its shard moved here), under the integration's current `budget` on
-    /// this node: with no limiter here one starts from the snapshot (tokens at most the
-    /// burst), otherwise the running one keeps the fewer tokens and the longer pause of the
-    /// two. Never more permissive than either side.
+    /// `integration_id` (its shard moved here at `at`), under the integration's current
+    /// `budget` on this node: with no limiter here one starts from the snapshot (tokens at
+    /// most the burst). A running limiter that has not sent under `at` (this node owned the
+    /// shard at an earlier epoch, and the sender since) takes the snapshot's tokens; one that
+    /// has keeps the fewer tokens of the two; the longer pause stays either way. Never more
+    /// permissive than the sender's bucket or this node's sends under `at`.
     pub async fn adopt_limiter_snapshot(
         &self,
         tenant_id: &str,
         integration_id: &str,
         budget: Budget,
         snapshot: LimiterSnapshot,
+        at: ShardEpoch,
     ) -> Result<Adopted, CallError> {
         validate_id("tenant_id", tenant_id)?;
         validate_id("integration id", integration_id)?;
@@ -1575,6 +1621,7 @@ impl DataPlane {
                         integration_id,
                         budget,
                         snapshot,
+                        at,
                         reply,
                     },
                 },
@@ -1703,6 +1750,10 @@ mod tests {
         }
     }
 
+    fn x(epoch: u64) -> ShardEpoch {
+        ShardEpoch::new("eu#7", epoch)
+    }
+
     async fn plane() -> DataPlane {
         DataPlane::start(DataPlaneConfig {
             notion: NotionClientConfig {
@@ -1725,7 +1776,7 @@ mod tests {
         };
         // Five tokens there, a burst of two here: two.
         assert_eq!(
-            dp.adopt_limiter_snapshot("t1", "t1/a", small, snap(5, 0))
+            dp.adopt_limiter_snapshot("t1", "t1/a", small, snap(5, 0), x(1))
                 .await
                 .expect("adopted"),
             Adopted::Started
@@ -1735,7 +1786,7 @@ mod tests {
         assert_eq!(s.tokens_micros, 2 * TOKEN_MICROS);
         assert_eq!(s.paused_for, None);
         // A pause carries over into a new limiter, with an empty bucket.
-        dp.adopt_limiter_snapshot("t1", "t1/b", BUDGET, snap(5, 4_000))
+        dp.adopt_limiter_snapshot("t1", "t1/b", BUDGET, snap(5, 4_000), x(1))
             .await
             .expect("adopted");
         let s = dp.limiter_state("t1", "t1/b").await.expect("a limiter");
@@ -1747,7 +1798,7 @@ mod tests {
             burst: 1,
         };
         assert!(
-            dp.adopt_limiter_snapshot("t1", "t1/c", zero, snap(1, 0))
+            dp.adopt_limiter_snapshot("t1", "t1/c", zero, snap(1, 0), x(1))
                 .await
                 .is_err()
         );
@@ -1759,11 +1810,11 @@ mod tests {
     async fn a_snapshot_merges_into_a_running_limiter_never_more_permissively() {
         let dp = plane().await;
         // Running here with a full bucket; the previous owner had spent all but one token.
-        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0))
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0), x(1))
             .await
             .expect("adopted");
         assert_eq!(
-            dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(1, 0))
+            dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(1, 0), x(1))
                 .await
                 .expect("adopted"),
             Adopted::Merged
@@ -1771,7 +1822,7 @@ mod tests {
         let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
         assert_eq!(s.tokens_micros, TOKEN_MICROS, "the fuller bucket won");
         // A later, fuller snapshot does not refill it.
-        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0))
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0), x(1))
             .await
             .expect("adopted");
         let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
@@ -1786,13 +1837,13 @@ mod tests {
             dp.pause_integration("t1", "t1/a", Duration::from_secs(3))
                 .await
         );
-        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 1_000))
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 1_000), x(1))
             .await
             .expect("adopted");
         let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
         assert_eq!(s.paused_for, Some(Duration::from_secs(3)));
         assert_eq!(s.tokens_micros, 0);
-        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(0, 7_000))
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(0, 7_000), x(1))
             .await
             .expect("adopted");
         let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
@@ -1801,6 +1852,131 @@ mod tests {
         let out = dp.limiter_snapshot("t1", "t1/a").await.expect("a snapshot");
         assert_eq!(out.pause_remaining_ms, 7_000);
         assert_eq!(out.tokens_micros, 0);
+        dp.stop().await;
+    }
+
+    /// A fence that refuses after the permit: the call takes a token and sends nothing.
+    fn closed() -> Fence {
+        Arc::new(|| Err("not sending (test)".into()))
+    }
+
+    fn ctx() -> CallContext {
+        CallContext {
+            tenant_id: "t1".into(),
+            workspace_id: "w1".into(),
+            session_id: "s1".into(),
+            integration: crate::call::IntegrationSpec {
+                id: "t1/a".into(),
+                token: crate::notion::NotionToken::new("secret_test"),
+                budget: BUDGET,
+            },
+        }
+    }
+
+    /// Takes one permit for `t1/a` under `at` (nothing is sent), and returns how long it
+    /// waited for it.
+    async fn permit(dp: &DataPlane, at: ShardEpoch) -> Duration {
+        let started = Instant::now();
+        let sent = Arc::new(AtomicU32::new(0));
+        let e = dp
+            .call_fenced(
+                &ctx(),
+                NotionRequest::get("/v1/users/me"),
+                Duration::from_secs(30),
+                sent.clone(),
+                closed(),
+                at,
+            )
+            .await
+            .expect_err("the fence is closed");
+        assert!(
+            matches!(e, CallError::Unavailable(ref m) if m.contains("test")),
+            "{e:?}"
+        );
+        assert_eq!(sent.load(Ordering::SeqCst), 0);
+        started.elapsed()
+    }
+
+    /// This node owned the shard at epoch 1 and spent its burst there, then lost it; ten
+    /// seconds later its limiter is full again.
+    async fn returning_owner() -> DataPlane {
+        let dp = plane().await;
+        // A new limiter starts empty: the first permit comes after 1/rps (2/s here).
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.epoch, Some(x(1)));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.tokens_micros, 5 * TOKEN_MICROS);
+        dp
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_returning_owner_without_a_push_starts_empty() {
+        let dp = returning_owner().await;
+        // Back at epoch 3, the epoch-2 owner's snapshot lost: the full bucket is not used.
+        assert_eq!(permit(&dp, x(3)).await, Duration::from_millis(500));
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.epoch, Some(x(3)));
+        assert_eq!(s.tokens_micros, 0);
+        // Further permits at epoch 3 come at the rate, not all at once.
+        assert_eq!(permit(&dp, x(3)).await, Duration::from_millis(500));
+        // The snapshot arriving late, after those sends, merges: the fewer tokens.
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0), x(3))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.tokens_micros, 0, "a late snapshot added tokens");
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_returning_owner_with_a_push_takes_the_pushers_tokens() {
+        let dp = returning_owner().await;
+        // The epoch-2 owner left two tokens: they replace the five earned here.
+        assert_eq!(
+            dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(2, 0), x(3))
+                .await
+                .expect("adopted"),
+            Adopted::Merged
+        );
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!((s.tokens_micros, s.epoch), (2 * TOKEN_MICROS, Some(x(3))));
+        // Two permits at once, the third after 1/rps.
+        assert_eq!(permit(&dp, x(3)).await, Duration::ZERO);
+        assert_eq!(permit(&dp, x(3)).await, Duration::ZERO);
+        assert_eq!(permit(&dp, x(3)).await, Duration::from_millis(500));
+        // A snapshot for an earlier epoch adds nothing.
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 0), x(2))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!((s.tokens_micros, s.epoch), (0, Some(x(3))));
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_outlasts_a_new_epoch() {
+        let dp = returning_owner().await;
+        assert!(
+            dp.pause_integration("t1", "t1/a", Duration::from_secs(3))
+                .await
+        );
+        // Back at epoch 3: the pause (3 s), then a token from empty at 2/s.
+        assert_eq!(permit(&dp, x(3)).await, Duration::from_millis(3_500));
+        // A pushed snapshot for epoch 4 with a shorter pause and a full bucket keeps a pause
+        // running here, and the bucket empty under it.
+        assert!(
+            dp.pause_integration("t1", "t1/a", Duration::from_secs(4))
+                .await
+        );
+        dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(5, 1_000), x(4))
+            .await
+            .expect("adopted");
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!(s.paused_for, Some(Duration::from_secs(4)));
+        assert_eq!(s.tokens_micros, 0);
+        assert_eq!(permit(&dp, x(4)).await, Duration::from_millis(4_500));
         dp.stop().await;
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use quire_actors::call::{Budget, CallContext, CallError, Fence, IntegrationSpec};
+use quire_actors::limiter::ShardEpoch;
 use quire_actors::notion::client::NotionClientConfig;
 use quire_actors::notion::{NotionRequest, NotionToken};
 use quire_actors::supervisor::{DataPlane, DataPlaneConfig};
@@ -67,6 +68,7 @@ async fn a_closed_fence_stops_the_request_after_the_permit() {
             Duration::from_secs(5),
             sent.clone(),
             fence.clone(),
+            ShardEpoch::new("any#0", 1),
         )
         .await
         .unwrap_err();
@@ -96,6 +98,7 @@ async fn a_closed_fence_stops_the_request_after_the_permit() {
             Duration::from_secs(5),
             sent.clone(),
             fence,
+            ShardEpoch::new("any#0", 1),
         )
         .await
         .unwrap();

@@ -52,6 +52,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use quire_actors::call::{CallContext, CallError, Fence};
+use quire_actors::limiter::ShardEpoch;
 use quire_actors::notion::{HttpMethod, NotionError, NotionRequest};
 use quire_actors::stats::Histogram;
 use quire_raft::NodeId;
@@ -483,6 +484,9 @@ async fn serve_owned(
     let left = deadline.saturating_duration_since(Instant::now());
     let moved = Arc::new(AtomicBool::new(false));
     let stale = Arc::new(AtomicBool::new(false));
+    // Under (shard, epoch): the integration's limiter, if it has not sent under this epoch
+    // (this node owned the shard before, another node since), starts over empty unless the
+    // previous owner's snapshot for this epoch came first (`quire_actors::limiter`).
     let result = app
         .data
         .call_fenced(
@@ -491,6 +495,7 @@ async fn serve_owned(
             left,
             sent,
             fence(app, shard, epoch, moved.clone(), stale.clone()),
+            ShardEpoch::new(shard.to_string(), epoch),
         )
         .await;
     match result {

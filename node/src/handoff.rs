@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use quire_actors::call::Budget;
-use quire_actors::limiter::LimiterSnapshot;
+use quire_actors::limiter::{LimiterSnapshot, ShardEpoch};
 use quire_raft::NodeId;
 use quire_raft::ids::{IntegrationId, TenantId};
 use quire_raft::placement::{PlacementState, ShardId, integration_key, shard_of};
@@ -426,9 +426,10 @@ pub async fn serve(
             tokens_micros: l.tokens_micros,
             pause_remaining_ms: l.pause_remaining_ms,
         };
+        let at = ShardEpoch::new(handoff.shard.to_string(), handoff.epoch);
         match app
             .data
-            .adopt_limiter_snapshot(&l.tenant_id, &l.integration_id, budget, snapshot)
+            .adopt_limiter_snapshot(&l.tenant_id, &l.integration_id, budget, snapshot, at)
             .await
         {
             Ok(how) => {

@@ -441,7 +441,8 @@ impl Forward {
             self.fence(shard, epoch, moved.clone())
         };
         let sent = Arc::new(AtomicU32::new(0));
-        let result = self.data.call_fenced(ctx, req, left, sent, fence).await;
+        let at = quire_actors::limiter::ShardEpoch::new(shard.to_string(), epoch);
+        let result = self.data.call_fenced(ctx, req, left, sent, fence, at).await;
         match result {
             Err(CallError::Unavailable(_)) if moved.load(Ordering::SeqCst) => {
                 self.trace.record(
