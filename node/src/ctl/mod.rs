@@ -954,30 +954,94 @@ fn subject_query(subject: Option<&str>, local: bool) -> String {
     }
 }
 
+/// `GET path`, shown as a table of the answer's `list_key` array.
+async fn list_view(
+    c: &Client,
+    path: &str,
+    list_key: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+) -> anyhow::Result<(Value, View)> {
+    let v = c.call(reqwest::Method::GET, path, None).await?;
+    Ok((v, View::Table { list_key, columns }))
+}
+
+/// `GET path`, shown field by field.
+async fn fields_view(c: &Client, path: &str) -> anyhow::Result<(Value, View)> {
+    let v = c.call(reqwest::Method::GET, path, None).await?;
+    Ok((v, View::Fields))
+}
+
+/// `method path` with `body`, shown as the message `message` makes of the answer.
+async fn message_view(
+    c: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    message: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<(Value, View)> {
+    let v = c.call(method, path, body).await?;
+    let msg = message(&v);
+    Ok((v, View::Message(msg)))
+}
+
+/// A listing of tenant `tenant`'s `kind` (`workspaces`, `principals`, ...), shown as a table.
+async fn list_in_tenant(
+    c: &Client,
+    tenant: &str,
+    kind: &'static str,
+    list: &ListOpts,
+    columns: &'static [(&'static str, &'static str)],
+) -> anyhow::Result<(Value, View)> {
+    let path = format!("/tenants/{}/{kind}{}", seg(tenant), list_query(list));
+    list_view(c, &path, kind, columns).await
+}
+
+/// Creates one of tenant `tenant`'s `kind` from `body`: "created {noun} {tenant}/{id}".
+async fn create_in_tenant(
+    c: &Client,
+    tenant: &str,
+    kind: &str,
+    noun: &str,
+    body: Value,
+) -> anyhow::Result<(Value, View)> {
+    let path = format!("/tenants/{}/{kind}", seg(tenant));
+    message_view(c, reqwest::Method::POST, &path, Some(body), |v| {
+        format!("created {noun} {tenant}/{}", cell(&v["id"]))
+    })
+    .await
+}
+
+/// `kind` (`roles` or `restrictions`) of `subject` (every subject's if none), shown as a table.
+async fn list_by_subject(
+    c: &Client,
+    kind: &'static str,
+    subject: Option<&str>,
+    local: bool,
+    columns: &'static [(&'static str, &'static str)],
+) -> anyhow::Result<(Value, View)> {
+    let path = format!("/{kind}{}", subject_query(subject, local));
+    list_view(c, &path, kind, columns).await
+}
+
+/// `DELETE path`, shown as `message`.
+async fn delete_view(c: &Client, path: &str, message: String) -> anyhow::Result<(Value, View)> {
+    message_view(c, reqwest::Method::DELETE, path, None, |_| message).await
+}
+
 async fn execute(
     c: &Client,
     command: CtlCommand,
     env: &impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(Value, View)> {
     use reqwest::Method;
-    let table = |list_key, columns| View::Table { list_key, columns };
     Ok(match command {
         CtlCommand::Cluster {
             command: ClusterCommand::Status,
-        } => {
-            let v = c.call(Method::GET, "/cluster/status", None).await?;
-            (v, View::Fields)
-        }
+        } => fields_view(c, "/cluster/status").await?,
         CtlCommand::Nodes { command } => match command {
-            NodesCommand::List => {
-                let v = c.call(Method::GET, "/nodes", None).await?;
-                (v, table("members", NODE_COLUMNS))
-            }
+            NodesCommand::List => list_view(c, "/nodes", "members", NODE_COLUMNS).await?,
             NodesCommand::Remove { id } => {
-                let v = c
-                    .call(Method::DELETE, &format!("/nodes/{id}"), None)
-                    .await?;
-                (v, View::Message(format!("removed node {id}")))
+                delete_view(c, &format!("/nodes/{id}"), format!("removed node {id}")).await?
             }
             NodesCommand::Drain {
                 id,
@@ -998,38 +1062,37 @@ async fn execute(
                 let mut body = residency.json();
                 body["display_name"] = json!(name.unwrap_or_else(|| id.clone()));
                 body["id"] = json!(id);
-                let v = c.call(Method::POST, "/tenants", Some(body)).await?;
-                let msg = format!(
-                    "created tenant {} ({})",
-                    cell(&v["id"]),
-                    placement::residency_text(&v["residency"])
-                );
-                (v, View::Message(msg))
+                message_view(c, Method::POST, "/tenants", Some(body), |v| {
+                    format!(
+                        "created tenant {} ({})",
+                        cell(&v["id"]),
+                        placement::residency_text(&v["residency"])
+                    )
+                })
+                .await?
             }
             TenantsCommand::SetResidency { id, residency } => {
                 placement::set_residency(c, &id, &residency).await?
             }
             TenantsCommand::List(list) => {
-                let v = c
-                    .call(Method::GET, &format!("/tenants{}", list_query(&list)), None)
-                    .await?;
-                (v, table("tenants", TENANT_COLUMNS))
+                list_view(
+                    c,
+                    &format!("/tenants{}", list_query(&list)),
+                    "tenants",
+                    TENANT_COLUMNS,
+                )
+                .await?
             }
             TenantsCommand::Get { id, read } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/tenants/{}{}", seg(&id), read_query(&read)),
-                        None,
-                    )
-                    .await?;
-                (v, View::Fields)
+                fields_view(c, &format!("/tenants/{}{}", seg(&id), read_query(&read))).await?
             }
             TenantsCommand::Delete { id } => {
-                let v = c
-                    .call(Method::DELETE, &format!("/tenants/{}", seg(&id)), None)
-                    .await?;
-                (v, View::Message(format!("deleted tenant {id}")))
+                delete_view(
+                    c,
+                    &format!("/tenants/{}", seg(&id)),
+                    format!("deleted tenant {id}"),
+                )
+                .await?
             }
             TenantsCommand::Export { .. } | TenantsCommand::Import { .. } => {
                 bail!("this tenants command is run by run_to")
@@ -1047,40 +1110,22 @@ async fn execute(
                     "id": id,
                     "integration": integration,
                 });
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("/tenants/{}/workspaces", seg(&tenant)),
-                        Some(body),
-                    )
-                    .await?;
-                let msg = format!("created workspace {tenant}/{}", cell(&v["id"]));
-                (v, View::Message(msg))
+                create_in_tenant(c, &tenant, "workspaces", "workspace", body).await?
             }
             WorkspacesCommand::List { tenant, list } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/tenants/{}/workspaces{}", seg(&tenant), list_query(&list)),
-                        None,
-                    )
-                    .await?;
-                (v, table("workspaces", WORKSPACE_COLUMNS))
+                list_in_tenant(c, &tenant, "workspaces", &list, WORKSPACE_COLUMNS).await?
             }
             WorkspacesCommand::Get { tenant, id, read } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!(
-                            "/tenants/{}/workspaces/{}{}",
-                            seg(&tenant),
-                            seg(&id),
-                            read_query(&read)
-                        ),
-                        None,
-                    )
-                    .await?;
-                (v, View::Fields)
+                fields_view(
+                    c,
+                    &format!(
+                        "/tenants/{}/workspaces/{}{}",
+                        seg(&tenant),
+                        seg(&id),
+                        read_query(&read)
+                    ),
+                )
+                .await?
             }
         },
         CtlCommand::Integrations { command } => match command {
@@ -1103,123 +1148,91 @@ async fn execute(
                 if let Some(burst) = burst {
                     body["burst"] = burst.into();
                 }
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("/tenants/{}/integrations", seg(&tenant)),
-                        Some(body),
-                    )
-                    .await?;
-                let msg = format!(
-                    "added integration {tenant}/{} (budget {})",
-                    cell(&v["id"]),
-                    cell(&v["budget"])
-                );
-                (v, View::Message(msg))
+                message_view(
+                    c,
+                    Method::POST,
+                    &format!("/tenants/{}/integrations", seg(&tenant)),
+                    Some(body),
+                    |v| {
+                        format!(
+                            "added integration {tenant}/{} (budget {})",
+                            cell(&v["id"]),
+                            cell(&v["budget"])
+                        )
+                    },
+                )
+                .await?
             }
             IntegrationsCommand::Rotate { tenant, id, token } => {
                 let body = json!({"notion_token": notion_token(&token, env)?});
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("/tenants/{}/integrations/{}/rotate", seg(&tenant), seg(&id)),
-                        Some(body),
-                    )
-                    .await?;
-                (
-                    v,
-                    View::Message(format!("rotated the token of integration {tenant}/{id}")),
+                message_view(
+                    c,
+                    Method::POST,
+                    &format!("/tenants/{}/integrations/{}/rotate", seg(&tenant), seg(&id)),
+                    Some(body),
+                    |_| format!("rotated the token of integration {tenant}/{id}"),
                 )
+                .await?
             }
             IntegrationsCommand::Remove { tenant, id } => {
-                let v = c
-                    .call(
-                        Method::DELETE,
-                        &format!("/tenants/{}/integrations/{}", seg(&tenant), seg(&id)),
-                        None,
-                    )
-                    .await?;
-                (
-                    v,
-                    View::Message(format!("removed integration {tenant}/{id}")),
+                delete_view(
+                    c,
+                    &format!("/tenants/{}/integrations/{}", seg(&tenant), seg(&id)),
+                    format!("removed integration {tenant}/{id}"),
                 )
+                .await?
             }
             IntegrationsCommand::List { tenant, list } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!(
-                            "/tenants/{}/integrations{}",
-                            seg(&tenant),
-                            list_query(&list)
-                        ),
-                        None,
-                    )
-                    .await?;
-                (v, table("integrations", INTEGRATION_COLUMNS))
+                list_in_tenant(c, &tenant, "integrations", &list, INTEGRATION_COLUMNS).await?
             }
         },
         CtlCommand::Principals { command } => match command {
             PrincipalsCommand::Create { tenant, id, name } => {
                 let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("/tenants/{}/principals", seg(&tenant)),
-                        Some(body),
-                    )
-                    .await?;
-                let msg = format!("created principal {tenant}/{}", cell(&v["id"]));
-                (v, View::Message(msg))
+                create_in_tenant(c, &tenant, "principals", "principal", body).await?
             }
             PrincipalsCommand::List { tenant, list } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/tenants/{}/principals{}", seg(&tenant), list_query(&list)),
-                        None,
-                    )
-                    .await?;
-                (v, table("principals", PRINCIPAL_COLUMNS))
+                list_in_tenant(c, &tenant, "principals", &list, PRINCIPAL_COLUMNS).await?
             }
             PrincipalsCommand::Grant {
                 tenant,
                 principal,
                 workspace,
             } => {
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!(
-                            "/tenants/{}/principals/{}/workspaces",
-                            seg(&tenant),
-                            seg(&principal)
-                        ),
-                        Some(json!({"workspace": workspace})),
-                    )
-                    .await?;
-                let msg = if v["changed"] == Value::Bool(false) {
-                    format!("{principal} already had workspace {workspace}")
-                } else {
-                    format!("granted {principal} workspace {workspace}")
-                };
-                (v, View::Message(msg))
+                message_view(
+                    c,
+                    Method::POST,
+                    &format!(
+                        "/tenants/{}/principals/{}/workspaces",
+                        seg(&tenant),
+                        seg(&principal)
+                    ),
+                    Some(json!({"workspace": workspace})),
+                    |v| {
+                        if v["changed"] == Value::Bool(false) {
+                            format!("{principal} already had workspace {workspace}")
+                        } else {
+                            format!("granted {principal} workspace {workspace}")
+                        }
+                    },
+                )
+                .await?
             }
             PrincipalsCommand::CreateGlobal { id, name } => {
                 let body = json!({"display_name": name.unwrap_or_else(|| id.clone()), "id": id});
-                let v = c.call(Method::POST, "/principals", Some(body)).await?;
-                let msg = format!("created global principal {}", cell(&v["id"]));
-                (v, View::Message(msg))
+                message_view(c, Method::POST, "/principals", Some(body), |v| {
+                    format!("created global principal {}", cell(&v["id"]))
+                })
+                .await?
             }
             PrincipalsCommand::ListGlobal(list) => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/principals{}", list_query(&list)),
-                        None,
-                    )
-                    .await?;
-                (v, table("principals", GLOBAL_PRINCIPAL_COLUMNS))
+                list_view(
+                    c,
+                    &format!("/principals{}", list_query(&list)),
+                    "principals",
+                    GLOBAL_PRINCIPAL_COLUMNS,
+                )
+                .await?
             }
         },
         CtlCommand::Tokens { command } => match command {
@@ -1245,24 +1258,15 @@ async fn execute(
             }
             TokensCommand::RevokeJwt { token } => jwt::revoke(c, token).await?,
             TokensCommand::List { tenant, list } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/tenants/{}/tokens{}", seg(&tenant), list_query(&list)),
-                        None,
-                    )
-                    .await?;
-                (v, table("tokens", TOKEN_COLUMNS))
+                list_in_tenant(c, &tenant, "tokens", &list, TOKEN_COLUMNS).await?
             }
             TokensCommand::Revoke { tenant, id } => {
-                let v = c
-                    .call(
-                        Method::DELETE,
-                        &format!("/tenants/{}/tokens/{}", seg(&tenant), seg(&id)),
-                        None,
-                    )
-                    .await?;
-                (v, View::Message(format!("revoked token {id}")))
+                delete_view(
+                    c,
+                    &format!("/tenants/{}/tokens/{}", seg(&tenant), seg(&id)),
+                    format!("revoked token {id}"),
+                )
+                .await?
             }
         },
         CtlCommand::AdminTokens { command } => match command {
@@ -1282,20 +1286,21 @@ async fn execute(
                 (v, View::Secret("issued admin token"))
             }
             AdminTokensCommand::List(list) => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/admin-tokens{}", list_query(&list)),
-                        None,
-                    )
-                    .await?;
-                (v, table("admin_tokens", ADMIN_TOKEN_COLUMNS))
+                list_view(
+                    c,
+                    &format!("/admin-tokens{}", list_query(&list)),
+                    "admin_tokens",
+                    ADMIN_TOKEN_COLUMNS,
+                )
+                .await?
             }
             AdminTokensCommand::Revoke { id } => {
-                let v = c
-                    .call(Method::DELETE, &format!("/admin-tokens/{}", seg(&id)), None)
-                    .await?;
-                (v, View::Message(format!("revoked admin token {id}")))
+                delete_view(
+                    c,
+                    &format!("/admin-tokens/{}", seg(&id)),
+                    format!("revoked admin token {id}"),
+                )
+                .await?
             }
         },
         CtlCommand::Roles { command } => match command {
@@ -1309,36 +1314,32 @@ async fn execute(
                 if let Some(ttl) = ttl_secs {
                     body["ttl_secs"] = ttl.into();
                 }
-                let v = c.call(Method::POST, "/roles", Some(body)).await?;
-                let msg = if v["changed"] == Value::Bool(false) {
-                    format!(
-                        "{subject} already holds {role} at {}",
-                        table::scope_text(&v["scope"])
-                    )
-                } else {
-                    format!(
-                        "assigned {role} at {} to {subject} (binding {})",
-                        table::scope_text(&v["scope"]),
-                        cell(&v["binding"]["id"])
-                    )
-                };
-                (v, View::Message(msg))
+                message_view(c, Method::POST, "/roles", Some(body), |v| {
+                    if v["changed"] == Value::Bool(false) {
+                        format!(
+                            "{subject} already holds {role} at {}",
+                            table::scope_text(&v["scope"])
+                        )
+                    } else {
+                        format!(
+                            "assigned {role} at {} to {subject} (binding {})",
+                            table::scope_text(&v["scope"]),
+                            cell(&v["binding"]["id"])
+                        )
+                    }
+                })
+                .await?
             }
             RolesCommand::List { subject, local } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/roles{}", subject_query(subject.as_deref(), local)),
-                        None,
-                    )
-                    .await?;
-                (v, table("roles", ROLE_COLUMNS))
+                list_by_subject(c, "roles", subject.as_deref(), local, ROLE_COLUMNS).await?
             }
             RolesCommand::Revoke { id } => {
-                let v = c
-                    .call(Method::DELETE, &format!("/roles/{id}"), None)
-                    .await?;
-                (v, View::Message(format!("revoked role binding {id}")))
+                delete_view(
+                    c,
+                    &format!("/roles/{id}"),
+                    format!("revoked role binding {id}"),
+                )
+                .await?
             }
         },
         CtlCommand::Restrictions { command } => match command {
@@ -1354,30 +1355,33 @@ async fn execute(
                 if let Some(p) = permission {
                     body["permission"] = p.into();
                 }
-                let v = c.call(Method::POST, "/restrictions", Some(body)).await?;
-                let msg = format!(
-                    "restricted {subject}: {} denied at {} (restriction {})",
-                    v["permission"].as_str().unwrap_or("every permission"),
-                    table::scope_text(&v["scope"]),
-                    cell(&v["id"])
-                );
-                (v, View::Message(msg))
+                message_view(c, Method::POST, "/restrictions", Some(body), |v| {
+                    format!(
+                        "restricted {subject}: {} denied at {} (restriction {})",
+                        v["permission"].as_str().unwrap_or("every permission"),
+                        table::scope_text(&v["scope"]),
+                        cell(&v["id"])
+                    )
+                })
+                .await?
             }
             RestrictionsCommand::List { subject, local } => {
-                let v = c
-                    .call(
-                        Method::GET,
-                        &format!("/restrictions{}", subject_query(subject.as_deref(), local)),
-                        None,
-                    )
-                    .await?;
-                (v, table("restrictions", RESTRICTION_COLUMNS))
+                list_by_subject(
+                    c,
+                    "restrictions",
+                    subject.as_deref(),
+                    local,
+                    RESTRICTION_COLUMNS,
+                )
+                .await?
             }
             RestrictionsCommand::Remove { id } => {
-                let v = c
-                    .call(Method::DELETE, &format!("/restrictions/{id}"), None)
-                    .await?;
-                (v, View::Message(format!("removed restriction {id}")))
+                delete_view(
+                    c,
+                    &format!("/restrictions/{id}"),
+                    format!("removed restriction {id}"),
+                )
+                .await?
             }
         },
         CtlCommand::Keys { command } => jwt::keys(c, command).await?,
