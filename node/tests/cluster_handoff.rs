@@ -27,17 +27,17 @@
 mod cluster_common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cluster_common::mcp::{CLUSTER_DEADLINES, Session, message_of};
-use quire_node::local_cluster::{LocalCluster, Spec};
-use quire_raft::placement::{Residency, integration_key, shard_of};
-use quire_raft::{IntegrationId, TenantId};
+use cluster_common::shards::{
+    Agent, Call, Three, admin_ok, call, metric, metrics_page, open_sessions, sandbox_reset,
+    sandbox_stats, wait_owner,
+};
+use quire_raft::placement::Residency;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 const BUDGET_RPS: u64 = 3;
@@ -52,33 +52,6 @@ const CLIENTS_PER_NODE: usize = 4;
 const BEFORE: Duration = Duration::from_secs(4);
 const AFTER: Duration = Duration::from_secs(6);
 const TOOL: &str = "notion-get-self";
-
-async fn admin_ok(c: &LocalCluster, path: &str, body: Value) -> Value {
-    let (status, v) = c.admin(1, Method::POST, path, Some(body)).await.unwrap();
-    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
-    v
-}
-
-/// `name{labels} value` lines of a Prometheus page, summed by exact name and label text.
-fn metric(page: &str, name_and_labels: &str) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(k, _)| *k == name_and_labels)
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
-
-async fn owner_of(c: &LocalCluster, shard: &str) -> Option<u64> {
-    let (status, v) = c.admin(1, Method::GET, "/placement", None).await.unwrap();
-    assert_eq!(status, 200, "{v}");
-    v["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["shard"] == Value::String(shard.to_owned()))
-        .and_then(|s| s["owner"].as_u64())
-}
 
 /// What one client saw.
 #[derive(Default)]
@@ -95,103 +68,39 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
-    let dir = tempfile::Builder::new()
-        .prefix("quire-handoff-")
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("handoff.toml");
-    std::fs::write(
-        &config,
-        "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
-    )
-    .unwrap();
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env: vec![("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned())],
-        sandbox_args: vec![
-            "--rate-limit".into(),
-            BUDGET_RPS.to_string(),
-            "--burst".into(),
-            SANDBOX_BURST.to_string(),
-        ],
-    };
-    let c = LocalCluster::up(spec).await.unwrap();
-
-    let base = "/tenants/demo";
-    admin_ok(
-        &c,
-        &format!("{base}/integrations"),
-        json!({"id": "share", "display_name": "shared budget", "notion_token": "secret_sandbox_alpha",
-               "requests_per_second": BUDGET_RPS, "burst": BUDGET_BURST}),
-    )
-    .await;
-    admin_ok(
-        &c,
-        &format!("{base}/workspaces"),
-        json!({"id": "share", "display_name": "shared budget", "integration": "share"}),
-    )
-    .await;
-    admin_ok(
-        &c,
-        &format!("{base}/principals"),
-        json!({"id": "share-agent", "display_name": "agent"}),
-    )
-    .await;
-    admin_ok(
-        &c,
-        &format!("{base}/principals/share-agent/workspaces"),
-        json!({"workspace": "share"}),
-    )
-    .await;
-    let token = admin_ok(
-        &c,
-        &format!("{base}/tokens"),
-        json!({"principal": "share-agent", "workspace": "share"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
-    let shard = shard_of(
-        &Residency::default(),
-        &integration_key(
-            &TenantId::new("demo").unwrap(),
-            &IntegrationId::new("share").unwrap(),
-        ),
-    )
-    .to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let old_owner = loop {
-        if let Some(owner) = owner_of(&c, &shard).await {
-            break owner;
-        }
-        assert!(Instant::now() < deadline, "shard {shard} got no owner");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-
-    let http = reqwest::Client::new();
-    // Every client's MCP session first, so that nothing but the load runs once it starts.
-    let mut sessions = Vec::new();
-    for id in 1..=3u64 {
-        for k in 0..CLIENTS_PER_NODE {
-            let url = c.node(id).unwrap().http.clone();
-            let session = Session::open(
-                &http,
-                &url,
-                &token,
-                &format!("n{id}-c{k}"),
-                Some(CLUSTER_DEADLINES),
-            )
-            .await
-            .unwrap();
-            sessions.push((id, session));
-        }
+    let (rps, sandbox_burst) = (BUDGET_RPS.to_string(), SANDBOX_BURST.to_string());
+    let (_dir, c) = Three {
+        prefix: "quire-handoff-",
+        config: "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
+        env: &[],
+        sandbox_args: &["--rate-limit", &rps, "--burst", &sandbox_burst],
     }
+    .start()
+    .await;
+    let agent = Agent {
+        tenant: "demo",
+        integration: "share",
+        workspace: "share",
+        principal: "share-agent",
+        notion_token: "secret_sandbox_alpha",
+        budget: Some((BUDGET_RPS, BUDGET_BURST)),
+    };
+    let token = agent.provision(&c, 1).await;
+
+    let shard = agent.shard(&Residency::default());
+    let old_owner = wait_owner(
+        &c,
+        1,
+        &shard,
+        None,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
+    .await;
+
+    let http = cluster_common::client();
+    // Every client's MCP session first, so that nothing but the load runs once it starts.
+    let sessions = open_sessions(&http, &c, &[1, 2, 3], CLIENTS_PER_NODE, &token).await;
     // Empty the sandbox's bucket for the integration's Notion token (straight to the sandbox,
     // until it answers 429), then let it earn SANDBOX_SLACK tokens: from here on it holds
     // about that many more than Quire's bucket, which starts empty on the owner's first call
@@ -217,13 +126,7 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         );
     }
     tokio::time::sleep(Duration::from_millis(SANDBOX_SLACK * 1_000 / BUDGET_RPS)).await;
-    let stats_url = format!("{}/__sandbox/stats", c.status.sandbox_url);
-    http.post(format!("{stats_url}/reset"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    sandbox_reset(&c).await;
 
     // Load from every node until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -237,29 +140,16 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let after_move = moved.load(Ordering::SeqCst);
-                let answer = session.call_tool(n, TOOL, &json!({})).await;
-                let v = match &answer {
-                    Ok((200, body)) => message_of(body).unwrap_or_default(),
-                    other => {
-                        seen.failed.push(format!("{other:?}"));
-                        continue;
+                match call(&session, n, TOOL).await {
+                    Call::Ok => {
+                        seen.ok += 1;
+                        seen.times.push(Instant::now());
+                        if after_move {
+                            seen.ok_after_move += 1;
+                        }
                     }
-                };
-                if v["result"]["isError"] == Value::Bool(true) {
-                    let err = &v["result"]["structuredContent"];
-                    if err["retry_after_seconds"].as_u64().is_some_and(|s| s >= 1) {
-                        seen.retryable.push(err.to_string());
-                    } else {
-                        seen.failed.push(v.to_string());
-                    }
-                } else if v.get("error").is_some() || v.get("result").is_none() {
-                    seen.failed.push(v.to_string());
-                } else {
-                    seen.ok += 1;
-                    seen.times.push(Instant::now());
-                    if after_move {
-                        seen.ok_after_move += 1;
-                    }
+                    Call::Retry(secs, err) if secs >= 1 => seen.retryable.push(err),
+                    other => seen.failed.push(format!("{other:?}")),
                 }
             }
             (id, seen)
@@ -267,24 +157,24 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     }
 
     tokio::time::sleep(BEFORE).await;
-    let (status, v) = c
-        .admin(1, Method::POST, &format!("/nodes/{old_owner}/drain"), None)
-        .await
-        .unwrap();
-    assert!((200..300).contains(&status), "drain: {status} {v}");
+    admin_ok(
+        &c,
+        1,
+        Method::POST,
+        &format!("/nodes/{old_owner}/drain"),
+        None,
+    )
+    .await;
     let drained_at = Instant::now();
-    let deadline = drained_at + Duration::from_secs(30);
-    let new_owner = loop {
-        match owner_of(&c, &shard).await {
-            Some(o) if o != old_owner => break o,
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shard {shard} did not leave node {old_owner}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let new_owner = wait_owner(
+        &c,
+        1,
+        &shard,
+        Some(old_owner),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+    )
+    .await;
     moved.store(true, Ordering::SeqCst);
     eprintln!(
         "shard {shard} moved from node {old_owner} to node {new_owner} {} ms after the drain",
@@ -327,14 +217,7 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         *bins.entry(ms.div_euclid(250) * 250).or_default() += 1;
     }
     eprintln!("ok completions by 250 ms bin from the drain: {bins:?}");
-    let stats: Value = http
-        .get(&stats_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sandbox_stats(&c).await;
     let alpha = &stats["integrations"]["alpha"];
     let requests = alpha["requests"].as_u64().unwrap_or(0);
     let max = alpha["max_per_second"].as_u64().unwrap_or(u64::MAX);
@@ -358,13 +241,8 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     );
 
     // The old owner handed the limiter off; the new owner adopted it.
-    let page = |id: u64| {
-        let url = format!("{}/metrics", c.node(id).unwrap().http);
-        let http = http.clone();
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-    let new_page = page(new_owner).await;
-    let old_page = page(old_owner).await;
+    let new_page = metrics_page(&c, new_owner).await;
+    let old_page = metrics_page(&c, old_owner).await;
     let adopted = metric(
         &new_page,
         "quire_limiter_handoffs_total{outcome=\"adopted\"}",

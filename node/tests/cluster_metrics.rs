@@ -6,10 +6,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::path::PathBuf;
+mod cluster_common;
+
 use std::time::Duration;
 
-use quire_node::local_cluster::{LocalCluster, Spec};
+use cluster_common::shards::Three;
+use quire_node::local_cluster::LocalCluster;
 use quire_node::metrics::{Parsed, parse};
 use reqwest::Method;
 use serde_json::json;
@@ -98,26 +100,14 @@ fn caught_up(page: &Parsed, want: &[String]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_reports_followers_progress_and_every_node_its_snapshot_size() {
-    let dir = tempfile::Builder::new()
-        .prefix("quire-metrics-")
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("raft.toml");
-    std::fs::write(
-        &config,
-        format!("[raft]\nsnapshot_every_logs = {SNAPSHOT_EVERY_LOGS}\n"),
-    )
-    .unwrap();
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env: vec![("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned())],
-        sandbox_args: Vec::new(),
-    };
-    let mut c = LocalCluster::up(spec).await.unwrap();
+    let (_dir, mut c) = Three {
+        prefix: "quire-metrics-",
+        config: &format!("[raft]\nsnapshot_every_logs = {SNAPSHOT_EVERY_LOGS}\n"),
+        env: &[],
+        sandbox_args: &[],
+    }
+    .start()
+    .await;
 
     // Enough entries for every node to pass its snapshot threshold.
     create_tenants(&c, 1, "bulk", 2 * SNAPSHOT_EVERY_LOGS).await;

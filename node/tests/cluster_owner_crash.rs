@@ -21,15 +21,17 @@
 mod cluster_common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_common::mcp::{ACCEPT, CLUSTER_DEADLINES, PROTOCOL_VERSION, Session, message_of};
-use quire_node::local_cluster::{LocalCluster, Spec};
-use quire_raft::placement::{Residency, integration_key, shard_of};
-use quire_raft::{IntegrationId, TenantId};
+use cluster_common::shards::{
+    Agent, Three, admin_ok, metric, metrics_page, owner_of, placement, sandbox_reset,
+    sandbox_stats, wait_for,
+};
+use quire_node::local_cluster::LocalCluster;
+use quire_raft::placement::Residency;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -46,190 +48,40 @@ const SETTLE: Duration = Duration::from_secs(60);
 const MOVE_BOUND: Duration = Duration::from_secs(90);
 /// Longest an agent waits before a retry, whatever the answer asked.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(200);
 
 /// A cluster of three nodes (mutual TLS, the sandbox at Notion's 3/s with a bucket of 6),
 /// placement rounds every 300 ms, a silent node suspected after 1 s and its shards moved
 /// after 3 s.
 async fn cluster(prefix: &str, extra_env: &[(&str, &str)]) -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-    let config = dir.path().join("placement.toml");
-    std::fs::write(
-        &config,
-        format!("[placement]\ninterval_ms = {INTERVAL_MS}\n"),
-    )
-    .unwrap();
+    let (suspect, grace) = (SUSPECT_MS.to_string(), GRACE_MS.to_string());
     let mut env = vec![
-        (
-            "QUIRE_CONFIG".to_owned(),
-            config.to_string_lossy().into_owned(),
-        ),
-        (
-            "QUIRE_PLACEMENT_SUSPECT_AFTER_MS".to_owned(),
-            SUSPECT_MS.to_string(),
-        ),
-        ("QUIRE_PLACEMENT_GRACE_MS".to_owned(), GRACE_MS.to_string()),
+        ("QUIRE_PLACEMENT_SUSPECT_AFTER_MS", suspect.as_str()),
+        ("QUIRE_PLACEMENT_GRACE_MS", grace.as_str()),
     ];
-    env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env,
-        sandbox_args: vec![
-            "--rate-limit".into(),
-            "3".into(),
-            "--burst".into(),
-            "6".into(),
-        ],
-    };
-    let c = LocalCluster::up(spec).await.unwrap();
-    (dir, c)
-}
-
-async fn admin_ok(c: &LocalCluster, node: u64, method: Method, path: &str, body: Value) -> Value {
-    let (status, v) = c.admin(node, method, path, Some(body)).await.unwrap();
-    assert!((200..300).contains(&status), "{path}: {status} {v}");
-    v
-}
-
-/// Creates an integration (`notion_token`, with the test's budget), a workspace on it, a
-/// principal in the workspace and a token for it, in `tenant`; returns the token.
-async fn provision(
-    c: &LocalCluster,
-    node: u64,
-    tenant: &str,
-    integration: &str,
-    notion_token: &str,
-) -> String {
-    let base = format!("/tenants/{tenant}");
-    admin_ok(
-        c,
-        node,
-        Method::POST,
-        &format!("{base}/integrations"),
-        json!({"id": integration, "display_name": "budgeted", "notion_token": notion_token,
-               "requests_per_second": BUDGET_RPS, "burst": BUDGET_BURST}),
-    )
-    .await;
-    admin_ok(
-        c,
-        node,
-        Method::POST,
-        &format!("{base}/workspaces"),
-        json!({"id": "ws", "display_name": "workspace", "integration": integration}),
-    )
-    .await;
-    admin_ok(
-        c,
-        node,
-        Method::POST,
-        &format!("{base}/principals"),
-        json!({"id": "agent", "display_name": "agent"}),
-    )
-    .await;
-    admin_ok(
-        c,
-        node,
-        Method::POST,
-        &format!("{base}/principals/agent/workspaces"),
-        json!({"workspace": "ws"}),
-    )
-    .await;
-    admin_ok(
-        c,
-        node,
-        Method::POST,
-        &format!("{base}/tokens"),
-        json!({"principal": "agent", "workspace": "ws"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn placement(c: &LocalCluster, node: u64) -> Value {
-    let (status, v) = c
-        .admin(node, Method::GET, "/placement", None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "GET /placement on node {node}: {v}");
-    v
-}
-
-/// The owner of `shard` in a `GET /placement` answer (`None` if unassigned or not listed).
-fn owner_of(v: &Value, shard: &str) -> Option<u64> {
-    v["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["shard"] == Value::String(shard.to_owned()))
-        .and_then(|s| s["owner"].as_u64())
-}
-
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    env.extend_from_slice(extra_env);
+    Three {
+        prefix,
+        config: &format!("[placement]\ninterval_ms = {INTERVAL_MS}\n"),
+        env: &env,
+        sandbox_args: &["--rate-limit", "3", "--burst", "6"],
     }
+    .start()
+    .await
 }
 
-async fn metrics_page(c: &LocalCluster, node: u64) -> String {
-    reqwest::Client::new()
-        .get(format!("{}/metrics", c.node(node).unwrap().http))
-        .bearer_auth(&c.status.admin_token)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// `name{labels} value` lines of a Prometheus page, summed by exact name and label text.
-fn metric(page: &str, name_and_labels: &str) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(k, _)| *k == name_and_labels)
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
-
-async fn sandbox_stats(c: &LocalCluster) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/__sandbox/stats", c.status.sandbox_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn sandbox_reset(c: &LocalCluster) {
-    reqwest::Client::new()
-        .post(format!("{}/__sandbox/stats/reset", c.status.sandbox_url))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+/// An agent of `tenant` in workspace `ws`, calling through `integration` (`notion_token`, with
+/// the test's budget).
+fn budgeted<'a>(tenant: &'a str, integration: &'a str, notion_token: &'a str) -> Agent<'a> {
+    Agent {
+        tenant,
+        integration,
+        workspace: "ws",
+        principal: "agent",
+        notion_token,
+        budget: Some((BUDGET_RPS, BUDGET_BURST)),
+    }
 }
 
 /// What one tool call came back with, as an agent sees it.
@@ -404,47 +256,42 @@ fn agent(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_owners_crash_never_overruns_the_budget() {
-    let (_dir, mut c) = cluster("quire-owner-crash-", &[]).await;
-    // Its own sandbox integration (beta), so nothing else spends from what the sandbox counts.
-    let token = provision(&c, 1, "demo", "budgeted", "secret_sandbox_beta").await;
-    let shard = shard_of(
-        &Residency::default(),
-        &integration_key(
-            &TenantId::new("demo").unwrap(),
-            &IntegrationId::new("budgeted").unwrap(),
-        ),
-    )
-    .to_string();
-    let owner = wait_for("the shard's first owner", SETTLE, async || {
-        owner_of(&placement(&c, 1).await, &shard)
-    })
-    .await;
+/// Running agents: each one's first node, record and task.
+type Agents = Vec<(u64, Arc<Mutex<Record>>, tokio::task::JoinHandle<()>)>;
 
-    let ids: Vec<u64> = vec![1, 2, 3];
+/// Starts `CLIENTS_PER_NODE` agents on each node of `ids` as `token` (see `agent`): with
+/// `ring`, an agent whose node stops answering moves on round the others, else it stays on
+/// its node. Returns once every agent has had a call succeed.
+async fn start_agents(
+    c: &LocalCluster,
+    ids: &[u64],
+    ring: bool,
+    token: &str,
+    dead: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) -> Agents {
     let urls: Vec<String> = ids
         .iter()
         .map(|&id| c.node(id).unwrap().http.clone())
         .collect();
-    let dead = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    sandbox_reset(&c).await;
-    let load_started = Instant::now();
     let mut agents = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         for k in 0..CLIENTS_PER_NODE {
-            // Each agent starts on its own node and moves on round the ring.
-            let mut nodes = urls.clone();
-            nodes.rotate_left(i);
-            let mut node_ids = ids.clone();
-            node_ids.rotate_left(i);
+            // Each agent starts on its own node.
+            let (nodes, node_ids) = if ring {
+                let (mut nodes, mut node_ids) = (urls.clone(), ids.to_vec());
+                nodes.rotate_left(i);
+                node_ids.rotate_left(i);
+                (nodes, node_ids)
+            } else {
+                (vec![urls[i].clone()], vec![id])
+            };
             let record = Arc::new(Mutex::new(Record::default()));
             let task = agent(
                 format!("n{id}-c{k}"),
                 nodes,
                 node_ids,
-                token.clone(),
+                token.to_owned(),
                 dead.clone(),
                 stop.clone(),
                 record.clone(),
@@ -452,14 +299,50 @@ async fn the_owners_crash_never_overruns_the_budget() {
             agents.push((id, record, task));
         }
     }
-    // Warm: every agent has succeeded, and the load runs a few seconds at the budget.
-    wait_for("every agent's first success", SETTLE, async || {
+    wait_for("every agent's first success", SETTLE, POLL, async || {
         agents
             .iter()
             .all(|(_, r, _)| !r.lock().unwrap().ok_at.is_empty())
             .then_some(())
     })
     .await;
+    agents
+}
+
+/// Stops the agents after their call in flight; what each one did, by its first node.
+async fn stop_agents(stop: &AtomicBool, agents: Agents) -> Vec<(u64, Record)> {
+    stop.store(true, Ordering::SeqCst);
+    let mut records = Vec::new();
+    for (id, record, task) in agents {
+        tokio::time::timeout(CLUSTER_DEADLINES.message * 2, task)
+            .await
+            .expect("an agent did not stop")
+            .unwrap();
+        let r = std::mem::take(&mut *record.lock().unwrap());
+        records.push((id, r));
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_crash_never_overruns_the_budget() {
+    let (_dir, mut c) = cluster("quire-owner-crash-", &[]).await;
+    // Its own sandbox integration (beta), so nothing else spends from what the sandbox counts.
+    let budgeted = budgeted("demo", "budgeted", "secret_sandbox_beta");
+    let token = budgeted.provision(&c, 1).await;
+    let shard = budgeted.shard(&Residency::default());
+    let owner = wait_for("the shard's first owner", SETTLE, POLL, async || {
+        owner_of(&placement(&c, 1).await, &shard)
+    })
+    .await;
+
+    let ids: Vec<u64> = vec![1, 2, 3];
+    let dead = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    sandbox_reset(&c).await;
+    let load_started = Instant::now();
+    // Warm: every agent has succeeded, and the load runs a few seconds at the budget.
+    let agents = start_agents(&c, &ids, true, &token, &dead, &stop).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // SIGKILL the owner.
@@ -470,6 +353,7 @@ async fn the_owners_crash_never_overruns_the_budget() {
     let new_owner = wait_for(
         "the shard to leave the killed owner",
         MOVE_BOUND,
+        POLL,
         async || owner_of(&placement(&c, live[0]).await, &shard).filter(|&o| o != owner),
     )
     .await;
@@ -478,6 +362,7 @@ async fn the_owners_crash_never_overruns_the_budget() {
     let resumed = wait_for(
         "every agent's calls to succeed again",
         MOVE_BOUND,
+        POLL,
         async || {
             agents
                 .iter()
@@ -494,17 +379,8 @@ async fn the_owners_crash_never_overruns_the_budget() {
     .await;
     // A few more seconds at the new owner's pace.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::SeqCst);
     let load = load_started.elapsed();
-    let mut records = Vec::new();
-    for (id, record, task) in agents {
-        tokio::time::timeout(CLUSTER_DEADLINES.message * 2, task)
-            .await
-            .expect("an agent did not stop")
-            .unwrap();
-        let r = std::mem::take(&mut *record.lock().unwrap());
-        records.push((id, r));
-    }
+    let records = stop_agents(&stop, agents).await;
 
     let stats = sandbox_stats(&c).await;
     let beta = &stats["integrations"]["beta"];
@@ -642,17 +518,14 @@ async fn a_pinned_tenant_never_leaves_its_region() {
     let (_dir, mut c) = cluster("quire-residency-", &[("QUIRE_REGION", "region-b")]).await;
     // Node 3 moves to region-a: restarted with another QUIRE_REGION, it records new labels.
     // Nodes 1 and 2 (region-b) keep a quorum without it.
-    c.kill9(3).unwrap();
-    c.spec.env.push(("QUIRE_REGION".into(), "region-a".into()));
-    c.start_node(3).unwrap();
-    c.wait_ready(3, SETTLE).await.unwrap();
+    cluster_common::shards::move_node_3(&mut c, "region-a", SETTLE).await;
 
     admin_ok(
         &c,
         1,
         Method::POST,
         "/tenants",
-        json!({"id": "pinned", "display_name": "Pinned to region-a"}),
+        Some(json!({"id": "pinned", "display_name": "Pinned to region-a"})),
     )
     .await;
     admin_ok(
@@ -660,10 +533,11 @@ async fn a_pinned_tenant_never_leaves_its_region() {
         2,
         Method::PUT,
         "/tenants/pinned/residency",
-        json!({"regions": ["region-a"]}),
+        Some(json!({"regions": ["region-a"]})),
     )
     .await;
-    let token = provision(&c, 1, "pinned", "eu", "secret_sandbox_beta").await;
+    let pinned = budgeted("pinned", "eu", "secret_sandbox_beta");
+    let token = pinned.provision(&c, 1).await;
     // Tenants that may live anywhere: some of their shards land on node 3, and leave it once
     // it has been silent past the grace period — the controller's rounds at work.
     for i in 0..8 {
@@ -672,35 +546,33 @@ async fn a_pinned_tenant_never_leaves_its_region() {
             1,
             Method::POST,
             "/tenants",
-            json!({"id": format!("any-{i}"), "display_name": "Anywhere"}),
+            Some(json!({"id": format!("any-{i}"), "display_name": "Anywhere"})),
         )
         .await;
     }
     let integration = "pinned/eu";
-    let shard = shard_of(
-        &region_a(),
-        &integration_key(
-            &TenantId::new("pinned").unwrap(),
-            &IntegrationId::new("eu").unwrap(),
-        ),
+    let shard = pinned.shard(&region_a());
+    wait_for(
+        "node 3 in region-a owning the shard",
+        SETTLE,
+        POLL,
+        async || {
+            let v = placement(&c, 1).await;
+            let regions: BTreeMap<u64, String> = v["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| Some((n["id"].as_u64()?, n["region"].as_str()?.to_owned())))
+                .collect();
+            let want = BTreeMap::from([
+                (1, "region-b".to_owned()),
+                (2, "region-b".to_owned()),
+                (3, "region-a".to_owned()),
+            ]);
+            let settled = v["pending_moves"].as_array().is_some_and(Vec::is_empty)
+                && v["unassigned"] == json!(0);
+            (regions == want && settled && owner_of(&v, &shard) == Some(3)).then_some(())
+        },
     )
-    .to_string();
-    wait_for("node 3 in region-a owning the shard", SETTLE, async || {
-        let v = placement(&c, 1).await;
-        let regions: BTreeMap<u64, String> = v["nodes"]
-            .as_array()?
-            .iter()
-            .filter_map(|n| Some((n["id"].as_u64()?, n["region"].as_str()?.to_owned())))
-            .collect();
-        let want = BTreeMap::from([
-            (1, "region-b".to_owned()),
-            (2, "region-b".to_owned()),
-            (3, "region-a".to_owned()),
-        ]);
-        let settled =
-            v["pending_moves"].as_array().is_some_and(Vec::is_empty) && v["unassigned"] == json!(0);
-        (regions == want && settled && owner_of(&v, &shard) == Some(3)).then_some(())
-    })
     .await;
 
     let b_nodes = [1u64, 2];
@@ -714,39 +586,11 @@ async fn a_pinned_tenant_never_leaves_its_region() {
     let ids: Vec<u64> = vec![1, 2, 3];
     let none_dead = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut agents = Vec::new();
-    for &id in &ids {
-        for k in 0..CLIENTS_PER_NODE {
-            let record = Arc::new(Mutex::new(Record::default()));
-            let task = agent(
-                format!("n{id}-c{k}"),
-                vec![c.node(id).unwrap().http.clone()],
-                vec![id],
-                token.clone(),
-                none_dead.clone(),
-                stop.clone(),
-                record.clone(),
-            );
-            agents.push((id, record, task));
-        }
-    }
-    wait_for("every agent's first success", SETTLE, async || {
-        agents
-            .iter()
-            .all(|(_, r, _)| !r.lock().unwrap().ok_at.is_empty())
-            .then_some(())
-    })
-    .await;
+    let agents = start_agents(&c, &ids, false, &token, &none_dead, &stop).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::SeqCst);
     let mut ok_by_node: BTreeMap<u64, usize> = BTreeMap::new();
     let mut retried = 0;
-    for (id, record, task) in agents {
-        tokio::time::timeout(CLUSTER_DEADLINES.message * 2, task)
-            .await
-            .expect("an agent did not stop")
-            .unwrap();
-        let r = record.lock().unwrap();
+    for (id, r) in stop_agents(&stop, agents).await {
         assert!(
             r.failed.is_empty(),
             "calls on node {id} failed: {:?}",
@@ -839,15 +683,20 @@ async fn a_pinned_tenant_never_leaves_its_region() {
     // any), and would move this one too if it could: it reports it unplaceable and leaves it
     // on node 3.
     let others_on_3: Vec<String> = unpinned_on(&placement(&c, 1).await, 3);
-    wait_for("node 3's other shards to move", MOVE_BOUND, async || {
-        let v = placement(&c, 1).await;
-        let unplaceable = v["unplaceable"]
-            .as_array()?
-            .iter()
-            .any(|s| s.as_str() == Some(shard.as_str()));
-        let past_grace = stopped.elapsed() >= Duration::from_millis(GRACE_MS + 2 * SUSPECT_MS);
-        (unplaceable && past_grace && unpinned_on(&v, 3).is_empty()).then_some(())
-    })
+    wait_for(
+        "node 3's other shards to move",
+        MOVE_BOUND,
+        POLL,
+        async || {
+            let v = placement(&c, 1).await;
+            let unplaceable = v["unplaceable"]
+                .as_array()?
+                .iter()
+                .any(|s| s.as_str() == Some(shard.as_str()));
+            let past_grace = stopped.elapsed() >= Duration::from_millis(GRACE_MS + 2 * SUSPECT_MS);
+            (unplaceable && past_grace && unpinned_on(&v, 3).is_empty()).then_some(())
+        },
+    )
     .await;
     let others_moved_after = stopped.elapsed();
     for _ in 0..3 {
@@ -891,6 +740,7 @@ async fn a_pinned_tenant_never_leaves_its_region() {
         wait_for(
             "the pinned tenant's calls to work again",
             SETTLE,
+            POLL,
             async || {
                 id += 1;
                 match answer_on(&c, node, &token, &sessions[&node], id).await {

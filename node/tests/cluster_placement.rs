@@ -11,11 +11,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod cluster_common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use quire_node::local_cluster::{LocalCluster, Spec};
+use cluster_common::ctl::{Ctl, CtlOut};
+use cluster_common::shards::{Three, metrics_page, move_node_3, node_entry, placement};
+use quire_node::local_cluster::LocalCluster;
 use quire_raft::TenantId;
 use quire_raft::placement::{Residency, shard_of, tenant_key};
 use reqwest::Method;
@@ -28,6 +31,8 @@ const GRACE_MS: u64 = 3_000;
 /// How long after a node stops its shards must have moved: the grace period, an election if
 /// it led, a few rounds.
 const MOVE_BOUND: Duration = Duration::from_secs(20);
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(100);
 
 fn pinned_residency() -> Residency {
     Residency {
@@ -36,13 +41,39 @@ fn pinned_residency() -> Residency {
     }
 }
 
-async fn placement(c: &LocalCluster, node: u64) -> Value {
-    let (status, v) = c
-        .admin(node, Method::GET, "/placement", None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "GET /placement on node {node}: {v}");
-    v
+/// Three nodes placing shards every `INTERVAL_MS` (a node suspected after `SUSPECT_MS`, its
+/// shards moved after `GRACE_MS`, then the `[placement]` lines of `extra`): nodes 1 and 2 in
+/// `region-a`, node 3 in `region-b`.
+async fn two_regions(prefix: &str, extra: &str) -> (tempfile::TempDir, LocalCluster) {
+    let (dir, mut c) = Three {
+        prefix,
+        config: &format!(
+            "[placement]\ninterval_ms = {INTERVAL_MS}\nsuspect_after_ms = {SUSPECT_MS}\ngrace_ms = {GRACE_MS}\n{extra}"
+        ),
+        env: &[("QUIRE_REGION", "region-a")],
+        sandbox_args: &[],
+    }
+    .start()
+    .await;
+    // Node 3 moves to region-b: restarted with another QUIRE_REGION, it records new labels.
+    move_node_3(&mut c, "region-b", Duration::from_secs(60)).await;
+    (dir, c)
+}
+
+/// Creates tenants `any-0` .. `any-{n-1}` (any region) through node 1.
+async fn create_anywhere(c: &LocalCluster, n: usize) {
+    for i in 0..n {
+        let (status, v) = c
+            .admin(
+                1,
+                Method::POST,
+                "/tenants",
+                Some(json!({"id": format!("any-{i}"), "display_name": "Any"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{v}");
+    }
 }
 
 /// Owner of every occupied shard (`None` if unassigned).
@@ -56,98 +87,59 @@ fn owners(v: &Value) -> BTreeMap<String, Option<u64>> {
         .collect()
 }
 
+/// Waits until node 1's placement shows three labelled nodes, every occupied shard with an
+/// owner, no move pending, and `also` holds of the owners; that placement.
+async fn wait_settled(
+    c: &LocalCluster,
+    also: impl Fn(&BTreeMap<String, Option<u64>>) -> bool,
+) -> Value {
+    wait_for(
+        "every shard assigned",
+        Duration::from_secs(30),
+        async || {
+            let v = placement(c, 1).await;
+            let o = owners(&v);
+            let labelled = v["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().filter(|n| n["region"].is_string()).count() == 3);
+            (labelled
+                && o.values().all(Option::is_some)
+                && v["pending_moves"].as_array().is_some_and(Vec::is_empty)
+                && also(&o))
+            .then_some(v)
+        },
+    )
+    .await
+}
+
 async fn wait_for(
     what: &str,
     timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<Value>,
+    check: impl AsyncFnMut() -> Option<Value>,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster_common::shards::wait_for(what, timeout, POLL, check).await
 }
 
-/// Runs `quire ctl` against node `node`: (success, stdout, stderr).
-fn ctl_output(c: &LocalCluster, node: u64, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(&c.spec.binary)
-        .args(["ctl", "--url", &c.node(node).unwrap().http, "--token"])
-        .arg(&c.status.admin_token)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs `quire ctl` against node `node` (each request's deadline the default 30 s).
+fn ctl_output(c: &LocalCluster, node: u64, args: &[&str]) -> CtlOut {
+    let url = &c.node(node).unwrap().http;
+    Ctl::new(Some(url), Some(&c.status.admin_token), 30).run(args)
 }
 
+/// `ctl_output`, which must succeed; what it printed.
 fn ctl(c: &LocalCluster, node: u64, args: &[&str]) -> String {
-    let out = std::process::Command::new(&c.spec.binary)
-        .args(["ctl", "--url", &c.node(node).unwrap().http, "--token"])
-        .arg(&c.status.admin_token)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "quire ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let out = ctl_output(c, node, args);
+    assert!(out.ok, "quire ctl {args:?}: {}", out.stderr);
+    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_follow_regions_and_leave_a_stopped_node_after_the_grace_period() {
-    let dir = tempfile::Builder::new()
-        .prefix("quire-placement-")
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("placement.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[placement]\ninterval_ms = {INTERVAL_MS}\nsuspect_after_ms = {SUSPECT_MS}\ngrace_ms = {GRACE_MS}\n"
-        ),
-    )
-    .unwrap();
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env: vec![
-            ("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned()),
-            ("QUIRE_REGION".into(), "region-a".into()),
-        ],
-        sandbox_args: Vec::new(),
-    };
-    let mut c = LocalCluster::up(spec).await.unwrap();
-    // Node 3 moves to region-b: restarted with another QUIRE_REGION, it records new labels.
-    c.kill9(3).unwrap();
-    c.spec.env.push(("QUIRE_REGION".into(), "region-b".into()));
-    c.start_node(3).unwrap();
-    c.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+    let (_dir, mut c) = two_regions("quire-placement-", "").await;
 
     // Tenants: eight anywhere, one pinned to region-b (created with its residency in one
     // command), one pinned later with set-residency.
-    for i in 0..8 {
-        let (status, v) = c
-            .admin(
-                1,
-                Method::POST,
-                "/tenants",
-                Some(json!({"id": format!("any-{i}"), "display_name": "Any"})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{v}");
-    }
+    create_anywhere(&c, 8).await;
     let out = ctl(
         &c,
         2,
@@ -199,24 +191,9 @@ async fn shards_follow_regions_and_leave_a_stopped_node_after_the_grace_period()
     .to_string();
 
     // Every occupied shard gets an owner; the pinned ones live on node 3.
-    let settled = wait_for(
-        "every shard assigned",
-        Duration::from_secs(30),
-        async || {
-            let v = placement(&c, 1).await;
-            let o = owners(&v);
-            let labelled = v["nodes"]
-                .as_array()
-                .is_some_and(|ns| ns.iter().filter(|n| n["region"].is_string()).count() == 3);
-            (labelled
-                && !o.is_empty()
-                && o.values().all(Option::is_some)
-                && v["pending_moves"].as_array().is_some_and(Vec::is_empty)
-                && o.get(&pinned) == Some(&Some(3))
-                && o.get(&later) == Some(&Some(3)))
-            .then_some(v)
-        },
-    )
+    let settled = wait_settled(&c, |o| {
+        !o.is_empty() && o.get(&pinned) == Some(&Some(3)) && o.get(&later) == Some(&Some(3))
+    })
     .await;
     let o = owners(&settled);
     println!("placement settled: {o:?}");
@@ -366,77 +343,17 @@ async fn shards_follow_regions_and_leave_a_stopped_node_after_the_grace_period()
 
 /// A sample of node `node`'s `/metrics` page.
 async fn metric(c: &LocalCluster, node: u64, name: &str) -> f64 {
-    let url = format!("{}/metrics", c.node(node).unwrap().http);
-    let text = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&c.status.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let parsed = quire_node::metrics::parse(&text).unwrap();
+    let parsed = quire_node::metrics::parse(&metrics_page(c, node).await).unwrap();
     parsed
         .value(name, &[])
-        .unwrap_or_else(|| panic!("{name} missing from {url}"))
-}
-
-/// The entry of node `id` in a `GET /placement` answer.
-fn node_entry(v: &Value, id: u64) -> Value {
-    v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .cloned()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{name} missing from node {node}'s /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain() {
-    let dir = tempfile::Builder::new()
-        .prefix("quire-drain-")
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("placement.toml");
     // Few moves per round, so the drain takes several rounds and shows its progress.
-    std::fs::write(
-        &config,
-        format!(
-            "[placement]\ninterval_ms = {INTERVAL_MS}\nsuspect_after_ms = {SUSPECT_MS}\ngrace_ms = {GRACE_MS}\nmax_moves_per_round = 2\n"
-        ),
-    )
-    .unwrap();
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env: vec![
-            ("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned()),
-            ("QUIRE_REGION".into(), "region-a".into()),
-        ],
-        sandbox_args: Vec::new(),
-    };
-    let mut c = LocalCluster::up(spec).await.unwrap();
-    c.kill9(3).unwrap();
-    c.spec.env.push(("QUIRE_REGION".into(), "region-b".into()));
-    c.start_node(3).unwrap();
-    c.wait_ready(3, Duration::from_secs(60)).await.unwrap();
-    for i in 0..12 {
-        let (status, v) = c
-            .admin(
-                1,
-                Method::POST,
-                "/tenants",
-                Some(json!({"id": format!("any-{i}"), "display_name": "Any"})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{v}");
-    }
+    let (_dir, c) = two_regions("quire-drain-", "max_moves_per_round = 2\n").await;
+    create_anywhere(&c, 12).await;
     ctl(
         &c,
         1,
@@ -455,23 +372,9 @@ async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain()
         .collect();
     expected.insert(pinned.clone());
     // (The cluster's demo tenant and its integration occupy shards too.)
-    let settled = wait_for(
-        "every shard assigned",
-        Duration::from_secs(30),
-        async || {
-            let v = placement(&c, 1).await;
-            let o = owners(&v);
-            let labelled = v["nodes"]
-                .as_array()
-                .is_some_and(|ns| ns.iter().filter(|n| n["region"].is_string()).count() == 3);
-            (labelled
-                && expected.iter().all(|s| o.contains_key(s))
-                && o.values().all(Option::is_some)
-                && v["pending_moves"].as_array().is_some_and(Vec::is_empty)
-                && o.get(&pinned) == Some(&Some(3)))
-            .then_some(v)
-        },
-    )
+    let settled = wait_settled(&c, |o| {
+        expected.iter().all(|s| o.contains_key(s)) && o.get(&pinned) == Some(&Some(3))
+    })
     .await;
     let before = owners(&settled);
     let on_2 = before.values().filter(|o| **o == Some(2)).count();
@@ -481,7 +384,11 @@ async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain()
 
     // Drain node 2: it ends owning no shard; only its shards moved, to node 1 or 3.
     let started = Instant::now();
-    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "2", "--timeout", "60s"]);
+    let CtlOut {
+        ok,
+        stdout: out,
+        stderr: err,
+    } = ctl_output(&c, 1, &["nodes", "drain", "2", "--timeout", "60s"]);
     assert!(ok, "drain failed: {out} {err}");
     println!(
         "node 2 drained ({on_2} shards) in {} ms:\n{err}",
@@ -577,7 +484,11 @@ async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain()
     );
 
     // Node 3 is the only region-b node: the pinned shard cannot leave it.
-    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "3", "--timeout", "60s"]);
+    let CtlOut {
+        ok,
+        stdout: out,
+        stderr: err,
+    } = ctl_output(&c, 1, &["nodes", "drain", "3", "--timeout", "60s"]);
     assert!(!ok, "draining the only region-b node succeeded: {out}");
     assert!(
         err.contains("cannot be drained") && err.contains(&pinned),
@@ -599,6 +510,10 @@ async fn a_drained_node_ends_owning_no_shard_and_a_pinned_shard_blocks_a_drain()
     assert_eq!(v["drain_blocked"], json!([pinned]));
     ctl(&c, 1, &["nodes", "undrain", "3"]);
     // A node that never started as a member cannot be drained.
-    let (ok, out, err) = ctl_output(&c, 1, &["nodes", "drain", "9", "--no-wait"]);
+    let CtlOut {
+        ok,
+        stdout: out,
+        stderr: err,
+    } = ctl_output(&c, 1, &["nodes", "drain", "9", "--no-wait"]);
     assert!(!ok && err.contains("node 9"), "{out} {err}");
 }

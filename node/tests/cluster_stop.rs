@@ -10,55 +10,34 @@
 
 mod cluster_common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cluster_common::mcp::{CLUSTER_DEADLINES, Session, message_of};
-use quire_node::local_cluster::{LocalCluster, Spec};
-use quire_raft::placement::{Residency, integration_key, shard_of};
-use quire_raft::{IntegrationId, TenantId};
-use reqwest::Method;
+use cluster_common::shards::{
+    Agent, Call, Three, call, node_entry, open_sessions, placement, shard_entry, wait_for,
+};
+use quire_node::local_cluster::LocalCluster;
+use quire_raft::placement::Residency;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const CLIENTS_PER_NODE: usize = 2;
 const TOOL: &str = "notion-get-self";
 
-async fn admin_ok(c: &LocalCluster, via: u64, path: &str, body: Value) -> Value {
-    let (status, v) = c.admin(via, Method::POST, path, Some(body)).await.unwrap();
-    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
-    v
-}
-
 /// The shard's owner and epoch, and node `node`'s entry, as node `via` sees the placement.
-async fn placement(
+async fn placement_of(
     c: &LocalCluster,
     via: u64,
     shard: &str,
     node: u64,
 ) -> (Option<u64>, u64, Value) {
-    let (status, v) = c.admin(via, Method::GET, "/placement", None).await.unwrap();
-    assert_eq!(status, 200, "{v}");
-    let entry = v["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["shard"] == Value::String(shard.to_owned()))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let me = v["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["id"] == json!(node))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let v = placement(c, via).await;
+    let entry = shard_entry(&v, shard);
     (
         entry["owner"].as_u64(),
         entry["epoch"].as_u64().unwrap_or(0),
-        me,
+        node_entry(&v, node),
     )
 }
 
@@ -72,103 +51,40 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopping_owner_moves_its_shards_before_it_exits() {
-    let dir = tempfile::Builder::new()
-        .prefix("quire-stop-")
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("stop.toml");
-    std::fs::write(
-        &config,
-        "[placement]\ninterval_ms = 2000\n\n[security]\nauthz_max_staleness_ms = 1000\n",
-    )
-    .unwrap();
-    let spec = Spec {
-        dir: dir.path().join("cluster"),
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_quire")),
-        nodes: 3,
-        tls: true,
-        fault_injection: false,
-        env: vec![("QUIRE_CONFIG".into(), config.to_string_lossy().into_owned())],
-        sandbox_args: vec![],
+    let (_dir, mut c) = Three {
+        prefix: "quire-stop-",
+        config: "[placement]\ninterval_ms = 2000\n\n[security]\nauthz_max_staleness_ms = 1000\n",
+        env: &[],
+        sandbox_args: &[],
+    }
+    .start()
+    .await;
+    let agent = Agent {
+        tenant: "demo",
+        integration: "stop",
+        workspace: "stop",
+        principal: "stop-agent",
+        notion_token: "secret_sandbox_alpha",
+        budget: None,
     };
-    let mut c = LocalCluster::up(spec).await.unwrap();
+    let token = agent.provision(&c, 1).await;
 
-    let base = "/tenants/demo";
-    admin_ok(
-        &c,
-        1,
-        &format!("{base}/integrations"),
-        json!({"id": "stop", "display_name": "stop", "notion_token": "secret_sandbox_alpha"}),
+    let shard = agent.shard(&Residency::default());
+    let (old_owner, old_epoch) = wait_for(
+        &format!("shard {shard} to get an owner"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || match placement_of(&c, 1, &shard, 1).await {
+            (Some(owner), epoch, _) => Some((owner, epoch)),
+            _ => None,
+        },
     )
     .await;
-    admin_ok(
-        &c,
-        1,
-        &format!("{base}/workspaces"),
-        json!({"id": "stop", "display_name": "stop", "integration": "stop"}),
-    )
-    .await;
-    admin_ok(
-        &c,
-        1,
-        &format!("{base}/principals"),
-        json!({"id": "stop-agent", "display_name": "agent"}),
-    )
-    .await;
-    admin_ok(
-        &c,
-        1,
-        &format!("{base}/principals/stop-agent/workspaces"),
-        json!({"workspace": "stop"}),
-    )
-    .await;
-    let token = admin_ok(
-        &c,
-        1,
-        &format!("{base}/tokens"),
-        json!({"principal": "stop-agent", "workspace": "stop"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
-    let shard = shard_of(
-        &Residency::default(),
-        &integration_key(
-            &TenantId::new("demo").unwrap(),
-            &IntegrationId::new("stop").unwrap(),
-        ),
-    )
-    .to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (old_owner, old_epoch) = loop {
-        if let (Some(owner), epoch, _) = placement(&c, 1, &shard, 1).await {
-            break (owner, epoch);
-        }
-        assert!(Instant::now() < deadline, "shard {shard} got no owner");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     let others: Vec<u64> = (1..=3).filter(|n| *n != old_owner).collect();
     let via = others[0];
 
-    let http = reqwest::Client::new();
-    let mut sessions = Vec::new();
-    for &id in &others {
-        for k in 0..CLIENTS_PER_NODE {
-            let url = c.node(id).unwrap().http.clone();
-            let session = Session::open(
-                &http,
-                &url,
-                &token,
-                &format!("n{id}-c{k}"),
-                Some(CLUSTER_DEADLINES),
-            )
-            .await
-            .unwrap();
-            sessions.push((id, session));
-        }
-    }
+    let http = cluster_common::client();
+    let sessions = open_sessions(&http, &c, &others, CLIENTS_PER_NODE, &token).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for (id, session) in sessions {
@@ -178,26 +94,13 @@ async fn a_stopping_owner_moves_its_shards_before_it_exits() {
             let mut n = 10;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let answer = session.call_tool(n, TOOL, &json!({})).await;
-                let v = match &answer {
-                    Ok((200, body)) => message_of(body).unwrap_or_default(),
-                    other => {
-                        seen.failed.push(format!("{other:?}"));
-                        continue;
-                    }
-                };
-                if v["result"]["isError"] == Value::Bool(true) {
-                    let err = &v["result"]["structuredContent"];
-                    if err["retry_after_seconds"].as_u64().is_some() {
-                        seen.retryable.push(err.to_string());
+                match call(&session, n, TOOL).await {
+                    Call::Ok => seen.times.push(Instant::now()),
+                    Call::Retry(_, err) => {
+                        seen.retryable.push(err);
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                    } else {
-                        seen.failed.push(v.to_string());
                     }
-                } else if v.get("error").is_some() || v.get("result").is_none() {
-                    seen.failed.push(v.to_string());
-                } else {
-                    seen.times.push(Instant::now());
+                    Call::Failed(e) => seen.failed.push(e),
                 }
             }
             (id, seen)
@@ -217,7 +120,7 @@ async fn a_stopping_owner_moves_its_shards_before_it_exits() {
     let mut moved_while_alive = None;
     let deadline = termed_at + Duration::from_secs(30);
     while c.is_running(old_owner) {
-        let (owner, epoch, me) = placement(&c, via, &shard, old_owner).await;
+        let (owner, epoch, me) = placement_of(&c, via, &shard, old_owner).await;
         if owner.is_some_and(|o| o != old_owner) && epoch > old_epoch {
             assert_eq!(me["stopping"], json!(true), "{me}");
             moved_while_alive = Some((owner.unwrap(), epoch, termed_at.elapsed()));
@@ -237,9 +140,9 @@ async fn a_stopping_owner_moves_its_shards_before_it_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let exited_after = termed_at.elapsed();
-    let log_path = dir
-        .path()
-        .join("cluster")
+    let log_path = c
+        .spec
+        .dir
         .join(format!("node-{old_owner}"))
         .join("node.log");
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -268,7 +171,7 @@ async fn a_stopping_owner_moves_its_shards_before_it_exits() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, _, me) = placement(&c, via, &shard, old_owner).await;
+        let (_, _, me) = placement_of(&c, via, &shard, old_owner).await;
         if me["stopping"] == json!(false) && me["shards"].as_u64().is_some_and(|n| n > 0) {
             eprintln!(
                 "node {old_owner} restarted: not stopping, owns {} shards",

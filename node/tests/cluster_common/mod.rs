@@ -6,8 +6,8 @@
 //!
 //! Its submodules serve the tests that drive one node or talk to nodes as clients:
 //! `process` starts a single `quire serve --sandbox` and waits until it is ready, `admin` is
-//! a client of one node's admin API, `ctl` runs `quire ctl`, and `mcp` opens MCP sessions
-//! over Streamable HTTP.
+//! a client of one node's admin API, `ctl` runs `quire ctl`, `mcp` opens MCP sessions
+//! over Streamable HTTP, and `shards` serves the tests that watch shards and their owners.
 //!
 //! Every wait here has a deadline; nothing sleeps to synchronise.
 
@@ -17,6 +17,7 @@ pub mod admin;
 pub mod ctl;
 pub mod mcp;
 pub mod process;
+pub mod shards;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
