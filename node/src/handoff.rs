@@ -8,7 +8,10 @@
 //! the applied state gives a recorded shard another owner (or epoch). That state is exactly
 //! what the fence before every send reads (`forward.rs`), so by then this node sends nothing
 //! more for the integration: requests already past the fence took their tokens before, and
-//! the snapshot, taken now, counts them. The snapshots of the moved shard's integrations go to
+//! the snapshot, taken now, counts them. Each is taken as of the epoch the integration was
+//! last served at here (`DataPlane::limiter_snapshot_at`): a limiter that never sent under it
+//! first empties, as a call under it would, so it never hands off tokens it earned before
+//! that tenure. The snapshots of the moved shard's integrations go to
 //! the new owner in one `DataCall` (`LimiterHandoff`, at most [`MAX_LIMITERS_PER_HANDOFF`]
 //! each), with the index of the applied state that holds the move. At most
 //! [`MAX_HANDOFFS_IN_FLIGHT`] pushes run at once (one beyond that is dropped and counted as
@@ -21,12 +24,17 @@
 //!
 //! **New owner.** It first applies the sender's index (bounded wait), then adopts a snapshot
 //! only if its own applied state names it the shard's owner at exactly the epoch the sender
-//! saw, and the integration hashes to that shard there; otherwise it refuses. Adopting starts
-//! the limiter from the snapshot or merges it into the running one, never more permissive
-//! than either side (`DataPlane::adopt_limiter_snapshot`). The push normally arrives within
-//! the new owner's hold-off S (`forward.rs`); one that arrives later still merges
-//! conservatively. A failed push costs nothing but the state it carried: the new owner then
-//! starts the limiter empty.
+//! saw, and the integration hashes to that shard there; otherwise it refuses. Adopting
+//! (`DataPlane::adopt_limiter_snapshot`, for that shard and epoch) starts the limiter from the
+//! snapshot when there is none; a running one that has not sent under that epoch (this node
+//! owned the shard earlier, and its bucket refilled while the sender spent it) takes the
+//! snapshot's tokens; one that already sent under it keeps the fewer tokens; the longer pause
+//! stays either way. The push normally arrives within the new owner's hold-off S
+//! (`forward.rs`); one that arrives later merges. A failed or late push costs nothing but the
+//! state it carried: the new owner's first call at the new epoch empties the limiter it has
+//! (an old one included, whatever it refilled to) or starts one empty
+//! (`quire_actors::limiter`), so a returning owner never adds a second burst to the one the
+//! previous owner spent.
 //!
 //! `quire_limiter_handoffs_total{outcome}` counts snapshots: `sent` (the new owner adopted
 //! it) and `failed` (not delivered, or refused) on the old owner; `adopted` and `refused` on
@@ -89,6 +97,15 @@ pub struct HandoffReply {
     pub refused: u32,
     /// Why the first refused snapshot was refused.
     pub why: Option<String>,
+}
+
+/// An integration served here, handed off: (tenant, data plane integration id) and the
+/// epoch this node last served it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServedAt {
+    tenant: String,
+    integration: String,
+    epoch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,21 +186,26 @@ impl Handoff {
     }
 
     /// Integrations recorded as served here whose shard the applied shard map `p` gives to
-    /// another node: forgotten here, and returned grouped by (new owner, shard, epoch).
+    /// another node: forgotten here, and returned grouped by (new owner, shard, epoch), each
+    /// with the epoch it was last served at here.
     fn take_moved(
         &self,
         p: &PlacementState,
         me: NodeId,
-    ) -> BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> {
-        let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<(String, String)>> = BTreeMap::new();
-        lock(&self.served).retain(|key, s| {
+    ) -> BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> {
+        let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> = BTreeMap::new();
+        lock(&self.served).retain(|(tenant, integration), s| {
             match quire_raft::handoff::effective_owner(p, &s.shard, me) {
                 Some((owner, _)) if owner == me => true,
                 Some((owner, epoch)) => {
                     moved
                         .entry((owner, s.shard.clone(), epoch))
                         .or_default()
-                        .push(key.clone());
+                        .push(ServedAt {
+                            tenant: tenant.clone(),
+                            integration: integration.clone(),
+                            epoch: s.epoch,
+                        });
                     false
                 }
                 // No allowed node: nobody to hand it to.
@@ -285,19 +307,26 @@ async fn push(
     shard: ShardId,
     epoch: u64,
     applied_index: u64,
-    integrations: Vec<(String, String)>,
+    integrations: Vec<ServedAt>,
     only_paused: bool,
 ) {
     let handoff = &app.forward.handoff;
     let mut limiters = Vec::with_capacity(integrations.len());
-    for (tenant_id, integration_id) in integrations {
+    for served in integrations {
+        // Taken as of the epoch it was served at here: a limiter that never sent under it
+        // (its calls ended before the permit) hands off an empty bucket, not tokens it earned
+        // before this node's tenure, which the new owner, back at a later epoch, would take.
+        let at = ShardEpoch::new(shard.to_string(), served.epoch);
         // None: no limiter here any more (passivated unpaused and full): nothing to carry.
-        if let Some(s) = app.data.limiter_snapshot(&tenant_id, &integration_id).await
+        if let Some(s) = app
+            .data
+            .limiter_snapshot_at(&served.tenant, &served.integration, &at)
+            .await
             && (!only_paused || s.pause_remaining_ms > 0)
         {
             limiters.push(HandedOffLimiter {
-                tenant_id,
-                integration_id,
+                tenant_id: served.tenant,
+                integration_id: served.integration,
                 tokens_micros: s.tokens_micros,
                 pause_remaining_ms: s.pause_remaining_ms,
             });
@@ -485,8 +514,12 @@ mod tests {
         p
     }
 
-    fn pair(t: &str, i: &str) -> (String, String) {
-        (t.to_owned(), i.to_owned())
+    fn served(t: &str, i: &str, epoch: u64) -> ServedAt {
+        ServedAt {
+            tenant: t.to_owned(),
+            integration: i.to_owned(),
+            epoch,
+        }
     }
 
     #[test]
@@ -505,7 +538,10 @@ mod tests {
         let out: Vec<_> = h.take_moved(&moved, 1).into_iter().collect();
         assert_eq!(
             out,
-            vec![((2, a.clone(), 2), vec![pair("t", "t/a"), pair("t", "t/a2")])]
+            vec![(
+                (2, a.clone(), 2),
+                vec![served("t", "t/a", 1), served("t", "t/a2", 1)]
+            )]
         );
         assert!(h.take_moved(&moved, 1).is_empty(), "handed off twice");
         // Shard b is still here; once it moves, it goes to its new owner.
@@ -517,8 +553,8 @@ mod tests {
         // A shard moved back here and served again is remembered at its new epoch.
         h.record("t", "t/a", &a, 3);
         assert!(h.take_moved(&map(&[(&a, 1, 3)]), 1).is_empty());
-        let out: Vec<_> = h.take_moved(&map(&[(&a, 3, 4)]), 1).into_keys().collect();
-        assert_eq!(out, vec![(3, a, 4)]);
+        let out: Vec<_> = h.take_moved(&map(&[(&a, 3, 4)]), 1).into_iter().collect();
+        assert_eq!(out, vec![((3, a, 4), vec![served("t", "t/a", 3)])]);
     }
 
     #[test]
