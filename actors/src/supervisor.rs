@@ -19,8 +19,11 @@
 //!   ([`LimiterState::settled_in`] is zero). A limiter paused by a 429/529, or one whose
 //!   bucket is not full, keeps its tenant alive until the pause ends and the bucket has
 //!   refilled. The next incarnation's limiters start empty, which is at least as
-//!   conservative as the full bucket they replace; a `Retry-After` still running is never
-//!   forgotten because the tenant never stops while one runs.
+//!   conservative as the full bucket they replace, and record the shard epoch of the call
+//!   that starts them (or of the handoff snapshot that does: a snapshot holds at most a full
+//!   bucket); the epoch a passivated limiter recorded needs no keeping, since forgetting it
+//!   only ever leads to an empty bucket. A `Retry-After` still running is never forgotten
+//!   because the tenant never stops while one runs.
 //!
 //! The tenant checks this itself on a `tokio::time` timer (one pending at a time) and then
 //! offers to stop, telling the node supervisor how many messages it has received. The node
@@ -1755,12 +1758,16 @@ mod tests {
     }
 
     async fn plane() -> DataPlane {
+        passivating_plane(0).await
+    }
+
+    async fn passivating_plane(idle_tenant_ms: u64) -> DataPlane {
         DataPlane::start(DataPlaneConfig {
             notion: NotionClientConfig {
                 base_url: "http://127.0.0.1:9".into(),
                 ..Default::default()
             },
-            idle_tenant_ms: 0,
+            idle_tenant_ms,
             ..Default::default()
         })
         .await
@@ -1977,6 +1984,37 @@ mod tests {
         assert_eq!(s.paused_for, Some(Duration::from_secs(4)));
         assert_eq!(s.tokens_micros, 0);
         assert_eq!(permit(&dp, x(4)).await, Duration::from_millis(4_500));
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passivated_tenants_limiters_come_back_empty_or_from_the_push_at_its_epoch() {
+        let dp = passivating_plane(1_000).await;
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        // Idle 1 s with a full bucket (5 tokens at 2/s): passivated.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let s = dp.stats().await.expect("stats");
+        assert_eq!((s.tenants, s.passivated), (0, 1), "{s:?}");
+        assert!(dp.limiter_state("t1", "t1/a").await.is_none());
+        // The next incarnation starts empty, even at the epoch it sent under before.
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!((s.tokens_micros, s.epoch), (0, Some(x(1))));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(dp.stats().await.expect("stats").passivated, 2);
+        // A snapshot pushed for epoch 2 while no limiter runs starts one from it, at that
+        // epoch: the calls of epoch 2 take its two tokens, then wait for the rate.
+        assert_eq!(
+            dp.adopt_limiter_snapshot("t1", "t1/a", BUDGET, snap(2, 0), x(2))
+                .await
+                .expect("adopted"),
+            Adopted::Started
+        );
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert_eq!((s.tokens_micros, s.epoch), (2 * TOKEN_MICROS, Some(x(2))));
+        assert_eq!(permit(&dp, x(2)).await, Duration::ZERO);
+        assert_eq!(permit(&dp, x(2)).await, Duration::ZERO);
+        assert_eq!(permit(&dp, x(2)).await, Duration::from_millis(500));
         dp.stop().await;
     }
 }
