@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::load::{OpDetail, Worker};
 use crate::machine::Machine;
 use crate::raft_commit::{BenchError, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, filesystem_of};
+use crate::report::Figures;
 
 /// The tenant the template writers work in.
 pub const BENCH_TENANT: &str = "bench";
@@ -473,24 +474,43 @@ impl RunContext {
         self.load_average_end = crate::machine::load_average();
     }
 
-    /// `machine: ...`, `load: ...`, `commit: ...`, `quire: ...`, `command: ...`.
+    /// `machine: ...`, `load: ...`, `data on: ...`, `commit: ...`, `quire: ...`, `command: ...`.
     pub fn lines(&self) -> Vec<String> {
-        vec![
-            format!("machine: {}", self.machine.summary()),
-            format!(
-                "load average (1/5/15 min): {} at start, {} at end",
-                self.load_average_start, self.load_average_end
-            ),
-            format!("data on: {}", self.data_filesystem),
-            format!("commit: {}", self.git_commit),
-            format!(
-                "quire: {} (built {})",
-                self.quire_bin.display(),
-                self.quire_bin_modified
-            ),
-            format!("command: {}", self.command),
-        ]
+        ran_on(
+            &self.machine,
+            (&self.load_average_start, &self.load_average_end),
+            Some(&self.data_filesystem),
+            &self.git_commit,
+            (&self.quire_bin, &self.quire_bin_modified),
+            &self.command,
+        )
     }
+}
+
+/// The lines under a report's figures that say what the run ran on and what started it:
+/// `machine: ...`, the load averages at its start and end, `data on: ...` when `data_on`
+/// names the filesystem of the nodes' data, `commit: ...`, the `quire` binary and when it was
+/// built, `command: ...`.
+pub fn ran_on(
+    machine: &Machine,
+    (load_start, load_end): (&str, &str),
+    data_on: Option<&str>,
+    git_commit: &str,
+    (quire_bin, quire_bin_modified): (&Path, &str),
+    command: &str,
+) -> Vec<String> {
+    let mut lines = vec![
+        format!("machine: {}", machine.summary()),
+        format!("load average (1/5/15 min): {load_start} at start, {load_end} at end"),
+    ];
+    lines.extend(data_on.map(|fs| format!("data on: {fs}")));
+    lines.push(format!("commit: {git_commit}"));
+    lines.push(format!(
+        "quire: {} (built {quire_bin_modified})",
+        quire_bin.display()
+    ));
+    lines.push(format!("command: {command}"));
+    lines
 }
 
 /// `VmRSS` (or another `/proc/PID/status` field in kB) of a process, in KiB (0 when
@@ -542,6 +562,51 @@ pub fn emit<R: serde::Serialize>(
         write_file(path, &serde_json::to_string_pretty(report)?)?;
     }
     Ok(())
+}
+
+/// The options every scenario benchmark takes: the `quire` it starts, where its cluster's
+/// directory is made, and where its JSON and Markdown go.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunOpts {
+    /// The quire binary (default: `quire` next to this executable).
+    #[arg(long)]
+    pub quire_bin: Option<PathBuf>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Where the cluster's temporary directory is made.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl RunOpts {
+    /// Options naming only the directory the cluster's is made in (files are written by the
+    /// caller).
+    pub fn in_dir(work_dir: Option<PathBuf>) -> RunOpts {
+        RunOpts {
+            work_dir,
+            ..RunOpts::default()
+        }
+    }
+
+    /// [`emit`] for `report`: its text, its Markdown, and itself as the JSON.
+    pub fn emit(&self, report: &impl Figures) -> anyhow::Result<()> {
+        emit(
+            &report.to_text(),
+            &report.to_markdown(),
+            report,
+            self.markdown.as_deref(),
+            self.json.as_deref(),
+        )
+    }
+}
+
+/// Prints a line of a benchmark's progress on stderr.
+pub fn progress(line: &str) {
+    eprintln!("quire-bench: {line}");
 }
 
 /// `quire` next to this executable.

@@ -19,6 +19,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::admin_writes;
 use crate::load::{self, LoadResult, LoadSpec, MAX_WRITERS, Worker};
 use crate::machine::Machine;
 use crate::mcp_client::McpSession;
@@ -366,18 +367,14 @@ impl AuditCommitReport {
                 lines.push(format!("error (batch {}): {e}", l.max_batch));
             }
         }
-        lines.push(format!("machine: {}", self.machine.summary()));
-        lines.push(format!(
-            "load average (1/5/15 min): {} at start, {} at end",
-            self.load_average_start, self.load_average_end
+        lines.extend(admin_writes::ran_on(
+            &self.machine,
+            (&self.load_average_start, &self.load_average_end),
+            None,
+            &self.git_commit,
+            (&self.quire_bin, &self.quire_bin_modified),
+            &self.command,
         ));
-        lines.push(format!("commit: {}", self.git_commit));
-        lines.push(format!(
-            "quire: {} (built {})",
-            self.quire_bin.display(),
-            self.quire_bin_modified
-        ));
-        lines.push(format!("command: {}", self.command));
         lines
     }
 

@@ -18,10 +18,11 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::admin_writes::{self, RunContext, request_ok};
+use crate::admin_writes::{self, RunContext, RunOpts, request_ok};
 use crate::load::{self, LoadResult, LoadSpec, Worker};
 use crate::mcp_client::McpSession;
 use crate::raft_commit::{BenchError, NODES, leader};
+use crate::report::{Column, Figures};
 
 /// The tool every client calls (one Notion request).
 pub const TOOL: &str = crate::audit_commit::TOOL;
@@ -53,18 +54,8 @@ pub struct BudgetShareArgs {
     /// Seconds before measuring starts.
     #[arg(long, default_value_t = 3)]
     pub warmup_secs: u64,
-    /// The quire binary (default: `quire` next to this executable).
-    #[arg(long)]
-    pub quire_bin: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the Markdown to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
-    /// Where the cluster's temporary directory is made.
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 /// A client: one MCP session calling [`TOOL`] in a loop.
@@ -201,7 +192,7 @@ pub async fn run(
     ];
     let (dir, cluster) = admin_writes::start_cluster(
         &quire_bin,
-        args.work_dir.as_deref(),
+        args.run.work_dir.as_deref(),
         NODES,
         vec![],
         sandbox_args,
@@ -337,6 +328,42 @@ impl BudgetShareReport {
             self.sandbox.max_per_second
         )
     }
+}
+
+impl Figures for BudgetShareReport {
+    const TITLE: &'static str = "Budget-share benchmark";
+    // The table is printed in the Markdown only (see `to_text`), so no column has a width.
+    const COLUMNS: &'static [Column] = &[
+        Column::right("budget /s", 0),
+        Column::right("served /s", 0),
+        Column::right("share of budget", 0),
+        Column::right("429s", 0),
+        Column::right("max in 1 s", 0),
+        Column::right("calls ok", 0),
+        Column::right("calls failed", 0),
+    ];
+    type Row = [String; 7];
+
+    fn rows(&self) -> Vec<[String; 7]> {
+        vec![[
+            self.budget.to_string(),
+            format!("{:.2}", self.served_per_sec()),
+            format!("{:.0}%", self.share_of_budget * 100.0),
+            self.sandbox.rate_limited.to_string(),
+            self.sandbox.max_per_second.to_string(),
+            self.calls.ok.to_string(),
+            self.calls.errors.to_string(),
+        ]]
+    }
+
+    /// The terminal shows the title and the lines, without the table.
+    fn to_text(&self) -> String {
+        let mut out = format!("{}\n", Self::TITLE);
+        for line in self.lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
 
     fn lines(&self) -> Vec<String> {
         let c = &self.calls;
@@ -373,37 +400,6 @@ impl BudgetShareReport {
         lines.extend(self.context.lines());
         lines
     }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::from("Budget-share benchmark\n");
-        for line in self.lines() {
-            let _ = writeln!(out, "{line}");
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = String::from("### Budget-share benchmark\n\n");
-        let _ = writeln!(
-            out,
-            "| budget /s | served /s | share of budget | 429s | max in 1 s | calls ok | calls failed |\n|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        let _ = writeln!(
-            out,
-            "| {} | {:.2} | {:.0}% | {} | {} | {} | {} |\n",
-            self.budget,
-            self.served_per_sec(),
-            self.share_of_budget * 100.0,
-            self.sandbox.rate_limited,
-            self.sandbox.max_per_second,
-            self.calls.ok,
-            self.calls.errors
-        );
-        for line in self.lines() {
-            let _ = writeln!(out, "- {line}");
-        }
-        out
-    }
 }
 
 /// `quire-bench budget-share`.
@@ -411,18 +407,9 @@ pub async fn main(args: BudgetShareArgs, command: String) -> anyhow::Result<()> 
     if args.duration_secs == 0 || args.budget == 0 {
         bail!("--duration-secs and --budget must be at least 1");
     }
-    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
-    let report = run(&args, quire_bin, command, &mut |l| {
-        eprintln!("quire-bench: {l}")
-    })
-    .await?;
-    admin_writes::emit(
-        &report.to_text(),
-        &report.to_markdown(),
-        &report,
-        args.markdown.as_deref(),
-        args.json.as_deref(),
-    )
+    let quire_bin = admin_writes::quire_bin(args.run.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut admin_writes::progress).await?;
+    args.run.emit(&report)
 }
 
 #[cfg(test)]

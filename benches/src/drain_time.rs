@@ -8,7 +8,6 @@
 //! `placement.interval_ms`; both are set for the run in a config file (`QUIRE_CONFIG`) and
 //! reported with the figures.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,9 +17,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::admin_writes::{self, RunContext};
+use crate::admin_writes::{self, RunContext, RunOpts};
 use crate::placement_view;
 use crate::raft_commit::{BenchError, NODES, leader};
+use crate::report::{Column, Figures};
 
 /// Tenants a cluster may hold besides the demo tenant.
 pub const MAX_TENANTS: usize = quire_raft::command::MAX_TENANTS - 1;
@@ -65,18 +65,8 @@ pub struct DrainTimeArgs {
     /// Give up when the drained node still owns shards after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub drain_timeout_secs: u64,
-    /// The quire binary (default: `quire` next to this executable).
-    #[arg(long)]
-    pub quire_bin: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the Markdown to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
-    /// Where the cluster's temporary directory is made.
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 impl DrainTimeArgs {
@@ -267,7 +257,7 @@ pub async fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<DrainTimeReport, BenchError> {
     args.validate()?;
-    let dir = admin_writes::run_dir(&quire_bin, args.work_dir.as_deref())?;
+    let dir = admin_writes::run_dir(&quire_bin, args.run.work_dir.as_deref())?;
     let config = dir.path().join("placement.toml");
     std::fs::write(&config, args.config_toml())
         .map_err(|e| BenchError::Step(format!("cannot write {}: {e}", config.display())))?;
@@ -425,6 +415,15 @@ impl DrainTimeReport {
             self.min_rounds
         )
     }
+}
+
+impl Figures for DrainTimeReport {
+    const TITLE: &'static str = "Drain-time benchmark";
+    const COLUMNS: &'static [Column] = &[
+        Column::right("seconds", 10),
+        Column::right("shards left", 12),
+    ];
+    type Row = [String; 2];
 
     fn lines(&self) -> Vec<String> {
         let mut lines = vec![
@@ -463,31 +462,6 @@ impl DrainTimeReport {
             })
             .collect()
     }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::from("Drain-time benchmark\n");
-        let _ = writeln!(out, "{:>10} {:>12}", "seconds", "shards left");
-        for r in self.rows() {
-            let _ = writeln!(out, "{:>10} {:>12}", r[0], r[1]);
-        }
-        for line in self.lines() {
-            let _ = writeln!(out, "{line}");
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = String::from("### Drain-time benchmark\n\n");
-        out.push_str("| seconds | shards left |\n|---:|---:|\n");
-        for r in self.rows() {
-            let _ = writeln!(out, "| {} |", r.join(" | "));
-        }
-        out.push('\n');
-        for line in self.lines() {
-            let _ = writeln!(out, "- {line}");
-        }
-        out
-    }
 }
 
 /// `quire-bench drain-time`.
@@ -495,18 +469,9 @@ pub async fn main(args: DrainTimeArgs, command: String) -> anyhow::Result<()> {
     if let Err(e) = args.validate() {
         bail!("{e}");
     }
-    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
-    let report = run(&args, quire_bin, command, &mut |l| {
-        eprintln!("quire-bench: {l}")
-    })
-    .await?;
-    admin_writes::emit(
-        &report.to_text(),
-        &report.to_markdown(),
-        &report,
-        args.markdown.as_deref(),
-        args.json.as_deref(),
-    )
+    let quire_bin = admin_writes::quire_bin(args.run.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut admin_writes::progress).await?;
+    args.run.emit(&report)
 }
 
 #[cfg(test)]
@@ -523,10 +488,7 @@ mod tests {
             poll_ms: 100,
             settle_timeout_secs: 60,
             drain_timeout_secs: 60,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: None,
+            run: RunOpts::default(),
         }
     }
 

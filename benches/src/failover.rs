@@ -12,7 +12,6 @@
 //! (`POST /tenants/bench/principals/probe/workspaces`; the command is proposed and committed
 //! whatever its result, and leaves the state as it was).
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,8 +22,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::admin_writes::{self, BENCH_TENANT, RunContext, max, median, request_ok};
+use crate::admin_writes::{self, BENCH_TENANT, RunContext, RunOpts, max, median, request_ok};
 use crate::raft_commit::{BenchError, NODES, leader};
+use crate::report::{Column, Figures};
 
 /// Most kills in one run.
 pub const MAX_KILLS: usize = 50;
@@ -51,18 +51,8 @@ pub struct FailoverArgs {
     /// Give up on a kill when no write is acknowledged within this many seconds.
     #[arg(long, default_value_t = 30)]
     pub give_up_secs: u64,
-    /// The quire binary (default: `quire` next to this executable).
-    #[arg(long)]
-    pub quire_bin: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the Markdown to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
-    /// Where the cluster's temporary directory is made.
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 /// One kill's outcome.
@@ -175,9 +165,14 @@ pub async fn run(
     if args.kills == 0 || args.kills > MAX_KILLS || args.probe_interval_ms == 0 {
         return Err(BenchError::Levels(vec![args.kills]));
     }
-    let (dir, mut cluster) =
-        admin_writes::start_cluster(&quire_bin, args.work_dir.as_deref(), NODES, vec![], vec![])
-            .await?;
+    let (dir, mut cluster) = admin_writes::start_cluster(
+        &quire_bin,
+        args.run.work_dir.as_deref(),
+        NODES,
+        vec![],
+        vec![],
+    )
+    .await?;
     let mut context = RunContext::start(command, &quire_bin, dir.path());
     let token = cluster.status.admin_token.clone();
     let http = admin_writes::admin_client(Duration::from_secs(args.probe_timeout_secs.max(1)))?;
@@ -341,8 +336,21 @@ impl FailoverReport {
         let t = self.write_times();
         (median(&t), max(&t), self.kills.len() - t.len())
     }
+}
 
-    fn summary_lines(&self) -> Vec<String> {
+impl Figures for FailoverReport {
+    const TITLE: &'static str = "Failover benchmark";
+    const COLUMNS: &'static [Column] = &[
+        Column::right("kill", 4),
+        Column::right("killed leader", 13),
+        Column::right("new leader", 10),
+        Column::right("new leader ms", 13),
+        Column::right("first write ms", 14),
+        Column::right("failed probes", 13),
+    ];
+    type Row = [String; 6];
+
+    fn lines(&self) -> Vec<String> {
         let (w_med, w_max, never) = self.first_write_summary();
         let l = self.leader_times();
         let goal_ms = ms(GOAL);
@@ -396,54 +404,6 @@ impl FailoverReport {
             })
             .collect()
     }
-
-    const TITLES: [&str; 6] = [
-        "kill",
-        "killed leader",
-        "new leader",
-        "new leader ms",
-        "first write ms",
-        "failed probes",
-    ];
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::from("Failover benchmark\n");
-        let _ = writeln!(
-            out,
-            "{:>4} {:>13} {:>10} {:>13} {:>14} {:>13}",
-            Self::TITLES[0],
-            Self::TITLES[1],
-            Self::TITLES[2],
-            Self::TITLES[3],
-            Self::TITLES[4],
-            Self::TITLES[5]
-        );
-        for r in self.rows() {
-            let _ = writeln!(
-                out,
-                "{:>4} {:>13} {:>10} {:>13} {:>14} {:>13}",
-                r[0], r[1], r[2], r[3], r[4], r[5]
-            );
-        }
-        for line in self.summary_lines() {
-            let _ = writeln!(out, "{line}");
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = String::from("### Failover benchmark\n\n");
-        let _ = writeln!(out, "| {} |", Self::TITLES.join(" | "));
-        let _ = writeln!(out, "|{}", "---:|".repeat(Self::TITLES.len()));
-        for r in self.rows() {
-            let _ = writeln!(out, "| {} |", r.join(" | "));
-        }
-        out.push('\n');
-        for line in self.summary_lines() {
-            let _ = writeln!(out, "- {line}");
-        }
-        out
-    }
 }
 
 /// `quire-bench failover`.
@@ -451,16 +411,7 @@ pub async fn main(args: FailoverArgs, command: String) -> anyhow::Result<()> {
     if args.kills == 0 || args.kills > MAX_KILLS {
         bail!("--kills must be 1 to {MAX_KILLS}");
     }
-    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
-    let report = run(&args, quire_bin, command, &mut |l| {
-        eprintln!("quire-bench: {l}")
-    })
-    .await?;
-    admin_writes::emit(
-        &report.to_text(),
-        &report.to_markdown(),
-        &report,
-        args.markdown.as_deref(),
-        args.json.as_deref(),
-    )
+    let quire_bin = admin_writes::quire_bin(args.run.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut admin_writes::progress).await?;
+    args.run.emit(&report)
 }

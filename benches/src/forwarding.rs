@@ -15,7 +15,6 @@
 //! the same owner and epoch at the end: otherwise the sides were not what they claim and the
 //! run fails.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,12 +25,13 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::admin_writes::{self, RunContext};
+use crate::admin_writes::{self, RunContext, RunOpts};
 use crate::load::{self, Percentiles};
 use crate::mcp_client::McpSession;
 use crate::placement_view;
 use crate::raft_commit::{BenchError, NODES, leader};
 use crate::report;
+use crate::report::{Column, Figures};
 
 /// The tool every call makes (one Notion request).
 pub const TOOL: &str = crate::audit_commit::TOOL;
@@ -60,18 +60,8 @@ pub struct ForwardingArgs {
     /// Give up when the integration's shard has no stable owner within this many seconds.
     #[arg(long, default_value_t = 60)]
     pub settle_timeout_secs: u64,
-    /// The quire binary (default: `quire` next to this executable).
-    #[arg(long)]
-    pub quire_bin: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the Markdown to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
-    /// Where the cluster's temporary directory is made.
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 impl ForwardingArgs {
@@ -343,7 +333,7 @@ pub async fn run(
     args.validate()?;
     let (dir, cluster) = admin_writes::start_cluster(
         &quire_bin,
-        args.work_dir.as_deref(),
+        args.run.work_dir.as_deref(),
         NODES,
         vec![],
         vec!["--rate-limit".into(), "off".into()],
@@ -520,6 +510,22 @@ impl ForwardingReport {
             added(r.mean, l.mean)
         )
     }
+}
+
+impl Figures for ForwardingReport {
+    const TITLE: &'static str = "Forwarding benchmark";
+    const COLUMNS: &'static [Column] = &[
+        Column::left("side", 6),
+        Column::right("node", 4),
+        Column::right("calls", 7),
+        Column::right("errors", 6),
+        Column::right("mean ms", 8),
+        Column::right("p50 ms", 8),
+        Column::right("p95 ms", 8),
+        Column::right("p99 ms", 8),
+        Column::right("max ms", 8),
+    ];
+    type Row = [String; 9];
 
     fn rows(&self) -> Vec<[String; 9]> {
         [&self.local, &self.remote]
@@ -540,10 +546,6 @@ impl ForwardingReport {
             })
             .collect()
     }
-
-    const TITLES: [&str; 9] = [
-        "side", "node", "calls", "errors", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms",
-    ];
 
     fn lines(&self) -> Vec<String> {
         let mut lines = vec![
@@ -583,48 +585,6 @@ impl ForwardingReport {
         lines.extend(self.context.lines());
         lines
     }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::from("Forwarding benchmark\n");
-        let _ = writeln!(
-            out,
-            "{:<6} {:>4} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            Self::TITLES[0],
-            Self::TITLES[1],
-            Self::TITLES[2],
-            Self::TITLES[3],
-            Self::TITLES[4],
-            Self::TITLES[5],
-            Self::TITLES[6],
-            Self::TITLES[7],
-            Self::TITLES[8]
-        );
-        for r in self.rows() {
-            let _ = writeln!(
-                out,
-                "{:<6} {:>4} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
-            );
-        }
-        for line in self.lines() {
-            let _ = writeln!(out, "{line}");
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = String::from("### Forwarding benchmark\n\n");
-        let _ = writeln!(out, "| {} |", Self::TITLES.join(" | "));
-        let _ = writeln!(out, "|---|{}", "---:|".repeat(Self::TITLES.len() - 1));
-        for r in self.rows() {
-            let _ = writeln!(out, "| {} |", r.join(" | "));
-        }
-        out.push('\n');
-        for line in self.lines() {
-            let _ = writeln!(out, "- {line}");
-        }
-        out
-    }
 }
 
 /// `quire-bench forwarding`.
@@ -632,18 +592,9 @@ pub async fn main(args: ForwardingArgs, command: String) -> anyhow::Result<()> {
     if let Err(e) = args.validate() {
         bail!("{e}");
     }
-    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
-    let report = run(&args, quire_bin, command, &mut |l| {
-        eprintln!("quire-bench: {l}")
-    })
-    .await?;
-    admin_writes::emit(
-        &report.to_text(),
-        &report.to_markdown(),
-        &report,
-        args.markdown.as_deref(),
-        args.json.as_deref(),
-    )
+    let quire_bin = admin_writes::quire_bin(args.run.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut admin_writes::progress).await?;
+    args.run.emit(&report)
 }
 
 #[cfg(test)]
@@ -655,10 +606,7 @@ mod tests {
             calls: 10,
             warmup_calls: 0,
             settle_timeout_secs: 60,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: None,
+            run: RunOpts::default(),
         }
     }
 

@@ -1,10 +1,11 @@
 //! Quire's benchmarks. This crate owns the load generator (`load`: closed loop with N
 //! writers, or open loop at a fixed arrival rate; warm-up, measured window, HDR latency
 //! histograms), the description of the machine a run
-//! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON), and the
+//! used (`machine`), report formatting (`report`: terminal table, Markdown, JSON; every scenario's figures
+//! through `report::Figures`), and the
 //! scenarios that drive a cluster of real `quire` processes started by
 //! `quire_node::local_cluster` (`raft_commit`, `audit_commit`, `failover`, `budget_share`,
-//! `memory`, `forwarding`, `drain_time`, with their shared admin writes in `admin_writes`, the
+//! `memory`, `forwarding`, `drain_time`, with their shared admin writes and options (`RunOpts`) in `admin_writes`, the
 //! placement and metrics readings in `placement_view` and the report's short runs in
 //! `report_scenarios`), the side-by-side with Notion's own MCP server
 //! (`side_by_side`), a small MCP client (`mcp_client`) and the report's SVG chart (`chart`). It must not know Quire's internals: it talks

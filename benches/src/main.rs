@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use quire_bench::admin_writes::{emit, quire_bin, write_file};
+use quire_bench::admin_writes::{emit, progress, quire_bin, write_file};
 use quire_bench::audit_commit::{self, AuditCommitSpec};
 use quire_bench::raft_commit::{self, RaftCommitSpec, Target};
 use quire_bench::side_by_side::{self, Op, Side, SideBySideSpec};
@@ -229,8 +229,7 @@ async fn raft_commit(args: RaftCommitArgs, command: String) -> anyhow::Result<()
         work_dir: args.work_dir,
         with_etcd: args.with_etcd,
     };
-    let report =
-        raft_commit::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;
+    let report = raft_commit::run(&spec, command, &mut progress).await?;
     emit(
         &report.to_text(),
         &report.to_markdown(),
@@ -253,8 +252,7 @@ async fn audit_commit(args: AuditCommitArgs, command: String) -> anyhow::Result<
         duration: Duration::from_secs(args.duration_secs),
         work_dir: args.work_dir,
     };
-    let report =
-        audit_commit::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;
+    let report = audit_commit::run(&spec, command, &mut progress).await?;
     emit(
         &report.to_text(),
         &report.to_markdown(),
@@ -284,8 +282,7 @@ async fn mcp_side_by_side(args: SideBySideArgs, command: String) -> anyhow::Resu
         open_max_outstanding: args.open_max_outstanding,
         work_dir: args.work_dir,
     };
-    let report =
-        side_by_side::run(&spec, command, &mut |line| eprintln!("quire-bench: {line}")).await?;
+    let report = side_by_side::run(&spec, command, &mut progress).await?;
     print!("{}", report.to_text());
     if let Some(path) = &args.markdown {
         write_file(path, &report.to_markdown())?;

@@ -5,7 +5,6 @@
 //! page cache, so read the per-item figures as what a node's footprint grows by, not as
 //! the size of a data structure.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,9 +13,10 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::admin_writes::{self, RunContext, proc_status_kib};
+use crate::admin_writes::{self, RunContext, RunOpts, proc_status_kib};
 use crate::mcp_client::McpSession;
 use crate::raft_commit::{BenchError, leader};
+use crate::report::{Column, Figures};
 
 /// Tenants a cluster may hold (`quire_raft::command::MAX_TENANTS`); the demo tenant is one.
 pub const MAX_TENANTS: usize = quire_raft::command::MAX_TENANTS;
@@ -38,18 +38,8 @@ pub struct MemoryArgs {
     /// Requests in flight at once while creating (below the admin API's 64).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// The quire binary (default: `quire` next to this executable).
-    #[arg(long)]
-    pub quire_bin: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the Markdown to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
-    /// Where the cluster's temporary directory is made.
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 /// Everything a run measured (KiB).
@@ -113,7 +103,7 @@ pub async fn run(
         ]));
     }
     let (dir, cluster) =
-        admin_writes::start_cluster(&quire_bin, args.work_dir.as_deref(), 1, vec![], vec![])
+        admin_writes::start_cluster(&quire_bin, args.run.work_dir.as_deref(), 1, vec![], vec![])
             .await?;
     let mut context = RunContext::start(command, &quire_bin, dir.path());
     leader(&cluster).await?;
@@ -221,6 +211,17 @@ impl MemoryReport {
     pub fn per_session_kib(&self) -> f64 {
         per_item_kib(self.rss_tenants_kib, self.rss_sessions_kib, self.sessions)
     }
+}
+
+impl Figures for MemoryReport {
+    const TITLE: &'static str = "Memory benchmark (one node)";
+    const COLUMNS: &'static [Column] = &[
+        Column::left("step", 22),
+        Column::right("RSS MiB", 9),
+        Column::right("delta MiB", 10),
+        Column::right("per item", 20),
+    ];
+    type Row = [String; 4];
 
     fn rows(&self) -> Vec<[String; 4]> {
         let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
@@ -268,35 +269,6 @@ impl MemoryReport {
         lines.extend(self.context.lines());
         lines
     }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::from("Memory benchmark (one node)\n");
-        let _ = writeln!(
-            out,
-            "{:<22} {:>9} {:>10} {:>20}",
-            "step", "RSS MiB", "delta MiB", "per item"
-        );
-        for r in self.rows() {
-            let _ = writeln!(out, "{:<22} {:>9} {:>10} {:>20}", r[0], r[1], r[2], r[3]);
-        }
-        for line in self.lines() {
-            let _ = writeln!(out, "{line}");
-        }
-        out
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut out = String::from("### Memory benchmark (one node)\n\n");
-        out.push_str("| step | RSS MiB | delta MiB | per item |\n|---|---:|---:|---:|\n");
-        for r in self.rows() {
-            let _ = writeln!(out, "| {} |", r.join(" | "));
-        }
-        out.push('\n');
-        for line in self.lines() {
-            let _ = writeln!(out, "- {line}");
-        }
-        out
-    }
 }
 
 /// `quire-bench memory`.
@@ -307,18 +279,9 @@ pub async fn main(args: MemoryArgs, command: String) -> anyhow::Result<()> {
     if args.sessions == 0 || args.sessions > MAX_SESSIONS {
         bail!("--sessions must be 1 to {MAX_SESSIONS}");
     }
-    let quire_bin = admin_writes::quire_bin(args.quire_bin.clone())?;
-    let report = run(&args, quire_bin, command, &mut |l| {
-        eprintln!("quire-bench: {l}")
-    })
-    .await?;
-    admin_writes::emit(
-        &report.to_text(),
-        &report.to_markdown(),
-        &report,
-        args.markdown.as_deref(),
-        args.json.as_deref(),
-    )
+    let quire_bin = admin_writes::quire_bin(args.run.quire_bin.clone())?;
+    let report = run(&args, quire_bin, command, &mut admin_writes::progress).await?;
+    args.run.emit(&report)
 }
 
 #[cfg(test)]

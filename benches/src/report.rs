@@ -1,4 +1,5 @@
-//! Formatting of load results: a plain-text table for the terminal and Markdown for reports.
+//! Formatting of load results, and of every benchmark's figures (`Figures`): a plain-text
+//! table for the terminal and Markdown for reports.
 //! Latencies are measured in microseconds and shown in milliseconds.
 
 use std::fmt::Write as _;
@@ -18,6 +19,91 @@ pub fn ratio(r: f64) -> String {
 /// `1234` µs -> `"1.23"` (milliseconds, two decimals).
 pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// A column of a benchmark's table: its title, its width in the terminal, and whether it is
+/// left-aligned (else right-aligned, in the terminal and in Markdown).
+pub struct Column {
+    pub title: &'static str,
+    pub width: usize,
+    pub left: bool,
+}
+
+impl Column {
+    pub const fn left(title: &'static str, width: usize) -> Column {
+        Column {
+            title,
+            width,
+            left: true,
+        }
+    }
+
+    pub const fn right(title: &'static str, width: usize) -> Column {
+        Column {
+            title,
+            width,
+            left: false,
+        }
+    }
+}
+
+/// A benchmark's report as it is printed: a title, a table of rows under `COLUMNS`, and lines
+/// under it (what was measured besides, the setup, the machine, the command). The JSON is
+/// the report itself.
+pub trait Figures: serde::Serialize {
+    const TITLE: &'static str;
+    const COLUMNS: &'static [Column];
+    type Row: AsRef<[String]>;
+
+    fn rows(&self) -> Vec<Self::Row>;
+
+    fn lines(&self) -> Vec<String>;
+
+    /// For the terminal: the title, the table (each cell padded to its column's width, one
+    /// space between), the lines.
+    fn to_text(&self) -> String {
+        let mut out = format!("{}\n", Self::TITLE);
+        let titles: Vec<String> = Self::COLUMNS.iter().map(|c| c.title.to_owned()).collect();
+        for row in std::iter::once(titles.as_slice()).chain(self.rows().iter().map(AsRef::as_ref)) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(Self::COLUMNS)
+                .map(|(cell, c)| {
+                    let w = c.width;
+                    if c.left {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", cells.join(" "));
+        }
+        for line in self.lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+
+    /// For a report: the title as a heading, the table, the lines as a list.
+    fn to_markdown(&self) -> String {
+        let mut out = format!("### {}\n\n", Self::TITLE);
+        let titles: Vec<&str> = Self::COLUMNS.iter().map(|c| c.title).collect();
+        let _ = writeln!(out, "| {} |", titles.join(" | "));
+        out.push('|');
+        for c in Self::COLUMNS {
+            out.push_str(if c.left { "---|" } else { "---:|" });
+        }
+        out.push('\n');
+        for r in self.rows() {
+            let _ = writeln!(out, "| {} |", r.as_ref().join(" | "));
+        }
+        out.push('\n');
+        for line in self.lines() {
+            let _ = writeln!(out, "- {line}");
+        }
+        out
+    }
 }
 
 /// Columns of the load tables.
@@ -195,6 +281,35 @@ mod tests {
         let md = markdown_table("writes", &[&a]);
         assert!(md.starts_with("| writers | writes/s |"));
         assert!(md.contains("| 1 | 100.0 | 10.0"), "{md}");
+    }
+
+    #[derive(serde::Serialize)]
+    struct Steps;
+
+    impl Figures for Steps {
+        const TITLE: &'static str = "Steps";
+        const COLUMNS: &'static [Column] = &[Column::left("step", 6), Column::right("ms", 5)];
+        type Row = [String; 2];
+
+        fn rows(&self) -> Vec<[String; 2]> {
+            vec![["start".to_owned(), "1.50".to_owned()]]
+        }
+
+        fn lines(&self) -> Vec<String> {
+            vec!["command: quire-bench steps".to_owned()]
+        }
+    }
+
+    #[test]
+    fn figures_print_as_a_padded_table_and_as_markdown() {
+        assert_eq!(
+            Steps.to_text(),
+            "Steps\nstep      ms\nstart   1.50\ncommand: quire-bench steps\n"
+        );
+        assert_eq!(
+            Steps.to_markdown(),
+            "### Steps\n\n| step | ms |\n|---|---:|\n| start | 1.50 |\n\n- command: quire-bench steps\n"
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Runs everything and writes the report.
 pub async fn run(spec: ReportSpec, command: String) -> anyhow::Result<()> {
-    let mut progress = |line: &str| eprintln!("quire-bench: {line}");
+    let mut progress = crate::admin_writes::progress;
     std::fs::create_dir_all(&spec.out_dir)
         .with_context(|| format!("cannot create {}", spec.out_dir.display()))?;
     let mut sides = vec![Side::Quire1, Side::Quire3];

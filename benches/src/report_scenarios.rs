@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::admin_writes::write_file;
+use crate::admin_writes::{RunOpts, write_file};
 use crate::budget_share::{self, BudgetShareArgs};
 use crate::drain_time::{self, DrainTimeArgs};
 use crate::failover::{self, FailoverArgs};
 use crate::forwarding::{self, ForwardingArgs};
 use crate::memory::{self, MemoryArgs};
+use crate::report::Figures;
 
 /// What the report runs.
 #[derive(Debug, Clone)]
@@ -40,6 +41,27 @@ pub struct ScenarioOutput {
     pub json_files: Vec<String>,
 }
 
+impl ScenarioOutput {
+    /// Adds one run: `report` written as JSON to `name` in `out_dir`, its `headline`, and its
+    /// Markdown (after a blank line when figures are there already).
+    fn add(
+        &mut self,
+        out_dir: &Path,
+        name: &str,
+        report: &impl Figures,
+        headline: String,
+    ) -> anyhow::Result<()> {
+        save(&out_dir.join(name), report)?;
+        self.headline.push(headline);
+        if !self.markdown.is_empty() {
+            self.markdown.push('\n');
+        }
+        self.markdown.push_str(&report.to_markdown());
+        self.json_files.push(name.to_owned());
+        Ok(())
+    }
+}
+
 /// Runs failover, budget-share, memory, forwarding and drain-time in turn and writes
 /// `failover.json`, `budget-share.json`, `memory.json`, `forwarding.json` and
 /// `drain-time.json` to the output directory.
@@ -49,7 +71,6 @@ pub async fn run(
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<ScenarioOutput> {
     let mut out = ScenarioOutput::default();
-    let json = |name: &str| spec.out_dir.join(name);
 
     let f = failover::run(
         &FailoverArgs {
@@ -58,19 +79,15 @@ pub async fn run(
             probe_timeout_secs: 5,
             settle_secs: 2,
             give_up_secs: 30,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: spec.work_dir.clone(),
+            run: RunOpts::in_dir(spec.work_dir.clone()),
         },
         spec.quire_bin.clone(),
         command.to_owned(),
         progress,
     )
     .await?;
-    save(&json("failover.json"), &f)?;
     let (median, max, never) = f.first_write_summary();
-    out.headline.push(format!(
+    let headline = format!(
         "Failover (kill -9 of the leader, {} times): first acknowledged write after **{median:.0} ms** median, \
          **{max:.0} ms** max{} (goal under {} ms)",
         f.kills.len(),
@@ -80,9 +97,8 @@ pub async fn run(
             String::new()
         },
         failover::GOAL.as_millis()
-    ));
-    out.markdown.push_str(&f.to_markdown());
-    out.markdown.push('\n');
+    );
+    out.add(&spec.out_dir, "failover.json", &f, headline)?;
 
     let b = budget_share::run(
         &BudgetShareArgs {
@@ -93,43 +109,34 @@ pub async fn run(
             sandbox_burst: 10,
             duration_secs: spec.budget_duration.as_secs().max(1),
             warmup_secs: 3,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: spec.work_dir.clone(),
+            run: RunOpts::in_dir(spec.work_dir.clone()),
         },
         spec.quire_bin.clone(),
         command.to_owned(),
         progress,
     )
     .await?;
-    save(&json("budget-share.json"), &b)?;
-    out.headline.push(format!(
+    let headline = format!(
         "Budget share (one integration at 3/s, MCP clients on all 3 nodes): **{:.0}%** of the budget used, \
          **{}** answered 429 by Notion's limit (goals: at least 95% and 0)",
         b.share_of_budget * 100.0,
         b.sandbox.rate_limited
-    ));
-    out.markdown.push_str(&b.to_markdown());
-    out.markdown.push('\n');
+    );
+    out.add(&spec.out_dir, "budget-share.json", &b, headline)?;
 
     let m = memory::run(
         &MemoryArgs {
             tenants: spec.tenants,
             sessions: spec.sessions,
             concurrency: 32,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: spec.work_dir.clone(),
+            run: RunOpts::in_dir(spec.work_dir.clone()),
         },
         spec.quire_bin.clone(),
         command.to_owned(),
         progress,
     )
     .await?;
-    save(&json("memory.json"), &m)?;
-    out.headline.push(format!(
+    let headline = format!(
         "Memory of one node: {:.0} MiB idle, **{:.1} KiB per tenant** ({} tenants), **{:.1} KiB per open MCP \
          session** ({} sessions)",
         m.rss_idle_kib as f64 / 1024.0,
@@ -137,27 +144,22 @@ pub async fn run(
         m.tenants,
         m.per_session_kib(),
         m.sessions
-    ));
-    out.markdown.push_str(&m.to_markdown());
-    out.markdown.push('\n');
+    );
+    out.add(&spec.out_dir, "memory.json", &m, headline)?;
 
     let f = forwarding::run(
         &ForwardingArgs {
             calls: spec.forwarding_calls,
             warmup_calls: (spec.forwarding_calls / 10).max(1),
             settle_timeout_secs: 60,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: spec.work_dir.clone(),
+            run: RunOpts::in_dir(spec.work_dir.clone()),
         },
         spec.quire_bin.clone(),
         command.to_owned(),
         progress,
     )
     .await?;
-    save(&json("forwarding.json"), &f)?;
-    out.headline.push(format!(
+    let headline = format!(
         "Forwarding to the shard's owner over mutual TLS ({} calls a side, interleaved): remote / local p50 \
          **{}x** ({:.2} ms against {:.2} ms), p99 **{}x**",
         f.calls_per_side,
@@ -165,9 +167,8 @@ pub async fn run(
         f.remote.latency_us.p50 as f64 / 1000.0,
         f.local.latency_us.p50 as f64 / 1000.0,
         crate::report::ratio(f.p99_ratio)
-    ));
-    out.markdown.push_str(&f.to_markdown());
-    out.markdown.push('\n');
+    );
+    out.add(&spec.out_dir, "forwarding.json", &f, headline)?;
 
     let defaults = quire_node::config::PlacementSection::default();
     let d = drain_time::run(
@@ -180,30 +181,19 @@ pub async fn run(
             poll_ms: 100,
             settle_timeout_secs: 120,
             drain_timeout_secs: 300,
-            quire_bin: None,
-            json: None,
-            markdown: None,
-            work_dir: spec.work_dir.clone(),
+            run: RunOpts::in_dir(spec.work_dir.clone()),
         },
         spec.quire_bin.clone(),
         command.to_owned(),
         progress,
     )
     .await?;
-    save(&json("drain-time.json"), &d)?;
-    out.headline.push(format!(
+    let headline = format!(
         "Drain of one node of 3 ({} tenants): **{} shards** moved off in **{:.1} s** (at most {} moves a round, \
          one round every {} ms)",
         d.tenants, d.shards_moved, d.seconds_to_empty, d.max_moves_per_round, d.interval_ms
-    ));
-    out.markdown.push_str(&d.to_markdown());
-    out.json_files = vec![
-        "failover.json".into(),
-        "budget-share.json".into(),
-        "memory.json".into(),
-        "forwarding.json".into(),
-        "drain-time.json".into(),
-    ];
+    );
+    out.add(&spec.out_dir, "drain-time.json", &d, headline)?;
     Ok(out)
 }
 

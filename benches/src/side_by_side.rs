@@ -24,6 +24,7 @@ use quire_node::local_cluster::{LocalCluster, Spec, free_port};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::admin_writes;
 use crate::load::{self, LoadResult, LoadSpec, MAX_WRITERS, OpenLoopResult, OpenLoopSpec, Worker};
 use crate::machine::Machine;
 use crate::mcp_client::McpSession;
@@ -1019,18 +1020,14 @@ impl SideBySideReport {
             "Notion's server: {} on node {}",
             self.notion_server, self.node_version
         ));
-        lines.push(format!("machine: {}", self.machine.summary()));
-        lines.push(format!(
-            "load average (1/5/15 min): {} at start, {} at end",
-            self.load_average_start, self.load_average_end
+        lines.extend(admin_writes::ran_on(
+            &self.machine,
+            (&self.load_average_start, &self.load_average_end),
+            None,
+            &self.git_commit,
+            (&self.quire_bin, &self.quire_bin_modified),
+            &self.command,
         ));
-        lines.push(format!("commit: {}", self.git_commit));
-        lines.push(format!(
-            "quire: {} (built {})",
-            self.quire_bin.display(),
-            self.quire_bin_modified
-        ));
-        lines.push(format!("command: {}", self.command));
         lines
     }
 

@@ -25,25 +25,15 @@ fn debug_quire() -> PathBuf {
 
 #[test]
 fn raft_commit_reports_nonzero_committed_writes() {
-    let quire = debug_quire();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_path = out_dir.path().join("result.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
-        .args(["raft-commit", "--writers", "1", "--duration-secs", "1"])
-        .args(["--warmup-secs", "0", "--quire-bin"])
-        .arg(&quire)
-        .arg("--json")
-        .arg(&json_path)
-        .arg("--work-dir")
-        .arg(out_dir.path())
-        .output()
-        .expect("quire-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let Run { report, stdout, .. } = run_bench(&[
+        "raft-commit",
+        "--writers",
+        "1",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0",
+    ]);
 
     // The terminal table: a header and one row for 1 writer with writes/s > 0.
     let mut lines = stdout.lines();
@@ -68,8 +58,6 @@ fn raft_commit_reports_nonzero_committed_writes() {
     assert!(stdout.contains("| writers | writes/s |"), "{stdout}");
 
     // The JSON agrees with the table.
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
-        .expect("the JSON report parses");
     assert_eq!(report["benchmark"], "raft-commit");
     let level = &report["levels"][0];
     assert_eq!(level["writers"], 1);
@@ -90,14 +78,6 @@ fn raft_commit_reports_nonzero_committed_writes() {
         assert!(d.as_f64().unwrap() >= 1000.0, "{report}");
     }
     assert!(stdout.contains("revocation acknowledgement"), "{stdout}");
-
-    // The cluster's processes are gone and its directory removed.
-    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
-        .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
 #[test]
@@ -123,27 +103,21 @@ fn a_missing_quire_binary_is_a_clear_error() {
 
 #[test]
 fn audit_commit_reports_audited_calls_on_both_sides() {
-    let quire = debug_quire();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_path = out_dir.path().join("audit.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
-        .args(["audit-commit", "--clients", "2", "--batches", "1,64"])
-        .args(["--duration-secs", "1", "--warmup-secs", "0", "--quire-bin"])
-        .arg(&quire)
-        .arg("--json")
-        .arg(&json_path)
-        .arg("--work-dir")
-        .arg(out_dir.path())
-        .output()
-        .expect("quire-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
-        .expect("the JSON report parses");
+    let Run {
+        report,
+        stdout,
+        stderr,
+    } = run_bench(&[
+        "audit-commit",
+        "--clients",
+        "2",
+        "--batches",
+        "1,64",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0",
+    ]);
     let levels = report["levels"].as_array().expect("levels");
     let sides: Vec<u64> = levels
         .iter()
@@ -319,45 +293,34 @@ fn raft_commit_with_etcd_runs_both_sides() {
         eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
         return;
     }
-    let quire = debug_quire();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_path = out_dir.path().join("raft.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_quire-bench"))
-        .args(["raft-commit", "--writers", "2", "--duration-secs", "1"])
-        .args(["--warmup-secs", "0", "--with-etcd", "--quire-bin"])
-        .arg(&quire)
-        .arg("--json")
-        .arg(&json_path)
-        .arg("--work-dir")
-        .arg(out_dir.path())
-        .output()
-        .expect("quire-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
-        .expect("the JSON report parses");
+    let Run { report, stdout, .. } = run_bench(&[
+        "raft-commit",
+        "--writers",
+        "2",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0",
+        "--with-etcd",
+    ]);
     let etcd = &report["etcd"][0];
     assert_eq!(etcd["writers"], 2, "{report}");
     assert!(etcd["ok"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(etcd["errors"], 0, "{report}");
     assert!(report["etcd_version"].as_str().unwrap().contains("3."));
     assert!(stdout.contains("Quire / etcd at 2 writers"), "{stdout}");
-    // The etcd members are gone with the run's directory.
-    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("quire-bench-"))
-        .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+/// What one `quire-bench` run wrote and printed.
+struct Run {
+    report: Value,
+    stdout: String,
+    stderr: String,
 }
 
 /// Runs `quire-bench ARGS --quire-bin <debug quire> --json FILE --work-dir DIR`, asserts it
-/// succeeded and that it left no cluster directory behind; returns the JSON and stdout.
-fn run_bench(args: &[&str]) -> (Value, String) {
+/// succeeded, printed the command that produced it and left no cluster directory behind.
+fn run_bench(args: &[&str]) -> Run {
     let quire = debug_quire();
     let out_dir = tempfile::tempdir().expect("a temporary directory");
     let json_path = out_dir.path().join("result.json");
@@ -372,7 +335,7 @@ fn run_bench(args: &[&str]) -> (Value, String) {
         .output()
         .expect("quire-bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "quire-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
@@ -380,6 +343,7 @@ fn run_bench(args: &[&str]) -> (Value, String) {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report"))
             .expect("the JSON report parses");
+    // The cluster's processes (and etcd's) are gone and their directories removed.
     let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
         .expect("the work directory")
         .filter_map(|e| e.ok())
@@ -387,12 +351,16 @@ fn run_bench(args: &[&str]) -> (Value, String) {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     assert!(stdout.contains("command: "), "{stdout}");
-    (report, stdout)
+    Run {
+        report,
+        stdout,
+        stderr,
+    }
 }
 
 #[test]
 fn failover_measures_a_new_leader_and_a_write_after_the_kill() {
-    let (report, stdout) = run_bench(&["failover", "--kills", "1", "--settle-secs", "1"]);
+    let Run { report, stdout, .. } = run_bench(&["failover", "--kills", "1", "--settle-secs", "1"]);
     assert_eq!(report["benchmark"], "failover");
     let kill = &report["kills"][0];
     let killed = kill["killed"].as_u64().unwrap();
@@ -417,7 +385,7 @@ fn failover_measures_a_new_leader_and_a_write_after_the_kill() {
 
 #[test]
 fn budget_share_reads_the_sandbox_counters() {
-    let (report, stdout) = run_bench(&[
+    let Run { report, stdout, .. } = run_bench(&[
         "budget-share",
         "--duration-secs",
         "2",
@@ -441,7 +409,7 @@ fn budget_share_reads_the_sandbox_counters() {
 
 #[test]
 fn memory_reads_the_node_rss_at_each_step() {
-    let (report, stdout) = run_bench(&["memory", "--tenants", "40", "--sessions", "10"]);
+    let Run { report, stdout, .. } = run_bench(&["memory", "--tenants", "40", "--sessions", "10"]);
     assert_eq!(report["benchmark"], "memory");
     for field in [
         "rss_idle_kib",
@@ -465,7 +433,8 @@ fn memory_reads_the_node_rss_at_each_step() {
 
 #[test]
 fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
-    let (report, stdout) = run_bench(&["forwarding", "--calls", "20", "--warmup-calls", "5"]);
+    let Run { report, stdout, .. } =
+        run_bench(&["forwarding", "--calls", "20", "--warmup-calls", "5"]);
     assert_eq!(report["benchmark"], "forwarding");
     let (local, remote) = (&report["local"], &report["remote"]);
     for side in [local, remote] {
@@ -507,7 +476,7 @@ fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
 
 #[test]
 fn drain_time_empties_the_drained_node() {
-    let (report, stdout) = run_bench(&[
+    let Run { report, stdout, .. } = run_bench(&[
         "drain-time",
         "--tenants",
         "20",
