@@ -325,14 +325,7 @@ impl TestCluster {
             for &id in ids {
                 match self.tenants(id, "local").await {
                     Ok(set) => {
-                        let missing: Vec<&String> = must_have.difference(&set).collect();
-                        if !missing.is_empty() {
-                            problems.push(format!(
-                                "node {id} lacks {} acknowledged tenants, e.g. {:?}",
-                                missing.len(),
-                                &missing[..missing.len().min(5)]
-                            ));
-                        }
+                        problems.extend(lacking(id, must_have, &set));
                         sets.insert(id, set);
                     }
                     Err(e) => problems.push(format!("node {id}: {e:#}")),
@@ -378,13 +371,8 @@ impl TestCluster {
             for &id in &pending {
                 match self.tenants(id, "local").await {
                     Ok(set) => {
-                        let missing: Vec<&String> = must_have.difference(&set).collect();
-                        if !missing.is_empty() {
-                            problems.push(format!(
-                                "node {id} lacks {} acknowledged tenants, e.g. {:?}",
-                                missing.len(),
-                                &missing[..missing.len().min(5)]
-                            ));
+                        if let Some(problem) = lacking(id, must_have, &set) {
+                            problems.push(problem);
                             still.push(id);
                         }
                     }
@@ -488,6 +476,18 @@ impl TestCluster {
         let targets: BTreeMap<u64, String> = targets.iter().map(|&id| (id, self.url(id))).collect();
         Writer::start(self.cluster.status.admin_token.clone(), targets)
     }
+}
+
+/// What node `id`, which lists `set`, lacks of `must_have`, said in a line (`None` if nothing).
+fn lacking(id: u64, must_have: &BTreeSet<String>, set: &BTreeSet<String>) -> Option<String> {
+    let missing: Vec<&String> = must_have.difference(set).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "node {id} lacks {} acknowledged tenants, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        )
+    })
 }
 
 /// How long a listing retries a page the node answered 503.
