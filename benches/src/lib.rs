@@ -16,6 +16,7 @@ pub mod admin_writes;
 pub mod audit_commit;
 pub mod budget_share;
 pub mod chart;
+pub mod cpu;
 pub mod drain_time;
 pub mod etcd;
 pub mod failover;

@@ -82,12 +82,13 @@ pub fn headline(report: &SideBySideReport) -> Vec<String> {
         .filter(|r| Some(r.clients) == top)
         .map(|r| {
             format!(
-                "{} vs Notion's server, {} at {} clients: **{:.2}x** the calls/s, p99 **{:.2}x**",
+                "{} vs Notion's server, {} at {} clients: **{:.2}x** the calls/s, p99 **{:.2}x**, server CPU per call **{:.2}x**",
                 r.side.label(),
                 r.op.label(),
                 r.clients,
                 r.throughput,
-                r.p99
+                r.p99,
+                r.cpu_per_call
             )
         })
         .collect()

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::admin_writes;
+use crate::cpu::{CpuUse, CpuWindow};
 use crate::load::{self, LoadResult, LoadSpec, MAX_WRITERS, OpenLoopResult, OpenLoopSpec, Worker};
 use crate::machine::Machine;
 use crate::mcp_client::McpSession;
@@ -200,6 +201,9 @@ pub struct ClosedRow {
     pub tool: &'static str,
     #[serde(flatten)]
     pub result: LoadResult,
+    /// CPU the side's servers and the sandbox spent per call in the measured window (`None`
+    /// where `/proc` could not be read).
+    pub cpu: Option<CpuUse>,
 }
 
 /// One side, one arrival rate, open loop.
@@ -710,7 +714,7 @@ pub async fn run(
         "{} sandbox --listen 127.0.0.1:{port} --rate-limit off",
         spec.quire_bin.display()
     ));
-    let _sandbox = Guard(
+    let sandbox_child = Guard(
         Command::new(&spec.quire_bin)
             .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--rate-limit", "off"])
@@ -719,6 +723,7 @@ pub async fn run(
             .spawn()
             .map_err(|e| BenchError::Preflight(format!("cannot start the sandbox: {e}")))?,
     );
+    let sandbox_pid = sandbox_child.0.id();
     wait_http(&format!("{sandbox}/__sandbox/stats"), "the Notion sandbox").await?;
     let fixtures = fixtures(&sandbox).await?;
     progress(&format!(
@@ -767,19 +772,28 @@ pub async fn run(
                     spec.warmup,
                     spec.duration
                 ));
+                let window = CpuWindow::start(
+                    running.pids.clone(),
+                    sandbox_pid,
+                    spec.warmup,
+                    spec.duration,
+                );
                 let result = load::run_closed_loop(&spec.closed_spec(), workers).await?;
+                let cpu = window.finish(result.ok).await;
                 progress(&format!(
-                    "  {:.1} calls/s, p50 {} ms, p99 {} ms, {} errors",
+                    "  {:.1} calls/s, p50 {} ms, p99 {} ms, {} errors, server CPU {} ms/call",
                     result.ok_per_sec,
                     report::ms(result.latency_us.p50),
                     report::ms(result.latency_us.p99),
-                    result.errors
+                    result.errors,
+                    cpu_ms(cpu.map(|c| c.server_ms_per_call))
                 ));
                 closed.push(ClosedRow {
                     side,
                     op,
                     tool: op.tool(side),
                     result,
+                    cpu,
                 });
             }
         }
@@ -847,6 +861,11 @@ pub async fn run(
     })
 }
 
+/// A CPU figure in ms with two decimals, `-` when unknown.
+fn cpu_ms(ms: Option<f64>) -> String {
+    ms.map_or("-".to_owned(), |v| format!("{v:.2}"))
+}
+
 /// A ratio of Quire's figure to Notion's at one operation and concurrency level.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Ratio {
@@ -857,6 +876,9 @@ pub struct Ratio {
     pub throughput: f64,
     /// Quire's p99 over Notion's (below 1: Quire's p99 is lower).
     pub p99: f64,
+    /// Quire's server CPU per call over Notion's (below 1: Quire spends less CPU a call);
+    /// NaN when either side's CPU is unknown.
+    pub cpu_per_call: f64,
 }
 
 impl SideBySideReport {
@@ -879,6 +901,10 @@ impl SideBySideReport {
                     q.result.latency_us.p99 as f64,
                     n.result.latency_us.p99 as f64,
                 ),
+                cpu_per_call: match (q.cpu, n.cpu) {
+                    (Some(a), Some(b)) => div(a.server_ms_per_call, b.server_ms_per_call),
+                    _ => f64::NAN,
+                },
             });
         }
         out
@@ -923,13 +949,13 @@ impl SideBySideReport {
 
     fn closed_table(&self) -> String {
         let mut out = String::from(
-            "| operation | side | clients | calls/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| operation | side | clients | calls/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors | server CPU ms/call | server cores busy | sandbox CPU ms/call |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in &self.closed {
             let l = &r.result.latency_us;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.op.label(),
                 r.side.label(),
                 r.result.writers,
@@ -939,7 +965,11 @@ impl SideBySideReport {
                 report::ms(l.p99),
                 report::ms(l.p999),
                 report::ms(l.max),
-                r.result.errors
+                r.result.errors,
+                cpu_ms(r.cpu.map(|c| c.server_ms_per_call)),
+                r.cpu
+                    .map_or("-".to_owned(), |c| format!("{:.2}", c.server_cores)),
+                cpu_ms(r.cpu.map(|c| c.sandbox_ms_per_call)),
             );
         }
         out
@@ -973,12 +1003,13 @@ impl SideBySideReport {
             .iter()
             .map(|r| {
                 format!(
-                    "{} / notion-mcp-server, {} at {} clients: {:.2}x the calls/s, p99 {:.2}x",
+                    "{} / notion-mcp-server, {} at {} clients: {:.2}x the calls/s, p99 {:.2}x, server CPU per call {:.2}x",
                     r.side.label(),
                     r.op.label(),
                     r.clients,
                     r.throughput,
-                    r.p99
+                    r.p99,
+                    r.cpu_per_call
                 )
             })
             .collect()
@@ -996,6 +1027,12 @@ impl SideBySideReport {
             self.duration_secs,
             INTEGRATIONS
         )];
+        lines.push(
+            "CPU: user + system time of a side's server processes (`/proc/PID/stat`, a cluster's nodes summed) \
+             and of the shared sandbox over each level's measured window, divided by the calls answered in it; \
+             unlike calls/s it does not depend on what else shares the machine's two cores"
+                .to_owned(),
+        );
         for s in &self.sides {
             lines.push(format!(
                 "{}: peak RSS {:.1} MiB after the closed loop, {:.1} MiB at the end ({} process(es), VmHWM summed); {}",

@@ -199,6 +199,9 @@ fn mcp_side_by_side_measures_every_side() {
         assert!(row["ok"].as_u64().unwrap() > 0, "{row}\nstderr:\n{stderr}");
         assert_eq!(row["errors"], 0, "{row}");
         assert!(row["latency_us"]["p999"].as_u64().unwrap() > 0, "{row}");
+        // The servers' CPU in the measured window, per answered call.
+        let cpu = row["cpu"]["server_ms_per_call"].as_f64();
+        assert!(cpu.is_some_and(|ms| ms > 0.0), "{row}");
     }
     let tools: Vec<&str> = closed.iter().map(|r| r["tool"].as_str().unwrap()).collect();
     for tool in [
@@ -259,6 +262,7 @@ fn mcp_side_by_side_runs_quire_alone_and_names_what_notion_needs() {
         stdout.contains("| query a data source | quire-1-node | 1 |"),
         "{stdout}"
     );
+    assert!(stdout.contains("server CPU ms/call"), "{stdout}");
     // Without Notion's side there is no ratio to print.
     assert!(!stdout.contains("/ notion-mcp-server"), "{stdout}");
 
