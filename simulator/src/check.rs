@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use openraft::ServerState;
 use quire_raft::NodeId;
 use quire_raft::placement::{PlacementState, ShardId, candidates};
-use sha2::{Digest, Sha256};
 
 use crate::node::{Op, OpResult, Registry};
 use crate::notion::{INTEGRATIONS, NotionEvent};
@@ -117,11 +116,10 @@ impl History {
     }
 }
 
-/// SHA-256 (first 16 hex digits) of a node's applied state, serialised (all `BTreeMap`s:
-/// the same state gives the same bytes on every node).
+/// SHA-256 (first 16 hex digits) of a node's applied state, over the encoding of
+/// [`crate::digest`] (all `BTreeMap`s: the same state gives the same bytes on every node).
 pub fn state_digest(state: &quire_raft::State) -> String {
-    let bytes = serde_json::to_vec(state).unwrap_or_default();
-    let mut hex = hex::encode(Sha256::digest(&bytes));
+    let mut hex = crate::digest::sha256_hex(state).unwrap_or_else(|e| format!("unencodable {e}"));
     hex.truncate(16);
     hex
 }
@@ -161,6 +159,9 @@ pub struct PlacementWatch {
     owners: BTreeMap<(ShardId, u64), (Option<NodeId>, NodeId, u64)>,
     /// (node, incarnation, shard) → highest epoch seen.
     epochs: BTreeMap<(NodeId, u64, ShardId), u64>,
+    /// (node, incarnation) → the placement it showed last, already checked: the same again
+    /// cannot break anything (pairs recorded are never replaced, epochs did not move).
+    last: BTreeMap<(NodeId, u64), PlacementState>,
 }
 
 fn owner_name(owner: Option<NodeId>) -> String {
@@ -170,6 +171,21 @@ fn owner_name(owner: Option<NodeId>) -> String {
 impl PlacementWatch {
     /// Checks `state`, the placement node `node` (incarnation `incarnation`) has applied.
     pub fn observe(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        state: &PlacementState,
+        now_ms: u64,
+    ) -> Result<(), Violation> {
+        if self.last.get(&(node, incarnation)) == Some(state) {
+            return Ok(());
+        }
+        self.check(node, incarnation, state, now_ms)?;
+        self.last.insert((node, incarnation), state.clone());
+        Ok(())
+    }
+
+    fn check(
         &mut self,
         node: NodeId,
         incarnation: u64,

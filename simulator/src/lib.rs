@@ -14,6 +14,7 @@
 pub mod access;
 pub mod bugs;
 pub mod check;
+pub mod digest;
 pub mod faults;
 pub mod forward;
 pub mod node;
