@@ -4,6 +4,7 @@
 //! what else shares the machine the way throughput does.
 
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,16 +28,20 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Clock ticks per second (`getconf CLK_TCK`; 100, Linux's value, when that fails).
+/// Clock ticks per second (`getconf CLK_TCK`, asked once per process; 100, Linux's value,
+/// when that fails).
 pub fn ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// Summed CPU ticks of `pids` (a process that cannot be read counts 0).
