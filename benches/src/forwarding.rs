@@ -1,35 +1,42 @@
 //! The forwarding benchmark: what it costs a tool call to reach its integration's shard owner
-//! from another node. On a 3-process loopback cluster (mutual TLS between peers) one
+//! from another node. On a 3-process loopback cluster (mutual TLS between peers) an
 //! integration with a high budget serves a workspace; its shard's owner is read from
-//! `GET /admin/v1/placement` once the shard is assigned and stable. One MCP session is opened
-//! on the owner (its calls go to the local data plane) and one on a node that does not own
-//! the shard (its calls travel to the owner as a `DataCall`), and the two are measured in the
-//! same run, interleaved one call at a time in the order L R R L L R R L ... after a
-//! warm-up, each session primed with one call before the clock. Every call is
-//! `notion-get-self` (one Notion request to the sandbox, its rate limit off and no added
-//! latency), answered after its audit record committed, so both sides pay the same audit
-//! commit and the difference is the hop to the owner and back.
+//! `GET /admin/v1/placement` once the shard is assigned and stable. Every call's audit record
+//! is committed through the Raft leader, so an entry node that leads would save its side a
+//! hop: the integration is chosen so that the leader is neither entry node. Candidates
+//! (`fwd`, `fwd-1`, ... up to [`CANDIDATES`]) are created one at a time until one's shard has
+//! a stable owner that is not the leader (the run fails when every candidate's owner leads).
+//! One MCP session is opened on that owner (its calls go to the local data plane) and one on
+//! the third node, neither owner nor leader (its calls travel to the owner as a `DataCall`),
+//! and the two are measured in the same run, interleaved one call at a time in the order
+//! L R R L L R R L ... after a warm-up, each session primed with one call before the clock.
+//! Every call is `notion-get-self` (one Notion request to the sandbox, its rate limit off and
+//! no added latency), answered after its audit record committed, so both sides pay the same
+//! audit commit and the difference is the hop to the owner and back.
 //!
 //! The non-owner's `quire_forwarded_calls_total{outcome="ok"}` (from `/metrics`) must grow
 //! by at least the remote side's calls and the owner's not at all, and the shard must have
 //! the same owner and epoch at the end: otherwise the sides were not what they claim and the
-//! run fails.
+//! run fails. The leader and the Raft term are read again at the end; a change (the sides may
+//! then not have paid the same audit hop throughout) is reported, not failed.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use hdrhistogram::Histogram;
+use quire_node::local_cluster::LocalCluster;
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::admin_writes::{self, RunContext, RunOpts};
 use crate::load::{self, Percentiles};
 use crate::mcp_client::McpSession;
 use crate::placement_view;
-use crate::raft_commit::{BenchError, NODES, leader};
+use crate::raft_commit::{BenchError, LEADER_TIMEOUT, NODES};
 use crate::report;
 use crate::report::{Column, Figures};
 
@@ -39,9 +46,10 @@ pub const TOOL: &str = crate::audit_commit::TOOL;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most measured calls per side.
 pub const MAX_CALLS: usize = 1_000_000;
-/// The tenant (the cluster's demo tenant) and the integration the calls use.
+/// The tenant (the cluster's demo tenant) the calls use.
 const TENANT: &str = "demo";
-const INTEGRATION: &str = "fwd";
+/// Most candidate integrations tried for one whose shard owner is not the Raft leader.
+pub const CANDIDATES: usize = 6;
 /// The shard's owner must stay the same for this long before measuring.
 const STABLE_FOR: Duration = Duration::from_secs(3);
 /// Pause between placement reads while waiting.
@@ -92,7 +100,8 @@ impl ForwardingArgs {
 /// One side's measured calls.
 #[derive(Debug, Clone, Serialize)]
 pub struct SideResult {
-    /// `local` (the session is on the shard's owner) or `remote` (on another node).
+    /// `local` (the session is on the shard's owner) or `remote` (on the node that neither
+    /// owns the shard nor leads the Raft group).
     pub side: &'static str,
     /// The node the session is on.
     pub node: u64,
@@ -110,13 +119,28 @@ pub struct ForwardingReport {
     #[serde(flatten)]
     pub context: RunContext,
     pub nodes: usize,
-    /// The integration's shard (`group#index`), its owner and epoch throughout the run.
+    /// The integration the calls use (in the demo tenant) and how many candidates were
+    /// created to find it (the earlier ones' shards were owned by the Raft leader).
+    pub integration: String,
+    pub integrations_tried: usize,
+    /// The integration's shard (`group#index`), its owner (the local side's entry node) and
+    /// epoch throughout the run.
     pub shard: String,
     pub owner: u64,
     pub epoch: u64,
-    /// The Raft leader when the run started: a tool call's audit record is proposed from its
-    /// entry node, so the side whose entry node leads skips one hop of the audit commit.
+    /// The remote side's entry node: neither the owner nor the leader.
+    pub remote_entry: u64,
+    /// The Raft leader and term when the integration was chosen. Each call's audit record is
+    /// committed through the leader, so the leader is neither entry node: both sides take the
+    /// same hop to it.
     pub leader: u64,
+    pub term: u64,
+    /// The leader and term read again after the measured calls, and whether the leader
+    /// differs (then the sides may not have paid the same audit hop throughout; the run is
+    /// still reported).
+    pub leader_at_end: u64,
+    pub term_at_end: u64,
+    pub leader_changed: bool,
     pub calls_per_side: usize,
     pub warmup_calls: usize,
     pub local: SideResult,
@@ -136,23 +160,41 @@ pub struct ForwardingReport {
     pub remote_calls_made: u64,
 }
 
-/// An integration with the largest budget on the demo tenant, a workspace on it, an agent
-/// and its token (through `node_http`).
-async fn provision(
+/// The `i`th candidate integration's id: `fwd`, then `fwd-1`, `fwd-2`, ...
+pub fn candidate(i: usize) -> String {
+    if i == 0 {
+        "fwd".to_owned()
+    } else {
+        format!("fwd-{i}")
+    }
+}
+
+/// An integration with the largest budget on the demo tenant (through `node_http`).
+async fn provision_integration(
     http: &reqwest::Client,
     node_http: &str,
     token: &str,
+    integration: &str,
+) -> Result<(), BenchError> {
+    let url = format!("{node_http}/admin/v1/tenants/{TENANT}/integrations");
+    let body = json!({"id": integration, "display_name": "forwarding", "notion_token": "secret_sandbox_alpha",
+                      "requests_per_second": 1000, "burst": 10000});
+    step_ok(http, Method::POST, &url, token, &body).await?;
+    Ok(())
+}
+
+/// A workspace on `integration`, an agent and its token (through `node_http`).
+async fn provision_agent(
+    http: &reqwest::Client,
+    node_http: &str,
+    token: &str,
+    integration: &str,
 ) -> Result<String, BenchError> {
     let base = format!("{node_http}/admin/v1/tenants/{TENANT}");
     let steps = [
         (
-            "integrations",
-            json!({"id": INTEGRATION, "display_name": "forwarding", "notion_token": "secret_sandbox_alpha",
-                   "requests_per_second": 1000, "burst": 10000}),
-        ),
-        (
             "workspaces",
-            json!({"id": "fwd", "display_name": "forwarding", "integration": INTEGRATION}),
+            json!({"id": "fwd", "display_name": "forwarding", "integration": integration}),
         ),
         (
             "principals",
@@ -199,13 +241,14 @@ async fn step_ok(
     }
 }
 
-/// The integration's shard, as every node computes it (the tenant has no residency policy).
-pub fn integration_shard() -> Result<String, BenchError> {
+/// The shard of the demo tenant's `integration`, as every node computes it (the tenant has
+/// no residency policy).
+pub fn integration_shard(integration: &str) -> Result<String, BenchError> {
     use quire_raft::ids::{IntegrationId, TenantId};
     use quire_raft::placement::{Residency, integration_key, shard_of};
     let tenant = TenantId::new(TENANT).map_err(|e| BenchError::Step(e.to_string()))?;
     let integration =
-        IntegrationId::new(INTEGRATION).map_err(|e| BenchError::Step(e.to_string()))?;
+        IntegrationId::new(integration).map_err(|e| BenchError::Step(e.to_string()))?;
     Ok(shard_of(&Residency::any(), &integration_key(&tenant, &integration)).to_string())
 }
 
@@ -244,6 +287,85 @@ async fn stable_owner(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The Raft leader and term as node 1 reports them (`GET /admin/v1/nodes`), waiting up to
+/// [`LEADER_TIMEOUT`] for a leader.
+async fn raft_view(cluster: &LocalCluster) -> Result<(u64, u64), BenchError> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let last = match cluster.admin(1, Method::GET, "/nodes", None).await {
+            Ok((200, body)) => {
+                let leader = body.get("leader").and_then(Value::as_u64);
+                let term = body.get("term").and_then(Value::as_u64);
+                match (leader, term) {
+                    (Some(id), Some(term)) if cluster.node(id).is_ok() => return Ok((id, term)),
+                    _ => body.to_string(),
+                }
+            }
+            Ok((status, body)) => format!("{status} {body}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(BenchError::NoLeader(last));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The integration a run uses: its shard's stable owner is not the Raft leader.
+struct Chosen {
+    integration: String,
+    /// Candidates created, this one included.
+    tried: usize,
+    shard: String,
+    owner: u64,
+    epoch: u64,
+    leader: u64,
+    term: u64,
+}
+
+/// Creates candidate integrations one at a time (through `node_http`) until one's shard has
+/// a stable owner that is not the Raft leader, the leader read once the owner is stable.
+async fn choose_integration(
+    http: &reqwest::Client,
+    cluster: &LocalCluster,
+    node_http: &str,
+    token: &str,
+    settle: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Chosen, BenchError> {
+    let mut led = String::new();
+    for i in 0..CANDIDATES {
+        let integration = candidate(i);
+        provision_integration(http, node_http, token, &integration).await?;
+        let shard = integration_shard(&integration)?;
+        progress(&format!(
+            "integration {TENANT}/{integration} is on shard {shard}; waiting for a stable owner"
+        ));
+        let (owner, epoch) = stable_owner(http, node_http, token, &shard, settle).await?;
+        let (leader, term) = raft_view(cluster).await?;
+        if owner != leader {
+            return Ok(Chosen {
+                integration,
+                tried: i + 1,
+                shard,
+                owner,
+                epoch,
+                leader,
+                term,
+            });
+        }
+        progress(&format!(
+            "shard {shard} is owned by node {owner}, the Raft leader: trying another integration"
+        ));
+        let sep = if led.is_empty() { "" } else { ", " };
+        let _ = write!(led, "{sep}{integration} on {shard} owned by node {owner}");
+    }
+    Err(BenchError::Step(format!(
+        "each of the {CANDIDATES} candidate integrations had its shard owned by the Raft leader \
+         ({led}), so none leaves the leader out of both sides"
+    )))
 }
 
 /// One side while it runs.
@@ -353,26 +475,35 @@ async fn measure(
 ) -> Result<ForwardingReport, BenchError> {
     let admin = admin_writes::admin_client(Duration::from_secs(30))?;
     let token = cluster.status.admin_token.clone();
-    let first = leader(cluster).await?;
-    let leader_http = cluster
+    // Admin writes go to the leader of the moment (any node would forward them).
+    let (first, _) = raft_view(cluster).await?;
+    let admin_http = cluster
         .node(first)
         .map_err(BenchError::Cluster)?
         .http
         .clone();
-    let agent = provision(&admin, &leader_http, &token).await?;
-    let shard = integration_shard()?;
-    progress(&format!(
-        "integration {TENANT}/{INTEGRATION} is on shard {shard}; waiting for a stable owner"
-    ));
     let settle = Duration::from_secs(args.settle_timeout_secs);
-    let (owner, epoch) = stable_owner(&admin, &leader_http, &token, &shard, settle).await?;
+    let Chosen {
+        integration,
+        tried,
+        shard,
+        owner,
+        epoch,
+        leader,
+        term,
+    } = choose_integration(&admin, cluster, &admin_http, &token, settle, progress).await?;
+    let agent = provision_agent(&admin, &admin_http, &token, &integration).await?;
     let remote_node = cluster
         .status
         .nodes
         .iter()
         .map(|n| n.id)
-        .find(|&id| id != owner)
-        .ok_or_else(|| BenchError::Step(format!("no node other than the owner {owner}")))?;
+        .find(|&id| id != owner && id != leader)
+        .ok_or_else(|| {
+            BenchError::Step(format!(
+                "no node is neither the owner {owner} nor the leader {leader}"
+            ))
+        })?;
     let owner_http = cluster
         .node(owner)
         .map_err(BenchError::Cluster)?
@@ -384,7 +515,8 @@ async fn measure(
         .http
         .clone();
     progress(&format!(
-        "shard {shard}: owner node {owner} at epoch {epoch}; local session on node {owner}, remote on node {remote_node}"
+        "integration {TENANT}/{integration}, shard {shard}: owner node {owner} at epoch {epoch}, \
+         Raft leader node {leader} (term {term}); local session on node {owner}, remote on node {remote_node}"
     ));
 
     let http = reqwest::Client::builder()
@@ -432,11 +564,19 @@ async fn measure(
             local.call(measured).await;
         }
     }
+    let (leader_at_end, term_at_end) = raft_view(cluster).await?;
+    let leader_changed = leader_at_end != leader;
+    if leader_changed {
+        progress(&format!(
+            "the Raft leader changed during the run: node {leader} (term {term}) before, node {leader_at_end} \
+             (term {term_at_end}) after"
+        ));
+    }
     let metrics_after = (
         placement_view::metrics(&http, &remote_http).await?,
         placement_view::metrics(&http, &owner_http).await?,
     );
-    let placement = placement_view::fetch(&admin, &leader_http, &token).await?;
+    let placement = placement_view::fetch(&admin, &admin_http, &token).await?;
     let after = placement_view::owner_of(&placement, &shard);
     if after != Some((owner, epoch)) {
         return Err(BenchError::Step(format!(
@@ -475,10 +615,17 @@ async fn measure(
         benchmark: "forwarding",
         context,
         nodes: NODES,
+        integration,
+        integrations_tried: tried,
         shard,
         owner,
         epoch,
-        leader: first,
+        remote_entry: remote_node,
+        leader,
+        term,
+        leader_at_end,
+        term_at_end,
+        leader_changed,
         calls_per_side: args.calls,
         warmup_calls: args.warmup_calls,
         p50_ratio: ratio(r.latency_us.p50, l.latency_us.p50),
@@ -551,6 +698,17 @@ impl Figures for ForwardingReport {
         let mut lines = vec![
             self.headline(),
             format!(
+                "roles: node {} owns the shard (local entry), node {} is the remote entry, node {} led the Raft \
+                 group (term {}) when integration {TENANT}/{} was chosen ({} of up to {CANDIDATES} candidates \
+                 created): each call's audit record is committed through the leader, which neither entry node is",
+                self.owner,
+                self.remote_entry,
+                self.leader,
+                self.term,
+                self.integration,
+                self.integrations_tried
+            ),
+            format!(
                 "shard {} owned by node {} at epoch {} before and after the run; node {} forwarded {} calls to it \
                  over mutual TLS (quire_forwarded_calls_total{{outcome=\"ok\"}}, {} remote calls made), the owner \
                  served {} forwarded calls and itself forwarded {}",
@@ -564,11 +722,25 @@ impl Figures for ForwardingReport {
                 self.forwarded_by_owner
             ),
         ];
-        lines.push(format!(
-            "node {} led the Raft group when the run started: each call's audit record is committed through \
-             the leader, one hop fewer for the side whose entry node leads",
-            self.leader
-        ));
+        lines.push(if self.leader_changed {
+            format!(
+                "the Raft leader changed during the run: node {} (term {}) when the integration was chosen, \
+                 node {} (term {}) after the measured calls, so the two sides may not have paid the same \
+                 audit-commit hop throughout",
+                self.leader, self.term, self.leader_at_end, self.term_at_end
+            )
+        } else if self.term_at_end != self.term {
+            format!(
+                "node {} led the Raft group at both ends, but the term went from {} to {} during the run \
+                 (an election)",
+                self.leader, self.term, self.term_at_end
+            )
+        } else {
+            format!(
+                "node {} still led the Raft group after the measured calls (term {} throughout)",
+                self.leader, self.term
+            )
+        });
         for s in [&self.local, &self.remote] {
             for e in &s.error_samples {
                 lines.push(format!("error ({}): {e}", s.side));
@@ -576,8 +748,9 @@ impl Figures for ForwardingReport {
         }
         lines.push(format!(
             "setup: {} quire processes on loopback (mTLS between peers, sled fsync); one integration (budget \
-             1000/s, burst 10000) on the Notion sandbox (rate limit off, no added latency); one MCP session on the \
-             shard's owner (local) and one on another node (remote), one call at a time, interleaved L R R L; \
+             1000/s, burst 10000) on the Notion sandbox (rate limit off, no added latency), chosen so that its shard's \
+             owner is not the Raft leader; one MCP session on the shard's owner (local) and one on the node that \
+             neither owns the shard nor leads (remote), one call at a time, interleaved L R R L; \
              each session's first call outside the clock, then {} warm-up and {} measured calls per side; \
              a call is `{TOOL}` (one Notion request), answered after its audit record committed",
             self.nodes, self.warmup_calls, self.calls_per_side
@@ -635,10 +808,35 @@ mod tests {
 
     #[test]
     fn the_shard_is_the_integrations_and_counters_grow() {
-        let shard = integration_shard().unwrap();
-        let (group, index) = shard.rsplit_once('#').unwrap();
-        assert_eq!(group, "*");
-        assert!(index.parse::<u16>().unwrap() < 256);
+        let ids: Vec<String> = (0..CANDIDATES).map(candidate).collect();
+        assert_eq!(ids[..3], ["fwd", "fwd-1", "fwd-2"]);
+        for id in &ids {
+            let shard = integration_shard(id).unwrap();
+            let (group, index) = shard.rsplit_once('#').unwrap();
+            assert_eq!(group, "*");
+            assert!(index.parse::<u16>().unwrap() < 256);
+        }
+        assert!(integration_shard("not an id!").is_err());
+        // With equal capacities the owners are the rendezvous choices: were they all one node,
+        // every run that node leads would fail.
+        let owners: std::collections::BTreeSet<u64> = ids
+            .iter()
+            .map(|id| {
+                use quire_raft::ids::{IntegrationId, TenantId};
+                use quire_raft::placement::{
+                    NodeLabels, Residency, integration_key, rendezvous, shard_of,
+                };
+                let key = integration_key(
+                    &TenantId::new(TENANT).unwrap(),
+                    &IntegrationId::new(id.as_str()).unwrap(),
+                );
+                let shard = shard_of(&Residency::any(), &key);
+                assert_eq!(shard.to_string(), integration_shard(id).unwrap());
+                let nodes = (1..=3).map(|n| (n, NodeLabels::default())).collect();
+                rendezvous(&shard, &[1, 2, 3], &nodes).unwrap()
+            })
+            .collect();
+        assert!(owners.len() > 1, "{owners:?}");
         let before = "quire_forwarded_calls_total{outcome=\"ok\"} 3\n";
         let after = "quire_forwarded_calls_total{outcome=\"ok\"} 10\n";
         assert_eq!(grew(before, after, "quire_forwarded_calls_total"), 7);

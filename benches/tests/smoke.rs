@@ -454,6 +454,18 @@ fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
     let owner = report["owner"].as_u64().unwrap();
     assert_eq!(local["node"].as_u64(), Some(owner), "{report}");
     assert_ne!(remote["node"].as_u64(), Some(owner), "{report}");
+    // The Raft leader, through which every audit record commits, is neither entry node.
+    let leader = report["leader"].as_u64().unwrap();
+    assert_eq!(report["remote_entry"], remote["node"], "{report}");
+    assert_ne!(leader, owner, "{report}");
+    assert_ne!(remote["node"].as_u64(), Some(leader), "{report}");
+    assert!(
+        report["integration"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("fwd")),
+        "{report}"
+    );
+    assert!(report["leader_changed"].is_boolean(), "{report}");
     // Every remote call (priming, 5 warm-up, 20 measured) went to the owner as a DataCall,
     // and the owner forwarded nothing.
     assert!(
@@ -461,10 +473,7 @@ fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
         "{report}"
     );
     assert_eq!(report["forwarded_by_owner"], 0, "{report}");
-    assert!(
-        (1..=3).contains(&report["leader"].as_u64().unwrap()),
-        "{report}"
-    );
+    assert!((1..=3).contains(&leader), "{report}");
     assert!(
         report["served_by_owner"].as_u64().unwrap() >= 26,
         "{report}"
@@ -475,6 +484,7 @@ fn forwarding_measures_both_sides_and_the_remote_calls_travel() {
         stdout.contains("forwarding overhead (remote / local, same run)"),
         "{stdout}"
     );
+    assert!(stdout.contains("is the remote entry"), "{stdout}");
     assert!(stdout.contains("load average"), "{stdout}");
 }
 
