@@ -56,7 +56,7 @@ use quire_actors::limiter::ShardEpoch;
 use quire_actors::notion::{HttpMethod, NotionError, NotionRequest};
 use quire_actors::stats::Histogram;
 use quire_raft::NodeId;
-use quire_raft::handoff::{HoldOff, effective_owner};
+use quire_raft::handoff::{HoldOff, effective_owner, serves_tenant};
 use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::placement::{Residency, ShardId, integration_key, shard_of};
 use quire_raft::state::State;
@@ -182,11 +182,19 @@ impl Forward {
         lock(&self.stats).fenced += 1;
     }
 
-    /// When this node may first send for `route` (which it owns), recording what it sees now.
-    fn may_send_at(&self, state: &State, route: &Route, bound: Duration) -> Instant {
+    /// When this node may first send for `tenant` in `route` (which it owns), recording what
+    /// it sees now.
+    fn may_send_at(
+        &self,
+        state: &State,
+        route: &Route,
+        tenant: &TenantId,
+        bound: Duration,
+    ) -> Instant {
         lock(&self.hold_off).may_send_at(
             state.placement(),
             &route.shard,
+            tenant,
             route.owner,
             route.epoch,
             Instant::now(),
@@ -386,14 +394,16 @@ enum NotServed {
     Failed(CallError),
 }
 
-/// The fence checked right before each request leaves: still the owner at `epoch`, with a
-/// view confirmed current within the freshness bound.
-/// `moved` is set when the fence refused because the shard has another owner or epoch now,
-/// `stale` when this node's view was not confirmed current.
+/// The fence checked right before each request leaves: still the owner at `epoch` of the
+/// shard `tenant`'s integrations go to, with a view confirmed current within the freshness
+/// bound. `moved` is set when the fence refused because the shard has another owner or epoch
+/// now, or the tenant's residency changed (its integrations go to another shard), `stale`
+/// when this node's view was not confirmed current.
 fn fence(
     app: &Arc<App>,
     shard: &ShardId,
     epoch: u64,
+    tenant: &TenantId,
     moved: Arc<AtomicBool>,
     stale: Arc<AtomicBool>,
 ) -> Fence {
@@ -402,13 +412,17 @@ fn fence(
     let freshness = app.freshness.clone();
     let app = Arc::downgrade(app);
     let shard = shard.clone();
+    let tenant = tenant.clone();
     Arc::new(move || {
-        let owns = control.read_applied(|s| effective_owner(s.placement(), &shard, me))
-            == Some((me, epoch));
+        let owns = control.read_applied(|s| {
+            let p = s.placement();
+            effective_owner(p, &shard, me) == Some((me, epoch)) && serves_tenant(p, &tenant, &shard)
+        });
         let why = if !owns {
             moved.store(true, Ordering::SeqCst);
             format!(
-                "this node no longer owns the integration's shard {shard} at epoch {epoch}; retry"
+                "this node no longer serves the integration from shard {shard} at epoch \
+                 {epoch} (the shard moved, or the tenant's residency changed); retry"
             )
         } else if !freshness.is_fresh() {
             stale.store(true, Ordering::SeqCst);
@@ -435,10 +449,17 @@ async fn serve_owned(
     sent: Arc<AtomicU32>,
 ) -> Result<Value, NotServed> {
     let me = app.config.node.id;
+    let Ok(tenant) = TenantId::new(ctx.tenant_id.as_str()) else {
+        return Err(NotServed::Failed(CallError::Unavailable(
+            "the caller's tenant id is not valid".into(),
+        )));
+    };
     let check = |app: &App| {
         app.control.read_applied(|s| {
             let eff = effective_owner(s.placement(), shard, me);
-            if eff == Some((me, epoch)) {
+            // A tenant whose residency changed sends from a shard of its new residency: the
+            // entry node, told this one does not serve it, catches up and routes again.
+            if eff == Some((me, epoch)) && serves_tenant(s.placement(), &tenant, shard) {
                 let route = Route {
                     shard: shard.clone(),
                     owner: me,
@@ -446,7 +467,7 @@ async fn serve_owned(
                 };
                 Ok(app
                     .forward
-                    .may_send_at(s, &route, app.freshness.max_staleness()))
+                    .may_send_at(s, &route, &tenant, app.freshness.max_staleness()))
             } else {
                 let (owner, epoch) = match eff {
                     Some((o, e)) => (Some(o), e),
@@ -494,7 +515,7 @@ async fn serve_owned(
             req,
             left,
             sent,
-            fence(app, shard, epoch, moved.clone(), stale.clone()),
+            fence(app, shard, epoch, &tenant, moved.clone(), stale.clone()),
             ShardEpoch::new(shard.to_string(), epoch),
         )
         .await;

@@ -21,6 +21,16 @@
 //! during the hold-off, so about 4.5 tokens) keeps the two buckets in step. A pause would
 //! carry the same way (the old owner's `Retry-After` is in the snapshot); the actors' tests
 //! check that a merge never shortens one.
+//!
+//! The second test moves the integration without moving a shard: under the same load the
+//! tenant's residency changes, so its integration goes to a shard of the new residency that
+//! another node has owned for long (a second tenant, already of that residency, has an
+//! integration in it). The old shard's owner keeps its shard (a third tenant's integration
+//! keeps it occupied, so it is not released), so only its fence's check that the shard is
+//! still the tenant's stops the calls queued there for a permit; the new owner holds the
+//! tenant's calls S from when it sees the change. With that check taken out of
+//! `node/src/forward.rs` a run failed: the old owner went on sending its queued calls beside
+//! the new owner, 7 requests in one second and one answered 429 (with it: at most 4, none).
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -31,10 +41,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cluster_common::mcp::Session;
 use cluster_common::shards::{
-    Agent, Call, Three, admin_ok, call, metric, metrics_page, open_sessions, sandbox_reset,
-    sandbox_stats, wait_owner,
+    Agent, Call, Three, admin_ok, call, metric, metrics_page, open_sessions, owner_of, placement,
+    sandbox_reset, sandbox_stats, wait_owner,
 };
+use quire_node::local_cluster::LocalCluster;
 use quire_raft::placement::Residency;
 use reqwest::Method;
 use serde_json::json;
@@ -66,51 +78,25 @@ struct Seen {
     failed: Vec<String>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
-    let (rps, sandbox_burst) = (BUDGET_RPS.to_string(), SANDBOX_BURST.to_string());
-    let (_dir, c) = Three {
-        prefix: "quire-handoff-",
-        config: "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
-        env: &[],
-        sandbox_args: &["--rate-limit", &rps, "--burst", &sandbox_burst],
-    }
-    .start()
-    .await;
-    let agent = Agent {
-        tenant: "demo",
-        integration: "share",
-        workspace: "share",
-        principal: "share-agent",
-        notion_token: "secret_sandbox_alpha",
-        budget: Some((BUDGET_RPS, BUDGET_BURST)),
-    };
-    let token = agent.provision(&c, 1).await;
-
-    let shard = agent.shard(&Residency::default());
-    let old_owner = wait_owner(
-        &c,
-        1,
-        &shard,
-        None,
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-    )
-    .await;
-
+/// Provisions the load's agent and opens four MCP sessions on each node; the agent's token.
+async fn agent_and_sessions(c: &LocalCluster, agent: &Agent<'_>) -> Vec<(u64, Session)> {
+    let token = agent.provision(c, 1).await;
     let http = cluster_common::client();
-    // Every client's MCP session first, so that nothing but the load runs once it starts.
-    let sessions = open_sessions(&http, &c, &[1, 2, 3], CLIENTS_PER_NODE, &token).await;
-    // Empty the sandbox's bucket for the integration's Notion token (straight to the sandbox,
-    // until it answers 429), then let it earn SANDBOX_SLACK tokens: from here on it holds
-    // about that many more than Quire's bucket, which starts empty on the owner's first call
-    // (see the module docs). Left alone it would sit full, 12 tokens, above anything Quire
-    // sends at once, and could not tell a carried bucket from a full one.
+    open_sessions(&http, c, &[1, 2, 3], CLIENTS_PER_NODE, &token).await
+}
+
+/// Empties the sandbox's bucket for the integration's Notion token (straight to the sandbox,
+/// until it answers 429), then lets it earn SANDBOX_SLACK tokens and resets its counters: from
+/// here on it holds about that many more than Quire's bucket, which starts empty on the
+/// owner's first call (see the module docs). Left alone it would sit full, above anything
+/// Quire sends at once, and could not tell a carried bucket from a full one.
+async fn sandbox_at_slack(c: &LocalCluster, notion_token: &str) {
+    let http = cluster_common::client();
     let mut spent = 0;
     loop {
         let r = http
             .get(format!("{}/v1/users/me", c.status.sandbox_url))
-            .bearer_auth("secret_sandbox_alpha")
+            .bearer_auth(notion_token)
             .header("Notion-Version", "2025-09-03")
             .send()
             .await
@@ -126,9 +112,19 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         );
     }
     tokio::time::sleep(Duration::from_millis(SANDBOX_SLACK * 1_000 / BUDGET_RPS)).await;
-    sandbox_reset(&c).await;
+    sandbox_reset(c).await;
+}
 
-    // Load from every node until told to stop.
+/// Calls the tool without pause from every session for `BEFORE`, then runs `change` (which
+/// returns once the integration has moved), then goes on for `AFTER`. Checks that every failed
+/// call told the agent it may retry, that calls succeeded after the move, and that Notion (the
+/// sandbox) answered no 429 and never admitted more in one second than the budget allows.
+async fn under_load(
+    c: &LocalCluster,
+    sessions: Vec<(u64, Session)>,
+    notion_label: &str,
+    change: impl AsyncFnOnce(),
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -157,29 +153,9 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     }
 
     tokio::time::sleep(BEFORE).await;
-    admin_ok(
-        &c,
-        1,
-        Method::POST,
-        &format!("/nodes/{old_owner}/drain"),
-        None,
-    )
-    .await;
-    let drained_at = Instant::now();
-    let new_owner = wait_owner(
-        &c,
-        1,
-        &shard,
-        Some(old_owner),
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-    )
-    .await;
+    let changed_at = Instant::now();
+    change().await;
     moved.store(true, Ordering::SeqCst);
-    eprintln!(
-        "shard {shard} moved from node {old_owner} to node {new_owner} {} ms after the drain",
-        drained_at.elapsed().as_millis()
-    );
     tokio::time::sleep(AFTER).await;
     stop.store(true, Ordering::SeqCst);
 
@@ -207,30 +183,34 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         "no call succeeded after the move ({ok_by_node:?})"
     );
 
-    let mut bins = std::collections::BTreeMap::<i64, u32>::new();
+    let mut bins = BTreeMap::<i64, u32>::new();
     for t in &all_times {
-        let ms = if *t >= drained_at {
-            t.duration_since(drained_at).as_millis() as i64
+        let ms = if *t >= changed_at {
+            t.duration_since(changed_at).as_millis() as i64
         } else {
-            -(drained_at.duration_since(*t).as_millis() as i64)
+            -(changed_at.duration_since(*t).as_millis() as i64)
         };
         *bins.entry(ms.div_euclid(250) * 250).or_default() += 1;
     }
-    eprintln!("ok completions by 250 ms bin from the drain: {bins:?}");
-    let stats = sandbox_stats(&c).await;
-    let alpha = &stats["integrations"]["alpha"];
-    let requests = alpha["requests"].as_u64().unwrap_or(0);
-    let max = alpha["max_per_second"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("ok completions by 250 ms bin from the change: {bins:?}");
+    let stats = sandbox_stats(c).await;
+    let seen = &stats["integrations"][notion_label];
+    let requests = seen["requests"].as_u64().unwrap_or(0);
+    let max = seen["max_per_second"].as_u64().unwrap_or(u64::MAX);
     eprintln!(
         "calls by entry node {ok_by_node:?} ({ok_after_move} after the move); {} retryable \
          failures {:?}; Notion saw {requests} requests, at most {max} in one second, {} \
          answered 429",
         retryable.len(),
         retryable.iter().take(5).collect::<Vec<_>>(),
-        alpha["rate_limited"]
+        seen["rate_limited"]
+    );
+    assert!(
+        requests > 0,
+        "Notion saw no request for {notion_label}: {stats}"
     );
     assert_eq!(
-        alpha["rate_limited"],
+        seen["rate_limited"],
         json!(0),
         "Notion answered 429: {stats}"
     );
@@ -239,6 +219,69 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         "{max} requests in one second, over the budget's {} ({stats})",
         BUDGET_BURST + BUDGET_RPS
     );
+}
+
+fn three(prefix: &str) -> Three<'_> {
+    Three {
+        prefix,
+        config: "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
+        env: &[],
+        sandbox_args: &["--rate-limit", "3", "--burst", "14"],
+    }
+}
+
+const AGENT: Agent<'static> = Agent {
+    tenant: "demo",
+    integration: "share",
+    workspace: "share",
+    principal: "share-agent",
+    notion_token: "secret_sandbox_alpha",
+    budget: Some((BUDGET_RPS, BUDGET_BURST)),
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
+    let (_dir, c) = three("quire-handoff-").start().await;
+    let sessions = agent_and_sessions(&c, &AGENT).await;
+    let shard = AGENT.shard(&Residency::default());
+    let old_owner = wait_owner(
+        &c,
+        1,
+        &shard,
+        None,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
+    .await;
+    sandbox_at_slack(&c, AGENT.notion_token).await;
+
+    let mut new_owner = 0;
+    under_load(&c, sessions, "alpha", async || {
+        let drained_at = Instant::now();
+        admin_ok(
+            &c,
+            1,
+            Method::POST,
+            &format!("/nodes/{old_owner}/drain"),
+            None,
+        )
+        .await;
+        new_owner = wait_owner(
+            &c,
+            1,
+            &shard,
+            Some(old_owner),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+        )
+        .await;
+        eprintln!(
+            "shard {shard} moved from node {old_owner} to node {new_owner} {} ms after the \
+             drain",
+            drained_at.elapsed().as_millis()
+        );
+    })
+    .await;
 
     // The old owner handed the limiter off; the new owner adopted it.
     let new_page = metrics_page(&c, new_owner).await;
@@ -264,5 +307,126 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         ),
         0.0,
         "{new_page}"
+    );
+}
+
+/// The residency the tenant moves to: the region every node of `Three` is in.
+fn default_region() -> Residency {
+    Residency {
+        allowed_regions: ["default".to_string()].into_iter().collect(),
+        preferred_region: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_residency_change_under_load_moves_the_integration_without_two_senders() {
+    let (_dir, c) = three("quire-residency-move-").start().await;
+    let sessions = agent_and_sessions(&c, &AGENT).await;
+    let old_shard = AGENT.shard(&Residency::default());
+    let new_shard = AGENT.shard(&default_region());
+
+    // Two more tenants, each with an integration in one of the two shards: one of the new
+    // residency, so the new shard has had its owner (at an epoch long past) before the change;
+    // one of any region, so the old shard stays occupied and is not released by the change
+    // (its owner is fenced for demo by the residency check alone).
+    for (tenant, residency, shard) in [
+        (
+            "resident",
+            Some(json!({"regions": ["default"]})),
+            &new_shard,
+        ),
+        ("stayer", None, &old_shard),
+    ] {
+        admin_ok(
+            &c,
+            1,
+            Method::POST,
+            "/tenants",
+            Some(json!({"id": tenant, "display_name": tenant})),
+        )
+        .await;
+        let policy = if residency.is_some() {
+            default_region()
+        } else {
+            Residency::default()
+        };
+        if let Some(body) = residency {
+            admin_ok(
+                &c,
+                1,
+                Method::PUT,
+                &format!("/tenants/{tenant}/residency"),
+                Some(body),
+            )
+            .await;
+        }
+        let neighbour = (0..10_000)
+            .map(|k| format!("n{k}"))
+            .find(|name| {
+                let agent = Agent {
+                    tenant,
+                    integration: name,
+                    ..AGENT
+                };
+                agent.shard(&policy) == *shard
+            })
+            .expect("an integration name in the same shard");
+        admin_ok(
+            &c,
+            1,
+            Method::POST,
+            &format!("/tenants/{tenant}/integrations"),
+            Some(json!({"id": neighbour, "display_name": "Neighbour",
+                        "notion_token": "secret_sandbox_beta"})),
+        )
+        .await;
+    }
+    let wait = |shard: String| {
+        let c = &c;
+        async move {
+            wait_owner(
+                c,
+                1,
+                &shard,
+                None,
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+            )
+            .await
+        }
+    };
+    let old_owner = wait(old_shard.clone()).await;
+    let new_owner = wait(new_shard.clone()).await;
+    assert_ne!(
+        old_owner, new_owner,
+        "shards {old_shard} and {new_shard} have the same owner: the test needs an agent \
+         whose two shards land on different nodes"
+    );
+    sandbox_at_slack(&c, AGENT.notion_token).await;
+
+    under_load(&c, sessions, "alpha", async || {
+        admin_ok(
+            &c,
+            2,
+            Method::PUT,
+            "/tenants/demo/residency",
+            Some(json!({"regions": ["default"]})),
+        )
+        .await;
+        eprintln!(
+            "tenant demo's integration moved from shard {old_shard} (node {old_owner}) to \
+             {new_shard} (node {new_owner})"
+        );
+    })
+    .await;
+
+    // No shard changed owner: the integration moved with its tenant's residency alone.
+    let map = placement(&c, 1).await;
+    assert_eq!(owner_of(&map, &new_shard), Some(new_owner), "{map}");
+    assert_eq!(owner_of(&map, &old_shard), Some(old_owner), "{map}");
+    let old_page = metrics_page(&c, old_owner).await;
+    eprintln!(
+        "node {old_owner} fenced {} calls",
+        metric(&old_page, "quire_fenced_calls_total")
     );
 }

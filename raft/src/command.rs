@@ -872,6 +872,11 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
                     .residency
                     .insert(tenant.clone(), residency.clone());
             }
+            *state
+                .placement
+                .residency_changes
+                .entry(tenant.clone())
+                .or_default() += 1;
             Ok(CommandOutput::Done)
         }
 
@@ -953,6 +958,7 @@ fn apply_cmd(state: &mut State, ctx: &Ctx<'_>, cmd: &Command) -> Result<CommandO
             }
             state.tenants.remove(tenant);
             state.placement.residency.remove(tenant);
+            state.placement.residency_changes.remove(tenant);
             state.jwt.oidc.remove(tenant);
             state.jwt.revoked.retain(|_, r| &r.tenant != tenant);
             let gone: Vec<TokenId> = state

@@ -10,6 +10,12 @@
 //!   bound) after it first saw itself owner at that epoch, so the previous owner, fenced
 //!   within S of the move's commit, has stopped. Generic over the clock's instant type so the
 //!   node (tokio's `Instant`) and tests share it.
+//! - [`serves_tenant`]: whether a shard is still where a tenant's integrations go. A shard
+//!   belongs to one residency, so when a tenant's residency changes its integrations move to
+//!   shards of the new one (the same index) without any shard changing owner: the old shard's
+//!   owner is fenced by this check, and the new shard's owner holds off S for that tenant
+//!   from when it first saw the change ([`HoldOff`] again), so the two never send for one
+//!   integration in the same window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Add;
@@ -46,6 +52,15 @@ pub fn effective_owner(p: &PlacementState, shard: &ShardId, me: NodeId) -> Optio
     }
 }
 
+/// Whether `shard` is where `tenant`'s integrations go under `p`: its residency is the
+/// tenant's (a tenant without a policy lives in the shards of [`Residency::default`]).
+pub fn serves_tenant(p: &PlacementState, tenant: &TenantId, shard: &ShardId) -> bool {
+    match p.residency.get(tenant) {
+        Some(r) => *r == shard.residency,
+        None => shard.residency == Residency::default(),
+    }
+}
+
 /// What decides the would-be owner of shards without one.
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Inputs {
@@ -53,6 +68,7 @@ struct Inputs {
     draining: BTreeSet<NodeId>,
     stopping: BTreeSet<NodeId>,
     residency: BTreeMap<TenantId, Residency>,
+    residency_changes: BTreeMap<TenantId, u64>,
 }
 
 /// One node's memory of when it first saw itself the owner of each shard (see the module
@@ -63,6 +79,8 @@ pub struct HoldOff<T> {
     owned_since: BTreeMap<(ShardId, u64), T>,
     /// The would-be-owner inputs last seen, and since when.
     inputs: Option<(Inputs, T)>,
+    /// Tenant → when this node first saw its residency change (added, changed or removed).
+    residency_changed: BTreeMap<TenantId, T>,
 }
 
 impl<T> Default for HoldOff<T> {
@@ -70,15 +88,17 @@ impl<T> Default for HoldOff<T> {
         Self {
             owned_since: BTreeMap::new(),
             inputs: None,
+            residency_changed: BTreeMap::new(),
         }
     }
 }
 
 impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
-    /// When this node may first send for `shard`, which `owner` (this node) owns at `epoch`
-    /// in `p` (as [`effective_owner`] says), given that it sees `p` at `now`: S (`bound`)
-    /// after it first saw itself owner of the shard at that epoch, or after it first saw the
-    /// inputs that make it the would-be owner, whichever is later.
+    /// When this node may first send for `tenant`'s integrations in `shard`, which `owner`
+    /// (this node) owns at `epoch` in `p` (as [`effective_owner`] says), given that it sees
+    /// `p` at `now`: S (`bound`) after it first saw itself owner of the shard at that epoch,
+    /// or after it first saw the inputs that make it the would-be owner, or after it first
+    /// saw the tenant's current residency, whichever is later.
     ///
     /// - A shard never assigned (epoch 0) had no owner before; only would-be owners under
     ///   older inputs may still send, and they stop within S of the inputs changing.
@@ -90,10 +110,16 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
     ///   stopped within S of this node first seeing the current ones; so it keeps the time it
     ///   first saw those inputs. That is the first placement of every new tenant's shards,
     ///   which would otherwise stall its calls for S.
+    /// - A tenant whose residency changed sends from shards of the new residency, which may
+    ///   have had the same owner for long; the owner of its old shard stops within S of the
+    ///   change ([`serves_tenant`] in its fence), so the tenant's calls wait S from when this
+    ///   node first saw the change. Other tenants of the shard do not wait.
+    #[allow(clippy::too_many_arguments)]
     pub fn may_send_at(
         &mut self,
         p: &PlacementState,
         shard: &ShardId,
+        tenant: &TenantId,
         owner: NodeId,
         epoch: u64,
         now: T,
@@ -102,6 +128,9 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
         let inputs_since = self.inputs_since(p, now);
         if self.owned_since.len() >= MAX_HOLD_OFF_RECORDS {
             self.owned_since.retain(|_, at| *at + bound > now);
+        }
+        if self.residency_changed.len() >= MAX_HOLD_OFF_RECORDS {
+            self.residency_changed.retain(|_, at| *at + bound > now);
         }
         let key = (shard.clone(), epoch);
         let since = if p.owner(shard).node.is_some() {
@@ -120,6 +149,10 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
         } else {
             (*self.owned_since.entry(key).or_insert(now)).max(inputs_since)
         };
+        let since = match self.residency_changed.get(tenant) {
+            Some(changed) => since.max(*changed),
+            None => since,
+        };
         since + bound
     }
 
@@ -130,14 +163,35 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> HoldOff<T> {
                 && i.draining == p.draining
                 && i.stopping == p.stopping
                 && i.residency == p.residency
+                && i.residency_changes == p.residency_changes
         });
         if !same {
+            if let Some((old, _)) = &self.inputs {
+                // Tenants whose residency `SetTenantResidency` changed (even to and fro)
+                // since this node last looked, or that lost it. A tenant created with a
+                // residency had no sender before, so its calls do not wait.
+                let mut changed: BTreeSet<&TenantId> = BTreeSet::new();
+                for (t, r) in &old.residency {
+                    if p.residency.get(t) != Some(r) {
+                        changed.insert(t);
+                    }
+                }
+                for (t, n) in &p.residency_changes {
+                    if old.residency_changes.get(t) != Some(n) {
+                        changed.insert(t);
+                    }
+                }
+                for t in changed {
+                    self.residency_changed.insert(t.clone(), now);
+                }
+            }
             self.inputs = Some((
                 Inputs {
                     nodes: p.nodes.clone(),
                     draining: p.draining.clone(),
                     stopping: p.stopping.clone(),
                     residency: p.residency.clone(),
+                    residency_changes: p.residency_changes.clone(),
                 },
                 now,
             ));
@@ -179,7 +233,12 @@ mod tests {
 
     fn ask(h: &mut HoldOff<Ms>, p: &PlacementState, shard: &ShardId, me: NodeId, at: u64) -> u64 {
         let (owner, epoch) = effective_owner(p, shard, me).expect("an owner");
-        h.may_send_at(p, shard, owner, epoch, Ms(at), S).0
+        h.may_send_at(p, shard, &tenant(), owner, epoch, Ms(at), S)
+            .0
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::new("acme").expect("a tenant id")
     }
 
     const S: Duration = Duration::from_secs(1);
@@ -247,6 +306,72 @@ mod tests {
         // A restarted node remembers nothing: S from its first look.
         let mut fresh = HoldOff::default();
         assert_eq!(ask(&mut fresh, &moved, &shard, me, 7_000), 8_000);
+    }
+
+    #[test]
+    fn a_tenant_whose_residency_changed_waits_in_its_new_shard_and_its_old_one_refuses() {
+        let p = labelled(&[1, 2, 3]);
+        let acme = tenant();
+        let other = TenantId::new("globex").expect("a tenant id");
+        let eu = Residency {
+            allowed_regions: ["eu".to_string()].into_iter().collect(),
+            preferred_region: None,
+        };
+        let key = "integration:acme/notion";
+        let old_shard = shard_of(&Residency::default(), key);
+        let new_shard = shard_of(&eu, key);
+        assert_eq!(old_shard.index, new_shard.index);
+        // Node 1 has owned the eu shard (epoch 3) for long; both tenants send from it at once.
+        let owned = with_owner(&p, &new_shard, Some(1), 3);
+        let mut h = HoldOff::default();
+        assert_eq!(
+            h.may_send_at(&owned, &new_shard, &other, 1, 3, Ms(0), S),
+            Ms(1_000)
+        );
+        assert_eq!(
+            h.may_send_at(&owned, &new_shard, &other, 1, 3, Ms(5_000), S),
+            Ms(1_000)
+        );
+        assert!(serves_tenant(&owned, &acme, &old_shard));
+        assert!(!serves_tenant(&owned, &acme, &new_shard));
+
+        // acme's residency becomes eu: its old shard no longer serves it (the old owner's
+        // fence), and node 1 holds acme's calls S from when it saw the change; globex's not.
+        let mut moved = owned.clone();
+        moved.residency.insert(acme.clone(), eu.clone());
+        moved.residency_changes.insert(acme.clone(), 1);
+        assert!(!serves_tenant(&moved, &acme, &old_shard));
+        assert!(serves_tenant(&moved, &acme, &new_shard));
+        assert_eq!(
+            h.may_send_at(&moved, &new_shard, &acme, 1, 3, Ms(6_000), S),
+            Ms(7_000)
+        );
+        assert_eq!(
+            h.may_send_at(&moved, &new_shard, &acme, 1, 3, Ms(6_500), S),
+            Ms(7_000)
+        );
+        assert_eq!(
+            h.may_send_at(&moved, &new_shard, &other, 1, 3, Ms(6_500), S),
+            Ms(1_000)
+        );
+
+        // Changed to any region and back to eu while node 1 did not look: the same residency
+        // as it last saw, but the count of changes tells it that acme sent from elsewhere.
+        let mut back = moved.clone();
+        back.residency_changes.insert(acme.clone(), 3);
+        assert_eq!(
+            h.may_send_at(&back, &new_shard, &acme, 1, 3, Ms(9_000), S),
+            Ms(10_000)
+        );
+
+        // A tenant created with a residency had no sender before: no wait.
+        let mut created = back.clone();
+        let initech = TenantId::new("initech").expect("a tenant id");
+        created.residency.insert(initech.clone(), eu);
+        assert_eq!(
+            h.may_send_at(&created, &new_shard, &initech, 1, 3, Ms(12_000), S),
+            Ms(1_000)
+        );
     }
 
     #[test]

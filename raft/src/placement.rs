@@ -300,6 +300,11 @@ pub struct PlacementState {
     /// Tenants with a residency policy (a tenant absent here may live anywhere).
     #[serde(default)]
     pub residency: BTreeMap<TenantId, Residency>,
+    /// Tenant → how many times `SetTenantResidency` changed its residency. A node that did
+    /// not look between two changes (A → B → A) still sees that the tenant's integrations
+    /// moved and back (`crate::handoff::HoldOff`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub residency_changes: BTreeMap<TenantId, u64>,
     /// The shard map.
     #[serde(default)]
     pub shards: BTreeMap<ShardId, ShardOwner>,
