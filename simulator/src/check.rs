@@ -7,7 +7,9 @@
 //! rejected writes never visible); [`check_final`] checks the converged cluster (no
 //! acknowledged write lost, no phantom or rejected tenant, every node in the same state);
 //! [`check_notion`] checks what the Notion sandbox received (per-integration budget in every
-//! window, across shard handoffs between nodes too; `Retry-After` honoured).
+//! window, across shard handoffs between nodes too; `Retry-After` honoured);
+//! [`check_senders`] checks that an integration's shard owners sent in epoch order (no old
+//! owner's request after the new owner's first), from the [`SendLog`] the owners' fences fill.
 //!
 //! To add an invariant: observe what it needs (in [`Observer::observe`] for continuous
 //! checks, or in the history / final state), and return a [`Violation`] naming it.
@@ -715,6 +717,83 @@ pub fn check_notion(
     Ok(forgotten)
 }
 
+/// One request an owner let through its fence (right before it goes to Notion): who, for
+/// which integration, under which shard and epoch, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// Simulated time, ms.
+    pub at_ms: u64,
+    /// The sending node.
+    pub node: NodeId,
+    /// The integration (`tenant/integration`).
+    pub integration: String,
+    /// The shard it was sent from.
+    pub shard: String,
+    /// The shard's epoch the sender owned it at.
+    pub epoch: u64,
+}
+
+/// Every request let through an owner's fence, in the order they passed it.
+#[derive(Clone, Default)]
+pub struct SendLog(Arc<Mutex<Vec<Send>>>);
+
+impl SendLog {
+    /// Records one.
+    pub fn record(&self, send: Send) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(send);
+    }
+
+    /// A copy of every send.
+    pub fn sends(&self) -> Vec<Send> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The owners of an integration's shard send in epoch order (`senders-in-epoch-order`): no
+/// request leaves under an epoch after another node's first request under a later epoch of
+/// the same shard. This is the lease argument itself (the old owner stops by `c + S`, the
+/// new one starts at `s + S >= c + S`), checked on the time each request passed its fence
+/// rather than on Notion's budget, so it fails on any overlap, not only on one that a
+/// bucket's burst cannot absorb. Requests at one epoch (would-be owners of a shard without
+/// owner, an owner restarting) are not ordered by it.
+pub fn check_senders(sends: &[Send]) -> Result<(), Violation> {
+    let mut by_stream: BTreeMap<(&str, &str), Vec<&Send>> = BTreeMap::new();
+    for s in sends {
+        by_stream
+            .entry((s.integration.as_str(), s.shard.as_str()))
+            .or_default()
+            .push(s);
+    }
+    for ((integration, shard), mut stream) in by_stream {
+        stream.sort_by_key(|s| s.at_ms);
+        // The latest epoch sent under so far: (epoch, node, first send under it).
+        let mut latest: Option<(u64, NodeId, u64)> = None;
+        for s in stream {
+            match latest {
+                Some((epoch, node, since)) if s.epoch < epoch && s.at_ms > since => {
+                    return Err(Violation {
+                        invariant: "senders-in-epoch-order",
+                        at_ms: s.at_ms,
+                        detail: format!(
+                            "integration {integration}: n{} sent from shard {shard} under epoch {} at {} ms, after n{node} had sent under epoch {epoch} from {since} ms",
+                            s.node, s.epoch, s.at_ms
+                        ),
+                    });
+                }
+                Some((epoch, _, _)) if s.epoch <= epoch => {}
+                _ => latest = Some((s.epoch, s.node, s.at_ms)),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1015,5 +1094,50 @@ mod tests {
         // Moved off: done.
         own(&mut p, &any, Some(1), 2);
         check_drains(&p, &live, 0).unwrap();
+    }
+
+    fn send(at_ms: u64, node: NodeId, epoch: u64) -> Send {
+        Send {
+            at_ms,
+            node,
+            integration: "acme/notion".into(),
+            shard: "*#3".into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn an_old_owner_sending_after_the_new_owner_began_is_caught() {
+        // n1 at epoch 1 until 1000 ms, n2 at epoch 2 from 1000 ms: in order.
+        let ok = [
+            send(0, 1, 1),
+            send(900, 1, 1),
+            send(1_000, 2, 2),
+            send(1_000, 1, 1),
+        ];
+        assert_eq!(check_senders(&ok), Ok(()));
+        // n1 still sends at 1200 ms, after n2's first at 1000 ms.
+        let late = [send(0, 1, 1), send(1_000, 2, 2), send(1_200, 1, 1)];
+        let v = check_senders(&late).unwrap_err();
+        assert_eq!(v.invariant, "senders-in-epoch-order");
+        assert_eq!(v.at_ms, 1_200);
+        assert!(
+            v.detail.contains("n1 sent from shard *#3 under epoch 1"),
+            "{v}"
+        );
+        // Back to n1 at a later epoch; one epoch's senders are not ordered among themselves;
+        // other shards and integrations are other streams.
+        let mut fine = vec![
+            send(0, 1, 1),
+            send(1_000, 2, 2),
+            send(3_000, 1, 3),
+            send(3_000, 2, 2),
+        ];
+        fine.push(send(5_000, 3, 3));
+        fine.push(Send {
+            shard: "eu#3".into(),
+            ..send(6_000, 2, 1)
+        });
+        assert_eq!(check_senders(&fine), Ok(()));
     }
 }

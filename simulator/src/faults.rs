@@ -175,6 +175,61 @@ pub fn region_loss(
     ]
 }
 
+/// Chance, in percent, that the operator drains a node while it is cut off (once a run).
+pub const DARK_DRAIN_PERCENT: u32 = 50;
+/// How soon after the node is cut off the operator drains it, ms.
+pub const DARK_DRAIN_AFTER_MS: (u64, u64) = (50, 700);
+/// An isolation this short is over before the operator would act on it, ms.
+pub const DARK_DRAIN_MIN_ISOLATION_MS: u64 = 1_200;
+
+/// The operator drains a node that went dark: `node` is marked draining at `at_ms`, while it
+/// is cut off from the others, and undrained once it is back (`until_ms` is its rejoin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DarkDrain {
+    /// The node cut off, then drained.
+    pub node: NodeId,
+    /// When the operator marks it draining, ms.
+    pub at_ms: u64,
+    /// When it is back in touch with the others, ms.
+    pub until_ms: u64,
+}
+
+/// The drain of a cut-off node in the run of `seed` with fault schedule `plan`, if any (its
+/// own stream): in [`DARK_DRAIN_PERCENT`] of the seeds, one isolation of at least
+/// [`DARK_DRAIN_MIN_ISOLATION_MS`] is chosen and its node drained
+/// [`DARK_DRAIN_AFTER_MS`] after it was cut off. The shard moves off a node that may still
+/// send for up to S (until its view is no longer confirmed current): the case the new
+/// owner's hold-off exists for.
+pub fn dark_drain(seed: u64, plan: &[(u64, Fault)]) -> Option<DarkDrain> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6461_726b);
+    if rng.random_range(0..100) >= DARK_DRAIN_PERCENT {
+        return None;
+    }
+    let isolations: Vec<(u64, u64, NodeId)> = plan
+        .iter()
+        .filter_map(|(at, f)| match f {
+            Fault::Isolate(n) => plan
+                .iter()
+                .find(|(back, g)| {
+                    *back >= *at
+                        && (matches!(g, Fault::Rejoin(m) if m == n) || *g == Fault::HealAll)
+                })
+                .map(|(back, _)| (*at, *back, *n)),
+            _ => None,
+        })
+        .filter(|(at, back, _)| back - at >= DARK_DRAIN_MIN_ISOLATION_MS)
+        .collect();
+    if isolations.is_empty() {
+        return None;
+    }
+    let (at, back, node) = isolations[rng.random_range(0..isolations.len())];
+    Some(DarkDrain {
+        node,
+        at_ms: at + rng.random_range(DARK_DRAIN_AFTER_MS.0..DARK_DRAIN_AFTER_MS.1),
+        until_ms: back,
+    })
+}
+
 /// Faults start no earlier than this (the cluster forms first).
 pub const FIRST_FAULT_MS: u64 = 2_000;
 /// Time between two quick restarts (crash, back 20-250 ms later), ms.
@@ -332,5 +387,26 @@ mod tests {
             }
         }
         assert!((10..=30).contains(&lost), "{lost} of 40");
+    }
+
+    #[test]
+    fn a_dark_drain_falls_inside_an_isolation_of_its_node() {
+        let mut drained = 0;
+        for seed in 0..60 {
+            let plan = schedule(seed, 3, 25_000);
+            let d = dark_drain(seed, &plan);
+            assert_eq!(d, dark_drain(seed, &plan));
+            let Some(d) = d else { continue };
+            drained += 1;
+            let cut = plan
+                .iter()
+                .filter(|(at, f)| *f == Fault::Isolate(d.node) && *at < d.at_ms)
+                .map(|(at, _)| *at)
+                .max()
+                .expect("the node was cut off before the drain");
+            assert!(d.at_ms - cut < DARK_DRAIN_AFTER_MS.1, "{d:?} cut at {cut}");
+            assert!(d.at_ms < d.until_ms, "{d:?}");
+        }
+        assert!((10..=40).contains(&drained), "{drained} of 60");
     }
 }

@@ -27,7 +27,7 @@ use quire_actors::notion::{HttpMethod, NotionError, NotionRequest, NotionToken};
 use quire_actors::supervisor::DataPlane;
 use quire_node::cluster::Router;
 use quire_node::freshness::Freshness;
-use quire_raft::handoff::{HoldOff, effective_owner};
+use quire_raft::handoff::{HoldOff, effective_owner, serves_tenant};
 use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::placement::{ShardId, integration_key, shard_of};
 use quire_raft::{NodeId, State};
@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::access::AUTHZ_MAX_STALENESS;
 use crate::bugs::Bug;
+use crate::check::{Send, SendLog};
 use crate::node::{CALL_DEADLINE_MS, peer_addr};
 use crate::notion::{INTEGRATIONS, budget};
 use crate::trace::{Trace, sim_now};
@@ -92,6 +93,8 @@ pub struct Forward {
     pub bug: Option<Bug>,
     /// The run's trace.
     pub trace: Trace,
+    /// Every node's requests let through a fence.
+    pub sends: SendLog,
     hold_off: Mutex<HoldOff<Instant>>,
     /// (shard, epoch) pairs this incarnation has traced itself the owner of.
     announced: Mutex<BTreeSet<(ShardId, u64)>>,
@@ -222,6 +225,7 @@ impl Forward {
         freshness: Arc<Freshness>,
         bug: Option<Bug>,
         trace: Trace,
+        sends: SendLog,
     ) -> Self {
         Self {
             id,
@@ -230,6 +234,7 @@ impl Forward {
             freshness,
             bug,
             trace,
+            sends,
             hold_off: Mutex::new(HoldOff::default()),
             announced: Mutex::new(BTreeSet::new()),
         }
@@ -351,19 +356,20 @@ impl Forward {
         }
     }
 
-    /// When this node may send for `shard` at `epoch`, if its applied state names it the
-    /// owner at exactly that epoch.
-    fn owns(&self, shard: &ShardId, epoch: u64) -> Option<Instant> {
+    /// When this node may send for `tenant` from `shard` at `epoch`, if its applied state
+    /// names it the owner at exactly that epoch and the shard is still the tenant's.
+    fn owns(&self, shard: &ShardId, epoch: u64, tenant: &TenantId) -> Option<Instant> {
         let me = self.id;
         let now = Instant::now();
         let at = self.router.control.read_applied(|s| {
             let p = s.placement();
-            (effective_owner(p, shard, me) == Some((me, epoch))).then(|| {
-                self.hold_off
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .may_send_at(p, shard, me, epoch, now, AUTHZ_MAX_STALENESS)
-            })
+            (effective_owner(p, shard, me) == Some((me, epoch)) && serves_tenant(p, tenant, shard))
+                .then(|| {
+                    self.hold_off
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .may_send_at(p, shard, tenant, me, epoch, now, AUTHZ_MAX_STALENESS)
+                })
         })?;
         let first = self
             .announced
@@ -381,17 +387,28 @@ impl Forward {
         Some(at)
     }
 
-    /// The fence checked right before each request leaves: still the owner at `epoch`, with
-    /// a view confirmed current within S. `moved` is set when it refused because the shard
-    /// has another owner or epoch now.
-    fn fence(&self, shard: &ShardId, epoch: u64, moved: Arc<AtomicBool>) -> Fence {
+    /// The fence checked right before each request leaves: still the owner at `epoch` of
+    /// the tenant's shard, with a view confirmed current within S. `moved` is set when it
+    /// refused because the shard has another owner or epoch now, or is no longer the
+    /// tenant's (its residency changed).
+    fn fence(
+        &self,
+        shard: &ShardId,
+        epoch: u64,
+        tenant: &TenantId,
+        moved: Arc<AtomicBool>,
+    ) -> Fence {
         let me = self.id;
         let control = self.router.control.clone();
         let freshness = self.freshness.clone();
         let shard = shard.clone();
+        let tenant = tenant.clone();
         Arc::new(move || {
-            let owns = control.read_applied(|s| effective_owner(s.placement(), &shard, me))
-                == Some((me, epoch));
+            let owns = control.read_applied(|s| {
+                let p = s.placement();
+                effective_owner(p, &shard, me) == Some((me, epoch))
+                    && serves_tenant(p, &tenant, &shard)
+            });
             if !owns {
                 moved.store(true, Ordering::SeqCst);
                 Err(format!("no longer owns shard {shard} at epoch {epoch}"))
@@ -414,7 +431,10 @@ impl Forward {
         deadline: Instant,
     ) -> Result<Value, NotServed> {
         let unfenced = self.bug == Some(Bug::StaleOwnerNotFenced);
-        self.owns(shard, epoch).ok_or(NotServed::WrongOwner)?;
+        let tenant = TenantId::new(ctx.tenant_id.as_str())
+            .map_err(|_| NotServed::Failed(retry("the caller's tenant id is not valid".into())))?;
+        self.owns(shard, epoch, &tenant)
+            .ok_or(NotServed::WrongOwner)?;
         // PLANTED BUG `stale-owner-not-fenced` (simulator only) sends from a view never
         // confirmed current, and without the fence below.
         if !unfenced && self.freshness.ensure(&self.router).await.is_err() {
@@ -422,7 +442,9 @@ impl Forward {
                 "this node cannot confirm its view of the shard map current".into(),
             )));
         }
-        let may_send_at = self.owns(shard, epoch).ok_or(NotServed::WrongOwner)?;
+        let may_send_at = self
+            .owns(shard, epoch, &tenant)
+            .ok_or(NotServed::WrongOwner)?;
         // PLANTED BUG `handoff-skips-hold-off` (simulator only) sends at once.
         if may_send_at > Instant::now() && self.bug != Some(Bug::HandoffSkipsHoldOff) {
             if may_send_at >= deadline {
@@ -435,11 +457,28 @@ impl Forward {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let moved = Arc::new(AtomicBool::new(false));
-        let fence: Fence = if unfenced {
+        let checked: Fence = if unfenced {
             Arc::new(|| Ok(()))
         } else {
-            self.fence(shard, epoch, moved.clone())
+            self.fence(shard, epoch, &tenant, moved.clone())
         };
+        // What passes the fence leaves for Notion: recorded for `senders-in-epoch-order`.
+        let (sends, me) = (self.sends.clone(), self.id);
+        let (integration, shard_name) = (
+            format!("{}/{}", ctx.tenant_id, ctx.integration.id),
+            shard.to_string(),
+        );
+        let fence: Fence = Arc::new(move || {
+            checked()?;
+            sends.record(Send {
+                at_ms: sim_now().as_millis() as u64,
+                node: me,
+                integration: integration.clone(),
+                shard: shard_name.clone(),
+                epoch,
+            });
+            Ok(())
+        });
         let sent = Arc::new(AtomicU32::new(0));
         let at = quire_actors::limiter::ShardEpoch::new(shard.to_string(), epoch);
         let result = self.data.call_fenced(ctx, req, left, sent, fence, at).await;

@@ -376,6 +376,8 @@ pub struct NodeSetup {
     pub authz: AuthzLog,
     /// Its region (its placement labels; [`crate::placement::regions`]).
     pub region: String,
+    /// Every node's requests let through an owner's fence.
+    pub sends: crate::check::SendLog,
 }
 
 /// When nodes started again after their first start (node, simulated ms).
@@ -555,6 +557,7 @@ async fn serve_incarnation(setup: &NodeSetup, incarnation: u64) -> Result<(), St
         freshness.clone(),
         setup.bug,
         setup.trace.clone(),
+        setup.sends.clone(),
     ));
     forwarding.set(forward.clone());
     let (requests, mut inbox) = mpsc::channel::<Request>(ADMIN_QUEUE);

@@ -16,10 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::access::{AuthzLog, Credentials, RevocationLog, check_audit, check_revocations};
 use crate::bugs::Bug;
 use crate::check::{
-    History, Observer, Violation, check_drains, check_final, check_history, check_notion,
-    state_digest,
+    History, Observer, SendLog, Violation, check_drains, check_final, check_history, check_notion,
+    check_senders, state_digest,
 };
-use crate::faults::{Fault, region_loss, schedule};
+use crate::faults::{Fault, dark_drain, region_loss, schedule};
 use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
 use crate::notion::{
     INTEGRATIONS, NOTION_HOST, NotionLog, SandboxHandle, SandboxSetup, budget, run_sandbox,
@@ -412,6 +412,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let tools = ToolHistory::default();
     let sandbox = SandboxHandle::default();
     let notion_log = NotionLog::default();
+    let sends = SendLog::default();
     let restarts = RestartLog::default();
     let authz = AuthzLog::default();
     let revocations = RevocationLog::default();
@@ -452,6 +453,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             restarts: restarts.clone(),
             authz: authz.clone(),
             region: regions.get(&n).cloned().unwrap_or_default(),
+            sends: sends.clone(),
         };
         sim.host(host_name(n), move || run_node(setup.clone()));
     }
@@ -462,6 +464,14 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         trace: trace.clone(),
     };
     sim.host(NOTION_HOST, move || run_sandbox(sandbox_setup.clone()));
+    let plan = {
+        let mut plan = schedule(seed, nodes, ms(heal_at));
+        plan.extend(region_loss(seed, &regions, ms(heal_at)));
+        // Stable: the region loss goes after the other faults of the same millisecond.
+        plan.sort_by_key(|(at, _)| *at);
+        plan
+    };
+    let dark = dark_drain(seed, &plan);
     sim.client(
         "client",
         run_workload(WorkloadSetup {
@@ -478,6 +488,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             membership: options.membership,
             credentials: Credentials::default(),
             revocations: revocations.clone(),
+            dark_drain: dark,
         }),
     );
     trace.record(
@@ -538,10 +549,6 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
             }
         }));
     }
-    let mut plan = schedule(seed, nodes, ms(heal_at));
-    plan.extend(region_loss(seed, &regions, ms(heal_at)));
-    // Stable: the region loss goes after the other faults of the same millisecond.
-    plan.sort_by_key(|(at, _)| *at);
     let mut driver = Driver {
         sandbox: sandbox.clone(),
         sim_faults_torn: torn_writes,
@@ -712,6 +719,9 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
                 violation = Some(v);
             }
         }
+    }
+    if violation.is_none() {
+        violation = check_senders(&sends.sends()).err();
     }
     if violation.is_none() && !converged {
         violation = Some(Violation {

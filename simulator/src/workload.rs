@@ -166,6 +166,8 @@ pub struct WorkloadSetup {
     pub credentials: Credentials,
     /// The sim admins' revocations.
     pub revocations: RevocationLog,
+    /// The operator's drain of a node that went dark, if the seed has one.
+    pub dark_drain: Option<crate::faults::DarkDrain>,
 }
 
 fn op_text(op: &Op) -> String {
@@ -595,17 +597,22 @@ pub const DRAIN_HOLD_MS: (u64, u64) = (1_500, 5_000);
 /// Time between an undrain and the next drain, ms.
 pub const DRAIN_GAP_MS: (u64, u64) = (500, 3_000);
 
-/// Marks `node` draining (or not) through random nodes until written, refused, or `until`.
+/// Marks `node` draining (or not) through random nodes (never `avoid`) until written,
+/// refused, or `until`.
 async fn set_draining(
     w: &WorkloadSetup,
     rng: &mut ChaCha8Rng,
     node: NodeId,
     draining: bool,
     until: Duration,
+    avoid: Option<NodeId>,
 ) -> bool {
     let cmd = quire_raft::Command::SetNodeDraining { node, draining };
     while sim_now() < until {
         let via = rng.random_range(1..=w.nodes);
+        if Some(via) == avoid && w.nodes > 1 {
+            continue;
+        }
         match access_call_as(w, "operator", via, AccessOp::Plain(cmd.clone())).await {
             OpResult::Written => return true,
             OpResult::Rejected { .. } => return false,
@@ -628,7 +635,7 @@ async fn drainer(w: WorkloadSetup) {
     while next < last_start {
         tokio::time::sleep(next.saturating_sub(sim_now())).await;
         let n = rng.random_range(1..=w.nodes);
-        if !set_draining(&w, &mut rng, n, true, w.heal_at).await {
+        if !set_draining(&w, &mut rng, n, true, w.heal_at, None).await {
             next = sim_now() + Duration::from_millis(rng.random_range(500..2_000));
             continue;
         }
@@ -642,9 +649,40 @@ async fn drainer(w: WorkloadSetup) {
         }
         tokio::time::sleep(hold).await;
         // Undrained even after the heal: the mark must not outlive the operator's intent.
-        set_draining(&w, &mut rng, n, false, w.stop_at).await;
+        set_draining(&w, &mut rng, n, false, w.stop_at, None).await;
         next = sim_now() + Duration::from_millis(rng.random_range(DRAIN_GAP_MS.0..DRAIN_GAP_MS.1));
     }
+}
+
+/// The operator drains a node that went dark ([`crate::faults::dark_drain`]): marked
+/// draining through the other nodes while it is cut off, undrained 0.5-1.5 s after it is
+/// back in touch.
+async fn dark_drainer(w: WorkloadSetup) {
+    let Some(d) = w.dark_drain else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(w.seed ^ 0x6461_726b_6f70);
+    tokio::time::sleep(Duration::from_millis(d.at_ms).saturating_sub(sim_now())).await;
+    w.trace.record(
+        sim_now(),
+        "operator",
+        format!("n{} went dark: drain it", d.node),
+    );
+    let written = set_draining(
+        &w,
+        &mut rng,
+        d.node,
+        true,
+        Duration::from_millis(d.until_ms).min(w.heal_at),
+        Some(d.node),
+    )
+    .await;
+    if !written {
+        return;
+    }
+    let back = d.until_ms + rng.random_range(500..1_500);
+    tokio::time::sleep(Duration::from_millis(back).saturating_sub(sim_now())).await;
+    set_draining(&w, &mut rng, d.node, false, w.stop_at, None).await;
 }
 
 /// The client host's software: the admins, the agents, the operator and the liveness
@@ -664,6 +702,7 @@ pub async fn run_workload(w: WorkloadSetup) -> turmoil::Result {
         tasks.push(tokio::spawn(operator(w.clone())));
     }
     tasks.push(tokio::spawn(drainer(w.clone())));
+    tasks.push(tokio::spawn(dark_drainer(w.clone())));
     for task in tasks {
         task.await?;
     }
