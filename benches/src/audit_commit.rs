@@ -129,13 +129,18 @@ pub async fn admin_ok(
     }
 }
 
+/// The integration every call uses (in the demo tenant).
+const INTEGRATION: &str = "bench";
+/// Longest wait for the integration's shard to have an owner that holds still.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// An integration with the largest budget, a workspace on it, an agent and its token.
 pub async fn provision(cluster: &LocalCluster) -> Result<String, BenchError> {
     admin_ok(
         cluster,
         Method::POST,
         "/tenants/demo/integrations",
-        json!({"id": "bench", "display_name": "bench", "notion_token": "secret_sandbox_alpha",
+        json!({"id": INTEGRATION, "display_name": "bench", "notion_token": "secret_sandbox_alpha",
                "requests_per_second": 1000, "burst": 10000}),
     )
     .await?;
@@ -222,6 +227,19 @@ pub async fn run(
             .pool_max_idle_per_host(MAX_WRITERS)
             .build()
             .map_err(BenchError::Http)?;
+        // The integration's shard gets its first owner from the leader's placement round; a
+        // call caught by that move is refused as retryable, which would count as an error
+        // here. Measure once the owner has held still.
+        let shard = crate::forwarding::integration_shard(INTEGRATION)?;
+        let node_http = &cluster.node(1).map_err(BenchError::Cluster)?.http;
+        crate::forwarding::stable_owner(
+            &http,
+            node_http,
+            &cluster.status.admin_token,
+            &shard,
+            SETTLE_TIMEOUT,
+        )
+        .await?;
         let urls: Vec<String> = cluster
             .status
             .nodes

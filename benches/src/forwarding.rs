@@ -254,7 +254,7 @@ pub fn integration_shard(integration: &str) -> Result<String, BenchError> {
 
 /// Waits until `shard` has an owner that stays the same (owner and epoch) for
 /// [`STABLE_FOR`] with no move planned; returns (owner, epoch).
-async fn stable_owner(
+pub(crate) async fn stable_owner(
     http: &reqwest::Client,
     node_http: &str,
     token: &str,
