@@ -103,7 +103,8 @@ pub enum TransportError {
 
 impl TransportError {
     /// Whether retrying later, possibly elsewhere, may succeed (as opposed to a request that
-    /// is wrong and will stay wrong).
+    /// is wrong and will stay wrong). A peer's `Cancelled` is its server ending the call at the
+    /// deadline the client sent (tonic answers "Timeout expired"), like a `Timeout` here.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -112,7 +113,7 @@ impl TransportError {
                 | TransportError::Overloaded(_)
                 | TransportError::NotLeader { .. }
                 | TransportError::Raft(_)
-        ) || matches!(self, TransportError::Remote { code, .. } if matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted))
+        ) || matches!(self, TransportError::Remote { code, .. } if matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled))
     }
 }
 
