@@ -56,7 +56,7 @@ use quire_actors::limiter::ShardEpoch;
 use quire_actors::notion::{HttpMethod, NotionError, NotionRequest};
 use quire_actors::stats::Histogram;
 use quire_raft::NodeId;
-use quire_raft::handoff::{HoldOff, effective_owner, serves_tenant};
+use quire_raft::handoff::{HoldOff, effective_owner, sends_for};
 use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::placement::{Residency, ShardId, integration_key, shard_of};
 use quire_raft::state::State;
@@ -414,10 +414,7 @@ fn fence(
     let shard = shard.clone();
     let tenant = tenant.clone();
     Arc::new(move || {
-        let owns = control.read_applied(|s| {
-            let p = s.placement();
-            effective_owner(p, &shard, me) == Some((me, epoch)) && serves_tenant(p, &tenant, &shard)
-        });
+        let owns = control.read_applied(|s| sends_for(s.placement(), &shard, epoch, &tenant, me));
         let why = if !owns {
             moved.store(true, Ordering::SeqCst);
             format!(
@@ -459,7 +456,7 @@ async fn serve_owned(
             let eff = effective_owner(s.placement(), shard, me);
             // A tenant whose residency changed sends from a shard of its new residency: the
             // entry node, told this one does not serve it, catches up and routes again.
-            if eff == Some((me, epoch)) && serves_tenant(s.placement(), &tenant, shard) {
+            if sends_for(s.placement(), shard, epoch, &tenant, me) {
                 let route = Route {
                     shard: shard.clone(),
                     owner: me,

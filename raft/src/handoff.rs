@@ -61,6 +61,19 @@ pub fn serves_tenant(p: &PlacementState, tenant: &TenantId, shard: &ShardId) -> 
     }
 }
 
+/// Whether node `me` sends `tenant`'s integrations from `shard` at `epoch` under `p`: the
+/// shard's effective owner at exactly that epoch, and still the tenant's shard. What an
+/// owner checks before serving and in its fence before every request.
+pub fn sends_for(
+    p: &PlacementState,
+    shard: &ShardId,
+    epoch: u64,
+    tenant: &TenantId,
+    me: NodeId,
+) -> bool {
+    effective_owner(p, shard, me) == Some((me, epoch)) && serves_tenant(p, tenant, shard)
+}
+
 /// What decides the would-be owner of shards without one.
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Inputs {

@@ -27,7 +27,7 @@ use quire_actors::notion::{HttpMethod, NotionError, NotionRequest, NotionToken};
 use quire_actors::supervisor::DataPlane;
 use quire_node::cluster::Router;
 use quire_node::freshness::Freshness;
-use quire_raft::handoff::{HoldOff, effective_owner, serves_tenant};
+use quire_raft::handoff::{HoldOff, effective_owner, sends_for};
 use quire_raft::ids::{TenantId, WorkspaceId};
 use quire_raft::placement::{ShardId, integration_key, shard_of};
 use quire_raft::{NodeId, State};
@@ -363,13 +363,12 @@ impl Forward {
         let now = Instant::now();
         let at = self.router.control.read_applied(|s| {
             let p = s.placement();
-            (effective_owner(p, shard, me) == Some((me, epoch)) && serves_tenant(p, tenant, shard))
-                .then(|| {
-                    self.hold_off
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .may_send_at(p, shard, tenant, me, epoch, now, AUTHZ_MAX_STALENESS)
-                })
+            sends_for(p, shard, epoch, tenant, me).then(|| {
+                self.hold_off
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .may_send_at(p, shard, tenant, me, epoch, now, AUTHZ_MAX_STALENESS)
+            })
         })?;
         let first = self
             .announced
@@ -404,11 +403,8 @@ impl Forward {
         let shard = shard.clone();
         let tenant = tenant.clone();
         Arc::new(move || {
-            let owns = control.read_applied(|s| {
-                let p = s.placement();
-                effective_owner(p, &shard, me) == Some((me, epoch))
-                    && serves_tenant(p, &tenant, &shard)
-            });
+            let owns =
+                control.read_applied(|s| sends_for(s.placement(), &shard, epoch, &tenant, me));
             if !owns {
                 moved.store(true, Ordering::SeqCst);
                 Err(format!("no longer owns shard {shard} at epoch {epoch}"))
