@@ -106,9 +106,10 @@ pub struct NotionStats {
     integrations: Mutex<BTreeMap<String, IntegrationStats>>,
     tenants_started: AtomicU64,
     tenants_passivated: AtomicU64,
+    tenants_retired: AtomicU64,
 }
 
-/// How many tenant supervisors this data plane started and passivated since it started.
+/// How many tenant supervisors this data plane started, passivated and retired since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantCounts {
     /// Every start: a tenant's first call, the first call after a passivation, and a
@@ -116,6 +117,8 @@ pub struct TenantCounts {
     pub started: u64,
     /// Tenant supervisors stopped because they were idle (never a failure).
     pub passivated: u64,
+    /// Tenant supervisors stopped because the node serves none of their shards any more.
+    pub retired: u64,
 }
 
 /// The label a request's outcome is counted under.
@@ -168,11 +171,17 @@ impl NotionStats {
         self.tenants_passivated.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Tenant supervisors started and passivated so far.
+    /// A tenant supervisor was retired (the node serves none of its shards any more).
+    pub fn tenant_retired(&self) {
+        self.tenants_retired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tenant supervisors started, passivated and retired so far.
     pub fn tenants(&self) -> TenantCounts {
         TenantCounts {
             started: self.tenants_started.load(Ordering::Relaxed),
             passivated: self.tenants_passivated.load(Ordering::Relaxed),
+            retired: self.tenants_retired.load(Ordering::Relaxed),
         }
     }
 

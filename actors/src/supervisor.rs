@@ -31,6 +31,14 @@
 //! after the check can be lost with it; otherwise the offer is stale and the tenant stays.
 //! The node counts a passivation apart from a restart (it is not a failure), and
 //! [`crate::stats::NotionStats::tenants`] counts starts and passivations.
+//!
+//! **Retirement.** A node that no longer owns any shard of a tenant's integrations (they
+//! moved to other nodes, or the tenant's residency moved them) retires the tenant's
+//! supervisor at once ([`DataPlane::retire_tenant`]) instead of waiting `idle_tenant_ms`:
+//! the same offer and check as passivation, but a limiter whose bucket is not yet full does
+//! not hold it (its successor, should the shard come back, starts empty: never more
+//! permissive). A call anywhere in the tree, or a limiter with a pause left or calls
+//! queued, still does: the tenant is then [`Retired::Busy`] and the caller may ask again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -156,6 +164,30 @@ pub struct DataPlaneStats {
     pub restarts: u64,
     /// Tenant supervisors stopped because they were idle (not failures, not restarts).
     pub passivated: u64,
+    /// Tenant supervisors stopped because this node serves none of their shards any more
+    /// ([`DataPlane::retire_tenant`]).
+    pub retired: u64,
+}
+
+/// What [`DataPlane::retire_tenant`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// No supervisor of the tenant runs on this node.
+    NotRunning,
+    /// Its supervisor stopped, with its sessions and limiters.
+    Stopped,
+    /// Still running: a call of the tenant is in the tree (or arrived meanwhile), or one of
+    /// its limiters has a pause left or calls queued. Ask again later.
+    Busy,
+}
+
+/// Why a tenant supervisor offers to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopOffer {
+    /// It has been idle `idle_tenant_ms` with settled limiters.
+    Idle,
+    /// The node asked it to retire and nothing holds it.
+    Retire,
 }
 
 /// One call travelling down the tree.
@@ -205,11 +237,19 @@ enum NodeMsg {
         retry_after: Duration,
         reply: RpcReplyPort<bool>,
     },
-    /// A tenant supervisor found itself idle after receiving `received` messages.
-    TenantIdle {
+    /// A tenant supervisor offers to stop (idle, or asked to retire) after receiving
+    /// `received` messages.
+    TenantStop {
         tenant_id: String,
         actor: ActorId,
         received: u64,
+        why: StopOffer,
+        reply: Option<RpcReplyPort<Retired>>,
+    },
+    /// Retire the tenant's supervisor if nothing holds it (see the module docs).
+    Retire {
+        tenant_id: String,
+        reply: RpcReplyPort<Retired>,
     },
     Stats(RpcReplyPort<DataPlaneStats>),
     /// Another node's limiter snapshot for one of the tenant's integrations (a handoff).
@@ -265,6 +305,7 @@ struct NodeState {
     by_id: BTreeMap<ActorId, String>,
     restarts: u64,
     passivated: u64,
+    retired: u64,
 }
 
 impl Drop for NodeState {
@@ -348,6 +389,7 @@ impl Actor for NodeSupervisor {
             by_id: BTreeMap::new(),
             restarts: 0,
             passivated: 0,
+            retired: 0,
         })
     }
 
@@ -479,25 +521,56 @@ impl Actor for NodeSupervisor {
                     let _ = adopt.reply.send(Err(e));
                 }
             },
-            NodeMsg::TenantIdle {
+            NodeMsg::TenantStop {
                 tenant_id,
                 actor,
                 received,
+                why,
+                reply,
             } => {
                 let current = state
                     .tenants
                     .get(&tenant_id)
                     .is_some_and(|t| t.actor.get_id() == actor && t.routed == received);
+                let mut outcome = Retired::Busy;
                 if current && let Some(t) = state.tenants.remove(&tenant_id) {
                     // Out of the map first: the tenant's next call starts a new supervisor.
                     // Its end is then no failure to restart (`by_id` no longer names it).
                     state.by_id.remove(&actor);
-                    state.passivated += 1;
-                    state.args.stats.tenant_passivated();
-                    tracing::debug!(tenant = %tenant_id, "tenant supervisor idle; passivating it");
-                    t.actor.stop(Some("passivated: idle".into()));
+                    match why {
+                        StopOffer::Idle => {
+                            state.passivated += 1;
+                            state.args.stats.tenant_passivated();
+                            tracing::debug!(tenant = %tenant_id, "tenant supervisor idle; passivating it");
+                            t.actor.stop(Some("passivated: idle".into()));
+                        }
+                        StopOffer::Retire => {
+                            state.retired += 1;
+                            state.args.stats.tenant_retired();
+                            tracing::debug!(tenant = %tenant_id, "no shard of the tenant is served here; retiring its supervisor");
+                            t.actor.stop(Some("retired: its shards moved away".into()));
+                        }
+                    }
+                    outcome = Retired::Stopped;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
                 }
             }
+            NodeMsg::Retire { tenant_id, reply } => match state.tenants.get(&tenant_id) {
+                // Not counted as routed: asking is no activity, and the tenant's offer
+                // must match what was routed to it.
+                Some(t) => {
+                    if let Err(ractor::MessagingErr::SendErr(TenantMsg::Retire(reply))) =
+                        t.actor.send_message(TenantMsg::Retire(reply))
+                    {
+                        let _ = reply.send(Retired::Busy);
+                    }
+                }
+                None => {
+                    let _ = reply.send(Retired::NotRunning);
+                }
+            },
             NodeMsg::Stats(reply) => {
                 // Asked off the node's mailbox so a slow tenant never holds up calls.
                 let tenants: Vec<ActorRef<TenantMsg>> =
@@ -506,6 +579,7 @@ impl Actor for NodeSupervisor {
                     tenants: tenants.len(),
                     restarts: state.restarts,
                     passivated: state.passivated,
+                    retired: state.retired,
                     ..Default::default()
                 };
                 tokio::spawn(async move {
@@ -578,6 +652,8 @@ enum TenantMsg {
     Adopt(AdoptJob),
     /// Timer: is the tenant idle (see the module docs)?
     IdleCheck,
+    /// The node asks the tenant to retire (see the module docs).
+    Retire(RpcReplyPort<Retired>),
     Stats(RpcReplyPort<DataPlaneStats>),
 }
 
@@ -714,6 +790,21 @@ impl TenantState {
             }
         }
         settle
+    }
+
+    /// Whether something keeps this tenant from retiring: a call somewhere in its tree, or a
+    /// limiter with a pause left or calls queued (or one that does not answer).
+    async fn held(&self) -> bool {
+        if Arc::strong_count(&self.calls) > 1 {
+            return true;
+        }
+        for entry in self.limiters.values() {
+            match limiter::state(&entry.actor).await {
+                Ok(s) if s.queued == 0 && s.paused_for.is_none() => {}
+                _ => return true,
+            }
+        }
+        false
     }
 
     /// Starts the integration's limiter from `adopt`'s snapshot, or merges it into the one
@@ -941,14 +1032,32 @@ impl Actor for TenantSupervisor {
                     if wait.is_zero() {
                         // The node stops this tenant only if nothing reached it since; if
                         // something did, that message re-armed the check.
-                        let _ = state.args.node.send_message(NodeMsg::TenantIdle {
+                        let _ = state.args.node.send_message(NodeMsg::TenantStop {
                             tenant_id: state.args.tenant_id.clone(),
                             actor: myself.get_id(),
                             received: state.received,
+                            why: StopOffer::Idle,
+                            reply: None,
                         });
                     } else {
                         state.arm_idle_check(&myself, wait);
                     }
+                }
+            }
+            TenantMsg::Retire(reply) => {
+                if state.held().await {
+                    let _ = reply.send(Retired::Busy);
+                } else if let Err(ractor::MessagingErr::SendErr(NodeMsg::TenantStop {
+                    reply: Some(reply),
+                    ..
+                })) = state.args.node.send_message(NodeMsg::TenantStop {
+                    tenant_id: state.args.tenant_id.clone(),
+                    actor: myself.get_id(),
+                    received: state.received,
+                    why: StopOffer::Retire,
+                    reply: Some(reply),
+                }) {
+                    let _ = reply.send(Retired::Busy);
                 }
             }
             TenantMsg::Crash => {
@@ -980,6 +1089,7 @@ impl Actor for TenantSupervisor {
                     limiters: state.limiters.len(),
                     restarts: state.restarts,
                     passivated: 0,
+                    retired: 0,
                 });
             }
         }
@@ -1643,6 +1753,30 @@ impl DataPlane {
         }
     }
 
+    /// Stops `tenant_id`'s supervisor, its sessions and limiters, unless something holds it
+    /// (see the module docs): for a node that serves none of the tenant's shards any more.
+    /// Its next call here starts a new one (with empty buckets).
+    pub async fn retire_tenant(&self, tenant_id: &str) -> Result<Retired, CallError> {
+        validate_id("tenant_id", tenant_id)?;
+        let tenant_id = tenant_id.to_string();
+        match self
+            .node
+            .call(
+                |reply| NodeMsg::Retire { tenant_id, reply },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => Ok(r),
+            // The tenant stopped (or failed) while answering: ask again.
+            Ok(CallResult::SenderError) => Ok(Retired::Busy),
+            Ok(CallResult::Timeout) => Err(CallError::Unavailable(
+                "the data plane did not answer the retirement in time".into(),
+            )),
+            Err(_) => Err(CallError::Unavailable("the data plane is stopped".into())),
+        }
+    }
+
     /// Pauses an integration's limiter on this node for `retry_after` (e.g. when another
     /// node saw Notion's 429/529). Returns whether the limiter exists here.
     pub async fn pause_integration(
@@ -2015,6 +2149,69 @@ mod tests {
         assert_eq!(permit(&dp, x(2)).await, Duration::ZERO);
         assert_eq!(permit(&dp, x(2)).await, Duration::ZERO);
         assert_eq!(permit(&dp, x(2)).await, Duration::from_millis(500));
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retired_tenant_stops_at_once_unless_a_pause_holds_it() {
+        // Passivation off: only a retirement stops the tenant.
+        let dp = plane().await;
+        assert_eq!(
+            dp.retire_tenant("t1").await.expect("asked"),
+            Retired::NotRunning
+        );
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        // Paused: held (the pause must run out somewhere), whatever the bucket.
+        assert!(
+            dp.pause_integration("t1", "t1/a", Duration::from_secs(2))
+                .await
+        );
+        assert_eq!(dp.retire_tenant("t1").await.expect("asked"), Retired::Busy);
+        assert!(dp.limiter_state("t1", "t1/a").await.is_some());
+        // Pause over, bucket far from full: retired now, not once refilled.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let s = dp.limiter_state("t1", "t1/a").await.expect("a limiter");
+        assert!(s.settled_in() > Duration::ZERO, "{s:?}");
+        assert_eq!(
+            dp.retire_tenant("t1").await.expect("asked"),
+            Retired::Stopped
+        );
+        let s = dp.stats().await.expect("stats");
+        assert_eq!(
+            (s.tenants, s.limiters, s.retired, s.passivated),
+            (0, 0, 1, 0)
+        );
+        assert_eq!(dp.notion_stats().tenants().retired, 1);
+        assert_eq!(
+            dp.retire_tenant("t1").await.expect("asked"),
+            Retired::NotRunning
+        );
+        // Back on the next call, with an empty bucket even at the epoch it sent under.
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        assert_eq!(dp.stats().await.expect("stats").tenants, 1);
+        dp.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_the_tree_holds_a_retiring_tenant() {
+        let dp = plane().await;
+        assert_eq!(permit(&dp, x(1)).await, Duration::from_millis(500));
+        // A second call waits 500 ms for its permit: retiring meanwhile is refused, and
+        // the call goes through.
+        let waiting = {
+            let dp = dp.clone();
+            tokio::spawn(async move { permit(&dp, x(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(dp.retire_tenant("t1").await.expect("asked"), Retired::Busy);
+        assert_eq!(
+            waiting.await.expect("the call ends"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            dp.retire_tenant("t1").await.expect("asked"),
+            Retired::Stopped
+        );
         dp.stop().await;
     }
 }

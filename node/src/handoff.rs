@@ -22,6 +22,20 @@
 //! paused by then: a request already on its way when the move was applied may bring back a
 //! 429 after the snapshot (a pause answered later than that is not carried).
 //!
+//! A residency change moves a tenant's integrations to shards of the new residency without
+//! any shard changing owner: the watcher treats an integration whose shard under the applied
+//! policy is no longer the one it was served at like a moved one, and hands its limiter (taken
+//! as of the shard and epoch it was served at here) to the new shard's owner; one whose new
+//! shard is this node's stays where it is.
+//!
+//! **Retirement.** After the second look, a tenant of the handed-off integrations that this
+//! node no longer owns any shard of (asked of the applied state just before) has its
+//! supervisor retired (`DataPlane::retire_tenant`): its sessions and limiters stop now, not
+//! `limits.idle_tenant_ms` later. A call still in its tree or a pause still running holds it;
+//! it is asked again every [`RETIRE_RETRY`] for up to [`RETIRE_PATIENCE`], after which
+//! ordinary passivation stops it once idle. Should a shard come back, the tenant's next call
+//! starts a new supervisor with empty buckets (never more permissive than the one retired).
+//!
 //! **New owner.** It first applies the sender's index (bounded wait), then adopts a snapshot
 //! only if its own applied state names it the shard's owner at exactly the epoch the sender
 //! saw, and the integration hashes to that shard there; otherwise it refuses. Adopting
@@ -40,7 +54,7 @@
 //! it) and `failed` (not delivered, or refused) on the old owner; `adopted` and `refused` on
 //! the new owner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +63,7 @@ use tokio::time::Instant;
 
 use quire_actors::call::Budget;
 use quire_actors::limiter::{LimiterSnapshot, ShardEpoch};
+use quire_actors::supervisor::Retired;
 use quire_raft::NodeId;
 use quire_raft::ids::{IntegrationId, TenantId};
 use quire_raft::placement::{PlacementState, ShardId, integration_key, shard_of};
@@ -66,6 +81,10 @@ pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 const LATE_PAUSE_CHECK: Duration = Duration::from_secs(1);
 /// Longest the receiver waits to apply the index the sender saw the move at.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(1_500);
+/// How often a tenant whose supervisor is held (a call, a pause) is asked again to retire.
+const RETIRE_RETRY: Duration = Duration::from_secs(1);
+/// How long it is asked at most; after that it passivates when idle.
+const RETIRE_PATIENCE: Duration = Duration::from_secs(60);
 /// Integrations remembered as served here (beyond it the least recently served half is
 /// forgotten; a forgotten one is not handed off, and its new owner starts it empty).
 const MAX_RECORDS: usize = 65_536;
@@ -100,11 +119,13 @@ pub struct HandoffReply {
 }
 
 /// An integration served here, handed off: (tenant, data plane integration id) and the
-/// epoch this node last served it at.
+/// shard and epoch this node last served it at (the shard differs from the one it is handed
+/// off for after a residency change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ServedAt {
     tenant: String,
     integration: String,
+    shard: ShardId,
     epoch: u64,
 }
 
@@ -186,8 +207,10 @@ impl Handoff {
     }
 
     /// Integrations recorded as served here whose shard the applied shard map `p` gives to
-    /// another node: forgotten here, and returned grouped by (new owner, shard, epoch), each
-    /// with the epoch it was last served at here.
+    /// another node — or which the tenant's residency moved to a shard another node owns:
+    /// forgotten here, and returned grouped by (new owner, shard, epoch), each with the shard
+    /// and epoch it was last served at here. One the residency moved to a shard this node
+    /// owns is forgotten too (its next call records it there) and not handed off.
     fn take_moved(
         &self,
         p: &PlacementState,
@@ -195,15 +218,17 @@ impl Handoff {
     ) -> BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> {
         let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> = BTreeMap::new();
         lock(&self.served).retain(|(tenant, integration), s| {
-            match quire_raft::handoff::effective_owner(p, &s.shard, me) {
-                Some((owner, _)) if owner == me => true,
+            let shard = current_shard(p, tenant, integration).unwrap_or_else(|| s.shard.clone());
+            match quire_raft::handoff::effective_owner(p, &shard, me) {
+                Some((owner, _)) if owner == me => shard == s.shard,
                 Some((owner, epoch)) => {
                     moved
-                        .entry((owner, s.shard.clone(), epoch))
+                        .entry((owner, shard, epoch))
                         .or_default()
                         .push(ServedAt {
                             tenant: tenant.clone(),
                             integration: integration.clone(),
+                            shard: s.shard.clone(),
                             epoch: s.epoch,
                         });
                     false
@@ -214,6 +239,32 @@ impl Handoff {
         });
         moved
     }
+}
+
+/// The shard `integration` (the data plane's `tenant/integration` id) of `tenant` goes to
+/// under `p`'s residency policy; `None` if the ids do not parse.
+fn current_shard(p: &PlacementState, tenant: &str, integration: &str) -> Option<ShardId> {
+    let tenant = TenantId::new(tenant).ok()?;
+    let name = integration.strip_prefix(&format!("{}/", tenant.as_str()))?;
+    let integration = IntegrationId::new(name).ok()?;
+    Some(shard_of(
+        &p.residency_of(&tenant),
+        &integration_key(&tenant, &integration),
+    ))
+}
+
+/// Whether node `me` owns, under the applied `state`, the shard of any of `tenant`'s
+/// integrations (false for a tenant that no longer exists).
+fn owns_a_shard_of(state: &quire_raft::state::State, tenant: &str, me: NodeId) -> bool {
+    let Ok(tenant) = TenantId::new(tenant) else {
+        return false;
+    };
+    let p = state.placement();
+    let residency = p.residency_of(&tenant);
+    state.integrations(&tenant).any(|i| {
+        let shard = shard_of(&residency, &integration_key(&tenant, &i.id));
+        quire_raft::handoff::effective_owner(p, &shard, me).is_some_and(|(owner, _)| owner == me)
+    })
 }
 
 /// Starts the watcher that hands off limiters when this node's applied state moves a shard
@@ -278,12 +329,59 @@ fn hand_off_moved(app: &Arc<App>) {
                 // A request already on its way when the move was applied may bring back a
                 // 429 after the snapshot: its pause goes after the first push.
                 tokio::time::sleep(LATE_PAUSE_CHECK).await;
-                let Ok(_permit) = app.forward.handoff.pushing.clone().try_acquire_owned() else {
-                    return;
-                };
-                let late = push(&app, owner, shard, epoch, applied_index, chunk, true);
-                let _ = tokio::time::timeout(HANDOFF_TIMEOUT, late).await;
+                if let Ok(permit) = app.forward.handoff.pushing.clone().try_acquire_owned() {
+                    let tenants: BTreeSet<String> =
+                        chunk.iter().map(|s| s.tenant.clone()).collect();
+                    let late = push(&app, owner, shard, epoch, applied_index, chunk, true);
+                    let _ = tokio::time::timeout(HANDOFF_TIMEOUT, late).await;
+                    drop(permit);
+                    retire(&app, tenants).await;
+                }
             });
+        }
+    }
+}
+
+/// Retires the supervisors of `tenants` that this node no longer serves any shard of (the
+/// placement agent's stop; `quire_actors::supervisor`, "Retirement"): their limiters were
+/// handed off just before. One held by a call or a pause is asked again every
+/// [`RETIRE_RETRY`], up to [`RETIRE_PATIENCE`]; beyond that ordinary passivation
+/// (`limits.idle_tenant_ms`) stops it once idle.
+async fn retire(app: &Arc<App>, tenants: BTreeSet<String>) {
+    let me = app.config.node.id;
+    let started = Instant::now();
+    let mut left: Vec<String> = tenants.into_iter().collect();
+    while !left.is_empty() {
+        let mut busy = Vec::new();
+        for tenant in left {
+            if app.shutdown.is_cancelled() {
+                return;
+            }
+            // Asked just before each retirement: a shard that came back keeps its tenant.
+            if app
+                .control
+                .read_applied(|state| owns_a_shard_of(state, &tenant, me))
+            {
+                continue;
+            }
+            match app.data.retire_tenant(&tenant).await {
+                Ok(Retired::Stopped) => {
+                    tracing::debug!(%tenant, "retired the tenant's supervisor: its shards moved away");
+                }
+                Ok(Retired::NotRunning) => {}
+                Ok(Retired::Busy) => busy.push(tenant),
+                Err(e) => {
+                    tracing::debug!(%tenant, "not retiring the tenant's supervisor: {e}");
+                }
+            }
+        }
+        if busy.is_empty() || started.elapsed() >= RETIRE_PATIENCE {
+            return;
+        }
+        left = busy;
+        tokio::select! {
+            _ = tokio::time::sleep(RETIRE_RETRY) => {}
+            _ = app.shutdown.cancelled() => return,
         }
     }
 }
@@ -316,7 +414,7 @@ async fn push(
         // Taken as of the epoch it was served at here: a limiter that never sent under it
         // (its calls ended before the permit) hands off an empty bucket, not tokens it earned
         // before this node's tenure, which the new owner, back at a later epoch, would take.
-        let at = ShardEpoch::new(shard.to_string(), served.epoch);
+        let at = ShardEpoch::new(served.shard.to_string(), served.epoch);
         // None: no limiter here any more (passivated unpaused and full): nothing to carry.
         if let Some(s) = app
             .data
@@ -514,22 +612,29 @@ mod tests {
         p
     }
 
-    fn served(t: &str, i: &str, epoch: u64) -> ServedAt {
+    fn served(t: &str, i: &str, shard: &ShardId, epoch: u64) -> ServedAt {
         ServedAt {
             tenant: t.to_owned(),
             integration: i.to_owned(),
+            shard: shard.clone(),
             epoch,
         }
     }
 
     #[test]
     fn a_moved_shard_hands_off_what_was_served_here_once() {
-        let a = shard_of(&Residency::default(), "t/a");
-        let b = shard_of(&Residency::default(), "t/b");
+        let shard = |name: &str| shard_of(&Residency::default(), &format!("integration:t/{name}"));
+        let (a, b) = (shard("a"), shard("b"));
         assert_ne!(a, b);
+        // Another integration of shard a.
+        let a2 = (0..10_000)
+            .map(|k| format!("a{k}"))
+            .find(|name| shard(name) == a)
+            .expect("a name in shard a");
+        let a2 = format!("t/{a2}");
         let h = Handoff::default();
         h.record("t", "t/a", &a, 1);
-        h.record("t", "t/a2", &a, 1);
+        h.record("t", &a2, &a, 1);
         h.record("t", "t/b", &b, 4);
         // Nothing moved: nothing to hand off, everything still remembered.
         assert!(h.take_moved(&map(&[(&a, 1, 1), (&b, 1, 4)]), 1).is_empty());
@@ -540,7 +645,7 @@ mod tests {
             out,
             vec![(
                 (2, a.clone(), 2),
-                vec![served("t", "t/a", 1), served("t", "t/a2", 1)]
+                vec![served("t", "t/a", &a, 1), served("t", &a2, &a, 1)]
             )]
         );
         assert!(h.take_moved(&moved, 1).is_empty(), "handed off twice");
@@ -554,7 +659,44 @@ mod tests {
         h.record("t", "t/a", &a, 3);
         assert!(h.take_moved(&map(&[(&a, 1, 3)]), 1).is_empty());
         let out: Vec<_> = h.take_moved(&map(&[(&a, 3, 4)]), 1).into_iter().collect();
-        assert_eq!(out, vec![((3, a, 4), vec![served("t", "t/a", 3)])]);
+        assert_eq!(
+            out,
+            vec![((3, a.clone(), 4), vec![served("t", "t/a", &a, 3)])]
+        );
+    }
+
+    #[test]
+    fn a_residency_change_hands_off_to_the_new_shards_owner_unless_it_is_this_node() {
+        let eu = Residency::default();
+        let us = Residency {
+            allowed_regions: ["us".to_owned()].into(),
+            preferred_region: None,
+        };
+        let (a_eu, b_eu) = (
+            shard_of(&eu, "integration:t/a"),
+            shard_of(&eu, "integration:t/b"),
+        );
+        let (a_us, b_us) = (
+            shard_of(&us, "integration:t/a"),
+            shard_of(&us, "integration:t/b"),
+        );
+        assert_eq!(a_eu.index, a_us.index);
+        let h = Handoff::default();
+        h.record("t", "t/a", &a_eu, 1);
+        h.record("t", "t/b", &b_eu, 2);
+        // Node 1 owns both old shards, node 2 the new one of a, node 1 that of b.
+        let mut p = map(&[(&a_eu, 1, 1), (&b_eu, 1, 2), (&a_us, 2, 7), (&b_us, 1, 9)]);
+        assert!(h.take_moved(&p, 1).is_empty(), "nothing moved yet");
+        p.residency.insert(TenantId::new("t").expect("id"), us);
+        let out: Vec<_> = h.take_moved(&p, 1).into_iter().collect();
+        // a goes to node 2 for its new shard, taken as of where it was served here; b's new
+        // shard is this node's: forgotten, not handed off.
+        assert_eq!(
+            out,
+            vec![((2, a_us, 7), vec![served("t", "t/a", &a_eu, 1)])]
+        );
+        assert!(h.take_moved(&p, 1).is_empty(), "handed off twice");
+        assert!(lock(&h.served).is_empty());
     }
 
     #[test]

@@ -352,6 +352,16 @@ fn render_notion(out: &mut Page, app: &App) {
         &[],
         tenants.passivated as f64,
     );
+    out.family(
+        "quire_tenant_supervisors_retired_total",
+        "counter",
+        "Tenant supervisors stopped because this node no longer owns a shard of any of the tenant's integrations (after their handoff).",
+    );
+    out.sample(
+        "quire_tenant_supervisors_retired_total",
+        &[],
+        tenants.retired as f64,
+    );
 }
 
 fn render_raft(out: &mut Page, app: &App) {

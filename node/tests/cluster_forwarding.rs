@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster_common::shards::{
-    Agent, Call, Three, call, metric, metrics_page, open_sessions, sandbox_reset, sandbox_stats,
-    wait_owner,
+    Agent, Call, Three, call, first_owner, metric, metrics_page, open_sessions, sandbox_reset,
+    sandbox_stats,
 };
 use quire_raft::placement::Residency;
 use serde_json::json;
@@ -51,15 +51,7 @@ async fn every_node_serves_calls_within_one_budget() {
 
     // Wait until the controller gave the integration's shard an owner, and learn which.
     let shard = agent.shard(&Residency::default());
-    let owner = wait_owner(
-        &c,
-        1,
-        &shard,
-        None,
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-    )
-    .await;
+    let owner = first_owner(&c, &shard).await;
 
     let http = cluster_common::client();
     sandbox_reset(&c).await;

@@ -43,11 +43,11 @@ use std::time::Duration;
 
 use cluster_common::mcp::Session;
 use cluster_common::shards::{
-    Agent, Call, Three, admin_ok, call, metric, metrics_page, open_sessions, owner_of, placement,
-    sandbox_reset, sandbox_stats, wait_owner,
+    Agent, Call, Three, admin_ok, call, first_owner, metric, metrics_page, open_sessions, owner_of,
+    placement, sandbox_reset, sandbox_stats, wait_metric, wait_owner,
 };
 use quire_node::local_cluster::LocalCluster;
-use quire_raft::placement::Residency;
+use quire_raft::placement::{NodeLabels, Residency, ShardId, candidates, rendezvous};
 use reqwest::Method;
 use serde_json::json;
 use tokio::time::Instant;
@@ -239,20 +239,34 @@ const AGENT: Agent<'static> = Agent {
     budget: Some((BUDGET_RPS, BUDGET_BURST)),
 };
 
+/// The owner weighted rendezvous gives `shard` over the three equal nodes of `Three` (all in
+/// the region "default"): where the placement controller puts it while all three are live.
+fn rendezvous_owner(shard: &ShardId) -> Option<u64> {
+    let nodes: BTreeMap<u64, NodeLabels> = (1..=3)
+        .map(|id| {
+            let labels = NodeLabels {
+                region: "default".into(),
+                zone: None,
+                capacity: 100,
+            };
+            (id, labels)
+        })
+        .collect();
+    rendezvous(shard, &candidates(shard, &nodes, |_| true), &nodes)
+}
+
+/// The agent whose tenant changes its residency (its integration is chosen in the test).
+const MOVER: Agent<'static> = Agent {
+    tenant: "mover",
+    ..AGENT
+};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     let (_dir, c) = three("quire-handoff-").start().await;
     let sessions = agent_and_sessions(&c, &AGENT).await;
     let shard = AGENT.shard(&Residency::default());
-    let old_owner = wait_owner(
-        &c,
-        1,
-        &shard,
-        None,
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-    )
-    .await;
+    let old_owner = first_owner(&c, &shard).await;
     sandbox_at_slack(&c, AGENT.notion_token).await;
 
     let mut new_owner = 0;
@@ -308,6 +322,21 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
         0.0,
         "{new_page}"
     );
+    // Owning no shard now, the drained node retired the tenant's supervisor after the
+    // handoff instead of keeping it until it passivates (five minutes idle by default).
+    let old_page = wait_metric(
+        &c,
+        old_owner,
+        "quire_tenant_supervisors_retired_total",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        metric(&old_page, "quire_tenant_supervisors_passivated_total"),
+        0.0,
+        "{old_page}"
+    );
 }
 
 /// The residency the tenant moves to: the region every node of `Three` is in.
@@ -321,14 +350,41 @@ fn default_region() -> Residency {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_residency_change_under_load_moves_the_integration_without_two_senders() {
     let (_dir, c) = three("quire-residency-move-").start().await;
-    let sessions = agent_and_sessions(&c, &AGENT).await;
-    let old_shard = AGENT.shard(&Residency::default());
-    let new_shard = AGENT.shard(&default_region());
+    // A tenant of its own (unlike demo, it has no other integration), so that once its
+    // integration moved the old owner serves none of its shards.
+    admin_ok(
+        &c,
+        1,
+        Method::POST,
+        "/tenants",
+        Some(json!({"id": MOVER.tenant, "display_name": "Mover"})),
+    )
+    .await;
+    // An integration whose two shards (before and after the change) the controller gives
+    // to different nodes while all three are live.
+    let integration = (0..1_000)
+        .map(|k| format!("move{k}"))
+        .find(|name| {
+            let agent = Agent {
+                integration: name,
+                ..MOVER
+            };
+            rendezvous_owner(&agent.shard_id(&Residency::default()))
+                != rendezvous_owner(&agent.shard_id(&default_region()))
+        })
+        .expect("an integration whose shards have different owners");
+    let mover = Agent {
+        integration: &integration,
+        ..MOVER
+    };
+    let sessions = agent_and_sessions(&c, &mover).await;
+    let old_shard = mover.shard(&Residency::default());
+    let new_shard = mover.shard(&default_region());
 
     // Two more tenants, each with an integration in one of the two shards: one of the new
     // residency, so the new shard has had its owner (at an epoch long past) before the change;
     // one of any region, so the old shard stays occupied and is not released by the change
-    // (its owner is fenced for demo by the residency check alone).
+    // (its owner is fenced for mover by the residency check alone).
     for (tenant, residency, shard) in [
         (
             "resident",
@@ -366,7 +422,7 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
                 let agent = Agent {
                     tenant,
                     integration: name,
-                    ..AGENT
+                    ..MOVER
                 };
                 agent.shard(&policy) == *shard
             })
@@ -381,40 +437,26 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
         )
         .await;
     }
-    let wait = |shard: String| {
-        let c = &c;
-        async move {
-            wait_owner(
-                c,
-                1,
-                &shard,
-                None,
-                Duration::from_secs(30),
-                Duration::from_millis(200),
-            )
-            .await
-        }
-    };
-    let old_owner = wait(old_shard.clone()).await;
-    let new_owner = wait(new_shard.clone()).await;
+    let old_owner = first_owner(&c, &old_shard).await;
+    let new_owner = first_owner(&c, &new_shard).await;
     assert_ne!(
         old_owner, new_owner,
         "shards {old_shard} and {new_shard} have the same owner: the test needs an agent \
          whose two shards land on different nodes"
     );
-    sandbox_at_slack(&c, AGENT.notion_token).await;
+    sandbox_at_slack(&c, mover.notion_token).await;
 
     under_load(&c, sessions, "alpha", async || {
         admin_ok(
             &c,
             2,
             Method::PUT,
-            "/tenants/demo/residency",
+            &format!("/tenants/{}/residency", MOVER.tenant),
             Some(json!({"regions": ["default"]})),
         )
         .await;
         eprintln!(
-            "tenant demo's integration moved from shard {old_shard} (node {old_owner}) to \
+            "tenant mover's integration moved from shard {old_shard} (node {old_owner}) to \
              {new_shard} (node {new_owner})"
         );
     })
@@ -424,9 +466,36 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
     let map = placement(&c, 1).await;
     assert_eq!(owner_of(&map, &new_shard), Some(new_owner), "{map}");
     assert_eq!(owner_of(&map, &old_shard), Some(old_owner), "{map}");
-    let old_page = metrics_page(&c, old_owner).await;
+    // The old shard's owner handed mover's limiter to the new shard's owner, and, owning no
+    // shard of mover's any more (it still owns the old shard, for "stayer"), retired mover's
+    // supervisor.
+    let new_page = wait_metric(
+        &c,
+        new_owner,
+        "quire_limiter_handoffs_total{outcome=\"adopted\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &new_page,
+            "quire_limiter_handoffs_total{outcome=\"refused\"}"
+        ),
+        0.0,
+        "{new_page}"
+    );
+    let old_page = wait_metric(
+        &c,
+        old_owner,
+        "quire_tenant_supervisors_retired_total",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
     eprintln!(
-        "node {old_owner} fenced {} calls",
-        metric(&old_page, "quire_fenced_calls_total")
+        "node {old_owner} fenced {} calls, retired {} tenant supervisors",
+        metric(&old_page, "quire_fenced_calls_total"),
+        metric(&old_page, "quire_tenant_supervisors_retired_total")
     );
 }

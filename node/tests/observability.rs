@@ -62,7 +62,7 @@ async fn metrics(http: &reqwest::Client, base: &str) -> Parsed {
 }
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 30] = [
+const FAMILIES: [(&str, &str); 31] = [
     ("quire_tool_calls_total", "counter"),
     ("quire_tool_call_duration_seconds", "histogram"),
     ("quire_admin_requests_total", "counter"),
@@ -71,6 +71,7 @@ const FAMILIES: [(&str, &str); 30] = [
     ("quire_rate_limiter_wait_seconds", "histogram"),
     ("quire_tenant_supervisors_started_total", "counter"),
     ("quire_tenant_supervisors_passivated_total", "counter"),
+    ("quire_tenant_supervisors_retired_total", "counter"),
     ("quire_raft_term", "gauge"),
     ("quire_raft_leader_id", "gauge"),
     ("quire_raft_is_leader", "gauge"),

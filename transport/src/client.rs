@@ -483,7 +483,18 @@ impl Pool {
 
 /// Whether the request's deadline passed (enforced by tonic on this side, or by the peer).
 fn is_deadline(status: &tonic::Status) -> bool {
-    timed_out_locally(status) || status.code() == tonic::Code::DeadlineExceeded
+    timed_out_locally(status)
+        || status.code() == tonic::Code::DeadlineExceeded
+        || ended_at_its_deadline_by_the_peer(status)
+}
+
+/// Whether the peer's server ended the call at the deadline this side sent with it: tonic's
+/// server answers `Cancelled` with "Timeout expired" (and nothing local behind it). That says
+/// nothing against the connection, which stays.
+fn ended_at_its_deadline_by_the_peer(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled
+        && std::error::Error::source(status).is_none()
+        && status.message() == "Timeout expired"
 }
 
 /// Whether tonic made `status` because the request's own deadline passed.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use quire_node::local_cluster::{LocalCluster, Spec};
-use quire_raft::placement::{Residency, integration_key, shard_of};
+use quire_raft::placement::{Residency, ShardId, integration_key, shard_of};
 use quire_raft::{IntegrationId, TenantId};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -150,9 +150,14 @@ impl Agent<'_> {
 
     /// The shard of the agent's integration for a tenant of `residency`.
     pub fn shard(&self, residency: &Residency) -> String {
+        self.shard_id(residency).to_string()
+    }
+
+    /// [`Agent::shard`], as the placement's type.
+    pub fn shard_id(&self, residency: &Residency) -> ShardId {
         let tenant = TenantId::new(self.tenant).expect("a valid tenant id");
         let integration = IntegrationId::new(self.integration).expect("a valid integration id");
-        shard_of(residency, &integration_key(&tenant, &integration)).to_string()
+        shard_of(residency, &integration_key(&tenant, &integration))
     }
 }
 
@@ -226,6 +231,19 @@ pub async fn wait_owner(
     wait_for(&what, timeout, every, async || {
         owner_of(&placement(c, via).await, shard).filter(|o| Some(*o) != not)
     })
+    .await
+}
+
+/// The owner node 1's placement gives `shard` once it has one (within 30 s).
+pub async fn first_owner(c: &LocalCluster, shard: &str) -> u64 {
+    wait_owner(
+        c,
+        1,
+        shard,
+        None,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
     .await
 }
 
@@ -309,6 +327,28 @@ pub fn metric(page: &str, name_and_labels: &str) -> f64 {
         .filter(|(k, _)| *k == name_and_labels)
         .filter_map(|(_, v)| v.parse::<f64>().ok())
         .sum()
+}
+
+/// Node `node`'s `/metrics` page once `name_and_labels` reads at least `min` there (polled
+/// every 200 ms); panics with the last page after `within`.
+pub async fn wait_metric(
+    c: &LocalCluster,
+    node: u64,
+    name_and_labels: &str,
+    min: f64,
+    within: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let page = metrics_page(c, node).await;
+        if metric(&page, name_and_labels) >= min {
+            return page;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("node {node}'s {name_and_labels} stayed below {min} for {within:?}:\n{page}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The sandbox's request counters (`GET /__sandbox/stats`).
