@@ -1163,6 +1163,15 @@ mod tests {
     }
 
     #[test]
+    fn a_peers_timeout_is_a_deadline_and_other_cancels_are_not() {
+        // What tonic's server answers when the deadline the client sent passes.
+        assert!(is_deadline(&tonic::Status::cancelled("Timeout expired")));
+        assert!(is_deadline(&tonic::Status::deadline_exceeded("late")));
+        assert!(!is_deadline(&tonic::Status::cancelled("h2 stream reset")));
+        assert!(!is_deadline(&tonic::Status::unavailable("Timeout expired")));
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
         let c = TransportConfig {
             backoff_base_ms: 10,
