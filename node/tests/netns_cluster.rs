@@ -14,7 +14,10 @@
 //!    write lost, no call failed except as retryable (connection refused or reset, 503, a
 //!    session the restarted node no longer knows; the client retries on another node);
 //! 2. one host cut off (its link down) and healed: the other two keep serving, it catches up;
-//! 3. a backup taken under load, restored into a fresh three-host cluster on the same hosts
+//! 3. the owner of the integration's shard cut off from its peers only (blackhole routes to
+//!    their addresses), still reaching Notion and reached by agents: the shard moves, and the
+//!    sandbox, which tells senders apart by their addresses, saw one sender at a time;
+//! 4. a backup taken under load, restored into a fresh three-host cluster on the same hosts
 //!    (data dirs wiped), which answers with the tenants the backup holds, verifies every audit
 //!    chain and serves tool calls on every node.
 //!
@@ -43,7 +46,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use cluster_common::shards::shard_entry;
 use cluster_common::{Answer, admin_request, list_tenants};
+use quire_raft::ids::{IntegrationId, TenantId};
+use quire_raft::placement::{Residency, integration_key, shard_of};
 
 /// Where the scenario reads its plan (set by the outer test only).
 const PLAN_ENV: &str = "QUIRE_NETNS_PLAN";
@@ -1399,6 +1405,7 @@ async fn run_scenario(plan: Plan) -> anyhow::Result<()> {
     let mut cluster = set_up(plan).await?;
     rolling_restart_with_a_new_master_key(&mut cluster).await?;
     cut_off_and_heal(&mut cluster).await?;
+    owner_cut_from_its_peers(&mut cluster).await?;
     backup_under_load_and_restore(&mut cluster).await?;
     Ok(())
 }
@@ -1533,7 +1540,133 @@ async fn cut_off_and_heal(cluster: &mut Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Phase 3: a backup under load, restored into a fresh three-host cluster.
+/// The demo integration's shard, with its owner and epoch as node `via` sees them.
+async fn alpha_shard(cluster: &Cluster, via: u64) -> anyhow::Result<(String, Option<u64>, u64)> {
+    let tenant = TenantId::new("demo")?;
+    let integration = IntegrationId::new("sandbox-alpha")?;
+    let shard = shard_of(
+        &Residency::default(),
+        &integration_key(&tenant, &integration),
+    )
+    .to_string();
+    let map = match admin_request(
+        &cluster.http,
+        &cluster.host(via).url(),
+        &cluster.admin_token,
+        Method::GET,
+        "/placement",
+        None,
+        REQUEST_DEADLINE,
+    )
+    .await
+    {
+        Answer::Status(200, map) => map,
+        other => bail!("GET /placement on node {via}: {other:?}"),
+    };
+    let entry = shard_entry(&map, &shard);
+    let epoch = entry["epoch"].as_u64().unwrap_or(0);
+    Ok((shard, entry["owner"].as_u64(), epoch))
+}
+
+/// The sandbox's counters for the demo integration (`alpha`), or `POST`s a reset.
+async fn sandbox_alpha(cluster: &Cluster, reset: bool) -> anyhow::Result<Value> {
+    let base = format!(
+        "http://{}:{SANDBOX_PORT}/__sandbox/stats",
+        addr(CLIENT_HOST)
+    );
+    let request = if reset {
+        cluster.http.post(format!("{base}/reset"))
+    } else {
+        cluster.http.get(base)
+    };
+    let answer = request.send().await?.error_for_status()?;
+    if reset {
+        return Ok(Value::Null);
+    }
+    let stats: Value = answer.json().await?;
+    Ok(stats["integrations"]["alpha"].clone())
+}
+
+/// Phase 3: the demo integration's owner loses its peers — routes to their addresses are
+/// blackholed in its namespace — while it still reaches Notion and its agents still reach it:
+/// the partition where a node that believes it owns a shard could go on sending beside the
+/// owner the others move the shard to. Its fence stops it (it cannot confirm its view within
+/// S), the majority moves the shard after the grace, the new owner holds off S; healed, the
+/// shard may move back. The sandbox names each request's sender by its source address, so
+/// Notion must have seen one sender at a time: the sender changed at most once per change of
+/// the shard's epoch, where two senders at once would have switched back and forth.
+async fn owner_cut_from_its_peers(cluster: &mut Cluster) -> anyhow::Result<()> {
+    let leader = cluster.leader(&[1, 2, 3], Duration::from_secs(10)).await?;
+    let (shard, owner, epoch_before) = alpha_shard(cluster, leader).await?;
+    let owner = owner.with_context(|| format!("shard {shard} has no owner"))?;
+    let others: Vec<u64> = (1..=NODES).filter(|&o| o != owner).collect();
+    sandbox_alpha(cluster, true).await?;
+    let load = Load::start(cluster, "owner-cut");
+    load.wait_progress(5, 20, Duration::from_secs(30)).await?;
+    let ns = cluster.host(owner).ns.clone();
+    let routes: Vec<String> = others
+        .iter()
+        .map(|&o| format!("{}/32", addr(o as u8)))
+        .collect();
+    for route in &routes {
+        ip(&["-n", &ns, "route", "add", "blackhole", route])?;
+    }
+    let cut_at = Instant::now();
+    let before = load.progress();
+    tokio::time::sleep(CUT_FOR).await;
+    let during = load.progress();
+    let (_, owner_during, epoch_during) = alpha_shard(cluster, others[0]).await?;
+    for route in &routes {
+        ip(&["-n", &ns, "route", "del", "blackhole", route])?;
+    }
+    println!(
+        "[owner-cut] node {owner}, owner of shard {shard} at epoch {epoch_before}, cut off from nodes {others:?} for {} ms: meanwhile {} writes acknowledged and {} calls served; the shard went to node {owner_during:?} at epoch {epoch_during}",
+        cut_at.elapsed().as_millis(),
+        during.0 - before.0,
+        during.1 - before.1
+    );
+    assert!(
+        during.0 > before.0 && during.1 > before.1,
+        "the other two nodes stopped serving while node {owner} was cut off from them"
+    );
+    let healed = Instant::now();
+    cluster
+        .wait_caught_up(owner, &others, Duration::from_secs(60))
+        .await?;
+    println!(
+        "[owner-cut] node {owner} caught up {} ms after the heal",
+        healed.elapsed().as_millis()
+    );
+    load.wait_progress(3, 10, Duration::from_secs(30)).await?;
+    let figures = load.finish().await;
+    let lost = lost_writes(cluster, &figures.acked).await?;
+    assert_clean("owner cut off from its peers", &figures, lost);
+
+    let (_, owner_after, epoch_after) = alpha_shard(cluster, others[0]).await?;
+    let alpha = sandbox_alpha(cluster, false).await?;
+    let senders = alpha["senders"].as_u64().unwrap_or(0);
+    let switches = alpha["sender_switches"].as_u64().unwrap_or(u64::MAX);
+    println!(
+        "[owner-cut] Notion saw {} requests for the integration from {senders} senders, the sender changing {switches} times; the shard's epoch went from {epoch_before} to {epoch_after} (owner now node {owner_after:?})",
+        alpha["requests"]
+    );
+    assert!(
+        owner_during != Some(owner) && epoch_during > epoch_before,
+        "shard {shard} stayed on node {owner} while it was cut off from its peers"
+    );
+    assert!(
+        senders >= 2,
+        "Notion saw {senders} sender(s): the new owner never sent ({alpha})"
+    );
+    assert!(
+        switches <= epoch_after - epoch_before,
+        "the sender changed {switches} times for {} changes of the shard's epoch: two nodes sent for the integration at once ({alpha})",
+        epoch_after - epoch_before
+    );
+    Ok(())
+}
+
+/// Phase 4: a backup under load, restored into a fresh three-host cluster.
 async fn backup_under_load_and_restore(cluster: &mut Cluster) -> anyhow::Result<()> {
     let load = Load::start(cluster, "bk");
     load.wait_progress(5, 20, Duration::from_secs(30)).await?;

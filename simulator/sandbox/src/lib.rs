@@ -99,6 +99,15 @@ pub struct IntegrationStats {
     pub rate_limited: u64,
     /// Most requests admitted within any one-second window.
     pub max_per_second: u64,
+    /// Distinct senders of admitted requests: the [`CLIENT_HEADER`] if a request has one,
+    /// else the address the request came from (one per host, whatever the port).
+    #[serde(default)]
+    pub senders: u64,
+    /// Admitted requests whose sender was not that of the admitted request just before (in
+    /// the order they arrived): with one sender at a time (a shard's owner, then the next),
+    /// one per change of sender; two sending at once switch back and forth.
+    #[serde(default)]
+    pub sender_switches: u64,
 }
 
 /// What `GET /__sandbox/stats` answers.
@@ -233,6 +242,7 @@ impl Sandbox {
                 window: SlidingWindow::default(),
                 requests: 0,
                 rate_limited: 0,
+                senders: Default::default(),
             });
         }
         store.demo = if config.demo_content {
@@ -379,6 +389,7 @@ impl Sandbox {
             i.requests = 0;
             i.rate_limited = 0;
             i.window.reset();
+            i.senders.reset();
         }
     }
 
@@ -437,6 +448,7 @@ impl Sandbox {
         &self,
         token: Option<&str>,
         version: Option<&str>,
+        sender: Option<&str>,
     ) -> Result<Admission, (ApiError, String)> {
         let config = &self.inner.config;
         let mut store = self.lock();
@@ -460,6 +472,9 @@ impl Sandbox {
         }
         integration.requests += 1;
         integration.window.record(now);
+        if let Some(sender) = sender {
+            integration.senders.record(sender);
+        }
         let bot_user_id = integration.bot_user_id.clone();
         routes::check_version(version).map_err(|e| (e, request_id.clone()))?;
         let delay_ms = match config.latency_ms {
@@ -499,7 +514,13 @@ pub async fn serve(sandbox: Sandbox, listener: tokio::net::TcpListener) -> std::
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, sandbox.router()).await
+    axum::serve(
+        listener,
+        sandbox
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }
 
 /// Serves the sandbox on any axum listener (the simulator's simulated TCP, for one).

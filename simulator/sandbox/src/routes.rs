@@ -59,7 +59,13 @@ pub(crate) async fn gate(State(sb): State<Sandbox>, mut req: Request, next: Next
         .get(crate::CLIENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let response = match sb.admit(token.as_deref(), version.as_deref()) {
+    // The sender: as the harness names it, else the peer's address (served by `serve`).
+    let sender = client.clone().or_else(|| {
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+    });
+    let response = match sb.admit(token.as_deref(), version.as_deref(), sender.as_deref()) {
         Err((err, request_id)) => err.render(&request_id),
         Ok(admission) => {
             if admission.delay_ms > 0 {

@@ -142,6 +142,7 @@ pub(crate) struct Integration {
     pub window: SlidingWindow,
     pub requests: u64,
     pub rate_limited: u64,
+    pub senders: Senders,
 }
 
 impl Integration {
@@ -150,7 +151,41 @@ impl Integration {
             requests: self.requests,
             rate_limited: self.rate_limited,
             max_per_second: self.window.max(),
+            senders: self.senders.seen.len() as u64,
+            sender_switches: self.senders.switches,
         }
+    }
+}
+
+/// Who sent an integration's admitted requests, in the order they arrived.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Senders {
+    /// Distinct senders (at most [`MAX_SENDERS`] remembered).
+    seen: BTreeSet<String>,
+    last: Option<String>,
+    /// Admitted requests whose sender was not the previous admitted request's.
+    switches: u64,
+}
+
+/// Distinct senders remembered per integration.
+const MAX_SENDERS: usize = 1_024;
+
+impl Senders {
+    pub fn record(&mut self, sender: &str) {
+        if self.last.as_deref() == Some(sender) {
+            return;
+        }
+        if self.last.is_some() {
+            self.switches += 1;
+        }
+        if self.seen.len() < MAX_SENDERS {
+            self.seen.insert(sender.to_owned());
+        }
+        self.last = Some(sender.to_owned());
+    }
+
+    pub fn reset(&mut self) {
+        *self = Senders::default();
     }
 }
 

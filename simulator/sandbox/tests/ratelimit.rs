@@ -98,3 +98,46 @@ async fn seeded_latency_is_applied() {
         "{elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn senders_and_their_switches_are_counted_by_source_address_or_client_header() {
+    let s = start(unlimited()).await;
+    // Two hosts, as the sandbox sees them: 127.0.0.1 and 127.0.0.2 (both loopback).
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .expect("a client")
+    };
+    let (a, b) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let get = async |client: &reqwest::Client, header: Option<&str>| {
+        let mut req = client
+            .get(format!("{}/v1/users/me", s.base))
+            .bearer_auth(ALPHA)
+            .header("Notion-Version", "2025-09-03");
+        if let Some(name) = header {
+            req = req.header(quire_sandbox::CLIENT_HEADER, name);
+        }
+        let status = req.send().await.expect("answered").status();
+        assert_eq!(status, 200);
+    };
+    // a a b b a: two senders, two switches (a new connection from the same host is the
+    // same sender).
+    get(&a, None).await;
+    get(&from([127, 0, 0, 1]), None).await;
+    get(&b, None).await;
+    get(&b, None).await;
+    get(&a, None).await;
+    let alpha = s.sandbox.stats().integrations["alpha"];
+    assert_eq!((alpha.senders, alpha.sender_switches), (2, 2), "{alpha:?}");
+    // A harness names senders with the header, whatever the address.
+    get(&a, Some("n7")).await;
+    get(&b, Some("n7")).await;
+    let alpha = s.sandbox.stats().integrations["alpha"];
+    assert_eq!((alpha.senders, alpha.sender_switches), (3, 3), "{alpha:?}");
+    // Beta counts its own; a reset forgets them.
+    assert_eq!(s.sandbox.stats().integrations["beta"].senders, 0);
+    s.sandbox.reset_stats();
+    let alpha = s.sandbox.stats().integrations["alpha"];
+    assert_eq!((alpha.senders, alpha.sender_switches), (0, 0), "{alpha:?}");
+}
