@@ -733,25 +733,78 @@ pub struct Send {
     pub epoch: u64,
 }
 
-/// Every request let through an owner's fence, in the order they passed it.
+/// The requests let through the owners' fences, checked as they pass
+/// ([`SendOrder`]; fences pass in simulated-time order, since the simulation runs on one
+/// thread): its memory is one entry per integration and shard, whatever the run's length.
 #[derive(Clone, Default)]
-pub struct SendLog(Arc<Mutex<Vec<Send>>>);
+pub struct SendLog(Arc<Mutex<SendLogInner>>);
+
+#[derive(Default)]
+struct SendLogInner {
+    order: SendOrder,
+    sends: u64,
+    violation: Option<Violation>,
+}
 
 impl SendLog {
-    /// Records one.
+    /// Records one and checks it against those before.
     pub fn record(&self, send: Send) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(send);
+        let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.sends += 1;
+        if inner.violation.is_none()
+            && let Err(v) = inner.order.observe(&send)
+        {
+            inner.violation = Some(v);
+        }
     }
 
-    /// A copy of every send.
-    pub fn sends(&self) -> Vec<Send> {
+    /// Requests recorded so far.
+    pub fn len(&self) -> u64 {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).sends
+    }
+
+    /// Whether none was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `senders-in-epoch-order` violation among the requests recorded, if any.
+    pub fn violation(&self) -> Option<Violation> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .violation
             .clone()
+    }
+}
+
+/// `senders-in-epoch-order` over requests seen in time order (see [`check_senders`]): per
+/// integration and shard, the latest epoch sent under so far, by which node, and its first
+/// request under it.
+#[derive(Debug, Default)]
+pub struct SendOrder {
+    latest: BTreeMap<(String, String), (u64, NodeId, u64)>,
+}
+
+impl SendOrder {
+    /// Checks `s`, which passed its fence no earlier than every request seen before it.
+    pub fn observe(&mut self, s: &Send) -> Result<(), Violation> {
+        let key = (s.integration.clone(), s.shard.clone());
+        match self.latest.get(&key) {
+            Some(&(epoch, node, since)) if s.epoch < epoch && s.at_ms > since => Err(Violation {
+                invariant: "senders-in-epoch-order",
+                at_ms: s.at_ms,
+                detail: format!(
+                    "integration {}: n{} sent from shard {} under epoch {} at {} ms, after n{node} had sent under epoch {epoch} from {since} ms",
+                    s.integration, s.node, s.shard, s.epoch, s.at_ms
+                ),
+            }),
+            Some(&(epoch, _, _)) if s.epoch <= epoch => Ok(()),
+            _ => {
+                self.latest.insert(key, (s.epoch, s.node, s.at_ms));
+                Ok(())
+            }
+        }
     }
 }
 
@@ -763,35 +816,10 @@ impl SendLog {
 /// bucket's burst cannot absorb. Requests at one epoch (would-be owners of a shard without
 /// owner, an owner restarting) are not ordered by it.
 pub fn check_senders(sends: &[Send]) -> Result<(), Violation> {
-    let mut by_stream: BTreeMap<(&str, &str), Vec<&Send>> = BTreeMap::new();
-    for s in sends {
-        by_stream
-            .entry((s.integration.as_str(), s.shard.as_str()))
-            .or_default()
-            .push(s);
-    }
-    for ((integration, shard), mut stream) in by_stream {
-        stream.sort_by_key(|s| s.at_ms);
-        // The latest epoch sent under so far: (epoch, node, first send under it).
-        let mut latest: Option<(u64, NodeId, u64)> = None;
-        for s in stream {
-            match latest {
-                Some((epoch, node, since)) if s.epoch < epoch && s.at_ms > since => {
-                    return Err(Violation {
-                        invariant: "senders-in-epoch-order",
-                        at_ms: s.at_ms,
-                        detail: format!(
-                            "integration {integration}: n{} sent from shard {shard} under epoch {} at {} ms, after n{node} had sent under epoch {epoch} from {since} ms",
-                            s.node, s.epoch, s.at_ms
-                        ),
-                    });
-                }
-                Some((epoch, _, _)) if s.epoch <= epoch => {}
-                _ => latest = Some((s.epoch, s.node, s.at_ms)),
-            }
-        }
-    }
-    Ok(())
+    let mut in_time_order: Vec<&Send> = sends.iter().collect();
+    in_time_order.sort_by_key(|s| s.at_ms);
+    let mut order = SendOrder::default();
+    in_time_order.into_iter().try_for_each(|s| order.observe(s))
 }
 
 #[cfg(test)]
@@ -1139,5 +1167,20 @@ mod tests {
             ..send(6_000, 2, 1)
         });
         assert_eq!(check_senders(&fine), Ok(()));
+    }
+
+    #[test]
+    fn the_log_checks_as_requests_pass_and_keeps_the_first_violation() {
+        let log = SendLog::default();
+        assert!(log.is_empty());
+        for s in [send(0, 1, 1), send(1_000, 2, 2), send(1_000, 1, 1)] {
+            log.record(s);
+        }
+        assert_eq!(log.violation(), None);
+        log.record(send(1_200, 1, 1));
+        log.record(send(1_300, 3, 1));
+        let v = log.violation().expect("n1 sent late");
+        assert_eq!((v.at_ms, log.len()), (1_200, 5));
+        assert!(v.detail.contains("n1 sent"), "{v}");
     }
 }

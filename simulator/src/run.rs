@@ -17,7 +17,7 @@ use crate::access::{AuthzLog, Credentials, RevocationLog, check_audit, check_rev
 use crate::bugs::Bug;
 use crate::check::{
     History, Observer, SendLog, Violation, check_drains, check_final, check_history, check_notion,
-    check_senders, state_digest,
+    state_digest,
 };
 use crate::faults::{Fault, dark_drain, region_loss, schedule};
 use crate::node::{NodeSetup, Registry, RestartLog, SIM_TENANT, host_name, peer_addr, run_node};
@@ -721,7 +721,7 @@ pub fn run(options: RunOptions) -> Result<RunReport, RunError> {
         }
     }
     if violation.is_none() {
-        violation = check_senders(&sends.sends()).err();
+        violation = sends.violation();
     }
     if violation.is_none() && !converged {
         violation = Some(Violation {
