@@ -1,5 +1,5 @@
 //! An integration's rate-limiter state follows its shard when the shard moves: three real
-//! `quire` processes (mutual TLS between them) and the Notion sandbox with its own rate limit;
+//! `quire` processes (mutual TLS between them; in the first test in two regions) and the Notion sandbox with its own rate limit;
 //! one integration with a budget of 3 requests/s and a burst of 12; MCP clients on all three
 //! nodes call a tool on it without pause. Under that load the shard's owner is drained (the
 //! admin API), so the shard moves to another node while calls keep coming, and the load goes
@@ -43,8 +43,9 @@ use std::time::Duration;
 
 use cluster_common::mcp::Session;
 use cluster_common::shards::{
-    Agent, Call, Three, admin_ok, call, first_owner, metric, metrics_page, open_sessions, owner_of,
-    placement, sandbox_reset, sandbox_stats, wait_metric, wait_owner,
+    Agent, Call, Three, admin_ok, call, first_owner, metric, metrics_page, move_node_3, node_entry,
+    open_sessions, owner_of, placement, sandbox_reset, sandbox_stats, wait_for, wait_metric,
+    wait_owner,
 };
 use quire_node::local_cluster::LocalCluster;
 use quire_raft::placement::{NodeLabels, Residency, ShardId, candidates, rendezvous};
@@ -263,7 +264,19 @@ const MOVER: Agent<'static> = Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
-    let (_dir, c) = three("quire-handoff-").start().await;
+    let (_dir, mut c) = three("quire-handoff-").start().await;
+    // Two regions: node 3 moves to region-a (nodes 1 and 2 stay in "default"); the tenant
+    // has no residency policy, so its shard may be on either side and move across.
+    move_node_3(&mut c, "region-a", Duration::from_secs(30)).await;
+    wait_for(
+        "node 3's labels in region-a",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            (node_entry(&placement(&c, 1).await, 3)["region"] == json!("region-a")).then_some(())
+        },
+    )
+    .await;
     let sessions = agent_and_sessions(&c, &AGENT).await;
     let shard = AGENT.shard(&Residency::default());
     let old_owner = first_owner(&c, &shard).await;
@@ -289,9 +302,18 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
             Duration::from_millis(100),
         )
         .await;
+        let map = placement(&c, 1).await;
+        let region = |id: u64| {
+            node_entry(&map, id)["region"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        };
         eprintln!(
-            "shard {shard} moved from node {old_owner} to node {new_owner} {} ms after the \
-             drain",
+            "shard {shard} moved from node {old_owner} ({}) to node {new_owner} ({}) {} ms \
+             after the drain",
+            region(old_owner),
+            region(new_owner),
             drained_at.elapsed().as_millis()
         );
     })
