@@ -1,6 +1,7 @@
 //! Shard owners on real processes that crash, and residency on real processes in two regions.
 //!
-//! `the_owners_crash_never_overruns_the_budget`: three `quire` processes (mutual TLS) and the
+//! `the_owners_crash_never_overruns_the_budget`: three `quire` processes (mutual TLS) in two
+//! regions (node 3 in `region-a`) and the
 //! Notion sandbox enforcing Notion's limit; one integration with a budget of 3 requests/s
 //! (burst 3); agents on every node call a read tool in a loop, retrying what Quire says to
 //! retry (`retry_after_seconds`, a 503 with `Retry-After`) and moving to the next node when
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use cluster_common::mcp::{ACCEPT, CLUSTER_DEADLINES, PROTOCOL_VERSION, Session, message_of};
 use cluster_common::shards::{
-    Agent, Three, admin_ok, metric, metrics_page, owner_of, placement, sandbox_reset,
+    Agent, Three, admin_ok, metric, metrics_page, node_entry, owner_of, placement, sandbox_reset,
     sandbox_stats, wait_for,
 };
 use quire_node::local_cluster::LocalCluster;
@@ -327,6 +328,13 @@ async fn stop_agents(stop: &AtomicBool, agents: Agents) -> Vec<(u64, Record)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owners_crash_never_overruns_the_budget() {
     let (_dir, mut c) = cluster("quire-owner-crash-", &[]).await;
+    // Two regions: node 3 moves to region-a (nodes 1 and 2 stay in "default"); the tenant
+    // has no residency policy, so its shard may fail over across them.
+    cluster_common::shards::move_node_3(&mut c, "region-a", SETTLE).await;
+    wait_for("node 3's labels in region-a", SETTLE, POLL, async || {
+        (node_entry(&placement(&c, 1).await, 3)["region"] == json!("region-a")).then_some(())
+    })
+    .await;
     // Its own sandbox integration (beta), so nothing else spends from what the sandbox counts.
     let budgeted = budgeted("demo", "budgeted", "secret_sandbox_beta");
     let token = budgeted.provision(&c, 1).await;
