@@ -28,7 +28,8 @@
 //! as of the shard and epoch it was served at here) to the new shard's owner; one whose new
 //! shard is this node's stays where it is.
 //!
-//! **Retirement.** After the second look, a tenant of the handed-off integrations that this
+//! **Retirement.** After the second look (or at once, for a handoff not sent because too many
+//! were in flight), a tenant of the handed-off integrations that this
 //! node no longer owns any shard of (asked of the applied state just before) has its
 //! supervisor retired (`DataPlane::retire_tenant`): its sessions and limiters stop now, not
 //! `limits.idle_tenant_ms` later. A call still in its tree or a pause still running holds it;
@@ -302,6 +303,10 @@ fn hand_off_moved(app: &Arc<App>) {
                     "not handing off rate limiters: {MAX_HANDOFFS_IN_FLIGHT} handoffs already \
                      in flight; the new owner starts them empty"
                 );
+                // Their tenants' supervisors still go if nothing here needs them.
+                let app = app.clone();
+                let tenants: BTreeSet<String> = chunk.iter().map(|s| s.tenant.clone()).collect();
+                tokio::spawn(async move { retire(&app, tenants).await });
                 continue;
             };
             let app = app.clone();
@@ -329,14 +334,13 @@ fn hand_off_moved(app: &Arc<App>) {
                 // A request already on its way when the move was applied may bring back a
                 // 429 after the snapshot: its pause goes after the first push.
                 tokio::time::sleep(LATE_PAUSE_CHECK).await;
+                let tenants: BTreeSet<String> = chunk.iter().map(|s| s.tenant.clone()).collect();
                 if let Ok(permit) = app.forward.handoff.pushing.clone().try_acquire_owned() {
-                    let tenants: BTreeSet<String> =
-                        chunk.iter().map(|s| s.tenant.clone()).collect();
                     let late = push(&app, owner, shard, epoch, applied_index, chunk, true);
                     let _ = tokio::time::timeout(HANDOFF_TIMEOUT, late).await;
                     drop(permit);
-                    retire(&app, tenants).await;
                 }
+                retire(&app, tenants).await;
             });
         }
     }
