@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use cluster_common::mcp::Session;
 use cluster_common::shards::{
-    Agent, Call, Three, admin_ok, call, first_owner, metric, metrics_page, move_node_3, node_entry,
+    Agent, Call, Three, admin_ok, call, first_owner, metric, move_node_3, node_entry,
     open_sessions, owner_of, placement, sandbox_reset, sandbox_stats, wait_for, wait_metric,
     wait_owner,
 };
@@ -319,46 +319,37 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     })
     .await;
 
-    // The old owner handed the limiter off; the new owner adopted it.
-    let new_page = metrics_page(&c, new_owner).await;
-    let old_page = metrics_page(&c, old_owner).await;
-    let adopted = metric(
-        &new_page,
-        "quire_limiter_handoffs_total{outcome=\"adopted\"}",
-    );
-    let sent = metric(&old_page, "quire_limiter_handoffs_total{outcome=\"sent\"}");
-    eprintln!("handoffs: node {old_owner} sent {sent}, node {new_owner} adopted {adopted}");
-    assert!(
-        adopted >= 1.0,
-        "the new owner (node {new_owner}) adopted no snapshot:\n{new_page}"
-    );
-    assert!(
-        sent >= 1.0,
-        "the old owner (node {old_owner}) sent no snapshot:\n{old_page}"
-    );
-    assert_eq!(
-        metric(
-            &new_page,
-            "quire_limiter_handoffs_total{outcome=\"refused\"}"
-        ),
-        0.0,
-        "{new_page}"
-    );
-    // Owning no shard now, the drained node retired the tenant's supervisor after the
-    // handoff instead of keeping it until it passivates (five minutes idle by default).
-    let old_page = wait_metric(
-        &c,
-        old_owner,
-        "quire_tenant_supervisors_retired_total",
-        1.0,
-        Duration::from_secs(20),
-    )
-    .await;
+    // The old owner handed the limiter off and the new owner adopted it; owning no shard
+    // now, the drained node retired the tenant's supervisor instead of keeping it until it
+    // passivates (five minutes idle by default).
+    let old_page = handed_off_and_retired(&c, old_owner, new_owner).await;
     assert_eq!(
         metric(&old_page, "quire_tenant_supervisors_passivated_total"),
         0.0,
         "{old_page}"
     );
+}
+
+/// Waits until `new_owner` adopted a handed-off limiter (refusing none), `old_owner` counts
+/// it sent, and `old_owner` retired a tenant supervisor; `old_owner`'s metrics page then.
+async fn handed_off_and_retired(c: &LocalCluster, old_owner: u64, new_owner: u64) -> String {
+    const ADOPTED: &str = "quire_limiter_handoffs_total{outcome=\"adopted\"}";
+    const SENT: &str = "quire_limiter_handoffs_total{outcome=\"sent\"}";
+    const REFUSED: &str = "quire_limiter_handoffs_total{outcome=\"refused\"}";
+    const RETIRED: &str = "quire_tenant_supervisors_retired_total";
+    let within = Duration::from_secs(20);
+    let new_page = wait_metric(c, new_owner, ADOPTED, 1.0, within).await;
+    assert_eq!(metric(&new_page, REFUSED), 0.0, "{new_page}");
+    wait_metric(c, old_owner, SENT, 1.0, within).await;
+    let old_page = wait_metric(c, old_owner, RETIRED, 1.0, within).await;
+    eprintln!(
+        "handoffs: node {old_owner} sent {}, node {new_owner} adopted {}; node {old_owner} \
+         retired {} tenant supervisors",
+        metric(&old_page, SENT),
+        metric(&new_page, ADOPTED),
+        metric(&old_page, RETIRED)
+    );
+    old_page
 }
 
 /// The residency the tenant moves to: the region every node of `Three` is in.
@@ -491,33 +482,9 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
     // The old shard's owner handed mover's limiter to the new shard's owner, and, owning no
     // shard of mover's any more (it still owns the old shard, for "stayer"), retired mover's
     // supervisor.
-    let new_page = wait_metric(
-        &c,
-        new_owner,
-        "quire_limiter_handoffs_total{outcome=\"adopted\"}",
-        1.0,
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(
-        metric(
-            &new_page,
-            "quire_limiter_handoffs_total{outcome=\"refused\"}"
-        ),
-        0.0,
-        "{new_page}"
-    );
-    let old_page = wait_metric(
-        &c,
-        old_owner,
-        "quire_tenant_supervisors_retired_total",
-        1.0,
-        Duration::from_secs(20),
-    )
-    .await;
+    let old_page = handed_off_and_retired(&c, old_owner, new_owner).await;
     eprintln!(
-        "node {old_owner} fenced {} calls, retired {} tenant supervisors",
-        metric(&old_page, "quire_fenced_calls_total"),
-        metric(&old_page, "quire_tenant_supervisors_retired_total")
+        "node {old_owner} fenced {} calls",
+        metric(&old_page, "quire_fenced_calls_total")
     );
 }
