@@ -90,10 +90,10 @@ impl Bug {
                 "placement rounds plan from the shard map without its drain marks; caught by: drain completes (drain-completes)"
             }
             Bug::StaleOwnerNotFenced => {
-                "a shard's owner sends without a view confirmed current and without the fence before each request; caught by: budget respected during handoff (budget-respected-during-handoff)"
+                "a shard's owner sends without a view confirmed current and without the fence before each request; caught by: senders in epoch order (senders-in-epoch-order), budget respected during handoff (budget-respected-during-handoff)"
             }
             Bug::HandoffSkipsHoldOff => {
-                "a shard's new owner sends at once instead of holding off S; caught by: budget respected during handoff (budget-respected-during-handoff)"
+                "a shard's new owner sends at once instead of holding off S; caught by: senders in epoch order (senders-in-epoch-order)"
             }
         }
     }

@@ -134,13 +134,14 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Bugs => {
+            let width = Bug::ALL.iter().map(|b| b.name().len()).max().unwrap_or(0);
             for bug in Bug::ALL {
                 let status = if bug.is_available() {
                     ""
                 } else {
                     " [not available yet]"
                 };
-                println!("{:<24}{}{status}", bug.name(), bug.description());
+                println!("{:<width$}  {}{status}", bug.name(), bug.description());
             }
             Ok(true)
         }

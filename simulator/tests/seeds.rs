@@ -72,12 +72,21 @@ fn bad_arguments_are_refused_with_a_clear_error() {
     let out = quire_sim(&["bugs"]);
     assert!(out.status.success());
     let text = stdout(&out);
+    // One line per planted bug, its name first and set off from its description.
     for bug in [
         "ack-before-durable",
         "stale-local-read",
         "limiter-forgets-state",
+        "authz-ignores-staleness",
+        "audit-after-answer",
+        "placement-ignores-drains",
+        "stale-owner-not-fenced",
+        "handoff-skips-hold-off",
     ] {
-        assert!(text.contains(bug), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{bug}  "))),
+            "{text}"
+        );
     }
 }
 
