@@ -229,6 +229,9 @@ pub struct NotionSection {
     pub retry_base_ms: u64,
     /// Largest Notion response read.
     pub max_response_bytes: usize,
+    /// The local address Notion requests leave from (a host with several addresses whose
+    /// egress to Notion must be the one an allowlist names); unset: the system's choice.
+    pub local_address: Option<std::net::IpAddr>,
     /// Budget of a new integration unless given: average requests per second.
     pub default_requests_per_second: u32,
     /// Budget of a new integration unless given: burst size (keep it below Notion's).
@@ -390,6 +393,7 @@ impl Default for NotionSection {
             max_retries: 2,
             retry_base_ms: 200,
             max_response_bytes: 8 * 1024 * 1024,
+            local_address: None,
             default_requests_per_second: 3,
             default_burst: 5,
         }
@@ -528,6 +532,13 @@ impl Config {
         }
         if let Some(v) = get("QUIRE_NOTION_BASE_URL") {
             self.notion.base_url = v;
+        }
+        if let Some(v) = get("QUIRE_NOTION_LOCAL_ADDRESS") {
+            self.notion.local_address = if v.trim().is_empty() {
+                None
+            } else {
+                Some(parse("QUIRE_NOTION_LOCAL_ADDRESS", v)?)
+            };
         }
         if let Some(v) = get("QUIRE_PEER_LISTEN") {
             self.peer.listen = Some(parse("QUIRE_PEER_LISTEN", v)?);
@@ -1049,5 +1060,29 @@ mod tests {
             .apply_env(|k| (k == "QUIRE_NODE_ID").then(|| "one".to_owned()))
             .unwrap_err();
         assert!(err.to_string().contains("QUIRE_NODE_ID"), "{err}");
+    }
+
+    #[test]
+    fn the_notion_local_address_is_an_ip_address() {
+        let c = Config::from_toml("[notion]\nlocal_address = \"127.0.0.2\"\n").unwrap();
+        assert_eq!(c.notion.local_address, Some([127, 0, 0, 2].into()));
+        assert!(Config::from_toml("[notion]\nlocal_address = \"host\"\n").is_err());
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "QUIRE_NOTION_LOCAL_ADDRESS").then(|| "::1".to_owned()))
+            .unwrap();
+        assert_eq!(
+            c.notion.local_address,
+            Some(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        c.apply_env(|k| (k == "QUIRE_NOTION_LOCAL_ADDRESS").then(String::new))
+            .unwrap();
+        assert_eq!(c.notion.local_address, None);
+        let err = c
+            .apply_env(|k| (k == "QUIRE_NOTION_LOCAL_ADDRESS").then(|| "10.0.0".to_owned()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("QUIRE_NOTION_LOCAL_ADDRESS"),
+            "{err}"
+        );
     }
 }

@@ -23,7 +23,9 @@ pub struct Spec {
     pub tls: bool,
     /// Let the admin API cut links (`peer.fault_injection`).
     pub fault_injection: bool,
-    /// Extra environment for every node (e.g. Raft timings through a config file).
+    /// Extra environment for every node (e.g. Raft timings through a config file); `{id}` in
+    /// a value is replaced by the node's id (e.g. `QUIRE_NOTION_LOCAL_ADDRESS=127.0.0.{id}`,
+    /// so that each node's Notion requests leave from its own loopback address).
     pub env: Vec<(String, String)>,
     /// Extra arguments of `quire sandbox` (e.g. `--rate-limit off`).
     pub sandbox_args: Vec<String>,
@@ -279,7 +281,7 @@ impl LocalCluster {
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in &self.spec.env {
-            command.env(k, v);
+            command.env(k, v.replace("{id}", &id.to_string()));
         }
         let child = command
             .spawn()

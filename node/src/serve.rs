@@ -306,6 +306,7 @@ pub fn data_plane_config(config: &Config, seed: u64) -> DataPlaneConfig {
             max_retries: config.notion.max_retries,
             retry_base_ms: config.notion.retry_base_ms,
             max_response_bytes: config.notion.max_response_bytes,
+            local_address: config.notion.local_address,
         },
         limiter: LimiterConfig {
             queue_capacity: config.limits.limiter_queue_capacity,

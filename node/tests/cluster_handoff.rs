@@ -44,13 +44,13 @@ use std::time::Duration;
 use cluster_common::mcp::Session;
 use cluster_common::shards::{
     Agent, Call, Three, admin_ok, call, first_owner, metric, move_node_3, node_entry,
-    open_sessions, owner_of, placement, sandbox_reset, sandbox_stats, wait_for, wait_metric,
-    wait_owner,
+    open_sessions, owner_of, placement, sandbox_reset, sandbox_stats, shard_entry, wait_for,
+    wait_metric, wait_owner,
 };
 use quire_node::local_cluster::LocalCluster;
 use quire_raft::placement::{NodeLabels, Residency, ShardId, candidates, rendezvous};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const BUDGET_RPS: u64 = 3;
@@ -125,7 +125,7 @@ async fn under_load(
     sessions: Vec<(u64, Session)>,
     notion_label: &str,
     change: impl AsyncFnOnce(),
-) {
+) -> Value {
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -220,13 +220,39 @@ async fn under_load(
         "{max} requests in one second, over the budget's {} ({stats})",
         BUDGET_BURST + BUDGET_RPS
     );
+    seen.clone()
+}
+
+/// Notion saw one node send at a time: the sandbox tells the nodes apart by their source
+/// addresses (`127.0.0.{id}`, see `three`), and the sender changed at most `changes` times
+/// between consecutive requests — once per move of the integration — where two nodes sending
+/// at once would switch back and forth. More than one sender: the new owner did send.
+fn one_sender_at_a_time(seen: &Value, changes: u64) {
+    let senders = seen["senders"].as_u64().unwrap_or(0);
+    let switches = seen["sender_switches"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("Notion saw {senders} senders, the sender changing {switches} times");
+    assert!(senders >= 2, "the new owner never sent: {seen}");
+    assert!(
+        switches <= changes,
+        "the sender changed {switches} times for {changes} moves of the integration: two \
+         nodes sent at once ({seen})"
+    );
+}
+
+/// The epoch of `shard` in node 1's placement.
+async fn epoch_of(c: &LocalCluster, shard: &str) -> u64 {
+    shard_entry(&placement(c, 1).await, shard)["epoch"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 fn three(prefix: &str) -> Three<'_> {
     Three {
         prefix,
         config: "[placement]\ninterval_ms = 300\n\n[security]\nauthz_max_staleness_ms = 1000\n",
-        env: &[],
+        // Each node's Notion requests leave from its own loopback address, so the sandbox
+        // tells the senders apart.
+        env: &[("QUIRE_NOTION_LOCAL_ADDRESS", "127.0.0.{id}")],
         sandbox_args: &["--rate-limit", "3", "--burst", "14"],
     }
 }
@@ -282,8 +308,9 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     let old_owner = first_owner(&c, &shard).await;
     sandbox_at_slack(&c, AGENT.notion_token).await;
 
+    let epoch_before = epoch_of(&c, &shard).await;
     let mut new_owner = 0;
-    under_load(&c, sessions, "alpha", async || {
+    let seen = under_load(&c, sessions, "alpha", async || {
         let drained_at = Instant::now();
         admin_ok(
             &c,
@@ -319,6 +346,7 @@ async fn a_drained_owner_hands_its_limiter_to_the_new_owner_under_load() {
     })
     .await;
 
+    one_sender_at_a_time(&seen, epoch_of(&c, &shard).await - epoch_before);
     // The old owner handed the limiter off and the new owner adopted it; owning no shard
     // now, the drained node retired the tenant's supervisor instead of keeping it until it
     // passivates (five minutes idle by default).
@@ -459,7 +487,8 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
     );
     sandbox_at_slack(&c, mover.notion_token).await;
 
-    under_load(&c, sessions, "alpha", async || {
+    let epochs_before = epoch_of(&c, &old_shard).await + epoch_of(&c, &new_shard).await;
+    let seen = under_load(&c, sessions, "alpha", async || {
         admin_ok(
             &c,
             2,
@@ -479,6 +508,9 @@ async fn a_residency_change_under_load_moves_the_integration_without_two_senders
     let map = placement(&c, 1).await;
     assert_eq!(owner_of(&map, &new_shard), Some(new_owner), "{map}");
     assert_eq!(owner_of(&map, &old_shard), Some(old_owner), "{map}");
+    // One move of the integration (the residency change), and any move of either shard.
+    let epochs_after = epoch_of(&c, &old_shard).await + epoch_of(&c, &new_shard).await;
+    one_sender_at_a_time(&seen, 1 + epochs_after - epochs_before);
     // The old shard's owner handed mover's limiter to the new shard's owner, and, owning no
     // shard of mover's any more (it still owns the old shard, for "stayer"), retired mover's
     // supervisor.

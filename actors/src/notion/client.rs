@@ -46,6 +46,9 @@ pub struct NotionClientConfig {
     pub retry_base_ms: u64,
     /// Largest answer body read; a larger one is a [`NotionError::Decode`].
     pub max_response_bytes: usize,
+    /// The local address requests leave from (a host with several, whose Notion egress must
+    /// be one an allowlist names); `None`: the system's choice.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for NotionClientConfig {
@@ -57,6 +60,7 @@ impl Default for NotionClientConfig {
             max_retries: 3,
             retry_base_ms: 250,
             max_response_bytes: 8 * 1024 * 1024,
+            local_address: None,
         }
     }
 }
@@ -86,7 +90,8 @@ impl std::fmt::Debug for NotionClient {
 impl NotionClient {
     /// Builds a client over reqwest; `seed` drives the retry jitter.
     pub fn new(config: NotionClientConfig, seed: u64) -> Result<NotionClient, NotionError> {
-        let transport = ReqwestTransport::new().map_err(NotionError::invalid_config)?;
+        let transport =
+            ReqwestTransport::new(config.local_address).map_err(NotionError::invalid_config)?;
         Self::with_transport(config, seed, Arc::new(transport))
     }
 

@@ -67,11 +67,12 @@ pub struct ReqwestTransport {
 }
 
 impl ReqwestTransport {
-    /// Builds the reqwest client.
-    pub fn new() -> Result<ReqwestTransport, String> {
+    /// Builds the reqwest client; its connections leave from `local_address` when given.
+    pub fn new(local_address: Option<std::net::IpAddr>) -> Result<ReqwestTransport, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .local_address(local_address)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(ReqwestTransport { http })
