@@ -29,7 +29,7 @@ use std::time::Duration;
 use cluster_common::mcp::{ACCEPT, CLUSTER_DEADLINES, PROTOCOL_VERSION, Session, message_of};
 use cluster_common::shards::{
     Agent, Three, admin_ok, metric, metrics_page, node_entry, owner_of, placement, sandbox_reset,
-    sandbox_stats, wait_for,
+    sandbox_stats, shard_entry, wait_for,
 };
 use quire_node::local_cluster::LocalCluster;
 use quire_raft::placement::Residency;
@@ -327,7 +327,13 @@ async fn stop_agents(stop: &AtomicBool, agents: Agents) -> Vec<(u64, Record)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owners_crash_never_overruns_the_budget() {
-    let (_dir, mut c) = cluster("quire-owner-crash-", &[]).await;
+    // Each node's Notion requests leave from its own loopback address: the sandbox tells the
+    // senders apart.
+    let (_dir, mut c) = cluster(
+        "quire-owner-crash-",
+        &[("QUIRE_NOTION_LOCAL_ADDRESS", "127.0.0.{id}")],
+    )
+    .await;
     // Two regions: node 3 moves to region-a (nodes 1 and 2 stay in "default"); the tenant
     // has no residency policy, so its shard may fail over across them.
     cluster_common::shards::move_node_3(&mut c, "region-a", SETTLE).await;
@@ -344,6 +350,8 @@ async fn the_owners_crash_never_overruns_the_budget() {
     })
     .await;
 
+    let epoch_of = |map: &Value| shard_entry(map, &shard)["epoch"].as_u64().unwrap_or(0);
+    let epoch_before = epoch_of(&placement(&c, 1).await);
     let ids: Vec<u64> = vec![1, 2, 3];
     let dead = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -452,6 +460,20 @@ async fn the_owners_crash_never_overruns_the_budget() {
     assert!(
         requests >= ok as u64,
         "{ok} calls succeeded with {requests} Notion requests"
+    );
+    // One node sent at a time: the sender changed at most once per move of the shard (two
+    // nodes sending at once would switch back and forth), and the new owner did send.
+    let epochs = epoch_of(&placement(&c, new_owner).await) - epoch_before;
+    let senders = beta["senders"].as_u64().unwrap_or(0);
+    let switches = beta["sender_switches"].as_u64().unwrap_or(u64::MAX);
+    println!(
+        "Notion saw {senders} senders, the sender changing {switches} times, for {epochs} moves"
+    );
+    assert!(senders >= 2, "the new owner never sent: {stats}");
+    assert!(
+        switches <= epochs,
+        "the sender changed {switches} times for {epochs} moves of the shard: two nodes sent \
+         at once ({stats})"
     );
     assert_ne!(new_owner, owner);
     assert!(
