@@ -219,7 +219,7 @@ impl Handoff {
     ) -> BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> {
         let mut moved: BTreeMap<(NodeId, ShardId, u64), Vec<ServedAt>> = BTreeMap::new();
         lock(&self.served).retain(|(tenant, integration), s| {
-            let shard = current_shard(p, tenant, integration).unwrap_or_else(|| s.shard.clone());
+            let shard = current_shard(p, tenant, &s.shard).unwrap_or_else(|| s.shard.clone());
             match quire_raft::handoff::effective_owner(p, &shard, me) {
                 Some((owner, _)) if owner == me => shard == s.shard,
                 Some((owner, epoch)) => {
@@ -242,16 +242,26 @@ impl Handoff {
     }
 }
 
-/// The shard `integration` (the data plane's `tenant/integration` id) of `tenant` goes to
-/// under `p`'s residency policy; `None` if the ids do not parse.
-fn current_shard(p: &PlacementState, tenant: &str, integration: &str) -> Option<ShardId> {
+/// The shard an integration of `tenant` served here from `served` goes to under `p`: the
+/// same index (it comes from the integration's key alone), in the tenant's residency now.
+/// `None` if the tenant id does not parse.
+fn current_shard(p: &PlacementState, tenant: &str, served: &ShardId) -> Option<ShardId> {
     let tenant = TenantId::new(tenant).ok()?;
-    let name = integration.strip_prefix(&format!("{}/", tenant.as_str()))?;
-    let integration = IntegrationId::new(name).ok()?;
-    Some(shard_of(
-        &p.residency_of(&tenant),
-        &integration_key(&tenant, &integration),
-    ))
+    Some(ShardId {
+        residency: p.residency_of(&tenant),
+        index: served.index,
+    })
+}
+
+/// The ids behind a data plane integration id (`tenant/integration`, as `App` makes it).
+fn integration_ids(tenant: &str, integration: &str) -> Result<(TenantId, IntegrationId), String> {
+    let tenant_id = TenantId::new(tenant).map_err(|e| e.to_string())?;
+    let name = integration
+        .strip_prefix(tenant)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| format!("integration {integration} is not the tenant's"))?;
+    let integration = IntegrationId::new(name).map_err(|e| e.to_string())?;
+    Ok((tenant_id, integration))
 }
 
 /// Whether node `me` owns, under the applied `state`, the shard of any of `tenant`'s
@@ -521,12 +531,7 @@ pub async fn serve(
                     handoff.shard, handoff.epoch, o.node, o.epoch
                 ));
             }
-            let tenant = TenantId::new(&l.tenant_id).map_err(|e| e.to_string())?;
-            let name = l
-                .integration_id
-                .strip_prefix(&format!("{}/", l.tenant_id))
-                .ok_or_else(|| format!("integration {} is not the tenant's", l.integration_id))?;
-            let integration = IntegrationId::new(name).map_err(|e| e.to_string())?;
+            let (tenant, integration) = integration_ids(&l.tenant_id, &l.integration_id)?;
             if shard_of(
                 &p.residency_of(&tenant),
                 &integration_key(&tenant, &integration),
@@ -701,6 +706,22 @@ mod tests {
         );
         assert!(h.take_moved(&p, 1).is_empty(), "handed off twice");
         assert!(lock(&h.served).is_empty());
+    }
+
+    #[test]
+    fn a_data_plane_integration_id_gives_back_its_ids() {
+        let (t, i) = integration_ids("acme", "acme/notion").expect("ids");
+        assert_eq!((t.as_str(), i.as_str()), ("acme", "notion"));
+        for (tenant, integration) in [
+            ("acme", "acmex/notion"),
+            ("acme", "other/notion"),
+            ("acme", "acme/"),
+        ] {
+            assert!(
+                integration_ids(tenant, integration).is_err(),
+                "{integration}"
+            );
+        }
     }
 
     #[test]
