@@ -776,35 +776,41 @@ impl TenantState {
         if quiet_at > now {
             return quiet_at - now;
         }
-        if Arc::strong_count(&self.calls) > 1 {
-            // A call is still somewhere in the tree; look again a whole idle time later.
-            return idle;
+        // A call still somewhere in the tree, or a limiter not known to be quiet: look again
+        // a whole idle time later.
+        match self.quiet_limiters().await {
+            Some(states) => states
+                .iter()
+                .map(LimiterState::settled_in)
+                .max()
+                .unwrap_or(Duration::ZERO),
+            None => idle,
         }
-        let mut settle = Duration::ZERO;
+    }
+
+    /// The state of every limiter of this tenant, if no call of it is anywhere in its tree and
+    /// none of its limiters has calls queued; `None` otherwise, or if a limiter does not answer
+    /// (it is not known to be quiet). What passivation and retirement both start from.
+    async fn quiet_limiters(&self) -> Option<Vec<LimiterState>> {
+        if Arc::strong_count(&self.calls) > 1 {
+            return None;
+        }
+        let mut states = Vec::with_capacity(self.limiters.len());
         for entry in self.limiters.values() {
             match limiter::state(&entry.actor).await {
-                Ok(s) if s.queued > 0 => return idle,
-                Ok(s) => settle = settle.max(s.settled_in()),
-                // A limiter that does not answer is not known to be settled.
-                Err(_) => return idle,
+                Ok(s) if s.queued == 0 => states.push(s),
+                _ => return None,
             }
         }
-        settle
+        Some(states)
     }
 
     /// Whether something keeps this tenant from retiring: a call somewhere in its tree, or a
     /// limiter with a pause left or calls queued (or one that does not answer).
     async fn held(&self) -> bool {
-        if Arc::strong_count(&self.calls) > 1 {
-            return true;
-        }
-        for entry in self.limiters.values() {
-            match limiter::state(&entry.actor).await {
-                Ok(s) if s.queued == 0 && s.paused_for.is_none() => {}
-                _ => return true,
-            }
-        }
-        false
+        self.quiet_limiters()
+            .await
+            .is_none_or(|states| states.iter().any(|s| s.paused_for.is_some()))
     }
 
     /// Starts the integration's limiter from `adopt`'s snapshot, or merges it into the one
