@@ -8,8 +8,9 @@
 //! acknowledged write lost, no phantom or rejected tenant, every node in the same state);
 //! [`check_notion`] checks what the Notion sandbox received (per-integration budget in every
 //! window, across shard handoffs between nodes too; `Retry-After` honoured);
-//! [`check_senders`] checks that an integration's shard owners sent in epoch order (no old
-//! owner's request after the new owner's first), from the [`SendLog`] the owners' fences fill.
+//! [`SendOrder`] checks that an integration's shard owners sent in epoch order (no old
+//! owner's request after the new owner's first), as the owners' fences let requests through
+//! ([`SendLog`]).
 //!
 //! To add an invariant: observe what it needs (in [`Observer::observe`] for continuous
 //! checks, or in the history / final state), and return a [`Violation`] naming it.
@@ -778,9 +779,16 @@ impl SendLog {
     }
 }
 
-/// `senders-in-epoch-order` over requests seen in time order (see [`check_senders`]): per
-/// integration and shard, the latest epoch sent under so far, by which node, and its first
-/// request under it.
+/// The owners of an integration's shard send in epoch order (`senders-in-epoch-order`): no
+/// request leaves under an epoch after another node's first request under a later epoch of
+/// the same shard. This is the lease argument itself (the old owner stops by `c + S`, the
+/// new one starts at `s + S >= c + S`), checked on the time each request passed its fence
+/// rather than on Notion's budget, so it fails on any overlap, not only on one that a
+/// bucket's burst cannot absorb. Requests at one epoch (would-be owners of a shard without
+/// owner, an owner restarting) are not ordered by it.
+///
+/// Requests are seen in time order; kept per integration and shard: the latest epoch sent
+/// under so far, by which node, and its first request under it.
 #[derive(Debug, Default)]
 pub struct SendOrder {
     latest: BTreeMap<(String, String), (u64, NodeId, u64)>,
@@ -806,20 +814,6 @@ impl SendOrder {
             }
         }
     }
-}
-
-/// The owners of an integration's shard send in epoch order (`senders-in-epoch-order`): no
-/// request leaves under an epoch after another node's first request under a later epoch of
-/// the same shard. This is the lease argument itself (the old owner stops by `c + S`, the
-/// new one starts at `s + S >= c + S`), checked on the time each request passed its fence
-/// rather than on Notion's budget, so it fails on any overlap, not only on one that a
-/// bucket's burst cannot absorb. Requests at one epoch (would-be owners of a shard without
-/// owner, an owner restarting) are not ordered by it.
-pub fn check_senders(sends: &[Send]) -> Result<(), Violation> {
-    let mut in_time_order: Vec<&Send> = sends.iter().collect();
-    in_time_order.sort_by_key(|s| s.at_ms);
-    let mut order = SendOrder::default();
-    in_time_order.into_iter().try_for_each(|s| order.observe(s))
 }
 
 #[cfg(test)]
@@ -1122,6 +1116,12 @@ mod tests {
         // Moved off: done.
         own(&mut p, &any, Some(1), 2);
         check_drains(&p, &live, 0).unwrap();
+    }
+
+    /// `senders-in-epoch-order` over `sends`, given in time order.
+    fn check_senders(sends: &[Send]) -> Result<(), Violation> {
+        let mut order = SendOrder::default();
+        sends.iter().try_for_each(|s| order.observe(s))
     }
 
     fn send(at_ms: u64, node: NodeId, epoch: u64) -> Send {
