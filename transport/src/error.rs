@@ -103,8 +103,9 @@ pub enum TransportError {
 
 impl TransportError {
     /// Whether retrying later, possibly elsewhere, may succeed (as opposed to a request that
-    /// is wrong and will stay wrong). A peer's `Cancelled` is its server ending the call at the
-    /// deadline the client sent (tonic answers "Timeout expired"), like a `Timeout` here.
+    /// is wrong and will stay wrong). A peer's server ending a call at the deadline the client
+    /// sent (tonic's `Cancelled`, "Timeout expired") arrives here as a `Timeout`
+    /// (`client.rs`, `is_deadline`).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -113,7 +114,7 @@ impl TransportError {
                 | TransportError::Overloaded(_)
                 | TransportError::NotLeader { .. }
                 | TransportError::Raft(_)
-        ) || matches!(self, TransportError::Remote { code, .. } if matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled))
+        ) || matches!(self, TransportError::Remote { code, .. } if matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted))
     }
 }
 
